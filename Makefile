@@ -1,0 +1,61 @@
+# arctax: the two set-up commands are `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU installs use the torch 2.13.0 CPU wheel; on a GPU site set TORCH_SPEC to your CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+CORES ?= $(shell nproc)
+DEMO_CONFIG ?= config/demo.yaml
+RUN ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint fmt dag report bench clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+## Whole workflow on the demo preset, locally on CPU, then the HTML report.
+demo: setup
+	$(BIN)/snakemake --profile profiles/local --configfile $(DEMO_CONFIG) --cores $(CORES) all
+	$(BIN)/snakemake --profile profiles/local --configfile $(DEMO_CONFIG) --report results/$(RUN)/report.html
+	@echo
+	@echo "Report:  $(CURDIR)/results/$(RUN)/report.html"
+	@echo "Summary: $(CURDIR)/results/$(RUN)/compare/summary.md"
+
+## The test suite (CI runs this). The Slurm tests start a local cluster (scripts/local-slurm).
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests workflow/scripts benchmarks
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --configfile $(DEMO_CONFIG)
+
+fmt: setup
+	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks
+	$(BIN)/ruff format src tests workflow/scripts benchmarks
+	$(BIN)/snakefmt Snakefile workflow/rules
+
+dag: setup
+	$(BIN)/snakemake --configfile $(DEMO_CONFIG) --dag | dot -Tsvg > dag.svg
+	$(BIN)/snakemake --configfile $(DEMO_CONFIG) --rulegraph | dot -Tsvg > rulegraph.svg
+	@echo "wrote dag.svg rulegraph.svg"
+
+report: setup
+	$(BIN)/snakemake --profile profiles/local --configfile $(DEMO_CONFIG) --report results/$(RUN)/report.html
+	@echo "Report: $(CURDIR)/results/$(RUN)/report.html"
+
+bench: setup
+	$(BIN)/python benchmarks/bench.py
+
+clean-demo:
+	rm -rf results/$(RUN) .snakemake

@@ -1,0 +1,100 @@
+"""Configuration: load and merge YAML, validate against the schema, read Trial 69.
+
+The workflow and the library share one plain ``dict`` config (what Snakemake calls
+``config``). Trial 69 lives in ``config/config.yaml`` under ``trial69``; nothing in the code
+repeats its numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+MODEL_NAMES = ("champion", "encoder_decoder", "decoder_only")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the key and the fix."""
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated by ``over``, recursing into nested mappings."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Load ``config/config.yaml`` (or the first path), merge later files and ``overrides``."""
+    files = [Path(p) for p in paths] or [DEFAULT_CONFIG]
+    cfg: dict[str, Any] = {}
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(f"config file not found: {f}")
+        try:
+            data = yaml.safe_load(f.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{f}: not valid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{f}: top level must be a mapping of keys")
+        cfg = deep_merge(cfg, data)
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: Mapping[str, Any], schema: Path = SCHEMA) -> None:
+    """Validate ``cfg`` against the JSON schema; raise one :class:`ConfigError` naming the key."""
+    import jsonschema
+
+    spec = yaml.safe_load(schema.read_text())
+    validator = jsonschema.Draft202012Validator(spec)
+    errors = sorted(validator.iter_errors(dict(cfg)), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ConfigError(f"config key '{key}': {e.message}")
+
+
+def get(cfg: Mapping[str, Any], dotted: str) -> Any:
+    """``get(cfg, "trial69.optimizer.lr")``; raises :class:`ConfigError` naming a missing key."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"config key '{dotted}' is missing (add it to your config YAML)")
+        node = node[part]
+    return node
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(dotted_key, leaf_value)`` pairs of a nested mapping."""
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from flatten(value, name + ".")
+        else:
+            yield name, value
+
+
+def trial69(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The Trial 69 block of the config (the reference recipe)."""
+    return copy.deepcopy(dict(get(cfg, "trial69")))
+
+
+def model_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Hyper-parameters of model ``name`` (``champion``, ``encoder_decoder``, ``decoder_only``)."""
+    if name not in MODEL_NAMES:
+        raise ConfigError(f"unknown model '{name}'; expected one of {', '.join(MODEL_NAMES)}")
+    return copy.deepcopy(dict(get(cfg, f"models.{name}")))
