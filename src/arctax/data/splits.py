@@ -1,0 +1,87 @@
+"""Task-level splits (never by pair), seeded and stratified, or read from a manifest."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from arctax.data.sources import Task
+from arctax.data.validate import InvalidTaskError
+
+UNLABELLED = "unlabelled"
+
+
+def load_labels(path: str | Path | None) -> dict[str, str]:
+    """Read a taxonomy file ``{task_id: category}``; empty when ``path`` is None."""
+    if path is None:
+        return {}
+    p = Path(path)
+    try:
+        labels = json.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise InvalidTaskError(f"{p}: taxonomy labels file not found (fix taxonomy.labels)") from e
+    except json.JSONDecodeError as e:
+        raise InvalidTaskError(f"{p}: taxonomy labels are not valid JSON ({e})") from e
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise InvalidTaskError(f"{p}: taxonomy labels must be a JSON object {{task_id: category}}")
+    return labels
+
+
+def size_bucket(task: Task) -> str:
+    """Stratum from the first output's size when no taxonomy labels are given."""
+    h, w = task.pairs[0][1].shape
+    cells = h * w
+    return "small" if cells <= 25 else "medium" if cells <= 225 else "large"
+
+
+def split_tasks(
+    tasks: list[Task], val_fraction: float, seed: int, labels: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """Seeded train/val split of task ids, stratified by category (or output size)."""
+    strata: dict[str, list[str]] = defaultdict(list)
+    for t in sorted(tasks, key=lambda t: t.task_id):
+        key = labels.get(t.task_id, UNLABELLED) if labels else size_bucket(t)
+        strata[key].append(t.task_id)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for key in sorted(strata):
+        ids = list(strata[key])
+        rng.shuffle(ids)
+        n_val = int(round(len(ids) * val_fraction))
+        if len(ids) > 1:
+            n_val = min(max(n_val, 1), len(ids) - 1)
+        else:
+            n_val = 0
+        val += ids[:n_val]
+        train += ids[n_val:]
+    return sorted(train), sorted(val)
+
+
+def read_manifest(path: str | Path, known: set[str]) -> tuple[list[str], list[str]]:
+    """Train/val task ids from a split manifest (``train_files`` / ``val_files``)."""
+    p = Path(path)
+    try:
+        m = json.loads(p.read_text())
+        train = [Path(f).stem for f in m["train_files"]]
+        val = [Path(f).stem for f in m["val_files"]]
+    except FileNotFoundError as e:
+        raise InvalidTaskError(f"{p}: split manifest not found (fix data.manifest)") from e
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InvalidTaskError(
+            f"{p}: split manifest must be JSON with 'train_files' and 'val_files' lists ({e})"
+        ) from e
+    unknown = sorted((set(train) | set(val)) - known)
+    if unknown:
+        raise InvalidTaskError(
+            f"{p}: manifest lists {len(unknown)} task ids not in the data source, "
+            f"e.g. {', '.join(unknown[:5])}"
+        )
+    both = sorted(set(train) & set(val))
+    if both:
+        raise InvalidTaskError(f"{p}: task ids in both train_files and val_files: {both[:5]}")
+    return sorted(train), sorted(val)
