@@ -1,0 +1,80 @@
+"""Greedy decoding of answers: with a key/value cache (one token per step) or naively.
+
+The naive loop re-runs ``forward`` over the whole prefix every step; it is the oracle in tests
+and the baseline in the benchmark. Both stop a sample at its ``EOS`` and decode the tokens
+with ``decode_grid`` (``None`` for a malformed answer).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from arctax.data.tokenize import BOS, EOS, PAD, SEP, PositionTracker, decode_grid
+
+Batch = dict[str, torch.Tensor]
+
+
+def _naive_logits(model: nn.Module, batch: Batch, out: torch.Tensor, pos: torch.Tensor):
+    """Logits for the next token given the answer prefix ``out (B, t)`` with coordinates ``pos``."""
+    b, t = out.shape
+    dev = out.device
+    if model.fmt == "decoder_only":
+        plen = batch["prompt_len"]
+        p = int(plen.max())
+        idx = torch.arange(p + t, device=dev)
+        prompt = torch.where(idx[None, :p] < plen[:, None], batch["seq"][:, :p], PAD)
+        # place each sample's answer right after its own prompt
+        seq = torch.full((b, p + t), PAD, dtype=torch.long, device=dev)
+        seq[:, :p] = prompt
+        cols = plen[:, None] + torch.arange(t, device=dev)[None, :]
+        seq.scatter_(1, cols, out)
+        logits = model({"seq": seq})
+        return logits[torch.arange(b, device=dev), plen - 1 + t]
+    tgt_in = torch.cat([torch.full((b, 1), BOS, dtype=torch.long, device=dev), out], 1)
+    mb = dict(batch)
+    mb["tgt_in"], mb["tgt_pos"] = tgt_in, pos
+    return model(mb)[:, -1]
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool = True
+) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Greedy answers for a batch: ``(grids, generated token counts)``.
+
+    ``grids[i]`` is the decoded grid of sample ``i`` or ``None`` if its tokens do not form one.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        ref = batch["seq"] if model.fmt == "decoder_only" else batch["src"]
+        b, dev = ref.shape[0], ref.device
+        tracker = PositionTracker(b)
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        steps = torch.zeros(b, dtype=torch.long, device=dev)
+        tokens: list[torch.Tensor] = []
+        positions = [torch.zeros(b, 2, dtype=torch.long, device=dev)]
+        if use_cache:
+            logits, cache = model.start(batch)
+        for t in range(max_new_tokens):
+            if not use_cache:
+                prefix = torch.stack(tokens, 1) if tokens else ref.new_zeros(b, 0)
+                logits = _naive_logits(model, batch, prefix, torch.stack(positions, 1))
+            logits = logits.float()
+            logits[:, [PAD, SEP, BOS]] = float("-inf")  # never valid inside an answer
+            nxt = logits.argmax(-1).masked_fill(done, EOS)
+            tokens.append(nxt)
+            steps += (~done).long()
+            done |= nxt == EOS
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            pos = torch.from_numpy(tracker.advance(nxt.cpu().numpy()).copy()).to(dev)
+            positions.append(pos)
+            if use_cache:
+                logits = model.step(cache, nxt, pos)
+        out = torch.stack(tokens, 1).cpu().numpy()
+        return [decode_grid(row) for row in out], steps.cpu().numpy()
+    finally:
+        model.train(was_training)

@@ -1,0 +1,121 @@
+"""Encoder-decoder ("Exp 0"): encoder over the input grid, causal decoder over the output grid.
+
+1D sinusoidal positions over each sequence's index. The target is shifted by the batch
+(``tgt_in = [BOS] + out[:-1]``), so the decoder never sees the token it predicts (bug 4 of
+the original). The champion subclasses this model and overrides the embedding and mixing
+hooks; decoding with a key/value cache lives here once for both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from arctax.data.tokenize import BOS, VOCAB_SIZE
+from arctax.models.grid2d_pe import SinusoidalPE1D
+from arctax.models.layers import Block, KVCache
+
+Batch = dict[str, torch.Tensor]
+
+
+class EncoderDecoder(nn.Module):
+    """Pre-norm transformer encoder-decoder over marker-format grids."""
+
+    fmt = "seq2seq"
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_encoder_layers: int,
+        n_decoder_layers: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        encoder_dropout: float | None = None,
+        decoder_dropout: float | None = None,
+        vocab_size: int = VOCAB_SIZE,
+        max_grid: int = 30,
+        d_mem: int | None = None,
+    ) -> None:
+        super().__init__()
+        enc_p = dropout if encoder_dropout is None else encoder_dropout
+        dec_p = dropout if decoder_dropout is None else decoder_dropout
+        self.max_len = max_grid * (max_grid + 1) + 1
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.encoder = nn.ModuleList(
+            Block(d_model, n_heads, d_ff, enc_p) for _ in range(n_encoder_layers)
+        )
+        self.enc_ln = nn.LayerNorm(d_model)
+        self.decoder = nn.ModuleList(
+            Block(d_model, n_heads, d_ff, dec_p, cross=True) for _ in range(n_decoder_layers)
+        )
+        self.dec_ln = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+        self.drop = nn.Dropout(dec_p)
+        self._init_positions(d_model, max_grid)
+
+    # ---- hooks the champion overrides -------------------------------------------------
+    def _init_positions(self, d_model: int, max_grid: int) -> None:
+        self.pe = SinusoidalPE1D(d_model, self.max_len + 1)
+
+    def _embed_src(self, batch: Batch) -> torch.Tensor:
+        idx = torch.arange(batch["src"].shape[1], device=batch["src"].device)
+        return self.embed(batch["src"]) + self.pe(idx)
+
+    def _embed_tgt(self, tokens: torch.Tensor, pos: torch.Tensor, index: torch.Tensor):
+        """Decoder input: ``tokens (B,T)``, real coordinates ``pos (B,T,2)``, step ``index (T,)``."""
+        return self.embed(tokens) + self.pe(index)
+
+    def _context(self, batch: Batch) -> torch.Tensor | None:
+        return None
+
+    def _mix(self, layer: int, y: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+        return y
+
+    # ---- training forward ---------------------------------------------------------------
+    def encode(self, batch: Batch) -> torch.Tensor:
+        """Encoder memory ``(B, S, d)``; pads are masked as keys."""
+        x = self.drop(self._embed_src(batch))
+        for blk in self.encoder:
+            x = blk(x, key_mask=batch["src_mask"])
+        return self.enc_ln(x)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Teacher-forced logits ``(B, T, V)`` aligned with ``batch["labels"]``."""
+        mem = self.encode(batch)
+        ctx = self._context(batch)
+        t = batch["tgt_in"].shape[1]
+        idx = torch.arange(t, device=mem.device)
+        y = self.drop(self._embed_tgt(batch["tgt_in"], batch["tgt_pos"], idx))
+        for i, blk in enumerate(self.decoder):
+            y = self._mix(i, y, ctx)
+            y = blk(y, causal=True, mem=mem, mem_mask=batch["src_mask"])
+        return self.head(self.dec_ln(y))
+
+    # ---- greedy decoding with a key/value cache -------------------------------------------
+    def start(self, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Encode once; return logits of the first answer token and the decoding cache."""
+        mem = self.encode(batch)
+        b = mem.shape[0]
+        cache: dict[str, Any] = {
+            "ctx": self._context(batch),
+            "mem_mask": batch["src_mask"],
+            "mem_kv": [blk.cross.memory_kv(mem) for blk in self.decoder],
+            "self": [KVCache() for _ in self.decoder],
+            "t": 0,
+        }
+        bos = torch.full((b,), BOS, dtype=torch.long, device=mem.device)
+        pos = torch.zeros(b, 2, dtype=torch.long, device=mem.device)
+        return self.step(cache, bos, pos), cache
+
+    def step(self, cache: dict[str, Any], token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Feed one token per sample (``pos``: coordinate of the token to predict next)."""
+        idx = torch.full((1,), cache["t"], dtype=torch.long, device=token.device)
+        y = self._embed_tgt(token[:, None], pos[:, None], idx)
+        for i, blk in enumerate(self.decoder):
+            y = self._mix(i, y, cache["ctx"])
+            y = blk(y, mem_mask=cache["mem_mask"], cache=cache["self"][i], mem_kv=cache["mem_kv"][i])
+        cache["t"] += 1
+        return self.head(self.dec_ln(y))[:, 0]

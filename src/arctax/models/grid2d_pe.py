@@ -1,0 +1,48 @@
+"""Fixed sinusoidal positional encodings: 1D over a sequence index, 2D over real (row, col).
+
+Grid2D gives half of the channels to the row and half to the column of each token, looked up
+from the token's real coordinates (``pos[..., 0]``, ``pos[..., 1]``) — never from its flat
+index, which would put cell (1, 0) of a 3x3 grid at (0, 3) (bug 3 of the original).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoid_table(n: int, d: int) -> torch.Tensor:
+    """``(n, d)`` table: ``sin`` on even channels, ``cos`` on odd ones (Vaswani et al.)."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    table = torch.zeros(n, d)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : d // 2]
+    return table
+
+
+class SinusoidalPE1D(nn.Module):
+    """1D sinusoidal encoding of integer positions ``(…,)`` -> ``(…, d)``."""
+
+    def __init__(self, d: int, max_len: int) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoid_table(max_len, d), persistent=False)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.table[index]
+
+
+class Grid2DPE(nn.Module):
+    """2D sinusoidal encoding of real coordinates ``pos (…, 2)`` -> ``(…, d)``."""
+
+    def __init__(self, d: int, max_grid: int = 30) -> None:
+        super().__init__()
+        if d % 4:
+            raise ValueError(f"Grid2D PE needs d_model divisible by 4, got {d}")
+        # rows and columns run 0..max_grid: markers sit one past the last cell
+        self.register_buffer("table", sinusoid_table(max_grid + 1, d // 2), persistent=False)
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.table[pos[..., 0]], self.table[pos[..., 1]]], dim=-1)
