@@ -178,16 +178,20 @@ def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
     labels_path = cfg["taxonomy"].get("labels")
     labels = load_labels(labels_path)
     train_src, test_src = load_sources(cfg)
-    by_id = {t.task_id: _filter(t, d.get("max_cells")) for t in train_src.tasks}
+    filtered = [_filter(t, d.get("max_cells")) for t in train_src.tasks]
+    by_id = {t.task_id: t for t in filtered if len(t.pairs) >= 2}
+    unusable = sorted(t.task_id for t in filtered if len(t.pairs) < 2)
     if d.get("manifest"):
-        train_ids, val_ids = read_manifest(d["manifest"], set(by_id))
+        train_ids, val_ids = read_manifest(d["manifest"], {t.task_id for t in filtered})
+        train_ids = [i for i in train_ids if i in by_id]
+        val_ids = [i for i in val_ids if i in by_id]
     else:
         train_ids, val_ids = split_tasks(
             list(by_id.values()), d["val_fraction"], d["split_seed"], labels
         )
-    test_tasks = sorted(
-        (_filter(t, d.get("max_cells")) for t in test_src.tasks), key=lambda t: t.task_id
-    )
+    test_all = [_filter(t, d.get("max_cells")) for t in test_src.tasks]
+    test_tasks = sorted((t for t in test_all if t.test and t.train), key=lambda t: t.task_id)
+    unusable += sorted(t.task_id for t in test_all if not (t.test and t.train))
     n = d.get("max_tasks")
     plan = {
         "train": ([by_id[i] for i in train_ids][:n], "train"),
@@ -204,6 +208,7 @@ def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
         "counts": {},
         "dropped_tasks": {},
         "skipped_invalid": train_src.skipped + test_src.skipped,
+        "unusable_after_filter": unusable,
         "files": {},
     }
     for split, (tasks, mode) in plan.items():

@@ -1,0 +1,204 @@
+"""Safe checkpoint loading: ``torch.load(..., weights_only=True)`` only (bug 7 of the original).
+
+Every failure ends in one :class:`CheckpointError` that names the file, says what is wrong
+and how to fix it. A checkpoint of the original internal codebase (``core_model.*``,
+``cebr_alpha``, OmegaConf hyper-parameters) is recognised and refused, never half-loaded:
+its forward code is not public, so its weights cannot run faithfully here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Top-level state_dict names that only the original internal codebase has.
+ORIGINAL_PREFIXES = ("core_model.", "cebr_", "gauge_")
+ORIGINAL_HINT = (
+    "it looks like a checkpoint of the original internal codebase (champion_bootstrap.ckpt: "
+    "'core_model.*', 'cebr_alpha', 'gauge_alpha', OmegaConf hyper-parameters). Its forward code "
+    "is not public, so arctax cannot run it. Either set `champion.bootstrap: true` in the config "
+    "to train a champion here under Trial 69 (labelled 'bootstrapped'), or convert the weights "
+    "into an arctax checkpoint (hyper_parameters model_name/model_cfg/trial69/k, plain types)"
+)
+MAX_DIFF = 5
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be loaded safely; the message names the file and the fix."""
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (read in chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_container(p: Path) -> None:
+    """Reject files that cannot be a torch checkpoint before unpickling anything."""
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found; check the path or train the model first")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: not a file; give the path of a .ckpt file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: checkpoint file is empty (0 bytes); re-run the training step")
+    head = p.read_bytes()[:4] if p.stat().st_size < 4 else open(p, "rb").read(4)
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(p):
+            raise CheckpointError(
+                f"{p}: truncated or corrupt checkpoint (its zip directory is missing); "
+                "the save was probably interrupted: re-run the training step"
+            )
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+        if not any(n.endswith("/data.pkl") for n in names):
+            raise CheckpointError(
+                f"{p}: a zip archive but not a PyTorch checkpoint (no data.pkl; holds "
+                f"{', '.join(names[:3])}); give the path of a .ckpt written by training"
+            )
+    elif not head.startswith(b"\x80"):
+        raise CheckpointError(
+            f"{p}: not a PyTorch checkpoint (it starts with {head!r}, not a zip or pickle "
+            "header); give the path of a .ckpt written by training"
+        )
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True``; refuse anything else clearly."""
+    p = Path(path)
+    _check_container(p)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "omegaconf" in msg.lower():
+            raise CheckpointError(
+                f"{p}: holds OmegaConf objects, which cannot load under weights_only=True "
+                f"(loading them would run arbitrary code); {ORIGINAL_HINT}"
+            ) from e
+        if "Unsupported global" in msg or "Weights only load failed" in msg:
+            what = msg.split("Unsupported global:")[-1].split(" was not")[0].strip()
+            raise CheckpointError(
+                f"{p}: refuses to load under weights_only=True: it pickles a Python object "
+                f"({what[:120]}) that would need code execution; save hyper-parameters as "
+                "plain types (dict, list, str, numbers)"
+            ) from e
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({msg[:200]})") from e
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
+        raise CheckpointError(
+            f"{p}: truncated or corrupt checkpoint ({type(e).__name__}: {str(e)[:160]}); "
+            "re-run the training step"
+        ) from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{p}: not a Lightning checkpoint (it holds a {type(ckpt).__name__}, not a dict with "
+            "'state_dict' and 'hyper_parameters'); give the path of a .ckpt written by training"
+        )
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict):
+        raise CheckpointError(
+            f"{p}: not a Lightning checkpoint (no 'state_dict'; top-level keys: "
+            f"{', '.join(map(str, list(ckpt)[:6]))}); give the path of a .ckpt written by training"
+        )
+    if is_original_codebase(ckpt):
+        raise CheckpointError(f"{p}: {ORIGINAL_HINT}")
+    return ckpt
+
+
+def is_original_codebase(ckpt: dict[str, Any]) -> bool:
+    """True for a checkpoint with the original internal codebase's structure."""
+    keys = [str(k) for k in ckpt.get("state_dict", {})]
+    return any(k.startswith(ORIGINAL_PREFIXES) for k in keys)
+
+
+def _hparams(ckpt: dict[str, Any], p: Path) -> dict[str, Any]:
+    hp = ckpt.get("hyper_parameters")
+    need = ("model_name", "model_cfg")
+    if not isinstance(hp, dict) or any(k not in hp for k in need):
+        have = ", ".join(map(str, hp)) if isinstance(hp, dict) else type(hp).__name__
+        raise CheckpointError(
+            f"{p}: hyper_parameters lack {' and '.join(need)} (found: {have or 'none'}); "
+            "this checkpoint was not written by arctax training: retrain it with the workflow"
+        )
+    return hp
+
+
+def state_dict_diff(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> str:
+    """Short description of missing / unexpected / shape-mismatched keys (first few of each)."""
+    missing = sorted(set(expected) - set(actual))
+    unexpected = sorted(set(actual) - set(expected))
+    shapes = [
+        f"{k} {tuple(actual[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(actual))
+        if tuple(expected[k].shape) != tuple(actual[k].shape)
+    ]
+    parts = []
+    for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (+{len(items) - MAX_DIFF} more)" if len(items) > MAX_DIFF else ""
+            parts.append(f"{name} {len(items)}: {', '.join(items[:MAX_DIFF])}{more}")
+    return "; ".join(parts)
+
+
+def bootstrapped_flag(path: Path, hp: dict[str, Any]) -> bool:
+    """Whether the checkpoint is a champion trained here (bootstrap), not user-supplied weights."""
+    if "bootstrap" in hp:
+        return bool(hp["bootstrap"])
+    prov = path.parent / "provenance.json"
+    if prov.is_file():
+        try:
+            return bool(json.loads(prov.read_text()).get("bootstrap", False))
+        except (OSError, json.JSONDecodeError):
+            return False
+    return False
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the arctax model of a checkpoint: ``(model in eval mode, info)``.
+
+    ``info`` holds ``model_name``, ``model_cfg``, ``k``, ``trial69``, ``epoch``,
+    ``global_step``, ``path``, ``sha256`` and ``bootstrapped``.
+    """
+    from arctax.models import build_model
+
+    p = Path(path)
+    ckpt = load_checkpoint(p)
+    hp = _hparams(ckpt, p)
+    try:
+        model = build_model(hp["model_name"], dict(hp["model_cfg"]))
+    except ValueError as e:
+        raise CheckpointError(f"{p}: cannot rebuild the model: {e}") from e
+    # Lightning prefixes the wrapped nn.Module's parameters with its attribute name.
+    sd = {
+        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+    }
+    expected = model.state_dict()
+    diff = state_dict_diff(expected, sd)
+    if diff:
+        raise CheckpointError(
+            f"{p}: weights do not fit the {hp['model_name']} architecture of its own "
+            f"hyper-parameters ({diff}); the checkpoint and model code disagree: retrain it"
+        )
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    info = {
+        "model_name": hp["model_name"],
+        "model_cfg": hp["model_cfg"],
+        "k": int(hp.get("k", 2)),
+        "trial69": hp.get("trial69"),
+        "epoch": ckpt.get("epoch"),
+        "global_step": ckpt.get("global_step"),
+        "path": str(p),
+        "sha256": sha256(p),
+        "bootstrapped": bootstrapped_flag(p, hp),
+    }
+    return model, info

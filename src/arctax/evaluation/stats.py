@@ -1,0 +1,105 @@
+"""Statistics over tasks: bootstrap CIs, paired differences, exact McNemar, seed spread.
+
+The unit of every statistic is the ARC *task*: a task with several test queries counts once
+(correct only when all its queries are), so tasks with many queries do not weigh more.
+Pure numpy + ``math``: the binomial tail of McNemar is summed exactly with integers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("grid_correct", "shape_correct", "cell_acc", "tf_grid_correct", "tf_cell_acc")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its percentile bootstrap interval."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+
+def task_table(per_query: pd.DataFrame) -> pd.DataFrame:
+    """Per-query rows -> one row per (model, seed, task): all-queries-correct, mean cell scores."""
+    required = {"model", "seed", "task_id", "category", *METRICS}
+    missing = required - set(per_query.columns)
+    if missing:
+        raise ValueError(f"per-task table lacks columns {sorted(missing)}")
+    agg = {
+        "category": "first",
+        "grid_correct": "all",
+        "shape_correct": "all",
+        "tf_grid_correct": "all",
+        "cell_acc": "mean",
+        "tf_cell_acc": "mean",
+    }
+    out = per_query.groupby(["model", "seed", "task_id"], sort=True, dropna=False).agg(agg)
+    out = out.reset_index()
+    for col in ("grid_correct", "shape_correct", "tf_grid_correct"):
+        out[col] = out[col].astype(float)
+    return out
+
+
+def _quantiles(samples: np.ndarray, ci: float) -> tuple[float, float]:
+    alpha = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(samples, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(values: np.ndarray, n_samples: int, ci: float, seed: int) -> Estimate:
+    """Mean of ``values`` (one per task) with a seeded percentile bootstrap interval."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v.size, size=(n_samples, v.size))
+    lo, hi = _quantiles(v[idx].mean(axis=1), ci)
+    return Estimate(float(v.mean()), lo, hi, int(v.size))
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_samples: int, ci: float, seed: int
+) -> Estimate:
+    """Mean of ``a - b`` over the same tasks, resampling tasks jointly (a paired interval)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
+    return bootstrap_ci(a - b, n_samples, ci, seed)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs.
+
+    Under the null each discordant task is a fair coin: p = 2 * P(X <= min(b, c)),
+    X ~ Binomial(b + c, 1/2), capped at 1. Integer arithmetic keeps it exact for any n.
+    """
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def mcnemar(model_correct: np.ndarray, ref_correct: np.ndarray) -> tuple[int, int, float]:
+    """``(b, c, p)``: b = tasks only the model solves, c = tasks only the reference solves."""
+    m = np.asarray(model_correct, dtype=bool)
+    r = np.asarray(ref_correct, dtype=bool)
+    b, c = int((m & ~r).sum()), int((~m & r).sum())
+    return b, c, mcnemar_exact(b, c)
+
+
+def seed_spread(values: np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation across seeds (std is NaN for one seed)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
