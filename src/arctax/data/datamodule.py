@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.epoch_fn: Callable[[], int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at each epoch start: a new, reproducible order."""
@@ -64,6 +65,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return [out[i] for i in rng.permutation(len(out))]
 
     def __iter__(self) -> Iterator[list[int]]:
+        if self.epoch_fn is not None:
+            self.epoch = self.epoch_fn()
         b = self.batches()
         if self.num_replicas > 1:
             per = math.ceil(len(b) / self.num_replicas)
@@ -112,6 +115,17 @@ class ARCDataModule(pl.LightningDataModule):
         self.group_by_length = group_by_length
         self.collate = functools.partial(collate, fmt=MODEL_FORMAT[model_name], k=k)
         self.splits: dict[str, PreparedSplit] = {}
+        self.resume_epoch = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved with each checkpoint: the epoch whose batch order comes next."""
+        trainer = self.trainer
+        return {"next_epoch": trainer.current_epoch + 1 if trainer is not None else 0}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        # On resume Lightning builds the first iterator before its epoch counter catches up
+        # with the checkpoint; this makes that iterator draw the order of the right epoch.
+        self.resume_epoch = int(state_dict.get("next_epoch", 0))
 
     def setup(self, stage: str | None = None) -> None:
         """Open the splits (cheap: plain arrays)."""
@@ -121,7 +135,7 @@ class ARCDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.splits[split]
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         replicas = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         if shuffle and not self.group_by_length:
@@ -131,6 +145,8 @@ class ARCDataModule(pl.LightningDataModule):
         sampler = LengthGroupedBatchSampler(
             lengths, self.batch_size, self.seed, shuffle, num_replicas=replicas, rank=rank
         )
+        if trainer is not None:  # a new order each epoch, reproducible after a resume
+            sampler.epoch_fn = lambda: max(trainer.current_epoch, self.resume_epoch)
         return DataLoader(
             ds,
             batch_sampler=sampler,
@@ -138,6 +154,9 @@ class ARCDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            # a private generator: creating an epoch's iterator then draws nothing from the
+            # global RNG, so dropout streams match between a resumed and a straight run
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

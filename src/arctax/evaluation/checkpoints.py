@@ -51,7 +51,8 @@ def _check_container(p: Path) -> None:
         raise CheckpointError(f"{p}: not a file; give the path of a .ckpt file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: checkpoint file is empty (0 bytes); re-run the training step")
-    head = p.read_bytes()[:4] if p.stat().st_size < 4 else open(p, "rb").read(4)
+    with open(p, "rb") as f:
+        head = f.read(4)
     if head.startswith(b"PK"):
         if not zipfile.is_zipfile(p):
             raise CheckpointError(
@@ -137,7 +138,7 @@ def state_dict_diff(expected: dict[str, torch.Tensor], actual: dict[str, torch.T
     missing = sorted(set(expected) - set(actual))
     unexpected = sorted(set(actual) - set(expected))
     shapes = [
-        f"{k} {tuple(actual[k].shape)} vs {tuple(expected[k].shape)}"
+        f"{k} checkpoint {tuple(actual[k].shape)} != model {tuple(expected[k].shape)}"
         for k in sorted(set(expected) & set(actual))
         if tuple(expected[k].shape) != tuple(actual[k].shape)
     ]
@@ -150,16 +151,23 @@ def state_dict_diff(expected: dict[str, torch.Tensor], actual: dict[str, torch.T
 
 
 def bootstrapped_flag(path: Path, hp: dict[str, Any]) -> bool:
-    """Whether the checkpoint is a champion trained here (bootstrap), not user-supplied weights."""
+    """Whether the weights were trained by this workflow rather than supplied by the user.
+
+    An explicit ``bootstrap`` entry (hyper-parameters or ``provenance.json``) wins; otherwise a
+    ``provenance.json`` beside the checkpoint means arctax trained it here. The original
+    Trial 69 weights cannot load at all (see :data:`ORIGINAL_HINT`), so a loadable champion
+    is either bootstrapped here or converted by the user.
+    """
     if "bootstrap" in hp:
         return bool(hp["bootstrap"])
     prov = path.parent / "provenance.json"
-    if prov.is_file():
-        try:
-            return bool(json.loads(prov.read_text()).get("bootstrap", False))
-        except (OSError, json.JSONDecodeError):
-            return False
-    return False
+    if not prov.is_file():
+        return False
+    try:
+        rec = json.loads(prov.read_text())
+    except (OSError, json.JSONDecodeError):
+        return True
+    return bool(rec.get("bootstrap", True))
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -178,9 +186,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except ValueError as e:
         raise CheckpointError(f"{p}: cannot rebuild the model: {e}") from e
     # Lightning prefixes the wrapped nn.Module's parameters with its attribute name.
-    sd = {
-        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
-    }
+    # Other keys stay as they are, so they show up as unexpected in the diff.
+    sd = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     expected = model.state_dict()
     diff = state_dict_diff(expected, sd)
     if diff:

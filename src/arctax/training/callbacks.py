@@ -155,3 +155,51 @@ class PreemptionGuard(pl.Callback):
         for s, h in self._previous.items():
             signal.signal(s, h)
         self._previous.clear()
+
+
+class RNGState(pl.Callback):
+    """Carry the RNG streams through a checkpoint, so a resumed run equals a straight one.
+
+    Lightning does not save RNG state. Without it, a resumed run draws dropout masks and
+    loader seeds from ``seed_everything`` again instead of continuing the interrupted stream.
+    The state saved with a checkpoint is put back when training starts, before the next
+    epoch's loader draws its seed, which is where the uninterrupted run continues from it.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        np_state = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None:
+            return
+        import random
+
+        import numpy as np
+        import torch
+
+        s, self._pending = self._pending, None
+        torch.set_rng_state(s["torch"])
+        n = s["numpy"]
+        np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+        random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in s["python"]))
+        if "cuda" in s and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["cuda"])

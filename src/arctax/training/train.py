@@ -26,7 +26,7 @@ from arctax.config import model_config
 from arctax.data.datamodule import ARCDataModule
 from arctax.data.dataset import load_manifest
 from arctax.data.prepare import write_json
-from arctax.training.callbacks import EpochMetrics, Preempted, PreemptionGuard
+from arctax.training.callbacks import EpochMetrics, Preempted, PreemptionGuard, RNGState
 from arctax.training.module import ARCLitModule
 from arctax.training.provenance import audit, built_values, now, provenance_record
 
@@ -118,6 +118,7 @@ def build_trainer(
             save_top_k=1, save_last=True, enable_version_counter=False,
         ),
         EpochMetrics(state_dir / "metrics.csv", echo=not tty),
+        RNGState(),
         *extra_callbacks,
     ]
     loggers: list[Any] = [pl.loggers.CSVLogger(state_dir, name="logs", version=f"run-{int(time.time())}")]

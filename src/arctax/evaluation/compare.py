@@ -1,0 +1,374 @@
+"""Compare every evaluated model against the champion reference, over ARC tasks.
+
+Inputs are the folders written by :func:`arctax.evaluation.evaluate.evaluate` (one per model
+and seed) and the training run folders (``metrics.csv``, ``provenance.json``). Outputs in
+``out_dir``: ``summary.csv``, ``per_category.csv``, ``audit.csv``, ``summary.md`` and the
+figures ``curves.png``, ``accuracy.png``, ``categories.png``, ``gallery.png``.
+
+Statistics are over tasks. With several seeds a task's score is its mean over seeds (CIs and
+paired differences resample tasks); McNemar needs one yes/no per task, so a task counts as
+solved when at least half of the seeds solve it. Every bootstrap uses ``eval.seed``: the same
+inputs give the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from arctax.config import get
+from arctax.evaluation import plots
+from arctax.evaluation.evaluate import atomic_write_text
+from arctax.evaluation.stats import (
+    bootstrap_ci,
+    mcnemar,
+    paired_bootstrap,
+    seed_spread,
+    task_table,
+)
+
+PathLike = str | Path
+RATES = ("grid_correct", "shape_correct", "cell_acc")
+NAMES = {"grid_correct": "grid_acc", "shape_correct": "shape_acc", "cell_acc": "cell_acc"}
+
+
+def _dirs(value: PathLike | Sequence[PathLike]) -> list[Path]:
+    return [Path(value)] if isinstance(value, (str, Path)) else [Path(v) for v in value]
+
+
+def load_evals(eval_dirs: Mapping[str, PathLike | Sequence[PathLike]]) -> tuple[pd.DataFrame, dict]:
+    """Concatenate the per-query tables (model column = label) and collect each summary.json."""
+    frames, summaries = [], {}
+    for label, value in eval_dirs.items():
+        for i, d in enumerate(_dirs(value)):
+            csv = d / "per_task.csv"
+            if not csv.is_file():
+                raise FileNotFoundError(
+                    f"{csv}: missing; run the evaluate step for '{label}' first"
+                )
+            df = pd.read_csv(csv, dtype={"task_id": str})
+            df["model"] = label
+            # a run without a recorded seed still needs a distinct one to be averaged correctly
+            df["seed"] = df["seed"].fillna(-(i + 1)).astype(int)
+            frames.append(df)
+            sj = d / "summary.json"
+            summaries.setdefault(label, []).append(
+                json.loads(sj.read_text()) if sj.is_file() else {}
+            )
+    if not frames:
+        raise ValueError("compare: no evaluation folders given")
+    return pd.concat(frames, ignore_index=True), summaries
+
+
+def _per_task(tasks: pd.DataFrame, col: str) -> pd.DataFrame:
+    """task_id x model matrix of ``col`` averaged over seeds."""
+    return tasks.pivot_table(index="task_id", columns="model", values=col, aggfunc="mean")
+
+
+def _row(
+    tasks: pd.DataFrame, model: str, ref: str, ids: pd.Index, boot: tuple[int, float, int]
+) -> dict[str, Any]:
+    """Accuracies with CIs, seed spread, paired difference and McNemar vs ``ref`` over ``ids``."""
+    n, ci, seed = boot
+    sub = tasks[tasks["task_id"].isin(ids)]
+    row: dict[str, Any] = {"model": model, "n_tasks": len(ids)}
+    for col in RATES:
+        m = _per_task(sub, col)
+        est = bootstrap_ci(m[model].to_numpy(), n, ci, seed)
+        name = NAMES[col]
+        row.update({name: est.mean, f"{name}_lo": est.lo, f"{name}_hi": est.hi})
+    per_seed = sub[sub["model"] == model].groupby("seed")["grid_correct"].mean()
+    row["n_seeds"] = len(per_seed)
+    row["grid_acc_seed_mean"], row["grid_acc_seed_std"] = seed_spread(per_seed.to_numpy())
+    for col in ("tf_grid_correct", "tf_cell_acc"):
+        row[col.replace("_correct", "_acc")] = float(_per_task(sub, col)[model].mean())
+    g = _per_task(sub, "grid_correct")
+    d = paired_bootstrap(g[model].to_numpy(), g[ref].to_numpy(), n, ci, seed)
+    row.update({"diff_vs_ref": d.mean, "diff_lo": d.lo, "diff_hi": d.hi})
+    b, c, p = mcnemar(g[model].to_numpy() >= 0.5, g[ref].to_numpy() >= 0.5)
+    row.update({"mcnemar_b": b, "mcnemar_c": c, "mcnemar_p": p})
+    return row
+
+
+def audit_table(train_dirs: Sequence[PathLike]) -> pd.DataFrame:
+    """One row per (run, Trial 69 key) from each run's ``provenance.json``."""
+    rows = []
+    for d in map(Path, train_dirs):
+        prov = d / "provenance.json"
+        try:
+            rec = json.loads(prov.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise FileNotFoundError(f"{prov}: missing or unreadable ({e}); re-run training") from e
+        run = f"{rec['model']}_s{rec['seed']}" if "model" in rec and "seed" in rec else d.name
+        for r in rec.get("audit", []):
+            rows.append({
+                "run": run, "key": r["key"], "expected": json.dumps(r["expected"]),
+                "actual": json.dumps(r["actual"]),
+                "match": "match" if r["match"] else "DEVIATION", "reason": r.get("reason", ""),
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "key", "expected", "actual", "match", "reason"])
+
+
+def _curves(train_dirs: Sequence[PathLike]) -> dict[str, pd.DataFrame]:
+    runs = {}
+    for d in map(Path, train_dirs):
+        m = d / "metrics.csv"
+        if not m.is_file():
+            continue
+        name = d.name
+        prov = d / "provenance.json"
+        if prov.is_file():
+            rec = json.loads(prov.read_text())
+            name = f"{rec.get('model', d.name)}_s{rec.get('seed', '?')}"
+        runs[name] = plots.read_metrics(m)
+    return runs
+
+
+def _gallery(eval_dirs: Mapping[str, Any], ref: str, n: int) -> tuple[list, dict]:
+    """The reference's gallery items and every model's first answer to the same queries."""
+
+    def load(label: str) -> list[dict]:
+        p = _dirs(eval_dirs[label])[0] / "predictions.json"
+        return json.loads(p.read_text()) if p.is_file() else []
+
+    items = [
+        it for it in load(ref) if it["task_id"] in sorted({i["task_id"] for i in load(ref)})[:n]
+    ]
+    answers = {}
+    for label in eval_dirs:
+        got = {(it["task_id"], it["query"]): it["answers"][0] for it in load(label)}
+        answers[label] = [got.get((it["task_id"], it["query"])) for it in items]
+    return items, answers
+
+
+def compare(
+    cfg: Mapping[str, Any],
+    eval_dirs: Mapping[str, PathLike | Sequence[PathLike]],
+    train_dirs: Sequence[PathLike],
+    out_dir: PathLike,
+    reference_label: str = "champion",
+) -> dict[str, Any]:
+    """Tables, figures and ``summary.md`` comparing all models with ``reference_label``.
+
+    ``eval_dirs`` maps a label to one evaluation folder or a list of them (one per seed).
+    Returns ``{"reference", "bootstrapped_reference", "summary", "files"}``.
+    """
+    out_dir = Path(out_dir)
+    if reference_label not in eval_dirs:
+        raise ValueError(
+            f"reference '{reference_label}' is not among the evaluated labels "
+            f"({', '.join(eval_dirs)}); evaluate the champion reference first"
+        )
+    boot = (
+        int(get(cfg, "eval.bootstrap_samples")),
+        float(get(cfg, "eval.ci")),
+        int(get(cfg, "eval.seed")),
+    )
+    per_query, summaries = load_evals(eval_dirs)
+    tasks = task_table(per_query)
+    ids = pd.Index(sorted(tasks["task_id"].unique()))
+    for label in eval_dirs:
+        have = set(tasks.loc[tasks["model"] == label, "task_id"])
+        if have != set(ids):
+            raise ValueError(
+                f"'{label}' was evaluated on {len(have)} tasks but the others on {len(ids)}; "
+                "evaluate every model on the same prepared test split"
+            )
+    models = [reference_label, *[m for m in eval_dirs if m != reference_label]]
+    summary = pd.DataFrame([_row(tasks, m, reference_label, ids, boot) for m in models])
+    summary["decode_tasks_per_s"] = [
+        np.nanmean([s.get("decode_tasks_per_s") or np.nan for s in summaries[m]]) for m in models
+    ]
+    summary["bootstrapped"] = [
+        any(s.get("bootstrapped", False) for s in summaries[m]) for m in models
+    ]
+    summary["attempts"] = [
+        int(per_query.loc[per_query["model"] == m, "attempts"].max()) for m in models
+    ]
+
+    cat_rows = []
+    for cat in sorted(tasks["category"].astype(str).unique()):
+        cids = pd.Index(sorted(tasks.loc[tasks["category"].astype(str) == cat, "task_id"].unique()))
+        for m in models:
+            r = _row(tasks, m, reference_label, cids, boot)
+            cat_rows.append({"category": cat, **{k: r[k] for k in _CAT_COLS}})
+    per_category = pd.DataFrame(cat_rows)
+    audit = audit_table(train_dirs)
+
+    files = {
+        "summary.csv": summary.to_csv(index=False),
+        "per_category.csv": per_category.to_csv(index=False),
+        "audit.csv": audit.to_csv(index=False),
+    }
+    for name, text in files.items():
+        atomic_write_text(out_dir / name, text)
+    plots.plot_curves(_curves(train_dirs), out_dir / "curves.png")
+    plots.plot_accuracy(summary, out_dir / "accuracy.png")
+    plots.plot_category_heatmap(per_category, out_dir / "categories.png")
+    items, answers = _gallery(eval_dirs, reference_label, int(get(cfg, "eval.gallery_tasks")))
+    plots.plot_gallery(items, answers, out_dir / "gallery.png")
+    ref_boot = bool(summary.loc[0, "bootstrapped"])
+    md = summary_markdown(summary, per_category, audit, reference_label, ref_boot, boot[1])
+    atomic_write_text(out_dir / "summary.md", md)
+    return {
+        "reference": reference_label,
+        "bootstrapped_reference": ref_boot,
+        "summary": summary.to_dict(orient="records"),
+        "files": [
+            *files,
+            "summary.md",
+            "curves.png",
+            "accuracy.png",
+            "categories.png",
+            "gallery.png",
+        ],
+    }
+
+
+_CAT_COLS = ("model", "n_tasks", "grid_acc", "grid_acc_lo", "grid_acc_hi", "diff_vs_ref",
+             "diff_lo", "diff_hi", "mcnemar_b", "mcnemar_c", "mcnemar_p")  # fmt: skip
+
+
+def _pct(v: float, lo: float | None = None, hi: float | None = None, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "n/a"
+    s = f"{v:+.1%}" if signed else f"{v:.1%}"
+    if lo is not None and hi is not None:
+        s += f" [{lo:+.1%}, {hi:+.1%}]" if signed else f" [{lo:.1%}, {hi:.1%}]"
+    return s
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(
+    summary: pd.DataFrame,
+    per_category: pd.DataFrame,
+    audit: pd.DataFrame,
+    reference: str,
+    bootstrapped: bool,
+    ci: float,
+) -> str:
+    """The terminal-readable report: Markdown tables, CIs, and what every number means."""
+    c = f"{ci:.0%} CI"
+    ref_note = (
+        f"Reference `{reference}`: **bootstrapped here, not the original Trial 69 weights** "
+        "(trained by this workflow under the Trial 69 recipe)."
+        if bootstrapped
+        else f"Reference `{reference}`: the user-supplied champion checkpoint."
+    )
+    attempts = int(summary["attempts"].max())
+    out = [
+        "# arctax comparison",
+        "",
+        ref_note,
+        "",
+        f"Scores are over ARC **tasks** (a task is solved when every test query is answered "
+        f"exactly); answers are generated greedily (KV cache){', pass@2' if attempts == 2 else ''}. "
+        f"Intervals: {c}, percentile bootstrap over tasks. Teacher-forced numbers (`tf_*`) score "
+        "the argmax of each token given the true prefix: they are **not** generated answers and "
+        "overstate what a model produces.",
+        "",
+        "## Generated answers",
+        "",
+        _table(
+            [
+                "model",
+                "seeds",
+                "tasks",
+                f"grid acc [{c}]",
+                "seed mean ± std",
+                f"shape acc [{c}]",
+                f"cell acc [{c}]",
+                "decode tasks/s",
+            ],
+            [
+                [
+                    r.model,
+                    r.n_seeds,
+                    r.n_tasks,
+                    _pct(r.grid_acc, r.grid_acc_lo, r.grid_acc_hi),
+                    f"{r.grid_acc_seed_mean:.1%} ± "
+                    + ("n/a" if np.isnan(r.grid_acc_seed_std) else f"{r.grid_acc_seed_std:.1%}"),
+                    _pct(r.shape_acc, r.shape_acc_lo, r.shape_acc_hi),
+                    _pct(r.cell_acc, r.cell_acc_lo, r.cell_acc_hi),
+                    f"{r.decode_tasks_per_s:.2f}",
+                ]
+                for r in summary.itertuples()
+            ],
+        ),
+        "",
+        f"## Against the reference `{reference}` (paired over the same tasks)",
+        "",
+        _table(
+            [
+                "model",
+                f"grid acc difference [{c}]",
+                "only model solves (b)",
+                "only reference solves (c)",
+                "exact McNemar p",
+            ],
+            [
+                [
+                    r.model,
+                    _pct(r.diff_vs_ref, r.diff_lo, r.diff_hi, signed=True),
+                    r.mcnemar_b,
+                    r.mcnemar_c,
+                    f"{r.mcnemar_p:.3g}",
+                ]
+                for r in summary.itertuples()
+                if r.model != reference
+            ],
+        ),
+        "",
+        "## Teacher-forced (labelled; not generated answers)",
+        "",
+        _table(
+            ["model", "teacher-forced grid acc", "teacher-forced token acc"],
+            [[r.model, _pct(r.tf_grid_acc), _pct(r.tf_cell_acc)] for r in summary.itertuples()],
+        ),
+        "",
+        "## Per taxonomy category (generated grid accuracy)",
+        "",
+        _table(
+            ["category", "model", "tasks", f"grid acc [{c}]", f"diff vs ref [{c}]", "McNemar p"],
+            [
+                [
+                    r.category,
+                    r.model,
+                    r.n_tasks,
+                    _pct(r.grid_acc, r.grid_acc_lo, r.grid_acc_hi),
+                    "—"
+                    if r.model == reference
+                    else _pct(r.diff_vs_ref, r.diff_lo, r.diff_hi, signed=True),
+                    "—" if r.model == reference else f"{r.mcnemar_p:.3g}",
+                ]
+                for r in per_category.itertuples()
+            ],
+        ),
+        "",
+        "## Trial 69 provenance audit",
+        "",
+    ]
+    if audit.empty:
+        out.append("No training runs were audited.")
+    else:
+        dev = audit[audit["match"] != "match"]
+        n_runs = audit["run"].nunique()
+        out.append(
+            f"{n_runs} run(s), {len(audit)} key checks, {len(dev)} deviation(s) "
+            "(every row in `audit.csv`)."
+        )
+        if len(dev):
+            out += ["", _table(["run", "key", "expected", "actual", "reason"],
+                               dev[["run", "key", "expected", "actual", "reason"]].to_numpy())]  # fmt: skip
+    out += ["", "Figures: `curves.png`, `accuracy.png`, `categories.png`, `gallery.png`.", ""]
+    return "\n".join(out)
