@@ -1,0 +1,88 @@
+"""Command line: ``arctax prepare | smoke | train | evaluate | compare``.
+
+The Snakemake workflow calls the same library functions; the CLI is for running one step by
+hand. ``--config`` may repeat (merged in order, like Snakemake's ``--configfile``) and
+``--set key.sub=value`` overrides single keys (values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arctax.config import ConfigError, load_config
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected key.sub=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``arctax`` command."""
+    ap = argparse.ArgumentParser(prog="arctax", description=__doc__)
+    ap.add_argument("--config", action="append", default=[], help="config YAML (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare", help="build the data cache")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("smoke", help="smoke-test the three models")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("train", help="train one model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--state", default=None)
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test split")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--label", required=True)
+    p.add_argument("--seed", type=int, default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(*args.config, overrides=_overrides(args.set))
+    except ConfigError as e:
+        print(f"arctax: {e}", file=sys.stderr)
+        return 2
+    if args.cmd == "prepare":
+        from arctax.data.prepare import prepare
+
+        print(json.dumps(prepare(cfg, args.out)["counts"], indent=2))
+    elif args.cmd == "smoke":
+        from arctax.training.smoke import format_table, smoke_test
+
+        report = smoke_test(cfg, args.data, args.out)
+        print(format_table(report))
+        return 0 if report["ok"] else 1
+    elif args.cmd == "train":
+        from arctax.training.train import train
+
+        seed = args.seed if args.seed is not None else cfg["trial69"]["seed"]
+        print(json.dumps(train(cfg, args.model, seed, args.data, args.out, args.state), indent=2))
+    elif args.cmd == "evaluate":
+        from arctax.evaluation.evaluate import evaluate
+
+        evaluate(cfg, args.checkpoint, args.data, args.out, args.label, args.seed)
+        print(Path(args.out) / "per_task.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
