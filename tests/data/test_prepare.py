@@ -1,0 +1,157 @@
+"""The cache: task-level splits, manifest, plain arrays, examples and augmentation."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from arctax.config import load_config
+from arctax.data.dataset import CacheError, load_split
+from arctax.data.prepare import prepare
+from arctax.data.splits import split_tasks
+from arctax.data.sources import load_source
+from tests.conftest import SHARED
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """All 800 ARC-AGI-1 tasks, default config."""
+    out = tmp_path_factory.mktemp("full")
+    return out, prepare(load_config(), out)
+
+
+def test_no_task_in_two_splits(full):
+    _, m = full
+    s = {k: set(v) for k, v in m["splits"].items()}
+    assert not (s["train"] & s["val"]) and not (s["train"] & s["test"]) and not (s["val"] & s["test"])
+    assert len(s["train"]) + len(s["val"]) == 400 and len(s["test"]) == 400
+
+
+def test_manifest_records_source_counts_and_hashes(full):
+    out, m = full
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == m
+    assert m["version"] == "arcagi_aa922be" and m["k"] == 2
+    assert len(m["inputs_sha256"]) == 64 and len(m["config_sha256"]) == 64
+    assert m["counts"]["test"]["examples"] == 419  # every ARC-AGI-1 evaluation test pair
+    assert set(m["files"]) == {"train.npz", "val.npz", "test.npz"}
+
+
+def test_cache_is_plain_arrays(full):
+    out, _ = full
+    with np.load(out / "train.npz", allow_pickle=False) as z:
+        assert all(z[name].dtype != object for name in z.files)
+
+
+def test_examples_use_context_from_the_same_task(full):
+    out, _ = full
+    ds = load_split(out, "train")
+    src = {t.task_id: t for t in load_source("arcagi").tasks}
+    for i in range(0, len(ds), 97):
+        ex, meta = ds[i], ds.meta(i)
+        task = src[meta["task_id"]]
+        q = task.pairs[meta["pair"]]
+        assert np.array_equal(ex["query_in"], q[0]) and np.array_equal(ex["query_out"], q[1])
+        others = [p for j, p in enumerate(task.pairs) if j != meta["pair"]]
+        for a, b in ex["context"]:
+            assert any(np.array_equal(a, x) and np.array_equal(b, y) for x, y in others)
+
+
+def test_test_split_queries_are_test_pairs_with_train_context(full):
+    out, _ = full
+    ds = load_split(out, "test")
+    src = {t.task_id: t for t in load_source("arcagi", "eval").tasks}
+    ex, meta = ds[0], ds.meta(0)
+    task = src[meta["task_id"]]
+    assert np.array_equal(ex["query_out"], task.test[meta["pair"]][1])
+    assert all(any(np.array_equal(a, x) for x, _ in task.train) for a, _ in ex["context"])
+
+
+def test_prepare_is_deterministic(tmp_path, tiny_cfg):
+    a, b = prepare(tiny_cfg, tmp_path / "a"), prepare(tiny_cfg, tmp_path / "b")
+    assert a["files"] == b["files"]
+
+
+def test_augmented_copies_are_consistent(tmp_path):
+    cfg = load_config(overrides={"data": {"max_tasks": 5, "augment": {"copies": 3}}})
+    prepare(cfg, tmp_path)
+    ds = load_split(tmp_path, "train")
+    with np.load(tmp_path / "train.npz") as z:
+        dih, perm, aug = z["ex_dihedral"], z["ex_perm"], z["ex_aug"]
+    from arctax.data.augment import Augmentation
+
+    orig = {(ds.meta(i)["task_id"], ds.meta(i)["pair"]): i for i in range(len(ds)) if aug[i] == 0}
+    assert (aug > 0).sum() == 3 * len(orig)
+    for i in np.flatnonzero(aug > 0)[:20]:
+        a = Augmentation(int(dih[i]), perm[i].astype(np.int64))
+        j = orig[(ds.meta(i)["task_id"], ds.meta(i)["pair"])]
+        assert np.array_equal(a.invert(ds[i]["query_out"]), ds[j]["query_out"])
+        for (ci, co), (oi, oo) in zip(ds[i]["context"], ds[j]["context"], strict=True):
+            assert np.array_equal(a.invert(ci), oi) and np.array_equal(a.invert(co), oo)
+    assert load_split(tmp_path, "val").ex_aug.max() == 0  # never augment val/test
+
+
+def test_split_is_seeded_and_stratified_by_size():
+    tasks = load_source("arcagi").tasks
+    a = split_tasks(tasks, 0.23, 42, {})
+    assert a == split_tasks(tasks, 0.23, 42, {})
+    assert a != split_tasks(tasks, 0.23, 43, {})
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data/original not present")
+def test_real_taxonomy_labels_and_stratified_split(tmp_path):
+    labels_path = SHARED / "all_tasks_classified.json"
+    labels = json.loads(labels_path.read_text())
+    counts = {c: list(labels.values()).count(c) for c in set(labels.values())}
+    assert counts["S1"] == 52 and counts["S3"] == 108 and counts["ambiguous"] == 14
+    train, val = split_tasks(load_source("arcagi").tasks, 0.23, 42, labels)
+    for cat, n in counts.items():
+        n_val = sum(labels[t] == cat for t in val)
+        assert abs(n_val - 0.23 * n) <= 1, cat  # every category held out in proportion
+    m = prepare(load_config(overrides={"taxonomy": {"labels": str(labels_path)}}), tmp_path)
+    ds = load_split(tmp_path, "train")
+    assert {ds.categories[i] for i, t in enumerate(ds.task_ids)} <= set(counts)
+    assert all(ds.categories[i] == labels[t] for i, t in enumerate(ds.task_ids))
+    assert set(load_split(tmp_path, "test").categories) == {"unlabelled"}
+    assert m["splits"]["train"]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data/original not present")
+def test_original_split_manifest_wins(tmp_path):
+    m = prepare(load_config(overrides={"data": {"manifest": str(SHARED / "split_manifest.json")}}), tmp_path)
+    ref = json.loads((SHARED / "split_manifest.json").read_text())
+    assert len(m["splits"]["train"]) == 308 and len(m["splits"]["val"]) == 92
+    assert set(m["splits"]["val"]) == {f[:-5] for f in ref["val_files"]}
+
+
+def test_rearc_directory_source_with_manifest(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "rearc"
+    d.mkdir()
+    for name in ["aaaa0001", "aaaa0002", "aaaa0003", "aaaa0004"]:
+        pairs = [
+            {"input": rng.integers(0, 10, (3, 4)).tolist(), "output": rng.integers(0, 10, (2, 2)).tolist()}
+            for _ in range(150)
+        ]
+        (d / f"{name}.json").write_text(json.dumps({"train": pairs, "test": []}))
+    man = tmp_path / "split.json"
+    man.write_text(json.dumps({"train_files": ["aaaa0001.json", "aaaa0002.json", "aaaa0003.json"],
+                               "val_files": ["aaaa0004.json"]}))
+    cfg = load_config(overrides={"data": {"source": str(d), "manifest": str(man), "max_tasks": 5}})
+    m = prepare(cfg, tmp_path / "out")
+    assert m["splits"]["val"] == ["aaaa0004"] and m["counts"]["train"]["examples"] == 450
+    assert m["test_source"].startswith("arcagi_aa922be")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train_files": ["zzz.json"], "val_files": []}))
+    with pytest.raises(ValueError, match="zzz"):
+        prepare(load_config(overrides={"data": {"source": str(d), "manifest": str(bad)}}), tmp_path / "o2")
+
+
+def test_corrupt_or_missing_cache_is_a_clear_error(tmp_path, tiny_data):
+    with pytest.raises(CacheError, match="run the prepare step"):
+        load_split(tmp_path, "train")
+    (tmp_path / "train.npz").write_bytes((tiny_data / "train.npz").read_bytes()[:100])
+    with pytest.raises(CacheError, match="corrupt"):
+        load_split(tmp_path, "train")
+    assert zipfile.is_zipfile(tiny_data / "train.npz")
