@@ -1,0 +1,108 @@
+"""Real Lightning training on a tiny config: outputs, provenance, determinism, exact resume."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from arctax.config import load_config
+from arctax.training.train import PREEMPTED_EXIT, train
+from tests.conftest import REPO, tiny_overrides
+
+
+def val_losses(path):
+    with open(path) as f:
+        return [float(r["val_loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "champion"
+    cfg = load_config(overrides=tiny_overrides(max_epochs=3))
+    return out, train(cfg, "champion", 307, tiny_data, out)
+
+
+def test_outputs_and_weights_only_checkpoints(run):
+    out, result = run
+    assert {p.name for p in out.iterdir()} == {"best.ckpt", "last.ckpt", "metrics.csv", "provenance.json"}
+    ck = torch.load(out / "best.ckpt", weights_only=True)  # bug 7: never weights_only=False
+    hp = ck["hyper_parameters"]
+    assert hp["model_name"] == "champion" and hp["trial69"]["seed"] == 307
+    assert result["epochs_run"] == 3 and len(val_losses(out / "metrics.csv")) == 3
+
+
+def test_provenance_audits_every_trial69_key(run):
+    out, _ = run
+    p = json.loads((out / "provenance.json").read_text())
+    rows = {r["key"]: r for r in p["audit"]}
+    assert len(rows) == 18
+    assert rows["optimizer.lr"]["match"] and rows["scheduler.T_0"]["actual"] == 6
+    # the honest deviations of a CPU demo-size run, each with its reason
+    assert not rows["max_epochs"]["match"] and "trainer.max_epochs" in rows["max_epochs"]["reason"]
+    if not torch.cuda.is_available():
+        assert rows["precision"]["actual"] == "32-true" and "no CUDA" in rows["precision"]["reason"]
+    assert all(r["reason"] != "UNEXPLAINED deviation" for r in p["audit"])
+    for key in ("versions", "device", "started", "finished", "data_manifest_sha256", "config"):
+        assert p[key]
+    assert p["versions"]["torch"] == torch.__version__
+
+
+def test_determinism_and_resume_equals_straight_run(tiny_data, tmp_path):
+    c2 = load_config(overrides=tiny_overrides(max_epochs=2))
+    c4 = load_config(overrides=tiny_overrides(max_epochs=4))
+    straight = tmp_path / "straight" / "encoder_decoder"
+    again = tmp_path / "again" / "encoder_decoder"
+    resumed = tmp_path / "resumed" / "encoder_decoder"
+    train(c4, "encoder_decoder", 307, tiny_data, straight)
+    train(c4, "encoder_decoder", 307, tiny_data, again)
+    assert val_losses(straight / "metrics.csv") == val_losses(again / "metrics.csv")
+    train(c2, "encoder_decoder", 307, tiny_data, resumed)
+    r = train(c4, "encoder_decoder", 307, tiny_data, resumed)
+    assert r["resumed_from"] is not None
+    assert val_losses(resumed / "metrics.csv") == val_losses(straight / "metrics.csv")
+
+
+def test_changed_config_does_not_resume_stale_state(tiny_data, tmp_path):
+    out = tmp_path / "decoder_only"
+    train(load_config(overrides=tiny_overrides(max_epochs=1)), "decoder_only", 307, tiny_data, out)
+    other = tiny_overrides(max_epochs=1)
+    other["models"]["decoder_only"] = dict(other["models"]["decoder_only"], d_model=16)
+    with pytest.warns(UserWarning, match="different config"):
+        r = train(load_config(overrides=other), "decoder_only", 307, tiny_data, out)
+    assert r["resumed_from"] is None
+
+
+def test_sigusr1_saves_state_exits_75_and_resumes(tiny_data, tmp_path):
+    """Preemption: the signal stops training at a batch boundary; the retry resumes."""
+    out, state = tmp_path / "out", tmp_path / "state"
+    code = (
+        "import sys, yaml; from arctax.config import load_config; from arctax.training.train import train\n"
+        "from tests.conftest import tiny_overrides\n"
+        "o = tiny_overrides(max_epochs=int(sys.argv[1]), limit_train_batches=1.0)\n"
+        f"train(load_config(overrides=o), 'encoder_decoder', 307, {str(tiny_data)!r}, {str(out)!r}, {str(state)!r})\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", code, "200"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (state / "last.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGUSR1)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT, log
+    assert "received SIGUSR1" in log and "resumable state" in log
+    assert not out.exists() or not any(out.iterdir())  # no outputs claimed as finished
+    epochs_done = len(val_losses(state / "metrics.csv"))
+    assert epochs_done >= 1
+    res = subprocess.run([sys.executable, "-c", code, str(epochs_done + 1)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stderr
+    assert len(val_losses(out / "metrics.csv")) == epochs_done + 1
