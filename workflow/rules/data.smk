@@ -1,0 +1,16 @@
+rule prepare_data:
+    output:
+        train=f"{DATA}/train.npz",
+        val=f"{DATA}/val.npz",
+        test=f"{DATA}/test.npz",
+        manifest=f"{DATA}/manifest.json",
+    log:
+        f"{OUT}/logs/prepare_data.log",
+    benchmark:
+        f"{OUT}/benchmarks/prepare_data.tsv"
+    params:
+        data=config["data"],
+        taxonomy=config["taxonomy"],
+    threads: 1
+    script:
+        "../scripts/prepare_data.py"

@@ -1,0 +1,19 @@
+rule smoke_test:
+    input:
+        DATA_FILES,
+    output:
+        report(
+            f"{OUT}/smoke/report.json",
+            caption="../report/smoke.rst",
+            category="1. Smoke test",
+        ),
+    log:
+        f"{OUT}/logs/smoke_test.log",
+    benchmark:
+        f"{OUT}/benchmarks/smoke_test.tsv"
+    params:
+        models=config["models"],
+        trial69=config["trial69"],
+    threads: 1
+    script:
+        "../scripts/smoke_test.py"

@@ -1,0 +1,64 @@
+# The smoke report is `ancient`: a re-smoke (any model's config changed) does not retrain
+# the other models; the params below re-run exactly the model whose settings changed.
+
+
+rule train:
+    input:
+        data=DATA_FILES,
+        smoke=ancient(f"{OUT}/smoke/report.json"),
+    output:
+        best=f"{OUT}/train/{{model}}/seed{{seed}}/best.ckpt",
+        last=f"{OUT}/train/{{model}}/seed{{seed}}/last.ckpt",
+        metrics=f"{OUT}/train/{{model}}/seed{{seed}}/metrics.csv",
+        provenance=report(
+            f"{OUT}/train/{{model}}/seed{{seed}}/provenance.json",
+            caption="../report/provenance.rst",
+            category="3. Provenance",
+            subcategory="{model}",
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
+    log:
+        f"{OUT}/logs/train/{{model}}/seed{{seed}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train/{{model}}/seed{{seed}}.tsv"
+    params:
+        recipe=get_train_params,
+        state=f"{OUT}/.state/train/{{model}}/seed{{seed}}",
+    threads: 2
+    script:
+        "../scripts/train.py"
+
+
+rule bootstrap_champion:
+    input:
+        data=DATA_FILES,
+        smoke=ancient(f"{OUT}/smoke/report.json"),
+    output:
+        best=BOOTSTRAP_CKPT,
+        provenance=f"{OUT}/bootstrap/provenance.json",
+    log:
+        f"{OUT}/logs/bootstrap_champion.log",
+    benchmark:
+        f"{OUT}/benchmarks/bootstrap_champion.tsv"
+    params:
+        recipe=get_bootstrap_params,
+        seed=config["champion"]["bootstrap_seed"],
+        state=f"{OUT}/.state/bootstrap",
+    threads: 2
+    script:
+        "../scripts/bootstrap_champion.py"
+
+
+rule train_champion:
+    input:
+        expand(f"{OUT}/train/champion/seed{{seed}}/best.ckpt", seed=SEEDS),
+
+
+rule train_encoder_decoder:
+    input:
+        expand(f"{OUT}/train/encoder_decoder/seed{{seed}}/best.ckpt", seed=SEEDS),
+
+
+rule train_decoder_only:
+    input:
+        expand(f"{OUT}/train/decoder_only/seed{{seed}}/best.ckpt", seed=SEEDS),

@@ -1,0 +1,17 @@
+"""Snakemake binding: compare every model with the champion reference."""
+
+import sys
+from pathlib import Path
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from arctax.evaluation.compare import compare  # noqa: E402
+
+result = compare(
+    snakemake.config,
+    snakemake.params.eval_dirs,
+    snakemake.params.train_dirs,
+    Path(snakemake.output.summary_md).parent,
+    snakemake.params.reference,
+)
+print(Path(snakemake.output.summary_md).read_text())

@@ -1,0 +1,19 @@
+"""Snakemake binding: greedy-decode the test split with one checkpoint and score it."""
+
+import sys
+from pathlib import Path
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from arctax.evaluation.evaluate import evaluate  # noqa: E402
+
+seed = snakemake.params.seed
+evaluate(
+    snakemake.config,
+    snakemake.input.ckpt,
+    Path(snakemake.input.data[0]).parent,
+    Path(snakemake.output.summary).parent,
+    snakemake.params.label,
+    int(seed) if seed is not None else None,
+    bootstrapped=snakemake.params.bootstrapped,
+)
