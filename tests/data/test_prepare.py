@@ -9,8 +9,9 @@ import pytest
 from arctax.config import load_config
 from arctax.data.dataset import CacheError, load_split
 from arctax.data.prepare import prepare
-from arctax.data.splits import split_tasks
 from arctax.data.sources import load_source
+from arctax.data.splits import size_bucket, split_tasks
+from arctax.data.validate import InvalidTaskError
 from tests.conftest import SHARED
 
 
@@ -24,7 +25,9 @@ def full(tmp_path_factory):
 def test_no_task_in_two_splits(full):
     _, m = full
     s = {k: set(v) for k, v in m["splits"].items()}
-    assert not (s["train"] & s["val"]) and not (s["train"] & s["test"]) and not (s["val"] & s["test"])
+    assert (
+        not (s["train"] & s["val"]) and not (s["train"] & s["test"]) and not (s["val"] & s["test"])
+    )
     assert len(s["train"]) + len(s["val"]) == 400 and len(s["test"]) == 400
 
 
@@ -32,7 +35,8 @@ def test_manifest_records_source_counts_and_hashes(full):
     out, m = full
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == m
-    assert m["version"] == "arcagi_aa922be" and m["k"] == 2
+    assert m["version"] == "aa922be" and m["k"] == 2
+    assert m["source"] == "arcagi_aa922be/train" and m["test_source"] == "arcagi_aa922be/eval"
     assert len(m["inputs_sha256"]) == 64 and len(m["config_sha256"]) == 64
     assert m["counts"]["test"]["examples"] == 419  # every ARC-AGI-1 evaluation test pair
     assert set(m["files"]) == {"train.npz", "val.npz", "test.npz"}
@@ -105,7 +109,7 @@ def test_real_taxonomy_labels_and_stratified_split(tmp_path):
     labels = json.loads(labels_path.read_text())
     counts = {c: list(labels.values()).count(c) for c in set(labels.values())}
     assert counts["S1"] == 52 and counts["S3"] == 108 and counts["ambiguous"] == 14
-    train, val = split_tasks(load_source("arcagi").tasks, 0.23, 42, labels)
+    _, val = split_tasks(load_source("arcagi").tasks, 0.23, 42, labels)
     for cat, n in counts.items():
         n_val = sum(labels[t] == cat for t in val)
         assert abs(n_val - 0.23 * n) <= 1, cat  # every category held out in proportion
@@ -119,7 +123,9 @@ def test_real_taxonomy_labels_and_stratified_split(tmp_path):
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data/original not present")
 def test_original_split_manifest_wins(tmp_path):
-    m = prepare(load_config(overrides={"data": {"manifest": str(SHARED / "split_manifest.json")}}), tmp_path)
+    m = prepare(
+        load_config(overrides={"data": {"manifest": str(SHARED / "split_manifest.json")}}), tmp_path
+    )
     ref = json.loads((SHARED / "split_manifest.json").read_text())
     assert len(m["splits"]["train"]) == 308 and len(m["splits"]["val"]) == 92
     assert set(m["splits"]["val"]) == {f[:-5] for f in ref["val_files"]}
@@ -131,21 +137,33 @@ def test_rearc_directory_source_with_manifest(tmp_path):
     d.mkdir()
     for name in ["aaaa0001", "aaaa0002", "aaaa0003", "aaaa0004"]:
         pairs = [
-            {"input": rng.integers(0, 10, (3, 4)).tolist(), "output": rng.integers(0, 10, (2, 2)).tolist()}
+            {
+                "input": rng.integers(0, 10, (3, 4)).tolist(),
+                "output": rng.integers(0, 10, (2, 2)).tolist(),
+            }
             for _ in range(150)
         ]
         (d / f"{name}.json").write_text(json.dumps({"train": pairs, "test": []}))
     man = tmp_path / "split.json"
-    man.write_text(json.dumps({"train_files": ["aaaa0001.json", "aaaa0002.json", "aaaa0003.json"],
-                               "val_files": ["aaaa0004.json"]}))
+    man.write_text(
+        json.dumps(
+            {
+                "train_files": ["aaaa0001.json", "aaaa0002.json", "aaaa0003.json"],
+                "val_files": ["aaaa0004.json"],
+            }
+        )
+    )
     cfg = load_config(overrides={"data": {"source": str(d), "manifest": str(man), "max_tasks": 5}})
     m = prepare(cfg, tmp_path / "out")
     assert m["splits"]["val"] == ["aaaa0004"] and m["counts"]["train"]["examples"] == 450
-    assert m["test_source"].startswith("arcagi_aa922be")
+    assert m["test_source"] == "arcagi_aa922be/eval" and m["version"] == f"dir:{d}"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train_files": ["zzz.json"], "val_files": []}))
     with pytest.raises(ValueError, match="zzz"):
-        prepare(load_config(overrides={"data": {"source": str(d), "manifest": str(bad)}}), tmp_path / "o2")
+        prepare(
+            load_config(overrides={"data": {"source": str(d), "manifest": str(bad)}}),
+            tmp_path / "o2",
+        )
 
 
 def test_corrupt_or_missing_cache_is_a_clear_error(tmp_path, tiny_data):
@@ -155,3 +173,107 @@ def test_corrupt_or_missing_cache_is_a_clear_error(tmp_path, tiny_data):
     with pytest.raises(CacheError, match="corrupt"):
         load_split(tmp_path, "train")
     assert zipfile.is_zipfile(tiny_data / "train.npz")
+
+
+def _write_task(d, name, n_pairs, shape=(2, 2), test=0):
+    rng = np.random.default_rng(len(name) + n_pairs)
+
+    def pair(s):
+        return {"input": rng.integers(0, 10, s).tolist(), "output": rng.integers(0, 10, s).tolist()}
+
+    obj = {
+        "train": [pair(shape) for _ in range(n_pairs)],
+        "test": [pair(shape) for _ in range(test)],
+    }
+    (d / f"{name}.json").write_text(json.dumps(obj))
+
+
+def test_missing_context_slots_are_minus_one(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir()
+    for i in range(6):
+        _write_task(d, f"t{i}", n_pairs=2 + i % 3)  # 1..3 other pairs for K=3
+    cfg = load_config(
+        overrides={"data": {"source": str(d), "context_pairs": 3, "val_fraction": 0.3}}
+    )
+    prepare(cfg, tmp_path / "out")
+    for split in ("train", "val"):
+        ds = load_split(tmp_path / "out", split)
+        assert ds.k == 3 and ds.ex_grids.shape[1] == 8
+        for i in range(len(ds)):
+            n_pairs = 2 + int(ds.meta(i)["task_id"][1:]) % 3
+            n_ctx = min(3, n_pairs - 1)
+            assert (ds.ex_grids[i, 2 : 2 + 2 * n_ctx] >= 0).all()
+            assert (ds.ex_grids[i, 2 + 2 * n_ctx :] == -1).all()
+            assert len(ds[i]["context"]) == n_ctx
+
+
+def test_max_cells_keeps_pair_indices_and_counts_dropped_tasks(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 10, (9, 9)).tolist()
+    small = [rng.integers(0, 10, (2, 2)).tolist() for _ in range(4)]
+    pairs = [{"input": big, "output": big}] + [{"input": g, "output": g} for g in small]
+    for i in range(4):
+        (d / f"ok{i}.json").write_text(json.dumps({"train": pairs, "test": []}))
+    (d / "toobig.json").write_text(json.dumps({"train": [pairs[0]] * 3, "test": []}))
+    cfg = load_config(overrides={"data": {"source": str(d), "max_cells": 16, "val_fraction": 0.25}})
+    m = prepare(cfg, tmp_path / "out")
+    assert "toobig" in m["unusable_after_filter"]
+    assert "toobig" not in m["splits"]["train"] + m["splits"]["val"]
+    ds = load_split(tmp_path / "out", "train")
+    assert sorted({ds.meta(i)["pair"] for i in range(len(ds))}) == [1, 2, 3, 4]  # 0 was too big
+    assert all(np.array_equal(ds[i]["query_in"], small[ds.meta(i)["pair"] - 1]) for i in range(4))
+
+
+def test_max_tasks_applies_per_split_after_the_split(full, tmp_path):
+    m_full = full[1]
+    m = prepare(load_config(overrides={"data": {"max_tasks": 7}}), tmp_path)
+    for split in ("train", "val", "test"):
+        assert m["splits"][split] == m_full["splits"][split][:7]
+
+
+def test_split_by_output_size_is_stratified():
+    tasks = load_source("arcagi").tasks
+    train, val = split_tasks(tasks, 0.23, 42, {})
+    for bucket in ("small", "medium", "large"):
+        ids = {t.task_id for t in tasks if size_bucket(t) == bucket}
+        assert abs(len(ids & set(val)) - 0.23 * len(ids)) <= 1, bucket
+    assert len(train) + len(val) == 400
+
+
+def test_arcagi2_aliases_and_versions():
+    a = load_source("arcagi2_f3283f7", "eval")
+    assert a.version == "f3283f7" and len(a.tasks) == 120
+    assert load_source("latest", "eval").sha256 == a.sha256
+    assert load_source("arc-agi-1", "eval").version == "aa922be"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("{oops", "not valid JSON"), ('["a"]', "JSON object"), ('{"a": 3}', "JSON object")],
+)
+def test_bad_labels_file_is_one_clear_error(tmp_path, text, problem):
+    p = tmp_path / "labels.json"
+    p.write_text(text)
+    with pytest.raises(InvalidTaskError) as e:
+        prepare(load_config(overrides={"taxonomy": {"labels": str(p)}}), tmp_path / "out")
+    assert str(p) in str(e.value) and problem in str(e.value)
+
+
+def test_test_source_directory_uses_its_test_pairs_as_queries(tmp_path):
+    d = tmp_path / "evaldir"
+    d.mkdir()
+    for i in range(3):
+        _write_task(d, f"ev{i}", n_pairs=3, test=2)
+    cfg = load_config(overrides={"data": {"test_source": str(d), "max_tasks": 4}})
+    m = prepare(cfg, tmp_path / "out")
+    assert m["splits"]["test"] == ["ev0", "ev1", "ev2"] and m["test_version"] == f"dir:{d}"
+    ds = load_split(tmp_path / "out", "test")
+    assert len(ds) == 6 and sorted({ds.meta(i)["pair"] for i in range(6)}) == [0, 1]
+    for i in range(6):
+        task = json.loads((d / f"{ds.meta(i)['task_id']}.json").read_text())
+        assert ds[i]["query_out"].tolist() == task["test"][ds.meta(i)["pair"]]["output"]
+        train_inputs = [p["input"] for p in task["train"]]
+        assert all(a.tolist() in train_inputs for a, _ in ds[i]["context"])

@@ -5,7 +5,16 @@ import pytest
 
 from arctax.data.collate import collate
 from arctax.data.tokenize import (
-    BOS, EOR, EOS, IGNORE_INDEX, PAD, SEP, PositionTracker, decode_grid, encode_grid, grid_len,
+    BOS,
+    EOR,
+    EOS,
+    IGNORE_INDEX,
+    PAD,
+    SEP,
+    PositionTracker,
+    decode_grid,
+    encode_grid,
+    grid_len,
 )
 from tests.conftest import make_example
 
@@ -36,7 +45,14 @@ def test_tokens_carry_real_coordinates():
 
 @pytest.mark.parametrize(
     "tokens",
-    [[1, 2, EOR, 3, EOR, EOS], [1, 2, EOR], [EOS], [1, EOR, 2, EOS], [1, PAD, EOR, EOS], [EOR, EOS]],
+    [
+        [1, 2, EOR, 3, EOR, EOS],
+        [1, 2, EOR],
+        [EOS],
+        [1, EOR, 2, EOS],
+        [1, PAD, EOR, EOS],
+        [EOR, EOS],
+    ],
 )
 def test_malformed_answers_decode_to_none(tokens):
     assert decode_grid(tokens) is None

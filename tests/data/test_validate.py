@@ -9,7 +9,10 @@ from arctax.data.prepare import prepare
 from arctax.data.sources import load_source
 from arctax.data.validate import InvalidTaskError
 
-GOOD = {"train": [{"input": [[1, 0]], "output": [[0, 1]]}], "test": [{"input": [[2]], "output": [[3]]}]}
+GOOD = {
+    "train": [{"input": [[1, 0]], "output": [[0, 1]]}],
+    "test": [{"input": [[2]], "output": [[3]]}],
+}
 
 
 def write(dir_, name, obj):
@@ -24,9 +27,18 @@ def write(dir_, name, obj):
         ("{not json", ["not valid JSON"]),
         ({"train": []}, ["missing key 'test'"]),
         ({"train": [{"input": [[1]]}], "test": []}, ["train pair 0", "missing key"]),
-        ({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []}, ["train pair 0 input", "ragged"]),
-        ({"train": [{"input": [[1] * 31], "output": [[1]]}], "test": []}, ["dimension 1x31", "1..30"]),
-        ({"train": [], "test": [{"input": [[1]], "output": [[12]]}]}, ["test pair 0 output", "colour 12"]),
+        (
+            {"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []},
+            ["train pair 0 input", "ragged"],
+        ),
+        (
+            {"train": [{"input": [[1] * 31], "output": [[1]]}], "test": []},
+            ["dimension 1x31", "1..30"],
+        ),
+        (
+            {"train": [], "test": [{"input": [[1]], "output": [[12]]}]},
+            ["test pair 0 output", "colour 12"],
+        ),
         ({"train": [], "test": [{"input": [[1.5]], "output": [[1]]}]}, ["colour 1.5"]),
         ({"train": [], "test": []}, ["no pairs"]),
         ({"train": [{"input": [], "output": [[1]]}], "test": []}, ["non-empty"]),
@@ -50,7 +62,8 @@ def test_skip_mode_keeps_going_and_lists_ids(tmp_path, caplog):
     src = load_source(str(tmp_path), on_invalid="skip")
     assert [t.task_id for t in src.tasks] == ["good1"]
     assert sorted(src.skipped) == ["bad1", "bad2"]
-    assert "bad1" in caplog.text
+    assert "skipped 1 invalid tasks: bad1" in caplog.text
+    assert "skipped 1 unreadable task files: bad2" in caplog.text
 
 
 def test_duplicate_task_ids_across_sources(tmp_path):
@@ -63,5 +76,5 @@ def test_duplicate_task_ids_across_sources(tmp_path):
 
 
 def test_unknown_source_is_one_clear_error():
-    with pytest.raises(InvalidTaskError, match="data.source"):
+    with pytest.raises(InvalidTaskError, match=r"data\.source"):
         load_source("/no/such/dir")

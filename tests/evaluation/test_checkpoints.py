@@ -32,7 +32,9 @@ def test_arctax_checkpoint_round_trips(tmp_path, name):
     model = save_arctax_ckpt(path, name)
     loaded, info = load_model(path)
     assert type(loaded) is type(model) and not loaded.training
-    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+    for (k, v), (k2, v2) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         assert k == k2 and torch.equal(v, v2)
     assert info["model_name"] == name and info["k"] == 2 and len(info["sha256"]) == 64
     assert info["bootstrapped"] is False  # no provenance.json beside it: not trained here
@@ -90,7 +92,9 @@ def test_architecture_mismatch_shows_key_diff(tmp_path):
     sd["model.extra.weight"] = torch.zeros(2)
     ckpt["hyper_parameters"]["model_cfg"] = {**TINY_MODELS["encoder_decoder"], "d_ff": 48}
     torch.save(ckpt, p)
-    msg = refused(p, "do not fit the encoder_decoder", r"missing \d+", r"unexpected 1", r"shape \d+")
+    msg = refused(
+        p, "do not fit the encoder_decoder", r"missing \d+", r"unexpected 1", r"shape \d+"
+    )
     assert dropped.removeprefix("model.") in msg and "extra.weight" in msg
     assert "(+" in msg  # long lists are cut to the first few
 

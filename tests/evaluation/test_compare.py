@@ -12,7 +12,7 @@ from conftest import synthetic_per_query
 
 from arctax.config import load_config
 from arctax.evaluation import plots
-from arctax.evaluation.compare import compare
+from arctax.evaluation.compare import audit_table, compare
 
 CATS = {f"t{i:02d}": ("S1" if i < 12 else "C1") for i in range(20)}
 
@@ -46,7 +46,9 @@ def write_train(d: Path, model: str, seed: int, lightning_format: bool) -> Path:
             "train_loss_epoch": [2.0, np.nan, 1.5, np.nan], "val_loss": [np.nan, 2.2, np.nan, 1.9],
         })  # fmt: skip
     else:
-        df = pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [2.1, 1.6, 1.2], "val_loss": [2.3, 2.0, 1.8]})
+        df = pd.DataFrame(
+            {"epoch": [0, 1, 2], "train_loss": [2.1, 1.6, 1.2], "val_loss": [2.3, 2.0, 1.8]}
+        )
     df.to_csv(d / "metrics.csv", index=False)
     audit = [
         {"key": "optimizer.lr", "expected": 0.00185, "actual": 0.00185, "match": True, "reason": ""},
@@ -121,20 +123,22 @@ def test_compare_refuses_bad_inputs(setup, tmp_path):
     df[df.task_id != "t05"].to_csv(short / "per_task.csv", index=False)
     with pytest.raises(ValueError, match="'x' was evaluated on 19 tasks"):
         compare(_cfg(), {**evals, "x": short}, trains, out, "champion")
-    with pytest.raises(FileNotFoundError, match="nowhere/per_task.csv"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere/per_task\.csv"):
         compare(_cfg(), {**evals, "x": tmp_path / "nowhere"}, trains, out, "champion")
-    with pytest.raises(FileNotFoundError, match="provenance.json"):
+    with pytest.raises(FileNotFoundError, match=r"provenance\.json"):
         compare(_cfg(), evals, [tmp_path / "none"], out, "champion")
+
+
+def test_audit_keeps_runs_with_the_same_model_and_seed_apart(setup):
+    _, trains, _ = setup
+    audit = audit_table([trains[0], trains[0]])
+    assert audit["run"].nunique() == 2 and len(audit) == 4
 
 
 def test_read_metrics_merges_lightning_rows(setup):
     _, trains, _ = setup
     m = plots.read_metrics(trains[0] / "metrics.csv")
-    assert m.to_dict("list") == {
-        "epoch": [0, 1], "step": [9, 19], "train_loss": [2.0, 1.5], "val_loss": [2.2, 1.9]
-    } or m[["epoch", "train_loss", "val_loss"]].to_dict("list") == {
-        "epoch": [0, 1], "train_loss": [2.0, 1.5], "val_loss": [2.2, 1.9]
-    }
+    assert m.to_dict("list") == {"epoch": [0, 1], "train_loss": [2.0, 1.5], "val_loss": [2.2, 1.9]}
 
 
 def test_gallery_draws_malformed_answers(tmp_path):

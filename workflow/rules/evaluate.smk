@@ -15,7 +15,7 @@ rule evaluate:
         label="{model}",
         seed="{seed}",
         bootstrapped=False,
-    threads: 2
+    threads: 1
     script:
         "../scripts/evaluate.py"
 
@@ -37,7 +37,7 @@ rule evaluate_reference:
         label=REFERENCE,
         seed=None,
         bootstrapped=reference_is_bootstrapped(),
-    threads: 2
+    threads: 1
     script:
         "../scripts/evaluate.py"
 

@@ -24,7 +24,7 @@ rule train:
     params:
         recipe=get_train_params,
         state=f"{OUT}/.state/train/{{model}}/seed{{seed}}",
-    threads: 2
+    threads: 1
     script:
         "../scripts/train.py"
 
@@ -44,7 +44,7 @@ rule bootstrap_champion:
         recipe=get_bootstrap_params,
         seed=config["champion"]["bootstrap_seed"],
         state=f"{OUT}/.state/bootstrap",
-    threads: 2
+    threads: 1
     script:
         "../scripts/bootstrap_champion.py"
 

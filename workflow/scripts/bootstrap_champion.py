@@ -6,7 +6,11 @@ from pathlib import Path
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "a", buffering=1)
 
+import torch  # noqa: E402
+
 from arctax.training.train import train  # noqa: E402
+
+torch.set_num_threads(snakemake.threads)
 
 out = Path(snakemake.output.best).parent
 train(

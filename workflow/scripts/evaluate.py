@@ -5,7 +5,11 @@ from pathlib import Path
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
+import torch  # noqa: E402
+
 from arctax.evaluation.evaluate import evaluate  # noqa: E402
+
+torch.set_num_threads(snakemake.threads)
 
 seed = snakemake.params.seed
 evaluate(

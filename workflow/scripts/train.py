@@ -5,7 +5,11 @@ from pathlib import Path
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "a", buffering=1)  # append: keep earlier attempts
 
+import torch  # noqa: E402
+
 from arctax.training.train import train  # noqa: E402
+
+torch.set_num_threads(snakemake.threads)
 
 train(
     snakemake.config,

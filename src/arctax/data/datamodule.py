@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from arctax.data.collate import MODEL_FORMAT, collate
-from arctax.data.dataset import PreparedSplit, load_split
+from arctax.data.dataset import PreparedSplit, grouping_key, load_split
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
@@ -22,7 +22,13 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     Each epoch (``set_epoch``) draws a seeded permutation, cuts it into pools of
     ``pool_batches`` batches, sorts each pool by length, cuts batches and shuffles their
     order. Without ``shuffle`` batches are cut from the globally length-sorted order.
-    Under DDP each rank takes every ``num_replicas``-th batch (padded to equal counts).
+    Under DDP each rank takes every ``num_replicas``-th batch (padded to equal counts, like
+    ``DistributedSampler``); the Trainer needs ``use_distributed_sampler=False``, since Lightning
+    cannot inject its own sampler into a custom batch sampler.
+
+    Lightning 2.6 calls ``set_epoch`` only on ``loader.sampler`` and ``batch_sampler.sampler``,
+    never on the batch sampler itself, and builds the first epoch's iterator before that call:
+    so :class:`ARCDataModule` sets ``epoch_fn`` and the epoch is read when iteration starts.
     """
 
     def __init__(
@@ -46,7 +52,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.epoch_fn: Callable[[], int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at each epoch start: a new, reproducible order."""
+        """Use the order of ``epoch`` (a new, reproducible shuffle per epoch)."""
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
@@ -61,7 +67,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         for p in range(0, n, self.pool):
             chunk = perm[p : p + self.pool]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            out += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+            out += [
+                chunk[i : i + self.batch_size].tolist()
+                for i in range(0, len(chunk), self.batch_size)
+            ]
         return [out[i] for i in rng.permutation(len(out))]
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -78,17 +87,29 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return math.ceil(n / self.num_replicas)
 
 
-def real_token_fraction(ds: PreparedSplit, batches: list[list[int]], model_name: str) -> float:
-    """Share of non-PAD positions in ``batches`` for the model's batch format."""
-    s, t = ds.token_lengths()
+def real_token_fraction(
+    source: ARCDataModule | np.ndarray, batch_size: int, grouped: bool = True, seed: int = 0
+) -> float:
+    """Share of non-PAD positions in one epoch of training batches (epoch 0 of ``seed``).
+
+    ``source`` is an :class:`ARCDataModule` (its train split, in its model's format) or token
+    lengths: ``(N,)`` for one padded sequence (decoder-only) or ``(N, 2)`` for a source and a
+    target padded separately (seq2seq, champion; the champion's context is not counted).
+    ``grouped=False`` gives seeded random batches for comparison.
+    """
+    if isinstance(source, ARCDataModule):
+        source.setup("fit")
+        s, t = source.splits["train"].token_lengths()
+        one_seq = MODEL_FORMAT[source.model_name] == "decoder_only"
+        lengths = s + t if one_seq else np.stack([s, t], axis=1)
+    else:
+        lengths = np.asarray(source, dtype=np.int64)
+    key = grouping_key(lengths) if grouped else np.zeros(len(lengths))
     real = total = 0
-    for b in batches:
-        sb, tb = s[b], t[b]
-        real += int(sb.sum() + tb.sum())
-        if MODEL_FORMAT[model_name] == "decoder_only":
-            total += len(b) * int((sb + tb).max())
-        else:
-            total += len(b) * int(sb.max() + tb.max())
+    for b in LengthGroupedBatchSampler(key, batch_size, seed).batches():
+        part = lengths[b].reshape(len(b), -1)
+        real += int(part.sum())
+        total += len(b) * int(part.max(axis=0).sum())
     return real / max(total, 1)
 
 

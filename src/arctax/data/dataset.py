@@ -26,6 +26,19 @@ def load_manifest(data_dir: str | Path) -> dict[str, Any]:
         raise CacheError(f"{p}: missing or unreadable ({e}); run the prepare step first") from e
 
 
+def grouping_key(lengths: np.ndarray) -> np.ndarray:
+    """Sort key of token lengths: ``(N,)`` one padded sequence, ``(N, 2)`` source and target.
+
+    Encoder-decoder formats pad source and target separately: sorting by the longer side,
+    then the shorter, measured best on ARC-AGI-1 (vs 63% real tokens for ``s + t``).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.ndim == 1:
+        return lengths
+    s, t = lengths[:, 0], lengths[:, 1]
+    return np.maximum(s, t) * 10_000 + np.minimum(s, t)
+
+
 class PreparedSplit(Dataset):
     """One split of the cache; ``ds[i]`` is an example dict for :func:`collate`."""
 
@@ -62,9 +75,7 @@ class PreparedSplit(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         ids = self.ex_grids[i]
         context = [
-            (self.grid(ids[j]), self.grid(ids[j + 1]))
-            for j in range(2, len(ids), 2)
-            if ids[j] >= 0
+            (self.grid(ids[j]), self.grid(ids[j + 1])) for j in range(2, len(ids), 2) if ids[j] >= 0
         ]
         return {
             "query_in": self.grid(ids[0]),
@@ -90,16 +101,11 @@ class PreparedSplit(Dataset):
         return self.h[qi] * (self.w[qi] + 1) + 1, self.h[qo] * (self.w[qo] + 1) + 1
 
     def lengths(self, model_name: str) -> np.ndarray:
-        """Sorting key for length grouping in the model's batch format.
-
-        Decoder-only pads one sequence (key: its length ``s + t``). Encoder-decoder formats
-        pad source and target separately: sorting by the longer side, then the shorter,
-        measured best on ARC-AGI-1 (80% real tokens vs 63% for ``s + t``).
-        """
+        """Length-grouping sort key of every example in the model's batch format."""
         s, t = self.token_lengths()
         if MODEL_FORMAT.get(model_name, model_name) == "decoder_only":
-            return s + t
-        return np.maximum(s, t) * 10_000 + np.minimum(s, t)
+            return grouping_key(s + t)
+        return grouping_key(np.stack([s, t], axis=1))
 
 
 def load_split(data_dir: str | Path, split: str) -> PreparedSplit:
@@ -109,4 +115,11 @@ def load_split(data_dir: str | Path, split: str) -> PreparedSplit:
     return PreparedSplit(Path(data_dir) / f"{split}.npz")
 
 
-__all__ = ["MODEL_FORMAT", "CacheError", "PreparedSplit", "load_manifest", "load_split"]
+__all__ = [
+    "MODEL_FORMAT",
+    "CacheError",
+    "PreparedSplit",
+    "grouping_key",
+    "load_manifest",
+    "load_split",
+]

@@ -78,32 +78,38 @@ def _task_rng(seed: int, task_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(task_id.encode())])
 
 
+def _fits(pair: tuple[np.ndarray, np.ndarray], max_cells: int | None) -> bool:
+    return max_cells is None or (pair[0].size <= max_cells and pair[1].size <= max_cells)
+
+
 def _filter(task: Task, max_cells: int | None) -> Task:
-    if max_cells is None:
-        return task
-
-    def ok(p):
-        return p[0].size <= max_cells and p[1].size <= max_cells
-
-    return Task(task.task_id, [p for p in task.train if ok(p)], [p for p in task.test if ok(p)])
+    """The task without pairs above ``data.max_cells`` (used to decide which tasks are usable)."""
+    return Task(
+        task.task_id,
+        [p for p in task.train if _fits(p, max_cells)],
+        [p for p in task.test if _fits(p, max_cells)],
+        task.origin,
+    )
 
 
 def _build_split(
     tasks: list[Task], query_mode: str, d: Mapping[str, Any], labels: dict[str, str]
 ) -> tuple[_Builder, list[str]]:
-    """Examples of one split. ``query_mode``: ``all`` (train/val) or ``test``."""
+    """Examples of one split. ``query_mode``: ``train`` (augmented), ``all`` (val) or ``test``."""
     k = d["context_pairs"]
     b = _Builder(k)
     aug_cfg = d["augment"]
     copies = aug_cfg["copies"] if query_mode == "train" else 0
+    max_cells = d.get("max_cells")
     dropped = []
     for task in tasks:
         rng = _task_rng(d["example_seed"], task.task_id)
+        # enumerate before filtering so ex_pair stays the index of the pair in the task file
         if query_mode == "test":
-            queries = list(enumerate(task.test))
-            pool = task.train
+            queries = [(i, p) for i, p in enumerate(task.test) if _fits(p, max_cells)]
+            pool = [p for p in task.train if _fits(p, max_cells)]
         else:
-            queries = list(enumerate(task.pairs))
+            queries = [(i, p) for i, p in enumerate(task.pairs) if _fits(p, max_cells)]
             pool = None
         if not queries or (pool is not None and not pool) or (pool is None and len(queries) < 2):
             dropped.append(task.task_id)
@@ -179,7 +185,8 @@ def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
     labels = load_labels(labels_path)
     train_src, test_src = load_sources(cfg)
     filtered = [_filter(t, d.get("max_cells")) for t in train_src.tasks]
-    by_id = {t.task_id: t for t in filtered if len(t.pairs) >= 2}
+    originals = {t.task_id: t for t in train_src.tasks}
+    by_id = {t.task_id: originals[t.task_id] for t in filtered if len(t.pairs) >= 2}
     unusable = sorted(t.task_id for t in filtered if len(t.pairs) < 2)
     if d.get("manifest"):
         train_ids, val_ids = read_manifest(d["manifest"], {t.task_id for t in filtered})
@@ -189,9 +196,11 @@ def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
         train_ids, val_ids = split_tasks(
             list(by_id.values()), d["val_fraction"], d["split_seed"], labels
         )
-    test_all = [_filter(t, d.get("max_cells")) for t in test_src.tasks]
-    test_tasks = sorted((t for t in test_all if t.test and t.train), key=lambda t: t.task_id)
-    unusable += sorted(t.task_id for t in test_all if not (t.test and t.train))
+    usable = {
+        t.task_id for t in test_src.tasks if (f := _filter(t, d.get("max_cells"))).test and f.train
+    }
+    test_tasks = sorted((t for t in test_src.tasks if t.task_id in usable), key=lambda t: t.task_id)
+    unusable += sorted(t.task_id for t in test_src.tasks if t.task_id not in usable)
     n = d.get("max_tasks")
     plan = {
         "train": ([by_id[i] for i in train_ids][:n], "train"),

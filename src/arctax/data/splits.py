@@ -52,11 +52,9 @@ def split_tasks(
     for key in sorted(strata):
         ids = list(strata[key])
         rng.shuffle(ids)
-        n_val = int(round(len(ids) * val_fraction))
-        if len(ids) > 1:
-            n_val = min(max(n_val, 1), len(ids) - 1)
-        else:
-            n_val = 0
+        # every stratum of two or more tasks gives at least one to each side
+        n_val = round(len(ids) * val_fraction)
+        n_val = min(max(n_val, 1), len(ids) - 1) if len(ids) > 1 else 0
         val += ids[:n_val]
         train += ids[n_val:]
     return sorted(train), sorted(val)

@@ -97,7 +97,8 @@ def _row(
 
 def audit_table(train_dirs: Sequence[PathLike]) -> pd.DataFrame:
     """One row per (run, Trial 69 key) from each run's ``provenance.json``."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for d in map(Path, train_dirs):
         prov = d / "provenance.json"
         try:
@@ -105,6 +106,9 @@ def audit_table(train_dirs: Sequence[PathLike]) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as e:
             raise FileNotFoundError(f"{prov}: missing or unreadable ({e}); re-run training") from e
         run = f"{rec['model']}_s{rec['seed']}" if "model" in rec and "seed" in rec else d.name
+        if run in seen:  # e.g. a bootstrapped reference and a compared champion, same seed
+            run = f"{run} ({d})"
+        seen.add(run)
         for r in rec.get("audit", []):
             rows.append({
                 "run": run, "key": r["key"], "expected": json.dumps(r["expected"]),
@@ -125,7 +129,7 @@ def _curves(train_dirs: Sequence[PathLike]) -> dict[str, pd.DataFrame]:
         if prov.is_file():
             rec = json.loads(prov.read_text())
             name = f"{rec.get('model', d.name)}_s{rec.get('seed', '?')}"
-        runs[name] = plots.read_metrics(m)
+        runs[name if name not in runs else f"{name} ({d})"] = plots.read_metrics(m)
     return runs
 
 
@@ -136,9 +140,9 @@ def _gallery(eval_dirs: Mapping[str, Any], ref: str, n: int) -> tuple[list, dict
         p = _dirs(eval_dirs[label])[0] / "predictions.json"
         return json.loads(p.read_text()) if p.is_file() else []
 
-    items = [
-        it for it in load(ref) if it["task_id"] in sorted({i["task_id"] for i in load(ref)})[:n]
-    ]
+    ref_items = load(ref)
+    keep = set(sorted({it["task_id"] for it in ref_items})[:n])
+    items = [it for it in ref_items if it["task_id"] in keep]
     answers = {}
     for label in eval_dirs:
         got = {(it["task_id"], it["query"]): it["answers"][0] for it in load(label)}
@@ -208,7 +212,7 @@ def compare(
     for name, text in files.items():
         atomic_write_text(out_dir / name, text)
     plots.plot_curves(_curves(train_dirs), out_dir / "curves.png")
-    plots.plot_accuracy(summary, out_dir / "accuracy.png")
+    plots.plot_accuracy(summary, out_dir / "accuracy.png", boot[1])
     plots.plot_category_heatmap(per_category, out_dir / "categories.png")
     items, answers = _gallery(eval_dirs, reference_label, int(get(cfg, "eval.gallery_tasks")))
     plots.plot_gallery(items, answers, out_dir / "gallery.png")
@@ -358,17 +362,42 @@ def summary_markdown(
         "## Trial 69 provenance audit",
         "",
     ]
-    if audit.empty:
-        out.append("No training runs were audited.")
-    else:
-        dev = audit[audit["match"] != "match"]
-        n_runs = audit["run"].nunique()
-        out.append(
-            f"{n_runs} run(s), {len(audit)} key checks, {len(dev)} deviation(s) "
-            "(every row in `audit.csv`)."
-        )
-        if len(dev):
-            out += ["", _table(["run", "key", "expected", "actual", "reason"],
-                               dev[["run", "key", "expected", "actual", "reason"]].to_numpy())]  # fmt: skip
+    out += audit_markdown(audit)
     out += ["", "Figures: `curves.png`, `accuracy.png`, `categories.png`, `gallery.png`.", ""]
     return "\n".join(out)
+
+
+def audit_markdown(audit: pd.DataFrame) -> list[str]:
+    """Trial 69 keys down, runs across (the seed note's "Before vs After" table), then reasons."""
+    if audit.empty:
+        return ["No training runs were audited."]
+    dev = audit[audit["match"] != "match"]
+    runs = list(dict.fromkeys(audit["run"]))
+    lines = [
+        f"{len(runs)} run(s), {len(audit)} key checks, {len(dev)} deviation(s) "
+        "(every row in `audit.csv`). ✅ matches Trial 69, ❌ deviates.",
+        "",
+    ]
+    keys = list(dict.fromkeys(audit["key"]))
+    cell = {
+        (r.run, r.key): f"{r.actual} {'✅' if r.match == 'match' else '❌'}"
+        for r in audit.itertuples()
+    }
+    expected = dict(zip(audit["key"], audit["expected"], strict=False))
+    lines.append(
+        _table(
+            ["Trial 69 key", "expected", *runs],
+            [[k, expected[k], *(cell.get((r, k), "—") for r in runs)] for k in keys],
+        )
+    )
+    if len(dev):
+        lines += [
+            "",
+            "Deviations and their reasons:",
+            "",
+            _table(
+                ["run", "key", "expected", "actual", "reason"],
+                dev[["run", "key", "expected", "actual", "reason"]].to_numpy(),
+            ),
+        ]
+    return lines

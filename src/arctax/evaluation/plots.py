@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
+from matplotlib.ticker import MaxNLocator
 
 ARC_PALETTE = [
     "#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
@@ -72,6 +73,7 @@ def plot_curves(runs: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
                 kind = "train" if col == "train_loss" else "val"
                 ax.plot(d["epoch"], d[col], style, color=colour, marker=".", label=f"{name} {kind}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("cross-entropy loss (answer tokens)")
     ax.set_title("Training curves (dashed: train, solid: validation)")
     ax.grid(alpha=0.3)
@@ -82,7 +84,7 @@ def plot_curves(runs: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_accuracy(summary: pd.DataFrame, path: str | Path) -> Path:
+def plot_accuracy(summary: pd.DataFrame, path: str | Path, ci: float = 0.95) -> Path:
     """Bars of generated grid / shape / cell accuracy per model with CI whiskers.
 
     ``summary`` needs ``model`` and, per metric, ``<m>``, ``<m>_lo``, ``<m>_hi``.
@@ -99,9 +101,9 @@ def plot_accuracy(summary: pd.DataFrame, path: str | Path) -> Path:
         ax.bar_label(bars, labels=[f"{a:.1%}" for a in v], fontsize=7, padding=2)
     ax.set_xticks(x, models, rotation=15)
     ax.set_ylim(0, 1.08)
-    ax.set_ylabel("share of test tasks (95% bootstrap CI)")
+    ax.set_ylabel(f"share of test tasks ({ci:.0%} bootstrap CI)")
     ax.set_title("Generated (greedy) answers per model")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(metrics))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -138,6 +140,7 @@ def _draw_grid(ax: plt.Axes, grid: Sequence[Sequence[int]] | None, title: str) -
             s.set_linestyle("--")
         return
     g = np.asarray(grid)
+    ax.set_title(f"{title} {g.shape[0]}x{g.shape[1]}", fontsize=8)
     ax.imshow(g, cmap=ARC_CMAP, vmin=-0.5, vmax=9.5, interpolation="nearest")
     h, w = g.shape
     # thin grey cell borders, as ARC viewers draw them

@@ -45,4 +45,7 @@ class Grid2DPE(nn.Module):
         self.register_buffer("table", sinusoid_table(max_grid + 1, d // 2), persistent=False)
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        # only a malformed generated answer (a row longer than max_grid) goes past the table:
+        # it saturates there instead of crashing the decoder; real grids never reach it
+        pos = pos.clamp(max=self.table.shape[0] - 1)
         return torch.cat([self.table[pos[..., 0]], self.table[pos[..., 1]]], dim=-1)

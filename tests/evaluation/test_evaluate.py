@@ -1,0 +1,164 @@
+"""evaluate() on real ARC-AGI-1 tasks with real models, and the whole evaluation chain."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_MODELS
+
+from arctax.config import load_config
+from arctax.data.collate import collate
+from arctax.data.dataset import load_split
+from arctax.data.prepare import prepare
+from arctax.evaluation.checkpoints import sha256
+from arctax.evaluation.compare import compare
+from arctax.evaluation.evaluate import COLUMNS, evaluate, score
+from arctax.training.module import ARCLitModule, answer_metrics
+
+SMALL = {"data": {"max_tasks": 6, "max_cells": 64}}
+
+
+def _cfg(**eval_over) -> dict:
+    ev = {"batch_size": 4, "max_new_tokens": 80, "attempts": 2, "bootstrap_samples": 200}
+    return load_config(overrides={**SMALL, "eval": {**ev, **eval_over}})
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny prepared ARC-AGI-1 cache (6 tasks per split, grids of at most 64 cells)."""
+    d = tmp_path_factory.mktemp("data")
+    prepare(load_config(overrides=SMALL), d)
+    return d
+
+
+def test_score():
+    t = np.array([[1, 2], [3, 4]])
+    assert score(t.copy(), t) == (True, True, 1.0)
+    assert score(np.array([[1, 2], [3, 0]]), t) == (True, False, 0.75)
+    assert score(np.array([[1, 2, 3]]), t) == (False, False, 0.0)
+    assert score(None, t) == (False, False, 0.0)
+
+
+@pytest.fixture(scope="module")
+def memorised_ckpt(data_dir, tmp_path_factory):
+    """An encoder-decoder that has memorised the test answers (so exact matches happen)."""
+    torch.manual_seed(0)
+    cfg = {"d_model": 64, "n_heads": 4, "n_encoder_layers": 1, "n_decoder_layers": 2,
+           "d_ff": 128, "dropout": 0.0}  # fmt: skip
+    module = ARCLitModule("encoder_decoder", cfg, {}, 2)
+    ds = load_split(data_dir, "test")
+    batch = collate([ds[i] for i in range(len(ds))], module.model.fmt, 2)
+    opt = torch.optim.Adam(module.parameters(), 3e-3)
+    for _ in range(300):
+        m = answer_metrics(module.model(batch), batch["labels"])
+        if m["tf_grid_acc"].item() == 1.0:  # stop before a step, so these weights are the ones
+            break
+        opt.zero_grad()
+        m["loss"].backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("ckpt") / "memorised.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def test_exact_match_and_batch_invariance(data_dir, memorised_ckpt, tmp_path):
+    df = evaluate(_cfg(), memorised_ckpt, data_dir, tmp_path / "b4", "memo", seed=5)
+    n_queries = int((load_split(data_dir, "test").ex_aug == 0).sum())
+    assert list(df.columns) == COLUMNS and len(df) == n_queries
+    assert df["grid_correct_first"].sum() >= 1  # exact generated answers are counted
+    # a teacher-forced perfect answer is what greedy decoding must generate
+    assert (df["grid_correct_first"] | ~df["tf_grid_correct"]).all()
+    assert (df["shape_correct"] | (df["cell_acc"] == 0)).all()
+    assert (df["shape_correct"] | ~df["grid_correct"]).all()
+    assert (df["grid_correct"] >= df["grid_correct_first"]).all()  # pass@2 never loses
+    assert (df["gen_shape"][df["shape_correct"]] == df["target_shape"][df["shape_correct"]]).all()
+    # answers must not depend on batch-mates (padding, masks, cache)
+    one = evaluate(_cfg(batch_size=1), memorised_ckpt, data_dir, tmp_path / "b1", "memo", seed=5)
+    pd.testing.assert_frame_equal(df, one, check_exact=False, atol=1e-6)
+    on_disk = pd.read_csv(tmp_path / "b4" / "per_task.csv", dtype={"task_id": str})
+    assert on_disk["grid_correct"].tolist() == df["grid_correct"].tolist()
+    s = json.loads((tmp_path / "b4" / "summary.json").read_text())
+    tasks = df.groupby("task_id")["grid_correct"].all()
+    assert s["grid_acc"] == pytest.approx(tasks.mean()) and s["n_tasks"] == len(tasks)
+    assert s["checkpoint_sha256"] == sha256(memorised_ckpt) and s["bootstrapped"] is False
+    assert s["decode_tasks_per_s"] > 0 and s["attempts"] == 2 and s["seed"] == 5
+    gallery = json.loads((tmp_path / "b4" / "predictions.json").read_text())
+    assert {g["task_id"] for g in gallery} == set(sorted(tasks.index)[:4])
+    assert all(len(g["answers"]) == 2 for g in gallery)
+
+
+def test_bad_attempts_is_refused(data_dir, memorised_ckpt, tmp_path):
+    cfg = _cfg()
+    cfg["eval"]["attempts"] = 3
+    with pytest.raises(ValueError, match=r"eval\.attempts"):
+        evaluate(cfg, memorised_ckpt, data_dir, tmp_path, "x")
+
+
+@pytest.mark.slow
+def test_train_evaluate_compare_end_to_end(data_dir, tmp_path):
+    from arctax.training.train import train
+
+    cfg = load_config(
+        overrides={
+            **SMALL,
+            "trial69": {"max_epochs": 1, "batch_size": 8},
+            "models": TINY_MODELS,
+            "trainer": {"accelerator": "cpu", "num_workers": 0, "limit_train_batches": 2,
+                        "limit_val_batches": 2},
+            # 31 tokens keep every position inside the 31x31 table even for a rambling model
+            # (see RAMBLE_XFAIL); untrained tiny models solve nothing at any length anyway
+            "eval": {"batch_size": 8, "max_new_tokens": 31, "attempts": 2,
+                     "bootstrap_samples": 200},
+        }
+    )  # fmt: skip
+    evals, trains = {}, []
+    for name in TINY_MODELS:
+        run = tmp_path / "train" / name
+        train(cfg, name, 307, data_dir, run)
+        df = evaluate(cfg, run / "best.ckpt", data_dir, tmp_path / "eval" / name, name, 307)
+        assert set(df["model"]) == {name} and (df["seed"] == 307).all()
+        evals[name], trains = tmp_path / "eval" / name, [*trains, run]
+    res = compare(cfg, evals, trains, tmp_path / "cmp", "champion")
+    summary = pd.read_csv(tmp_path / "cmp" / "summary.csv")
+    assert list(summary["model"]) == ["champion", "encoder_decoder", "decoder_only"]
+    assert (summary["n_tasks"] == 6).all() and res["bootstrapped_reference"]
+    md = (tmp_path / "cmp" / "summary.md").read_text()
+    assert "bootstrapped here, not the original Trial 69 weights" in md
+    audit = pd.read_csv(tmp_path / "cmp" / "audit.csv")
+    assert audit["run"].nunique() == 3
+    # overrides made here must show up as deviations with their reason
+    lr = audit[(audit.key == "batch_size")]
+    assert (lr["match"] == "DEVIATION").all() and lr["reason"].str.contains("batch_size").all()
+    for f in res["files"]:
+        assert (tmp_path / "cmp" / f).stat().st_size > 0
+
+
+RAMBLE_XFAIL = pytest.mark.xfail(
+    raises=IndexError,
+    strict=True,
+    reason="greedy_decode (decode.py, not evaluation's) feeds positions past max_grid to the "
+    "champion's Grid2D PE; remove this mark once decode stops or clamps such samples",
+)
+
+
+@pytest.mark.parametrize("name", [pytest.param("champion", marks=RAMBLE_XFAIL), "encoder_decoder"])
+def test_a_rambling_model_scores_zero_without_crashing(data_dir, tmp_path, name):
+    """A model that never ends a row (emits colour 1 forever) runs past the 30-column limit.
+
+    Evaluation must record malformed answers ("none"), not crash on out-of-range positions.
+    """
+    torch.manual_seed(0)
+    module = ARCLitModule(name, TINY_MODELS[name], {}, 2)
+    with torch.no_grad():
+        module.model.head.weight.zero_()
+        module.model.head.bias.zero_()
+        module.model.head.bias[1] = 10.0
+    path = tmp_path / "rambling.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    df = evaluate(_cfg(max_new_tokens=100, attempts=1), path, data_dir, tmp_path / "out", "r")
+    assert (df["gen_shape"] == "none").all() and not df["grid_correct"].any()
+    assert (df["cell_acc"] == 0).all()
