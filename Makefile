@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml
 
 ## Whole workflow on the demo preset, locally on CPU, then the HTML report.
 demo: setup
-	$(BIN)/snakemake --profile profiles/local --configfile $(DEMO_CONFIG) --cores $(CORES) all
-	$(BIN)/snakemake --profile profiles/local --configfile $(DEMO_CONFIG) --report results/$(RUN)/report.html
+	$(BIN)/snakemake all --profile profiles/local --cores $(CORES) --configfile $(DEMO_CONFIG)
+	$(BIN)/snakemake all --profile profiles/local --report results/$(RUN)/report.html --configfile $(DEMO_CONFIG)
 	@echo
 	@echo "Report:  $(CURDIR)/results/$(RUN)/report.html"
 	@echo "Summary: $(CURDIR)/results/$(RUN)/compare/summary.md"
@@ -46,12 +46,12 @@ fmt: setup
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 dag: setup
-	$(BIN)/snakemake --configfile $(DEMO_CONFIG) --dag | dot -Tsvg > dag.svg
-	$(BIN)/snakemake --configfile $(DEMO_CONFIG) --rulegraph | dot -Tsvg > rulegraph.svg
+	$(BIN)/snakemake all --dag --configfile $(DEMO_CONFIG) | dot -Tsvg > dag.svg
+	$(BIN)/snakemake all --rulegraph --configfile $(DEMO_CONFIG) | dot -Tsvg > rulegraph.svg
 	@echo "wrote dag.svg rulegraph.svg"
 
 report: setup
-	$(BIN)/snakemake --profile profiles/local --configfile $(DEMO_CONFIG) --report results/$(RUN)/report.html
+	$(BIN)/snakemake all --profile profiles/local --report results/$(RUN)/report.html --configfile $(DEMO_CONFIG)
 	@echo "Report: $(CURDIR)/results/$(RUN)/report.html"
 
 bench: setup

@@ -98,3 +98,43 @@ def model_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     if name not in MODEL_NAMES:
         raise ConfigError(f"unknown model '{name}'; expected one of {', '.join(MODEL_NAMES)}")
     return copy.deepcopy(dict(get(cfg, f"models.{name}")))
+
+
+def coerce_to_schema(cfg: dict[str, Any], schema: Path = SCHEMA) -> dict[str, Any]:
+    """Turn numeric/boolean strings into numbers/booleans where the schema expects them.
+
+    Snakemake's ``--config key=[1,2]`` or ``key={"a": 3}`` hands nested values over as
+    strings; this makes such overrides work like the same values written in a YAML file.
+    """
+    spec = yaml.safe_load(schema.read_text())
+    defs = spec.get("$defs", {})
+
+    def resolve(s: Mapping[str, Any]) -> Mapping[str, Any]:
+        while "$ref" in s:
+            s = defs[s["$ref"].split("/")[-1]]
+        return s
+
+    def convert(value: Any, s: Mapping[str, Any]) -> Any:
+        s = resolve(s)
+        types = s.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if isinstance(value, dict):
+            props = s.get("properties", {})
+            return {k: convert(v, props[k]) if k in props else v for k, v in value.items()}
+        if isinstance(value, list) and "items" in s:
+            return [convert(v, s["items"]) for v in value]
+        if isinstance(value, str) and "string" not in types:
+            low = value.strip().lower()
+            if "null" in types and low in ("null", "none", "~"):
+                return None
+            if "boolean" in types and low in ("true", "false"):
+                return low == "true"
+            for kind, cast in (("integer", int), ("number", float)):
+                if kind in types:
+                    try:
+                        return cast(value)
+                    except ValueError:
+                        pass
+        return value
+
+    return convert(cfg, spec)

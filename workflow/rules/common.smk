@@ -4,7 +4,10 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from arctax.config import coerce_to_schema
 
+# --config key=[1,2] / key={"a": 3} arrive as strings: read them as the schema's types
+config.update(coerce_to_schema(config))
 validate(config, schema="../schemas/config.schema.yaml")
 
 MODELS = ["champion", "encoder_decoder", "decoder_only"]
@@ -12,7 +15,9 @@ REFERENCE = "champion_bootstrap"  # label of the champion reference in every tab
 RUN = config["run"]
 OUT = f"results/{RUN}"
 DATA = f"{OUT}/data"
-DATA_FILES = [f"{DATA}/{s}.npz" for s in ("train", "val", "test")] + [f"{DATA}/manifest.json"]
+DATA_FILES = [f"{DATA}/{s}.npz" for s in ("train", "val", "test")] + [
+    f"{DATA}/manifest.json"
+]
 SEEDS = config["seeds"]
 BOOTSTRAP_CKPT = f"{OUT}/bootstrap/champion_bootstrap.ckpt"
 COMPARE_FILES = [
@@ -85,7 +90,9 @@ def get_eval_summaries(wildcards):
 
 def get_provenance(wildcards):
     """Provenance of every trained run (the audit table reads them)."""
-    return expand(f"{OUT}/train/{{model}}/seed{{seed}}/provenance.json", model=MODELS, seed=SEEDS)
+    return expand(
+        f"{OUT}/train/{{model}}/seed{{seed}}/provenance.json", model=MODELS, seed=SEEDS
+    )
 
 
 def get_final_outputs():

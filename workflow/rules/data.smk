@@ -8,9 +8,11 @@ rule prepare_data:
         f"{OUT}/logs/prepare_data.log",
     benchmark:
         f"{OUT}/benchmarks/prepare_data.tsv"
+    conda:
+        "../envs/arctax.yaml"
+    threads: 1
     params:
         data=config["data"],
         taxonomy=config["taxonomy"],
-    threads: 1
     script:
         "../scripts/prepare_data.py"

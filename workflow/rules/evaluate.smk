@@ -10,12 +10,14 @@ rule evaluate:
         f"{OUT}/logs/eval/{{model}}/seed{{seed}}.log",
     benchmark:
         f"{OUT}/benchmarks/eval/{{model}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/arctax.yaml"
+    threads: 1
     params:
         eval=config["eval"],
         label="{model}",
         seed="{seed}",
         bootstrapped=False,
-    threads: 1
     script:
         "../scripts/evaluate.py"
 
@@ -32,12 +34,14 @@ rule evaluate_reference:
         f"{OUT}/logs/eval/{REFERENCE}.log",
     benchmark:
         f"{OUT}/benchmarks/eval/{REFERENCE}.tsv"
+    conda:
+        "../envs/arctax.yaml"
+    threads: 1
     params:
         eval=config["eval"],
         label=REFERENCE,
         seed=None,
         bootstrapped=reference_is_bootstrapped(),
-    threads: 1
     script:
         "../scripts/evaluate.py"
 
@@ -91,11 +95,15 @@ rule compare:
         f"{OUT}/logs/compare.log",
     benchmark:
         f"{OUT}/benchmarks/compare.tsv"
+    conda:
+        "../envs/arctax.yaml"
+    threads: 1
     params:
         eval_dirs=get_eval_dirs(),
-        train_dirs=expand(f"{OUT}/train/{{model}}/seed{{seed}}", model=MODELS, seed=SEEDS),
+        train_dirs=expand(
+            f"{OUT}/train/{{model}}/seed{{seed}}", model=MODELS, seed=SEEDS
+        ),
         reference=REFERENCE,
-    threads: 1
     script:
         "../scripts/compare.py"
 

@@ -11,9 +11,11 @@ rule smoke_test:
         f"{OUT}/logs/smoke_test.log",
     benchmark:
         f"{OUT}/benchmarks/smoke_test.tsv"
+    conda:
+        "../envs/arctax.yaml"
+    threads: 1
     params:
         models=config["models"],
         trial69=config["trial69"],
-    threads: 1
     script:
         "../scripts/smoke_test.py"

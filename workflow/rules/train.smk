@@ -21,10 +21,12 @@ rule train:
         f"{OUT}/logs/train/{{model}}/seed{{seed}}.log",
     benchmark:
         f"{OUT}/benchmarks/train/{{model}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/arctax.yaml"
+    threads: 1
     params:
         recipe=get_train_params,
         state=f"{OUT}/.state/train/{{model}}/seed{{seed}}",
-    threads: 1
     script:
         "../scripts/train.py"
 
@@ -40,11 +42,13 @@ rule bootstrap_champion:
         f"{OUT}/logs/bootstrap_champion.log",
     benchmark:
         f"{OUT}/benchmarks/bootstrap_champion.tsv"
+    conda:
+        "../envs/arctax.yaml"
+    threads: 1
     params:
         recipe=get_bootstrap_params,
         seed=config["champion"]["bootstrap_seed"],
         state=f"{OUT}/.state/bootstrap",
-    threads: 1
     script:
         "../scripts/bootstrap_champion.py"
 
