@@ -16,12 +16,21 @@ SHARED = REPO.parent / "shared" / "data" / "original"
 
 TINY_MODELS = {
     "champion": {
-        "d_model": 32, "n_heads": 4, "n_encoder_layers": 1, "n_decoder_layers": 2, "d_ff": 64,
-        "encoder_dropout": 0.1, "decoder_dropout": 0.0149,
+        "d_model": 32,
+        "n_heads": 4,
+        "n_encoder_layers": 1,
+        "n_decoder_layers": 2,
+        "d_ff": 64,
+        "encoder_dropout": 0.1,
+        "decoder_dropout": 0.0149,
         "context": {"d_model": 16, "n_heads": 4},
     },
     "encoder_decoder": {
-        "d_model": 32, "n_heads": 4, "n_encoder_layers": 1, "n_decoder_layers": 2, "d_ff": 64,
+        "d_model": 32,
+        "n_heads": 4,
+        "n_encoder_layers": 1,
+        "n_decoder_layers": 2,
+        "d_ff": 64,
         "dropout": 0.1,
     },
     "decoder_only": {"d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64, "dropout": 0.1},
@@ -72,4 +81,10 @@ def make_example(task, query: int = 0, k: int = 2, split: str = "train", idx: in
     tests = [(np.array(a), np.array(b)) for a, b in task.test]
     q = tests[query] if split == "test" else pairs[query]
     ctx = pairs[:k] if split == "test" else [p for i, p in enumerate(pairs) if i != query][:k]
-    return {"query_in": q[0], "query_out": q[1], "context": ctx, "task_idx": idx, "example_idx": idx}
+    return {
+        "query_in": q[0],
+        "query_out": q[1],
+        "context": ctx,
+        "task_idx": idx,
+        "example_idx": idx,
+    }

@@ -54,10 +54,10 @@ def test_cached_equals_naive(name, test_examples):
 def test_decodes_a_memorised_answer(tiny_data):
     """Where every teacher-forced argmax is right, greedy decoding must reproduce the target
     exactly (same path), shape included: the end markers set the shape."""
+    from arctax.config import load_config
     from arctax.data.dataset import load_split
     from arctax.training.module import answer_metrics
     from arctax.training.optim import build_optimizer
-    from arctax.config import load_config
 
     torch.manual_seed(0)
     ds = load_split(tiny_data, "train")

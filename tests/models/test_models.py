@@ -104,7 +104,12 @@ def test_padding_is_inert(name, examples):
         real = batch["labels"][i, :n] != -100
         assert torch.allclose(out[i, :n][real], alone[0][real], atol=1e-5), (name, i)
     noisy = {k: v.clone() for k, v in batch.items()}
-    for key, mask in (("seq", "seq_mask"), ("src", "src_mask"), ("tgt_in", "tgt_mask"), ("ctx", "ctx_mask")):
+    for key, mask in (
+        ("seq", "seq_mask"),
+        ("src", "src_mask"),
+        ("tgt_in", "tgt_mask"),
+        ("ctx", "ctx_mask"),
+    ):
         if key in noisy:
             noisy[key][~noisy[mask]] = 7
     real = batch["labels"] != -100
@@ -131,7 +136,9 @@ def test_champion_context_masking(examples):
     masked["ctx"][~masked["ctx_mask"]] = 3  # context pads
     assert torch.allclose(logits(model, masked), base, atol=1e-6)
     changed = {k: v.clone() for k, v in b.items()}
-    changed["ctx"][0, 0][changed["ctx_mask"][0, 0]] = (changed["ctx"][0, 0][changed["ctx_mask"][0, 0]] + 1) % 10
+    changed["ctx"][0, 0][changed["ctx_mask"][0, 0]] = (
+        changed["ctx"][0, 0][changed["ctx_mask"][0, 0]] + 1
+    ) % 10
     assert not torch.allclose(logits(model, changed), base, atol=1e-6)
     empty = {k: v.clone() for k, v in b.items()}
     empty["ctx_pair_mask"][:] = False
@@ -143,5 +150,5 @@ def test_champion_context_masking(examples):
 def test_registry_errors():
     with pytest.raises(ValueError, match="unknown model 'transformer'"):
         build_model("transformer", {})
-    with pytest.raises(ValueError, match="models.decoder_only"):
+    with pytest.raises(ValueError, match=r"models\.decoder_only"):
         build_model("decoder_only", {"d_model": 32})

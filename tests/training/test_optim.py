@@ -11,11 +11,17 @@ from arctax.training.train import build_trainer
 def test_config_holds_trial69_exactly():
     t = load_config()["trial69"]
     assert t["optimizer"] == {
-        "name": "Adam", "lr": 0.0018498849832733245, "betas": [0.95, 0.999], "weight_decay": 0.0,
+        "name": "Adam",
+        "lr": 0.0018498849832733245,
+        "betas": [0.95, 0.999],
+        "weight_decay": 0.0,
     }
     s = t["scheduler"]
     assert (s["name"], s["T_0"], s["T_mult"], s["eta_min"]) == (
-        "CosineAnnealingWarmRestarts", 6, 1, 1.6816632143867157e-06,
+        "CosineAnnealingWarmRestarts",
+        6,
+        1,
+        1.6816632143867157e-06,
     )
     assert t["batch_size"] == 32 and t["precision"] == "16-mixed" and t["gradient_clip_val"] == 1.0
     assert t["early_stopping"] == {"monitor": "val_loss", "patience": 7, "mode": "min"}
@@ -48,7 +54,7 @@ def test_built_trainer(tmp_path):
     cfg = load_config()
     tr = build_trainer(cfg, tmp_path, "32-true", [])
     assert tr.max_epochs == 100 and tr.gradient_clip_val == 1.0
-    es = [c for c in tr.callbacks if isinstance(c, pl.callbacks.EarlyStopping)][0]
+    es = next(c for c in tr.callbacks if isinstance(c, pl.callbacks.EarlyStopping))
     assert (es.monitor, es.patience, es.mode) == ("val_loss", 7, "min")
     assert torch.are_deterministic_algorithms_enabled()
     ck = tr.checkpoint_callback

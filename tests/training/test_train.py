@@ -30,7 +30,12 @@ def run(tiny_data, tmp_path_factory):
 
 def test_outputs_and_weights_only_checkpoints(run):
     out, result = run
-    assert {p.name for p in out.iterdir()} == {"best.ckpt", "last.ckpt", "metrics.csv", "provenance.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "best.ckpt",
+        "last.ckpt",
+        "metrics.csv",
+        "provenance.json",
+    }
     ck = torch.load(out / "best.ckpt", weights_only=True)  # bug 7: never weights_only=False
     hp = ck["hyper_parameters"]
     assert hp["model_name"] == "champion" and hp["trial69"]["seed"] == 307
@@ -88,8 +93,14 @@ def test_sigusr1_saves_state_exits_75_and_resumes(tiny_data, tmp_path):
         f"train(load_config(overrides=o), 'encoder_decoder', 307, {str(tiny_data)!r}, {str(out)!r}, {str(state)!r})\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", code, "200"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "200"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (state / "last.ckpt").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -101,8 +112,14 @@ def test_sigusr1_saves_state_exits_75_and_resumes(tiny_data, tmp_path):
     assert not out.exists() or not any(out.iterdir())  # no outputs claimed as finished
     epochs_done = len(val_losses(state / "metrics.csv"))
     assert epochs_done >= 1
-    res = subprocess.run([sys.executable, "-c", code, str(epochs_done + 1)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(epochs_done + 1)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert "resuming" in res.stderr
     assert len(val_losses(out / "metrics.csv")) == epochs_done + 1

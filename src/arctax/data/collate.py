@@ -35,7 +35,11 @@ from arctax.data.tokenize import (
 )
 
 FORMATS = ("seq2seq", "champion", "decoder_only")
-MODEL_FORMAT = {"champion": "champion", "encoder_decoder": "seq2seq", "decoder_only": "decoder_only"}
+MODEL_FORMAT = {
+    "champion": "champion",
+    "encoder_decoder": "seq2seq",
+    "decoder_only": "decoder_only",
+}
 
 Batch = dict[str, torch.Tensor]
 
@@ -87,9 +91,7 @@ def collate(examples: Sequence[dict[str, Any]], fmt: str, k: int = 2) -> Batch:
 
 def _collate_context(examples: Sequence[dict[str, Any]], k: int) -> dict[str, np.ndarray]:
     """Context pairs as cells only; missing pairs are all-PAD with ``ctx_pair_mask`` False."""
-    cells = [
-        [encode_cells(g) for pair in e["context"][:k] for g in pair] for e in examples
-    ]
+    cells = [[encode_cells(g) for pair in e["context"][:k] for g in pair] for e in examples]
     c = max((len(t) for row in cells for t, _ in row), default=1)
     n = len(examples)
     ctx = np.full((n, k, 2, c), PAD, dtype=np.int64)

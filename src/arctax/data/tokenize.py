@@ -113,9 +113,7 @@ def target_positions(pos: np.ndarray) -> np.ndarray:
     return pos
 
 
-def format_seq2seq(
-    inp: np.ndarray, out: np.ndarray
-) -> dict[str, np.ndarray]:
+def format_seq2seq(inp: np.ndarray, out: np.ndarray) -> dict[str, np.ndarray]:
     """Encoder-decoder / champion example: source, shifted target input and labels.
 
     ``tgt_in = [BOS] + out_tokens[:-1]``; ``labels = out_tokens``: the decoder at step ``t``

@@ -116,6 +116,8 @@ class EncoderDecoder(nn.Module):
         y = self._embed_tgt(token[:, None], pos[:, None], idx)
         for i, blk in enumerate(self.decoder):
             y = self._mix(i, y, cache["ctx"])
-            y = blk(y, mem_mask=cache["mem_mask"], cache=cache["self"][i], mem_kv=cache["mem_kv"][i])
+            y = blk(
+                y, mem_mask=cache["mem_mask"], cache=cache["self"][i], mem_kv=cache["mem_kv"][i]
+            )
         cache["t"] += 1
         return self.head(self.dec_ln(y))[:, 0]

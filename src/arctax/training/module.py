@@ -23,7 +23,9 @@ def answer_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torc
     original called it "grid accuracy"); generated answers are scored in evaluation.
     """
     mask = labels != IGNORE_INDEX
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    loss = F.cross_entropy(
+        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
     right = (logits.argmax(-1) == labels) & mask
     token_acc = right.sum() / mask.sum().clamp(min=1)
     grid = (right | ~mask).all(dim=1).float().mean()
@@ -50,9 +52,13 @@ class ARCLitModule(pl.LightningModule):
         m = answer_metrics(self.model(batch), batch["labels"])
         bs = batch["labels"].shape[0]
         on_step = stage == "train"
-        self.log(f"{stage}_loss", m["loss"], prog_bar=True, on_step=on_step, on_epoch=True, batch_size=bs)
+        self.log(
+            f"{stage}_loss", m["loss"], prog_bar=True, on_step=on_step, on_epoch=True, batch_size=bs
+        )
         self.log(f"{stage}_token_acc", m["token_acc"], on_step=False, on_epoch=True, batch_size=bs)
-        self.log(f"{stage}_tf_grid_acc", m["tf_grid_acc"], on_step=False, on_epoch=True, batch_size=bs)
+        self.log(
+            f"{stage}_tf_grid_acc", m["tf_grid_acc"], on_step=False, on_epoch=True, batch_size=bs
+        )
         return m["loss"]
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

@@ -55,7 +55,9 @@ def built_values(trainer: pl.Trainer, batch_size: int, seed: int) -> dict[str, A
 
 
 def audit(
-    actual: Mapping[str, Any], reasons: Mapping[str, str], reference: Mapping[str, Any] | None = None
+    actual: Mapping[str, Any],
+    reasons: Mapping[str, str],
+    reference: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per Trial 69 key: expected, actual, match, and the reason of any deviation."""
     ref = dict(flatten(reference or reference_trial69()))
@@ -64,7 +66,9 @@ def audit(
         got = actual.get(key)
         ok = _same(expected, got)
         reason = "" if ok else reasons.get(key, "UNEXPLAINED deviation")
-        rows.append({"key": key, "expected": expected, "actual": got, "match": ok, "reason": reason})
+        rows.append(
+            {"key": key, "expected": expected, "actual": got, "match": ok, "reason": reason}
+        )
     return rows
 
 
@@ -90,11 +94,17 @@ def git_commit() -> str | None:
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -112,7 +122,9 @@ def environment() -> dict[str, Any]:
             "snakemake": _version("snakemake"),
             "arctax": _version("arctax"),
         },
-        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(0)
+        if cuda
+        else f"cpu ({platform.processor() or platform.machine()})",
         "cuda": torch.version.cuda if cuda else None,
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),

@@ -41,7 +41,9 @@ def _trial69_checks(opt: torch.optim.Optimizer, sched: dict[str, Any]) -> list[s
     return [f"{k}: {a!r} != Trial 69 {b!r}" for k, (a, b) in got.items() if a != b]
 
 
-def smoke_model(name: str, cfg: Mapping[str, Any], batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+def smoke_model(
+    name: str, cfg: Mapping[str, Any], batch: dict[str, torch.Tensor]
+) -> dict[str, Any]:
     """Run every check on model ``name``; return ``{check: ok/message}`` and figures."""
     torch.manual_seed(0)
     model = build_model(name, model_config(cfg, name))
@@ -53,11 +55,13 @@ def smoke_model(name: str, cfg: Mapping[str, Any], batch: dict[str, torch.Tensor
     checks["finite_loss"] = "ok" if math.isfinite(loss.item()) else f"loss is {loss.item()}"
     loss.backward()
     bad = [
-        n for n, p in model.named_parameters()
+        n
+        for n, p in model.named_parameters()
         if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())
     ]
     zero = [
-        n for n, p in model.named_parameters()
+        n
+        for n, p in model.named_parameters()
         if p.requires_grad and p.grad is not None and not p.grad.abs().sum() > 0
     ]
     checks["finite_grads"] = "ok" if not bad else f"no/non-finite grad: {', '.join(bad[:5])}"

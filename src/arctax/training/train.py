@@ -55,10 +55,15 @@ def deviation_reasons(cfg: Mapping[str, Any], seed: int, precision_reason: str |
     from arctax.training.provenance import reference_trial69
 
     ref = dict(flatten(reference_trial69()))
-    reasons = {k: f"config override: trial69.{k} = {v!r}" for k, v in flatten(cfg["trial69"])
-               if k in ref and ref[k] != v}
+    reasons = {
+        k: f"config override: trial69.{k} = {v!r}"
+        for k, v in flatten(cfg["trial69"])
+        if k in ref and ref[k] != v
+    }
     if cfg["trainer"].get("max_epochs"):
-        reasons["max_epochs"] = f"config override: trainer.max_epochs = {cfg['trainer']['max_epochs']}"
+        reasons["max_epochs"] = (
+            f"config override: trainer.max_epochs = {cfg['trainer']['max_epochs']}"
+        )
     if precision_reason:
         reasons["precision"] = precision_reason
     if seed != ref["seed"]:
@@ -91,7 +96,10 @@ def _prepare_state(state_dir: Path, fp: str) -> Path | None:
         return last
     if last.exists():
         stale = state_dir.with_name(f"{state_dir.name}.stale-{int(time.time())}")
-        warnings.warn(f"{state_dir}: state from a different config; moved to {stale}, starting fresh", stacklevel=2)
+        warnings.warn(
+            f"{state_dir}: state from a different config; moved to {stale}, starting fresh",
+            stacklevel=2,
+        )
         shutil.move(str(state_dir), stale)
         state_dir.mkdir(parents=True)
     fp_file.write_text(fp + "\n")
@@ -114,14 +122,21 @@ def build_trainer(
     callbacks = [
         pl.callbacks.EarlyStopping(monitor=es["monitor"], patience=es["patience"], mode=es["mode"]),
         pl.callbacks.ModelCheckpoint(
-            dirpath=state_dir, filename="best", monitor="val_loss", mode="min",
-            save_top_k=1, save_last=True, enable_version_counter=False,
+            dirpath=state_dir,
+            filename="best",
+            monitor="val_loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            enable_version_counter=False,
         ),
         EpochMetrics(state_dir / "metrics.csv", echo=not tty),
         RNGState(),
         *extra_callbacks,
     ]
-    loggers: list[Any] = [pl.loggers.CSVLogger(state_dir, name="logs", version=f"run-{int(time.time())}")]
+    loggers: list[Any] = [
+        pl.loggers.CSVLogger(state_dir, name="logs", version=f"run-{int(time.time())}")
+    ]
     try:
         import tensorboard  # noqa: F401
 
@@ -192,7 +207,8 @@ def train(
         print(
             f"training stopped ({e}); resumable state in {state_dir / 'last.ckpt'} "
             f"(epoch {trainer.current_epoch}); run again to resume",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
         raise SystemExit(PREEMPTED_EXIT) from e
     finally:
