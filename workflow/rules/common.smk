@@ -1,4 +1,5 @@
 # Config validation, shared names and every input/param function of the workflow.
+import json
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -58,22 +59,21 @@ def get_reference_checkpoint(wildcards):
     return config["champion"]["checkpoint"]
 
 
+def _recipe(model):
+    # a JSON string, not a dict: Snakemake iterates a dict returned by a param function
+    # (keeping only its keys), which would hide a changed value from the params trigger
+    blocks = {k: config[k] for k in ("trial69", "trainer", "data")}
+    return json.dumps({"model": config["models"][model], **blocks}, sort_keys=True)
+
+
 def get_train_params(wildcards):
-    """What a training run depends on: its model's block, Trial 69 and the trainer block."""
-    return {
-        "model": config["models"][wildcards.model],
-        "trial69": config["trial69"],
-        "trainer": config["trainer"],
-    }
+    """What a training run depends on: its model's block, Trial 69, trainer and data."""
+    return _recipe(wildcards.model)
 
 
 def get_bootstrap_params(wildcards):
     """The bootstrapped reference is the champion architecture under Trial 69."""
-    return {
-        "model": config["models"]["champion"],
-        "trial69": config["trial69"],
-        "trainer": config["trainer"],
-    }
+    return _recipe("champion")
 
 
 def get_eval_dirs(wildcards=None):

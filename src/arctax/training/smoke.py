@@ -96,21 +96,36 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 
 def smoke_test(
-    cfg: Mapping[str, Any], data_dir: str | Path, out_json: str | Path | None = None
+    cfg: Mapping[str, Any],
+    data_dir: str | Path,
+    out_json: str | Path | None = None,
+    models: list[str] | tuple[str, ...] = MODEL_NAMES,
 ) -> dict[str, Any]:
-    """Smoke-test all three models on a real batch of the prepared cache."""
+    """Smoke-test ``models`` (default: all three) on a real batch of the prepared cache."""
     ds = load_split(data_dir, "train")
     examples = [ds[i] for i in range(min(4, len(ds)))]
     k = cfg["data"]["context_pairs"]
-    models = {}
-    for name in MODEL_NAMES:
+    results = {}
+    for name in models:
         batch = collate(examples, MODEL_FORMAT[name], k)
         try:
-            models[name] = smoke_model(name, cfg, batch)
+            results[name] = smoke_model(name, cfg, batch)
         except Exception as e:  # a crash is a failed check, reported like the others
-            models[name] = {"ok": False, "checks": {"runs": f"{type(e).__name__}: {e}"}}
-    report = {"ok": all(m["ok"] for m in models.values()), "models": models}
+            results[name] = {"ok": False, "checks": {"runs": f"{type(e).__name__}: {e}"}}
+    report = {"ok": all(m["ok"] for m in results.values()), "models": results}
     if out_json is not None:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out_json), report)
+    return report
+
+
+def merge_reports(paths: list[str | Path], out_json: str | Path) -> dict[str, Any]:
+    """Combine per-model smoke reports into one (``ok`` only if every model passed)."""
+    import json
+
+    models: dict[str, Any] = {}
+    for p in paths:
+        models.update(json.loads(Path(p).read_text())["models"])
+    report = {"ok": all(m["ok"] for m in models.values()), "models": models}
+    write_json(Path(out_json), report)
     return report

@@ -1,0 +1,286 @@
+"""The Snakemake workflow through its CLI: lint, DAG shape, config errors, profiles, and the
+demo end to end with the local profile (cached artifacts, single-model re-runs, the user's
+champion checkpoint left untouched, the report)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+# the demo, smaller still, for CI's 2 cores
+E2E_OVERLAY = {
+    "run": "e2e",
+    "data": {"max_tasks": 16, "augment": {"copies": 0}},
+    "trainer": {"max_epochs": 2},
+    "eval": {"bootstrap_samples": 200, "gallery_tasks": 2},
+}
+
+
+def smk(*args: str, cwd: Path = REPO, timeout: int = 900, check: bool = True):
+    """Run snakemake; return the completed process (stdout and stderr merged)."""
+    res = subprocess.run(
+        [SNAKEMAKE, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    res.output = res.stdout + res.stderr
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.output[-4000:]}")
+    return res
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run."""
+    m = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+(\d+)", output, re.S)
+    if not m:
+        return {}
+    return {r.split()[0]: int(r.split()[1]) for r in m.group(1).strip().splitlines()}
+
+
+def test_lint_and_format_clean():
+    res = smk("--lint", "--configfile", "config/demo.yaml")
+    assert "Congratulations, your workflow is in a good condition!" in res.output
+    fmt = subprocess.run(
+        [str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "workflow/rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert fmt.returncode == 0, fmt.stderr
+
+
+def test_dry_run_dag_shape():
+    res = smk("all", "-n", "--forceall", "--configfile", "config/demo.yaml")
+    assert job_counts(res.output) == {
+        "prepare_data": 1,
+        "smoke_test": 3,
+        "smoke_report": 1,
+        "bootstrap_champion": 1,
+        "train": 3,
+        "evaluate": 3,
+        "evaluate_reference": 1,
+        "compare": 1,
+        "all": 1,
+    }
+    many = smk(
+        "all", "-n", "--forceall", "--configfile", "config/demo.yaml", "--config", "seeds=[1,2]"
+    )
+    c = job_counts(many.output)
+    assert c["train"] == 6 and c["evaluate"] == 6 and c["prepare_data"] == 1
+
+
+def test_rule_order_in_the_dag():
+    res = smk("all", "--rulegraph", "--configfile", "config/demo.yaml", "--forceall")
+    edges = set(re.findall(r"(\d+) -> (\d+)", res.stdout))
+    names = dict(re.findall(r'(\d+)\[label = "(\w+)"', res.stdout))
+    named = {(names[a], names[b]) for a, b in edges}
+    for edge in [
+        ("prepare_data", "smoke_test"),
+        ("smoke_test", "train"),
+        ("smoke_test", "smoke_report"),
+        ("train", "evaluate"),
+        ("evaluate", "compare"),
+        ("evaluate_reference", "compare"),
+        ("bootstrap_champion", "evaluate_reference"),
+        ("compare", "all"),
+    ]:
+        assert edge in named, edge
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        (["--config", "bogus=1"], "'bogus' was unexpected"),
+        (["--config", "seeds=[-1]"], "seeds"),
+        (["--config", 'eval={"attempts": 3}'], "attempts"),
+        (["--config", 'trial69={"batch_size": "many"}'], "batch_size"),
+    ],
+)
+def test_config_errors_name_the_key(override, fragment):
+    res = smk("all", "-n", "--configfile", "config/demo.yaml", *override, check=False)
+    assert res.returncode != 0 and fragment in res.output
+
+
+def test_missing_champion_without_bootstrap_is_a_dag_error(tmp_path):
+    res = smk(
+        "all",
+        "-n",
+        "--configfile",
+        "config/demo.yaml",
+        "--config",
+        'champion={"bootstrap": false, "checkpoint": "nowhere/champ.ckpt"}',
+        check=False,
+    )
+    assert res.returncode != 0
+    assert "champion.checkpoint" in res.output and "nowhere/champ.ckpt" in res.output
+
+
+def test_slurm_profile_dry_run_without_a_cluster():
+    res = smk(
+        "all", "-n", "--profile", "profiles/slurm", "--configfile", "config/demo.yaml", "--forceall"
+    )
+    assert job_counts(res.output)["train"] == 3
+    train = res.output[res.output.index("rule train:") :]
+    assert "gpu=1" in train and "slurm_extra=--signal=SIGUSR1@120" in train
+    prof = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    for rule, r in prof["set-resources"].items():
+        assert "tasks" not in r, rule  # --ntasks-per-gpu breaks srun
+        extra = str(r.get("slurm_extra", ""))
+        assert not re.search(r"--(gres|gpus|time|mem|export)", extra), rule
+
+
+# ---------------------------------------------------------------- end to end (slow)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """A copy of the repository's files where the demo (smaller still) ran once."""
+    root = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, root / f)
+    (root / "config/e2e.yaml").write_text(yaml.safe_dump(E2E_OVERLAY))
+    res = smk(
+        "all",
+        "--profile",
+        "profiles/local",
+        "--cores",
+        "2",
+        "--configfile",
+        "config/demo.yaml",
+        "config/e2e.yaml",
+        cwd=root,
+        timeout=1200,
+    )
+    return root, res
+
+
+def run_e2e(root: Path, *args: str, check: bool = True):
+    return smk(
+        "all",
+        "--profile",
+        "profiles/local",
+        "--cores",
+        "2",
+        *args,
+        "--configfile",
+        "config/demo.yaml",
+        "config/e2e.yaml",
+        cwd=root,
+        check=check,
+    )
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_dag(e2e):
+    root, res = e2e
+    out = root / "results/e2e"
+    for f in [
+        "smoke/report.json",
+        "compare/summary.md",
+        "compare/summary.csv",
+        "compare/audit.csv",
+        "compare/gallery.png",
+        "bootstrap/champion_bootstrap.ckpt",
+        "eval/champion_bootstrap/per_task.csv",
+    ]:
+        assert (out / f).is_file(), f
+    for m in ("champion", "encoder_decoder", "decoder_only"):
+        assert (out / f"train/{m}/seed307/provenance.json").is_file()
+    md = (out / "compare/summary.md").read_text()
+    assert "bootstrapped here, not the original Trial 69 weights" in md
+    assert job_counts(res.output)["train"] == 3
+
+
+@pytest.mark.slow
+def test_noop_rerun_says_nothing_to_do(e2e):
+    root, _ = e2e
+    res = run_e2e(root, "-n")
+    assert "Nothing to be done" in res.output
+
+
+@pytest.mark.slow
+def test_forcing_one_model_reruns_only_that_model(e2e):
+    root, _ = e2e
+    res = run_e2e(root, "-n", "--forcerun", "results/e2e/train/decoder_only/seed307/best.ckpt")
+    assert job_counts(res.output) == {"train": 1, "evaluate": 1, "compare": 1, "all": 1}
+    jobs = re.findall(r"rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)", res.output)
+    assert all("decoder_only" in w for r, w in jobs if r in ("train", "evaluate"))
+
+
+@pytest.mark.slow
+def test_changing_one_models_config_reruns_only_it(e2e):
+    root, _ = e2e
+    overlay = root / "config/e2e_change.yaml"
+    overlay.write_text(yaml.safe_dump({"models": {"encoder_decoder": {"d_ff": 96}}}))
+    res = smk(
+        "all",
+        "-n",
+        "--profile",
+        "profiles/local",
+        "--configfile",
+        "config/demo.yaml",
+        "config/e2e.yaml",
+        str(overlay),
+        cwd=root,
+    )
+    c = job_counts(res.output)
+    assert c["train"] == 1 and c["evaluate"] == 1 and "prepare_data" not in c
+    assert "bootstrap_champion" not in c
+    assert re.search(r"rule train:\n(?:.*\n)*?\s+wildcards: model=encoder_decoder", res.output)
+
+
+@pytest.mark.slow
+def test_users_champion_checkpoint_is_never_touched(e2e):
+    root, _ = e2e
+    user = root / "my_champion.ckpt"
+    shutil.copy2(root / "results/e2e/bootstrap/champion_bootstrap.ckpt", user)
+    before = (sha(user), user.stat().st_mtime_ns)
+    champ = '{"checkpoint": "my_champion.ckpt", "bootstrap": false}'
+    res = run_e2e(root, "--config", f"champion={champ}")
+    c = job_counts(res.output)
+    assert c.get("evaluate_reference") == 1 and "train" not in c and "bootstrap_champion" not in c
+    assert (sha(user), user.stat().st_mtime_ns) == before
+    md = (root / "results/e2e/compare/summary.md").read_text()
+    assert "bootstrapped here" not in md
+
+
+@pytest.mark.slow
+def test_report_and_dag_pictures(e2e):
+    root, _ = e2e
+    report = root / "results/e2e/report.html"
+    run_e2e(root, "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 100_000 and "summary.md" in html and "provenance.json" in html
+    dag = smk("all", "--dag", "--configfile", "config/demo.yaml", "config/e2e.yaml", cwd=root)
+    assert dag.stdout.lstrip().startswith("digraph")
+    if shutil.which("dot"):
+        svg = subprocess.run(["dot", "-Tsvg"], input=dag.stdout, capture_output=True, text=True)
+        assert svg.returncode == 0 and "<svg" in svg.stdout
