@@ -145,6 +145,13 @@ def build_trainer(
         pass
     accelerator = tr["accelerator"] if tr["accelerator"] != "gpu" else "cuda"
     devices = tr["devices"] if torch.cuda.is_available() else 1
+    plugins = []
+    if devices > 1 and int(os.environ.get("SLURM_NTASKS", "1")) < devices:
+        # One Slurm task holding N GPUs (the executor plugin's jobs cannot ask for one task
+        # per GPU without breaking its srun): Lightning starts the N DDP processes itself.
+        from lightning_fabric.plugins.environments import LightningEnvironment
+
+        plugins.append(LightningEnvironment())
     return pl.Trainer(
         max_epochs=tr.get("max_epochs") or t69["max_epochs"],
         precision=precision,
@@ -153,6 +160,7 @@ def build_trainer(
         accelerator=accelerator,
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
+        plugins=plugins or None,
         use_distributed_sampler=False,  # the length-grouped sampler shards by rank itself
         callbacks=callbacks,
         logger=loggers,
