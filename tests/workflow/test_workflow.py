@@ -136,7 +136,7 @@ def test_slurm_profile_dry_run_without_a_cluster():
     )
     assert job_counts(res.output)["train"] == 3
     train = res.output[res.output.index("rule train:") :]
-    assert "gpu=1" in train and "slurm_extra=--signal=SIGUSR1@120" in train
+    assert "gpu=1" in train and "slurm_extra=--signal=SIGUSR1@60" in train
     prof = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     for rule, r in prof["set-resources"].items():
         assert "tasks" not in r, rule  # --ntasks-per-gpu breaks srun

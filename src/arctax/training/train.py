@@ -205,7 +205,7 @@ def train(
     dm = ARCDataModule(
         data_dir, model_name, t69["batch_size"], k, cfg["trainer"]["num_workers"], seed
     )
-    guard = PreemptionGuard(cfg["trainer"].get("save_margin_s", 120))
+    guard = PreemptionGuard(cfg["trainer"].get("save_margin_s", 300))
     trainer = build_trainer(cfg, state_dir, precision, [guard])
     if resume:
         print(f"resuming {model_name} seed {seed} from {resume}", file=sys.stderr, flush=True)
