@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from arctax.config import load_config
-from arctax.training.train import PREEMPTED_EXIT, train
+from arctax.training.train import FINISHED, PREEMPTED_EXIT, attach_log, train
 from tests.conftest import REPO, tiny_overrides
 
 
@@ -68,14 +68,47 @@ def test_determinism_and_resume_equals_straight_run(tiny_data, tmp_path):
     train(c4, "encoder_decoder", 307, tiny_data, again)
     assert val_losses(straight / "metrics.csv") == val_losses(again / "metrics.csv")
     train(c2, "encoder_decoder", 307, tiny_data, resumed)
+    # Its state now equals that of a 4-epoch run stopped after epoch 2, except for the marker
+    # that says training finished (a finished state is never resumed: see the next test).
+    (resumed.parent / ".state" / "encoder_decoder" / FINISHED).unlink()
     r = train(c4, "encoder_decoder", 307, tiny_data, resumed)
     assert r["resumed_from"] is not None
     assert val_losses(resumed / "metrics.csv") == val_losses(straight / "metrics.csv")
 
 
+def test_finished_training_run_again_trains_from_scratch(tiny_data, tmp_path):
+    """A forced re-run (or a re-run after a code fix) must train, not 'resume' a finished run."""
+    cfg = load_config(overrides=tiny_overrides(max_epochs=2))
+    out = tmp_path / "decoder_only"
+    first = train(cfg, "decoder_only", 307, tiny_data, out)
+    losses = val_losses(out / "metrics.csv")
+    state = tmp_path / ".state" / "decoder_only"
+    assert json.loads((state / FINISHED).read_text())["epochs_run"] == 2
+    again = train(cfg, "decoder_only", 307, tiny_data, out)
+    assert first["resumed_from"] is None and again["resumed_from"] is None
+    assert again["epochs_run"] == 2 and val_losses(out / "metrics.csv") == losses
+
+
+def test_attach_log_keeps_every_attempt(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    state = tmp_path / ".state" / "train" / "m" / "seed1"
+    for attempt in (1, 2):
+        job_log = tmp_path / "job.log"
+        job_log.unlink(missing_ok=True)  # Snakemake recreates the job log for each attempt
+        attach_log(job_log, state)
+        print(f"attempt {attempt} output")
+        sys.stdout.flush()
+        assert f"attempt {attempt} output" in job_log.read_text()
+    history = (state.parent / "seed1.attempts.log").read_text()
+    assert history.count("=== attempt started") == 2
+    assert "attempt 1 output" in history and "attempt 2 output" in history
+
+
 def test_changed_config_does_not_resume_stale_state(tiny_data, tmp_path):
     out = tmp_path / "decoder_only"
     train(load_config(overrides=tiny_overrides(max_epochs=1)), "decoder_only", 307, tiny_data, out)
+    (tmp_path / ".state" / "decoder_only" / FINISHED).unlink()  # as if stopped after epoch 1
     other = tiny_overrides(max_epochs=1)
     other["models"]["decoder_only"] = dict(other["models"]["decoder_only"], d_model=16)
     with pytest.warns(UserWarning, match="different config"):

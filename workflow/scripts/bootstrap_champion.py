@@ -1,14 +1,13 @@
 """Snakemake binding: train a stand-in champion reference (never the user's file)."""
 
 import os
-import sys
 from pathlib import Path
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "a", buffering=1)
+import torch
 
-import torch  # noqa: E402
+from arctax.training.train import attach_log, train
 
-from arctax.training.train import train  # noqa: E402
+attach_log(snakemake.log[0], snakemake.params.state)
 
 torch.set_num_threads(snakemake.threads)
 

@@ -1,13 +1,12 @@
 """Snakemake binding: train one model x seed (resumes from params.state after a stop)."""
 
-import sys
 from pathlib import Path
 
-sys.stdout = sys.stderr = open(snakemake.log[0], "a", buffering=1)  # append: keep earlier attempts
+import torch
 
-import torch  # noqa: E402
+from arctax.training.train import attach_log, train
 
-from arctax.training.train import train  # noqa: E402
+attach_log(snakemake.log[0], snakemake.params.state)
 
 torch.set_num_threads(snakemake.threads)
 

@@ -2,7 +2,9 @@
 
 Outputs (``out_dir``): ``best.ckpt``, ``last.ckpt``, ``metrics.csv``, ``provenance.json``,
 written only when training ends normally. Resumable state (``state_dir``) lives outside the
-declared outputs so that it survives Snakemake deleting them before a retry.
+declared outputs so that it survives Snakemake deleting them before a retry. A state whose
+training finished (``finished.json``) is not resumed: running again means training again
+(a forced re-run, a code fix), from scratch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from arctax.training.provenance import audit, built_values, now, provenance_reco
 
 log = logging.getLogger(__name__)
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the job should be retried, and will resume
+FINISHED = "finished.json"  # in the state dir: training ended normally, outputs written
 _warned_precision = False
 
 
@@ -88,7 +91,14 @@ def fingerprint(cfg: Mapping[str, Any], model_name: str, seed: int, manifest_sha
 
 
 def _prepare_state(state_dir: Path, fp: str) -> Path | None:
-    """Return the checkpoint to resume from, or None; stale state is set aside, not reused."""
+    """Return the checkpoint to resume from, or None; stale state is set aside, not reused.
+
+    The state of a training that finished is cleared: its results were copied to the outputs,
+    and a second run of a finished job is a request to train again, not to resume.
+    """
+    if (state_dir / FINISHED).exists():
+        print(f"{state_dir}: previous training finished; training again from scratch", flush=True)
+        shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     fp_file = state_dir / "fingerprint.txt"
     last = state_dir / "last.ckpt"
@@ -135,7 +145,7 @@ def build_trainer(
         *extra_callbacks,
     ]
     loggers: list[Any] = [
-        pl.loggers.CSVLogger(state_dir, name="logs", version=f"run-{int(time.time())}")
+        pl.loggers.CSVLogger(state_dir, name="logs", version=f"run-{time.time_ns()}")
     ]
     try:
         import tensorboard  # noqa: F401
@@ -253,4 +263,40 @@ def train(
             finished=now(),
         ),
     )
+    write_json(state_dir / FINISHED, result)
     return result
+
+
+class _Tee:
+    """A text stream that writes to several line-buffered files."""
+
+    def __init__(self, *files: Any) -> None:
+        self.files = files
+
+    def write(self, text: str) -> int:
+        for f in self.files:
+            f.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for f in self.files:
+            f.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def attach_log(log_path: str | Path, state_dir: str | Path) -> None:
+    """Send stdout/stderr to the job's log and to ``<state_dir>.attempts.log``.
+
+    Snakemake recreates a job's log for each attempt; the attempts log beside the state dir
+    keeps every attempt's output (why the first one stopped, where the retry resumed).
+    """
+    state_dir = Path(state_dir)
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
+    history = state_dir.with_name(f"{state_dir.name}.attempts.log")
+    streams = [open(log_path, "a", buffering=1), open(history, "a", buffering=1)]  # noqa: SIM115
+    sys.stdout = sys.stderr = _Tee(*streams)
+    job = os.environ.get("SLURM_JOB_ID", "none")
+    print(f"=== attempt started {now()} on {os.uname().nodename}, Slurm job {job} ===")
+    print(f"(every attempt's output: {history})")
