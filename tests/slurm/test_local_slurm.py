@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,9 @@ def test_cluster_up_and_status(slurm_cluster: None) -> None:
     # Other tests' jobs may be running: any healthy state, never drained/down.
     assert sh("sinfo -h -N -p gpu -o %T").split()[0] in {"idle", "mixed", "allocated"}
     assert sh("sinfo -h -N -p gpu -o %G").strip() == "gpu:2"
+    # At least 8 CPUs declared (oversubscribed on small machines) unless the user chose a count.
+    if "LOCAL_SLURM_CPUS" not in os.environ:
+        assert int(sh("sinfo -h -N -p gpu -o %c")) >= 8
 
 
 def test_up_is_idempotent(slurm_cluster: None) -> None:
@@ -59,3 +65,22 @@ def test_down_and_status_exit_codes(slurm_cluster: None) -> None:
     res = local_slurm("up", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert local_slurm("status").returncode == 0
+
+
+def test_up_recovers_from_half_started_cluster(slurm_cluster: None) -> None:
+    # slurmd gone and its pid file stale (a crash, a reboot of /proc): `up` must notice and
+    # restart what is missing instead of saying "already running".
+    pid_file = Path(os.environ.get("LOCAL_SLURM_DIR", "/tmp/arctax-slurm")) / "run" / "slurmd.pid"
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stale = next(p for p in range(4_000_000, 3_000_000, -1) if not Path(f"/proc/{p}").exists())
+    pid_file.write_text(f"{stale}\n")
+    assert local_slurm("status").returncode == 3
+    res = local_slurm("up", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "already running" not in res.stdout
+    assert local_slurm("status").returncode == 0
+    assert sh("sinfo -h -N -p cpu -o %T").split()[0] == "idle"

@@ -1,8 +1,9 @@
 """Where `--signal=SIGUSR1@N` lands for a job submitted by snakemake-executor-plugin-slurm.
 
 Observed on Slurm 22.05.8 + plugin 2.8 (proctrack/linuxproc; proctrack/cgroup also signals every
-process of the step). The plugin's batch script is `#!/bin/sh` + `srun -n1 ... python -m
-snakemake ...`, and the rule's `script:` runs as a child of that snakemake process:
+process of the step). The plugin's batch script (`sbatch --wrap`: `#!/bin/sh`) runs an outer
+`python -m snakemake --executor slurm-jobstep`, which starts the step `srun -n1 ... python -m
+snakemake ...`; the rule's `script:` runs as a child of that inner snakemake process:
 - `--signal=SIGUSR1@N` (steps): EVERY process of the srun step gets SIGUSR1. The rule's script
   (where training runs) receives it, but the inner `python -m snakemake` has no handler and dies
   from it ("srun: error: task 0: User defined signal 1"), so the rule fails.

@@ -142,6 +142,11 @@ def test_slurm_profile_dry_run_without_a_cluster():
         assert "tasks" not in r, rule  # --ntasks-per-gpu breaks srun
         extra = str(r.get("slurm_extra", ""))
         assert not re.search(r"--(gres|gpus|time|mem|export)", extra), rule
+    # Measured traps (docs/SLURM.md): a default cpus_per_task overrides every cpus_per_gpu, and
+    # sacct status polling hangs on a scancel'd job ("CANCELLED by <uid>").
+    assert "cpus_per_task" not in prof["default-resources"]
+    assert all(r.get("cpus_per_gpu", 0) >= 2 for r in prof["set-resources"].values() if "gpu" in r)
+    assert prof["slurm-status-command"] == "squeue"
 
 
 # ---------------------------------------------------------------- end to end (slow)

@@ -1,0 +1,212 @@
+"""The whole workflow through `--profile profiles/slurm` on the local cluster (slow).
+
+Runs in a copy of the working tree (tracked + untracked-not-ignored files), so the checkout's
+results/ and .snakemake/ are never touched. A tiny overlay on config/demo.yaml keeps it short.
+Checks: every non-local rule ran as a Slurm job, GPU rules got `gres/gpu=1`, outputs and the
+report exist; a forced re-run of one model submits only that model's jobs and the comparison;
+a training job cancelled mid-run is retried and resumes from its saved state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from slurm_utils import REPO, sacct_field, sh
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+RUN = "e2e"
+OVERLAY = f"""\
+run: {RUN}
+data:
+  max_tasks: 12
+trainer:
+  max_epochs: 2
+eval:
+  bootstrap_samples: 200
+"""
+GPU_RULES = {"smoke_test", "train", "bootstrap_champion", "evaluate", "evaluate_reference"}
+SLURM_RULES = GPU_RULES | {"prepare_data", "compare"}
+LOCAL_RULES = {"all", "smoke_report"}
+MODELS = ("champion", "encoder_decoder", "decoder_only")
+DECODER_CKPT = f"results/{RUN}/train/decoder_only/seed307/best.ckpt"
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/(\S*)\)")
+
+
+@dataclass
+class Run:
+    """One snakemake invocation: its exit code, output, and the Slurm jobs it submitted."""
+
+    returncode: int
+    log: str
+    jobs: list[tuple[str, str, str]]  # (slurm job id, rule, log path below rule_<rule>/)
+
+
+def snakemake_cmd(
+    *extra: str, timeout: int, target: str = "all", overlays: tuple[str, ...] = ()
+) -> list[str]:
+    """`snakemake <target>` with the Slurm profile and the e2e overlay, bounded by `timeout`."""
+    return [
+        *("timeout", "-k", "15", str(timeout)),
+        *(sys.executable, "-m", "snakemake", target, "--profile", "profiles/slurm"),
+        *("--configfile", "config/demo.yaml", "e2e.yaml", *overlays),
+        # Poll sacct every few seconds, not the profile's 20 s and up (real-cluster manners).
+        *("--slurm-init-seconds-before-status-checks", "2"),
+        *extra,
+    ]
+
+
+def env() -> dict[str, str]:
+    """The submitter's environment: our accounting account, the default partition."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ARCTAX_")}
+    return {**e, "ARCTAX_SLURM_ACCOUNT": "arctax"}
+
+
+def parse(returncode: int, log: str) -> Run:
+    """Collects the Slurm submissions from snakemake's output."""
+    return Run(returncode, log, SUBMITTED.findall(log))
+
+
+def snakemake(workdir: Path, *extra: str, timeout: int = 900) -> Run:
+    """Runs snakemake in `workdir`, failing the test on a timeout."""
+    res = subprocess.run(
+        snakemake_cmd(*extra, timeout=timeout),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env(),
+        check=False,
+    )
+    log = res.stdout + res.stderr
+    assert res.returncode not in (124, 137), f"snakemake timed out:\n{log[-4000:]}"
+    return parse(res.returncode, log)
+
+
+def copy_tree(dst: Path) -> None:
+    """Copies the working tree without ignored files (results/, .snakemake/, .venv/)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = REPO / os.fsdecode(name)
+        if src.is_file():
+            (dst / src.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / src.relative_to(REPO))
+
+
+@pytest.fixture(scope="module")
+def workdir(slurm_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository with the e2e overlay."""
+    d = tmp_path_factory.mktemp("e2e")
+    copy_tree(d)
+    (d / "e2e.yaml").write_text(OVERLAY)
+    return d
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir: Path) -> Run:
+    """The full workflow, from nothing."""
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.log[-6000:]
+    return run
+
+
+def test_every_rule_ran_as_a_slurm_job(first_run: Run) -> None:
+    remote = set(re.findall(r"^rule (\w+):", first_run.log, re.M))
+    local = set(re.findall(r"^localrule (\w+):", first_run.log, re.M))
+    assert remote == SLURM_RULES
+    assert local <= LOCAL_RULES
+    rules = [rule for _, rule, _ in first_run.jobs]
+    expected = {r: 1 for r in SLURM_RULES} | {"smoke_test": 3, "train": 3, "evaluate": 3}
+    assert {r: rules.count(r) for r in set(rules)} == expected
+    for job, rule, _ in first_run.jobs:
+        assert sacct_field(job, "State") == "COMPLETED", (job, rule)
+        tres = sacct_field(job, "AllocTRES").split(",")
+        assert ("gres/gpu=1" in tres) == (rule in GPU_RULES), (job, rule, tres)
+        if rule == "train":  # cpus_per_gpu: 4 reaches Slurm (a default cpus_per_task would not)
+            assert "cpu=4" in tres, (job, tres)
+        assert sacct_field(job, "Account") == "arctax"
+
+
+def test_outputs_and_report(first_run: Run, workdir: Path) -> None:
+    out = workdir / "results" / RUN
+    for f in ("summary.md", "summary.csv", "audit.csv", "accuracy.png", "gallery.png"):
+        assert (out / "compare" / f).stat().st_size > 0, f
+    assert (out / "smoke" / "report.json").stat().st_size > 0
+    for model in MODELS:
+        assert (out / "train" / model / "seed307" / "best.ckpt").exists()
+    sh(
+        f"{sys.executable} -m snakemake --configfile config/demo.yaml e2e.yaml "
+        "--report report.html",
+        timeout=300,
+        cwd=workdir,
+    )
+    assert (workdir / "report.html").stat().st_size > 10_000
+
+
+def test_forced_rerun_submits_only_that_model(first_run: Run, workdir: Path) -> None:
+    run = snakemake(workdir, "--forcerun", DECODER_CKPT)
+    assert run.returncode == 0, run.log[-6000:]
+    submitted = sorted((rule, "decoder_only" in path) for _, rule, path in run.jobs)
+    assert submitted == [("compare", False), ("evaluate", True), ("train", True)]
+
+
+def test_cancelled_training_is_retried_and_resumes(
+    first_run: Run, workdir: Path, tmp_path: Path
+) -> None:
+    # Longer training for this one run (other models untouched: params changes do not trigger).
+    (workdir / "e2e_long.yaml").write_text("trainer:\n  max_epochs: 30\n")
+    state = workdir / "results" / RUN / ".state" / "train" / "decoder_only" / "seed307"
+    out_file = tmp_path / "snakemake.log"
+    # The profile's `slurm-status-command: squeue` is what lets snakemake see the cancel: with
+    # plugin 2.8's default (sacct) the job reads "CANCELLED by <uid>" and it waits forever.
+    extra = ["--rerun-triggers", "mtime", "--forcerun", DECODER_CKPT]
+    cmd = snakemake_cmd(*extra, timeout=600, target=DECODER_CKPT, overlays=("e2e_long.yaml",))
+    started = time.time()
+    with out_file.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=f, stderr=subprocess.STDOUT, env=env())
+    try:
+        # Cancel the job once it has finished an epoch of the new (30-epoch) run.
+        deadline, job = time.monotonic() + 300, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            jobs = parse(0, out_file.read_text()).jobs
+            last = state / "last.ckpt"
+            if jobs and last.exists() and last.stat().st_mtime > started:
+                job = jobs[0][0]
+                break
+            time.sleep(0.2)
+        assert job is not None, f"no epoch finished in time:\n{out_file.read_text()[-4000:]}"
+        sh(f"scancel {job}")
+        rc = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = parse(rc, out_file.read_text())
+    assert run.returncode == 0, run.log[-6000:]
+    assert [rule for _, rule, _ in run.jobs] == ["train", "train"]
+    assert sacct_field(job, "State").startswith("CANCELLED")
+    assert sacct_field(run.jobs[1][0], "State") == "COMPLETED"
+    # The profile's `runtime: "360 * attempt"`: the retry asks for twice the time.
+    assert [sacct_field(j, "Timelimit") for j, _, _ in run.jobs] == ["06:00:00", "12:00:00"]
+    train_log = workdir / "results" / RUN / "logs" / "train" / "decoder_only" / "seed307.log"
+    assert "resuming decoder_only seed 307 from" in train_log.read_text()
+    # Every attempt's output survives in the attempts log: the forced run trained again from
+    # scratch (epoch 0), the cancelled attempt saved its state, the retry went on from there.
+    history = state.with_name("seed307.attempts.log").read_text()
+    attempts = history.split("=== attempt started")[-2:]
+    first_epochs = [int(m) for m in re.findall(r"^epoch +(\d+) ", attempts[0], re.M)]
+    retry_epochs = [int(m) for m in re.findall(r"^epoch +(\d+) ", attempts[1], re.M)]
+    assert first_epochs[0] == 0 and "training again from scratch" in attempts[0]
+    assert "training stopped" in attempts[0], attempts[0][-3000:]
+    assert retry_epochs[0] == first_epochs[-1] + 1 and retry_epochs[-1] == 29, retry_epochs
