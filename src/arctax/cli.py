@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--label", required=True)
     p.add_argument("--seed", type=int, default=None)
+    p = sub.add_parser("compare", help="compare evaluated models with the reference")
+    p.add_argument("--eval", action="append", required=True, metavar="LABEL=DIR", help="repeatable")
+    p.add_argument("--train", action="append", default=[], metavar="DIR", help="repeatable")
+    p.add_argument("--out", required=True)
+    p.add_argument("--reference", default="champion")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(*args.config, overrides=_overrides(args.set))
@@ -81,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
 
         evaluate(cfg, args.checkpoint, args.data, args.out, args.label, args.seed)
         print(Path(args.out) / "per_task.csv")
+    elif args.cmd == "compare":
+        from arctax.evaluation.compare import compare
+
+        eval_dirs: dict[str, list[str]] = {}
+        for pair in args.eval:
+            label, sep, folder = pair.partition("=")
+            if not sep or not label or not folder:
+                print(f"arctax: --eval {pair!r}: expected LABEL=DIR", file=sys.stderr)
+                return 2
+            eval_dirs.setdefault(label, []).append(folder)  # one folder per seed
+        compare(cfg, eval_dirs, args.train, args.out, args.reference)
+        print(Path(args.out) / "summary.md")
     return 0
 
 

@@ -103,12 +103,19 @@ def test_split_is_seeded_and_stratified_by_size():
     assert a != split_tasks(tasks, 0.23, 43, {})
 
 
+# the paper's nine categories over the 400 ARC-AGI-1 training tasks (ORIGINAL_PROJECT.md)
+TAXONOMY_COUNTS = {
+    "S1": 52, "S2": 38, "S3": 108, "C1": 99, "C2": 28,
+    "K1": 7, "L1": 21, "A1": 5, "A2": 28, "ambiguous": 14,
+}  # fmt: skip
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data/original not present")
 def test_real_taxonomy_labels_and_stratified_split(tmp_path):
     labels_path = SHARED / "all_tasks_classified.json"
     labels = json.loads(labels_path.read_text())
     counts = {c: list(labels.values()).count(c) for c in set(labels.values())}
-    assert counts["S1"] == 52 and counts["S3"] == 108 and counts["ambiguous"] == 14
+    assert counts == TAXONOMY_COUNTS
     _, val = split_tasks(load_source("arcagi").tasks, 0.23, 42, labels)
     for cat, n in counts.items():
         n_val = sum(labels[t] == cat for t in val)
@@ -117,6 +124,9 @@ def test_real_taxonomy_labels_and_stratified_split(tmp_path):
     ds = load_split(tmp_path, "train")
     assert {ds.categories[i] for i, t in enumerate(ds.task_ids)} <= set(counts)
     assert all(ds.categories[i] == labels[t] for i, t in enumerate(ds.task_ids))
+    # every ARC-AGI-1 training task lands in train or val with its category
+    cats = ds.categories + load_split(tmp_path, "val").categories
+    assert {c: cats.count(c) for c in set(cats)} == TAXONOMY_COUNTS
     assert set(load_split(tmp_path, "test").categories) == {"unlabelled"}
     assert m["splits"]["train"]
 
@@ -246,8 +256,12 @@ def test_split_by_output_size_is_stratified():
 def test_arcagi2_aliases_and_versions():
     a = load_source("arcagi2_f3283f7", "eval")
     assert a.version == "f3283f7" and len(a.tasks) == 120
-    assert load_source("latest", "eval").sha256 == a.sha256
-    assert load_source("arc-agi-1", "eval").version == "aa922be"
+    for alias in ("arcagi2", "latest", "f3283f7"):
+        assert load_source(alias, "eval").sha256 == a.sha256
+    one = load_source("arcagi", "eval")
+    assert one.version == "aa922be" and len(one.tasks) == 400
+    for alias in ("arcagi1", "arc-agi-1", "aa922be", "ARCAGI"):
+        assert load_source(alias, "eval").sha256 == one.sha256
 
 
 @pytest.mark.parametrize(
