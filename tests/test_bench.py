@@ -1,0 +1,83 @@
+"""The benchmark runs end to end in --quick mode and reports every figure (no timing limits)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("arctax_bench", REPO / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["arctax_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(text: str) -> dict[str, str]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] not in ("area", "---"):
+            rows[f"{cells[0]} | {cells[1]}"] = cells[2]
+    return rows
+
+
+def _number(value: str) -> float:
+    return float(re.match(r"[-+0-9.e]+", value).group())
+
+
+@pytest.mark.slow
+def test_quick_benchmark_reports_every_figure(bench, tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    text = bench.main(["--quick", "--out", str(out), "--threads", "1"])
+    assert out.read_text() == text
+    assert "Load average" in text and "python benchmarks/bench.py --quick" in text
+    rows = _rows(text)
+    for model in (*bench.MODELS, "baseline nn.Transformer, random batches"):
+        for what in ("samples/s", "tokens/s", "FLOPs/sample", "achieved", "MFU"):
+            assert _number(rows[f"train cpu | {model}: {what}"]) > 0, (model, what)
+        assert 0 < _number(rows[f"train cpu | {model}: real-token fraction"]) <= 1
+    for model in bench.MODELS:
+        for mode in ("KV cache", "no cache"):
+            assert _number(rows[f"decode cpu | {model}: test pairs/s, {mode}"]) > 0
+    assert _number(rows["train cpu | champion, bf16-mixed: tokens/s"]) > 0
+    assert _number(rows["train cpu | RATIO tokens/s champion bf16-mixed / 32-true"]) > 0
+    ratio = rows["train cpu | RATIO tokens/s encoder_decoder (grouped) / baseline"]
+    assert math.isfinite(_number(ratio)) and ratio.endswith("x")
+    grouped, random = rows[
+        "data | real-token fraction seq2seq/champion, whole train epoch: grouped / random"
+    ].split(" / ")
+    assert 0 < float(random) < float(grouped) <= 1  # grouping must pack tighter than random
+    assert "800 ARC-AGI-1 tasks" in text
+    jobs = next(k for k in rows if "3 models x 10 seeds" in k)
+    assert int(re.search(r"\((\d+) jobs\)", jobs).group(1)) >= 60  # 30 train + 30 evaluate
+    assert _number(rows["workflow | snakemake all -n, demo, everything up to date"]) > 0
+
+
+def test_fixed_length_decoding_masks_eos(bench):
+    """The decoding benchmark's wrapper really forces the full step count on both loops."""
+    import torch
+
+    from arctax.data.collate import collate
+    from arctax.data.tokenize import EOS
+    from arctax.evaluation.decode import greedy_decode
+    from arctax.models import build_model
+
+    torch.manual_seed(0)
+    model = bench.FixedLength(build_model("encoder_decoder", bench.QUICK_MODELS["encoder_decoder"]))
+    grid = torch.zeros(2, 2, dtype=torch.long).numpy()
+    ex = {"query_in": grid, "query_out": grid, "context": [], "task_idx": 0, "example_idx": 0}
+    batch = collate([ex, ex], "seq2seq")
+    assert (model(batch)[..., EOS] == float("-inf")).all()
+    for cache in (True, False):
+        _, steps = greedy_decode(model, batch, 7, use_cache=cache)
+        assert (steps == 7).all()
