@@ -601,7 +601,24 @@ def bench_workflow(work: Path, s: Settings) -> list[Row]:
     t_done = median_time(lambda: outs.append(snake("all", "-n", *demo)), s.workflow_reps)
     if "Nothing to be done" not in outs[-1]:
         raise RuntimeError("workflow copy is not up to date after --touch:\n" + outs[-1])
+    rows = []
+    if shutil.which("scontrol"):
+        # snakemake-executor-plugin-slurm runs this at every snakemake start-up (it reads
+        # MinJobAge); with a slurm.conf naming an unreachable controller it waits ~9 s.
+        t_probe = median_time(
+            lambda: subprocess.run(["scontrol", "show", "config"], capture_output=True, timeout=30),
+            1,
+        )
+        rows.append(
+            (
+                "workflow",
+                "Slurm plugin start-up probe (`scontrol show config`)",
+                f"{t_probe:.2f}",
+                "s, inside every snakemake run below",
+            )
+        )
     return [
+        *rows,
         ("workflow", "snakemake all -n, demo, fresh tree, first run", f"{t_cold:.2f}", "s"),
         ("workflow", "snakemake all -n, demo, fresh tree, again", f"{t_fresh:.2f}", "s, median"),
         (

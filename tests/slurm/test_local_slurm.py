@@ -62,6 +62,8 @@ def test_down_and_status_exit_codes(slurm_cluster: None) -> None:
     res = local_slurm("status")
     assert res.returncode == 3, res.stdout
     assert "slurmctld: stopped" in res.stdout
+    # No config naming a dead controller is left behind (Slurm clients would wait ~9 s on it).
+    assert not Path("/etc/slurm/slurm.conf").is_symlink()
     res = local_slurm("up", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert local_slurm("status").returncode == 0
