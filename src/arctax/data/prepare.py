@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 import zlib
 from collections.abc import Mapping
@@ -21,6 +19,7 @@ import numpy as np
 from arctax.data.augment import Augmentation, random_augmentation
 from arctax.data.sources import SourceData, Task, check_unique, is_bundle, load_source
 from arctax.data.splits import UNLABELLED, load_labels, read_manifest, split_tasks
+from arctax.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -138,17 +137,6 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` atomically (compressed, no pickled objects)."""
 
@@ -156,12 +144,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
 
-    _atomic_write(path, write)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically."""
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write(path, write)
 
 
 def load_sources(cfg: Mapping[str, Any]) -> tuple[SourceData, SourceData]:

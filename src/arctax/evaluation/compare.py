@@ -23,7 +23,6 @@ import pandas as pd
 
 from arctax.config import get
 from arctax.evaluation import plots
-from arctax.evaluation.evaluate import atomic_write_text
 from arctax.evaluation.stats import (
     bootstrap_ci,
     mcnemar,
@@ -31,6 +30,7 @@ from arctax.evaluation.stats import (
     seed_spread,
     task_table,
 )
+from arctax.io import atomic_write_text
 
 PathLike = str | Path
 RATES = ("grid_correct", "shape_correct", "cell_acc")

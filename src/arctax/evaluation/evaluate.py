@@ -12,8 +12,6 @@ per test query), ``summary.json`` and ``predictions.json`` (grids for the galler
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import zlib
 from collections.abc import Mapping
@@ -32,25 +30,13 @@ from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.checkpoints import load_model
 from arctax.evaluation.decode import greedy_decode
 from arctax.evaluation.stats import task_table
+from arctax.io import atomic_write_text
 
 COLUMNS = [
     "model", "seed", "task_id", "category", "query", "gen_shape", "target_shape",
     "shape_correct", "grid_correct", "grid_correct_first", "cell_acc",
     "tf_cell_acc", "tf_grid_correct", "attempts",
 ]  # fmt: skip
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def score(pred: np.ndarray | None, target: np.ndarray) -> tuple[bool, bool, float]:

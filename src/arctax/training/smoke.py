@@ -16,7 +16,7 @@ import torch
 from arctax.config import MODEL_NAMES, model_config
 from arctax.data.collate import MODEL_FORMAT, collate
 from arctax.data.dataset import load_split
-from arctax.data.prepare import write_json
+from arctax.io import write_json
 from arctax.models import build_model, count_parameters
 from arctax.training.module import answer_metrics
 from arctax.training.optim import build_optimizer, build_scheduler

@@ -27,7 +27,7 @@ import torch
 from arctax.config import model_config
 from arctax.data.datamodule import ARCDataModule
 from arctax.data.dataset import load_manifest
-from arctax.data.prepare import write_json
+from arctax.io import atomic_write, write_json
 from arctax.training.callbacks import EpochMetrics, Preempted, PreemptionGuard, RNGState
 from arctax.training.module import ARCLitModule
 from arctax.training.provenance import audit, built_values, now, provenance_record
@@ -117,9 +117,7 @@ def _prepare_state(state_dir: Path, fp: str) -> Path | None:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def build_trainer(
