@@ -43,9 +43,14 @@ class DecoderOnly(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
+        self.logit_scale = d_model**-0.5
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ln_f(x) @ self.embed.weight.T  # tied weights
+        # Tied weights, scaled by d_model**-0.5 (as T5 does with tied embeddings): the embedding
+        # is N(0, 1) to sit level with the unit-amplitude sinusoidal positions, so unscaled
+        # logits would start with std ~sqrt(d_model) and a loss of ~20 instead of ~ln(vocab),
+        # handicapping this ablation against the models with a separate output head.
+        return self.ln_f(x) @ self.embed.weight.T * self.logit_scale
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits ``(B, L, V)``: position ``i`` predicts ``labels[i]`` (the token after ``seq[i]``)."""
