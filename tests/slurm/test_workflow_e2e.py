@@ -9,6 +9,7 @@ a training job cancelled mid-run is retried and resumes from its saved state.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -209,4 +210,11 @@ def test_cancelled_training_is_retried_and_resumes(
     retry_epochs = [int(m) for m in re.findall(r"^epoch +(\d+) ", attempts[1], re.M)]
     assert first_epochs[0] == 0 and "training again from scratch" in attempts[0]
     assert "training stopped" in attempts[0], attempts[0][-3000:]
-    assert retry_epochs[0] == first_epochs[-1] + 1 and retry_epochs[-1] == 29, retry_epochs
+    # the retry starts right after the last saved epoch and runs on (to epoch 29, or until
+    # early stopping), one epoch after another
+    assert retry_epochs == list(range(first_epochs[-1] + 1, retry_epochs[-1] + 1)), retry_epochs
+    prov = json.loads(
+        (workdir / "results" / RUN / "train/decoder_only/seed307/provenance.json").read_text()
+    )
+    assert prov["epochs_run"] == retry_epochs[-1] + 1 and prov["resumed_from"]
+    assert retry_epochs[-1] == 29 or prov["stopped_early"], prov["epochs_run"]
