@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint fmt dag report bench clean-demo
+.PHONY: setup demo test test-fast lint fmt dag report bench bench-epoch clean-demo
 
 setup: $(VENV)/.installed
 
@@ -56,6 +56,10 @@ report: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py
+
+## Whole-epoch grouping vs random batches on all ARC-AGI-1 sizes (~8 min on 2 cores).
+bench-epoch: setup
+	$(BIN)/python benchmarks/epoch_estimate.py
 
 clean-demo:
 	rm -rf results/$(RUN) .snakemake

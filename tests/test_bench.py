@@ -81,3 +81,37 @@ def test_fixed_length_decoding_masks_eos(bench):
     for cache in (True, False):
         _, steps = greedy_decode(model, batch, 7, use_cache=cache)
         assert (steps == 7).all()
+
+
+@pytest.fixture(scope="module")
+def epoch_estimate(bench):
+    path = REPO / "benchmarks" / "epoch_estimate.py"
+    spec = importlib.util.spec_from_file_location("arctax_epoch_estimate", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["arctax_epoch_estimate"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_strata_cover_every_batch_once(epoch_estimate):
+    import numpy as np
+
+    batches = [[i] for i in range(10)]
+    padded = np.array([5, 1, 9, 3, 7, 2, 8, 4, 6, 10])
+    picks = epoch_estimate.strata(batches, padded, 3)
+    assert sum(w for _, w in picks) == 10
+    # each pick is the median-sized batch of its stratum: sizes {1,2,3,4}, {5,6,7}, {8,9,10}
+    assert [int(padded[b[0]]) for b, _ in picks] == [3, 6, 9]
+
+
+@pytest.mark.slow
+def test_quick_epoch_estimate_reports_the_ratio(epoch_estimate, tmp_path):
+    text = epoch_estimate.main(["--quick", "--out", str(tmp_path / "e.md"), "--threads", "1"])
+    rows = _rows(text)
+    for variant in ("encoder_decoder, length-grouped", "baseline nn.Transformer, random batches"):
+        assert _number(rows[f"{variant} | estimated epoch time"]) >= 0
+        assert _number(rows[f"{variant} | tokens/s"]) > 0
+    grouped = _number(rows["encoder_decoder, length-grouped | real-token fraction (whole epoch)"])
+    rand = _number(rows["encoder_decoder, random batches | real-token fraction (whole epoch)"])
+    assert 0 < rand < grouped <= 1
+    assert rows["RATIO | tokens/s ours grouped / baseline"].endswith("x")
