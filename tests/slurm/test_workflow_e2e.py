@@ -4,7 +4,8 @@ Runs in a copy of the working tree (tracked + untracked-not-ignored files), so t
 results/ and .snakemake/ are never touched. A tiny overlay on config/demo.yaml keeps it short.
 Checks: every non-local rule ran as a Slurm job, GPU rules got `gres/gpu=1`, outputs and the
 report exist; a forced re-run of one model submits only that model's jobs and the comparison;
-a training job cancelled mid-run is retried and resumes from its saved state.
+a job failing mid-DAG is reported with its rule and log, and a restart redoes only it; a
+training job cancelled mid-run is retried and resumes from its saved state.
 """
 
 from __future__ import annotations
@@ -161,6 +162,33 @@ def test_forced_rerun_submits_only_that_model(first_run: Run, workdir: Path) -> 
     assert run.returncode == 0, run.log[-6000:]
     submitted = sorted((rule, "decoder_only" in path) for _, rule, path in run.jobs)
     assert submitted == [("compare", False), ("evaluate", True), ("train", True)]
+
+
+def test_failure_mid_dag_is_reported_and_a_restart_redoes_only_it(
+    first_run: Run, workdir: Path
+) -> None:
+    # The state of a first run in which decoder_only fails: its results and the comparison do
+    # not exist yet. Then a real failure, no mock: a 1-minute Slurm limit for training. The job
+    # reads its end time from squeue, is already inside its 300 s save margin, stops after one
+    # batch and exits 75; with no retries the rule fails.
+    for part in ("train/decoder_only", "eval/decoder_only", "compare"):
+        shutil.rmtree(workdir / "results" / RUN / part)
+    failed = snakemake(workdir, "--set-resources", "train:runtime=1", "--retries", "0")
+    assert failed.returncode != 0
+    assert [(rule, "decoder_only" in path) for _, rule, path in failed.jobs] == [("train", True)]
+    job = failed.jobs[0][0]
+    assert sacct_field(job, "State") == "FAILED" and sacct_field(job, "Timelimit") == "00:01:00"
+    # the failing rule and where to look, in Snakemake's own report
+    assert "Error in rule train:" in failed.log
+    assert "logs/train/decoder_only/seed307.log" in failed.log
+    assert "within 300s of the Slurm time limit" in failed.log  # show-failed-logs: the cause
+    assert not (workdir / DECODER_CKPT).exists()  # nothing half-claimed as finished
+    # The restart (the profile sets rerun-incomplete) redoes only the failed model's jobs.
+    again = snakemake(workdir)
+    assert again.returncode == 0, again.log[-6000:]
+    submitted = sorted((rule, "decoder_only" in path) for _, rule, path in again.jobs)
+    assert submitted == [("compare", False), ("evaluate", True), ("train", True)]
+    assert (workdir / DECODER_CKPT).exists()
 
 
 def test_cancelled_training_is_retried_and_resumes(
