@@ -9,24 +9,13 @@ so the two are timed on identical examples.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from arctax.data.tokenize import VOCAB_SIZE
+from arctax.models.grid2d_pe import sinusoid_table
 
 Batch = dict[str, torch.Tensor]
-
-
-def sinusoid(n: int, d: int) -> torch.Tensor:
-    """The classic ``(n, d)`` sinusoidal position table of "Attention is all you need"."""
-    pos = torch.arange(n, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-    table = torch.zeros(n, d)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq)[:, : d // 2]
-    return table
 
 
 class BaselineTransformer(nn.Module):
@@ -48,7 +37,7 @@ class BaselineTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.register_buffer("pe", sinusoid(max_grid * (max_grid + 1) + 2, d_model), False)
+        self.register_buffer("pe", sinusoid_table(max_grid * (max_grid + 1) + 2, d_model), False)
         self.transformer = nn.Transformer(
             d_model,
             n_heads,
