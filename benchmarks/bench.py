@@ -46,6 +46,7 @@ from arctax.data.dataset import PreparedSplit, load_split
 from arctax.data.prepare import prepare
 from arctax.data.tokenize import EOS
 from arctax.evaluation.decode import greedy_decode
+from arctax.io import atomic_write_text
 from arctax.models import build_model
 from arctax.training.module import answer_metrics
 from arctax.training.optim import build_optimizer
@@ -748,10 +749,7 @@ def main(argv: list[str] | None = None) -> str:
     )
     text = report(rows, meta, s)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(args.out.name + ".tmp")
-    tmp_out.write_text(text)
-    tmp_out.replace(args.out)  # never a half-written report
+    atomic_write_text(args.out, text)  # never a half-written report
     return text
 
 

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,17 +36,16 @@ import bench
 from baseline import BaselineTransformer
 
 from arctax.config import load_config
-from arctax.data.collate import collate
-from arctax.data.datamodule import LengthGroupedBatchSampler
-from arctax.data.dataset import grouping_key, load_split
+from arctax.data.dataset import load_split
 from arctax.data.prepare import prepare
+from arctax.io import atomic_write_text
 from arctax.models import build_model
 from arctax.training.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def strata(batches: list[list[int]], padded: np.ndarray, k: int) -> list[tuple[list[int], int]]:
+def strata(batches: list[Any], padded: np.ndarray, k: int) -> list[tuple[Any, int]]:
     """``k`` (representative batch, weight) pairs: the median batch of each size stratum."""
     order = np.argsort(padded, kind="stable")
     groups = [g for g in np.array_split(order, k) if len(g)]
@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="arctax-epoch-") as tmp:
         prepare(cfg, Path(tmp))
         ds = load_split(Path(tmp), "train")
-    s, t = ds.token_lengths()
-    lengths = np.stack([s, t], axis=1).astype(np.int64)
-    real = int(lengths.sum())
+    everything = np.arange(len(ds))
     ed = cfg["models"]["encoder_decoder"]
     plans = {
         "encoder_decoder, length-grouped": (lambda: build_model("encoder_decoder", ed), True),
@@ -85,19 +83,19 @@ def main(argv: list[str] | None = None) -> str:
     timed, info = [], {}
     clip = float(cfg["trial69"]["gradient_clip_val"])
     for name, (make, grouped) in plans.items():
-        key = grouping_key(lengths) if grouped else np.zeros(len(lengths))
-        batches = LengthGroupedBatchSampler(key, bs, seed=0).batches()
-        padded = np.array([len(b) * int(lengths[b].max(axis=0).sum()) for b in batches])
+        batches = bench.make_batches(ds, everything, "encoder_decoder", bs, grouped, seed=0)
+        real, _ = map(sum, zip(*(bench.token_counts(b) for b in batches), strict=True))
+        padded = np.array([bench.token_counts(b)[1] for b in batches])
         picks = strata(batches, padded, args.strata)
         torch.manual_seed(0)
         model = make().to(dev)
         opt = build_optimizer(model.parameters(), cfg["trial69"])
-        on_dev = [bench.to_device(collate([ds[i] for i in b], "seq2seq"), dev) for b, _ in picks]
+        on_dev = [bench.to_device(b, dev) for b, _ in picks]
         info[name] = {
             "batches": len(batches),
             "fraction": real / int(padded.sum()),
             "weights": [w for _, w in picks],
-            "padded": [int(len(b) * lengths[b].max(axis=0).sum()) for b, _ in picks],
+            "padded": [bench.token_counts(b)[1] for b, _ in picks],
         }
         timed.append(
             bench.Timed(
@@ -152,9 +150,7 @@ def main(argv: list[str] | None = None) -> str:
         ]
     )
     print(text)
-    tmp_out = args.out.with_name(args.out.name + ".tmp")
-    tmp_out.write_text(text)
-    tmp_out.replace(args.out)
+    atomic_write_text(args.out, text)  # never a half-written report
     return text
 
 
