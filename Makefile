@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint fmt dag report bench bench-epoch clean-demo
+.PHONY: setup demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch clean-demo
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,20 @@ demo: setup
 ## The test suite (CI runs this). The Slurm tests start a local cluster (scripts/local-slurm).
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The numerically sensitive tests (models, training, evaluation) again under the other CPU
+## kernel paths this CPU supports (ATEN_CPU_CAPABILITY: default, avx2, avx512): CI runs this
+## after `make test`, so a test that holds only on one CPU's kernels fails here, not on a user's.
+SENSITIVE_TESTS ?= tests/models tests/training tests/evaluation
+test-cpu-variants: setup
+	@native=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability().lower())"); \
+	for c in default avx2 avx512; do \
+	  [ "$$c" = "$$native" ] && continue; \
+	  [ "$$c" = avx512 ] && [ "$$native" != avx512 ] && continue; \
+	  [ "$$c" = avx2 ] && [ "$$native" = default ] && continue; \
+	  echo "== ATEN_CPU_CAPABILITY=$$c (native: $$native)"; \
+	  ATEN_CPU_CAPABILITY=$$c $(BIN)/python -m pytest -q -m "not slurm" $(SENSITIVE_TESTS) $(PYTEST_ARGS) || exit 1; \
+	done
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from arctax.config import load_config
 from arctax.data.collate import MODEL_FORMAT, collate
+from arctax.data.dataset import load_split
 from arctax.data.tokenize import PositionTracker
 from arctax.evaluation.decode import greedy_decode
 from arctax.models import build_model
-from tests.conftest import TINY_MODELS, make_example
+from tests.conftest import TINY_MODELS, make_example, memorise
 
 NAMES = ["champion", "encoder_decoder", "decoder_only"]
 
@@ -21,8 +23,10 @@ def test_examples(arc1):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_start_step_logits_equal_forward(name, test_examples):
+    # float64: the cached and the full forward take different kernels; in float32 their last
+    # bits differ by CPU (AVX-512 / AVX2 / default), in float64 far below the tolerance
     torch.manual_seed(0)
-    model = build_model(name, TINY_MODELS[name]).eval()
+    model = build_model(name, TINY_MODELS[name]).double().eval()
     b = collate(test_examples, MODEL_FORMAT[name])
     with torch.no_grad():
         full = model(b)
@@ -32,7 +36,7 @@ def test_start_step_logits_equal_forward(name, test_examples):
         rows = torch.arange(len(labels))
         tracker = PositionTracker(len(labels))
         for t in range(8):
-            assert torch.allclose(logits, full[rows, first + t], atol=1e-5), (name, t)
+            assert torch.allclose(logits, full[rows, first + t], atol=1e-10), (name, t)
             tok = labels[rows, first + t].clamp(min=0)
             pos = torch.from_numpy(tracker.advance(tok.numpy()).copy())
             logits = model.step(cache, tok, pos)
@@ -40,8 +44,9 @@ def test_start_step_logits_equal_forward(name, test_examples):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_cached_equals_naive(name, test_examples):
+    # float64, so that no argmax is a near-tie that kernel differences between CPUs could flip
     torch.manual_seed(1)
-    model = build_model(name, TINY_MODELS[name])
+    model = build_model(name, TINY_MODELS[name]).double()
     b = collate(test_examples, MODEL_FORMAT[name])
     g1, n1 = greedy_decode(model, b, 40, use_cache=True)
     g2, n2 = greedy_decode(model, b, 40, use_cache=False)
@@ -52,29 +57,17 @@ def test_cached_equals_naive(name, test_examples):
 
 
 def test_decodes_a_memorised_answer(tiny_data):
-    """Where every teacher-forced argmax is right, greedy decoding must reproduce the target
-    exactly (same path), shape included: the end markers set the shape."""
-    from arctax.config import load_config
-    from arctax.data.dataset import load_split
-    from arctax.training.module import answer_metrics
-    from arctax.training.optim import build_optimizer
+    """A model that has memorised four answers (every answer token wins by a clear margin)
+    must generate each of them exactly, shape included: the end markers set the shape.
 
+    Trained to a criterion, not for a fixed number of steps: the steps needed differ between
+    CPUs (AVX-512, AVX2, default kernels), the property tested does not."""
     torch.manual_seed(0)
     ds = load_split(tiny_data, "train")
     exs = [ds[i] for i in range(4)]
     model = build_model("encoder_decoder", dict(TINY_MODELS["encoder_decoder"], dropout=0.0))
     b = collate(exs, "seq2seq")
-    opt = build_optimizer(model.parameters(), load_config()["trial69"])
-    for _ in range(300):
-        opt.zero_grad()
-        answer_metrics(model(b), b["labels"])["loss"].backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        pred = model(b).argmax(-1)
-    tf_right = ((pred == b["labels"]) | (b["labels"] == -100)).all(1)
-    assert tf_right.sum() >= 2
+    memorise(model, b, lr=load_config()["trial69"]["optimizer"]["lr"])
     grids, _ = greedy_decode(model, b, 200)
-    for g, e, ok in zip(grids, exs, tf_right.tolist(), strict=True):
-        if ok:
-            assert g is not None and np.array_equal(g, e["query_out"])
+    for g, e in zip(grids, exs, strict=True):
+        assert g is not None and np.array_equal(g, e["query_out"])
