@@ -291,3 +291,98 @@ def test_test_source_directory_uses_its_test_pairs_as_queries(tmp_path):
         assert ds[i]["query_out"].tolist() == task["test"][ds.meta(i)["pair"]]["output"]
         train_inputs = [p["input"] for p in task["train"]]
         assert all(a.tolist() in train_inputs for a, _ in ds[i]["context"])
+
+
+def _write_tasks(d, names, rng, n_pairs=3):
+    d.mkdir(exist_ok=True)
+    for name in names:
+        pairs = [
+            {
+                "input": rng.integers(0, 10, (3, 4)).tolist(),
+                "output": rng.integers(0, 10, (2, 2)).tolist(),
+            }
+            for _ in range(n_pairs)
+        ]
+        (d / f"{name}.json").write_text(json.dumps({"train": pairs, "test": []}))
+
+
+def test_a_split_manifest_inside_the_source_folder_is_not_a_task(tmp_path):
+    """The original's re-arc layout: task files and split_manifest.json in one folder."""
+    d = tmp_path / "rearc"
+    _write_tasks(d, ["aaaa0001", "aaaa0002", "aaaa0003", "aaaa0004"], np.random.default_rng(0))
+    man = d / "split_manifest.json"
+    man.write_text(json.dumps({"train_files": ["aaaa0001.json", "aaaa0002.json", "aaaa0003.json"],
+                               "val_files": ["aaaa0004.json"]}))  # fmt: skip
+    src = load_source(str(d))
+    assert sorted(t.task_id for t in src.tasks) == ["aaaa0001", "aaaa0002", "aaaa0003", "aaaa0004"]
+    m = prepare(
+        load_config(overrides={"data": {"source": str(d), "manifest": str(man), "max_tasks": 4}}),
+        tmp_path / "out",
+    )
+    assert m["splits"]["val"] == ["aaaa0004"]
+
+
+def test_a_stray_json_in_the_source_folder_names_the_fix(tmp_path):
+    d = tmp_path / "tasks"
+    _write_tasks(d, ["aaaa0001", "aaaa0002"], np.random.default_rng(1))
+    (d / "notes.json").write_text(json.dumps({"author": "me", "date": "2025"}))
+    with pytest.raises(InvalidTaskError) as e:
+        load_source(str(d))
+    msg = str(e.value)
+    assert "notes.json" in msg and "missing key 'train'" in msg
+    assert "data.on_invalid: skip" in msg and "move it out of" in msg
+    assert [t.task_id for t in load_source(str(d), on_invalid="skip").tasks] == [
+        "aaaa0001",
+        "aaaa0002",
+    ]
+
+
+def test_a_failed_prepare_leaves_nothing(tmp_path):
+    d = tmp_path / "tasks"
+    _write_tasks(d, ["aaaa0001"], np.random.default_rng(2), n_pairs=1)  # no usable task
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="no examples"):
+        prepare(load_config(overrides={"data": {"source": str(d)}}), out)
+    assert not out.exists()
+
+
+def test_demonstrations_are_stored_and_exclude_test_outputs(full):
+    out, _ = full
+    ds = load_split(out, "test")
+    arc = {t.task_id: t for t in load_source("arcagi", "eval").tasks}
+    for t_idx, task_id in enumerate(ds.task_ids[:40]):
+        demos = ds.demos(t_idx)
+        task = arc[task_id]
+        assert len(demos) == len(task.train)
+        for (a, b), (x, y) in zip(demos, task.train, strict=True):
+            assert np.array_equal(a, x) and np.array_equal(b, y)
+        outputs = [y.tobytes() + bytes(y.shape) for _, y in demos]
+        for _, y in task.test:
+            if not any(np.array_equal(y, d) for _, d in task.train):
+                assert y.tobytes() + bytes(y.shape) not in outputs
+    train = load_split(out, "train")
+    assert len(train.demos(0)) >= 2  # training tasks: every pair of the task
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data/original not present")
+def test_held_out_test_split_covers_the_categories(tmp_path):
+    labels_path = SHARED / "all_tasks_classified.json"
+    labels = json.loads(labels_path.read_text())
+    cfg = load_config(
+        overrides={
+            "taxonomy": {"labels": str(labels_path)},
+            "data": {"test_source": "held_out", "test_fraction": 0.2},
+        }
+    )
+    m = prepare(cfg, tmp_path)
+    test, train, val = (set(m["splits"][s]) for s in ("test", "train", "val"))
+    assert not (test & train) and not (test & val) and not (train & val)
+    assert test | train | val <= set(labels)  # all from the labelled source
+    for cat, n in TAXONOMY_COUNTS.items():
+        n_test = sum(labels[t] == cat for t in test)
+        assert n_test >= 1 and abs(n_test - 0.2 * n) <= 1.5, (cat, n_test)
+    ds = load_split(tmp_path, "test")
+    assert set(ds.categories) == set(TAXONOMY_COUNTS) and "unlabelled" not in ds.categories
+    assert m["test_source"].endswith("(held out)")
+    again = prepare(cfg, tmp_path / "again")  # seeded
+    assert again["splits"] == m["splits"]

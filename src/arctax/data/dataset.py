@@ -60,6 +60,7 @@ class PreparedSplit(Dataset):
         self.ex_task = a["ex_task"]
         self.ex_pair = a["ex_pair"]
         self.ex_aug = a["ex_aug"]
+        self._demo = {k: a[k] for k in ("demo_task", "demo_pair", "demo_grids") if k in a}
         self.task_ids = [str(t) for t in a["task_ids"]]
         self.categories = [str(c) for c in a["task_category"]]
         self.k = (self.ex_grids.shape[1] - 2) // 2
@@ -84,6 +85,20 @@ class PreparedSplit(Dataset):
             "task_idx": int(self.ex_task[i]),
             "example_idx": int(i),
         }
+
+    def demos(self, task_idx: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """All demonstration pairs ``(input, output)`` of task ``task_idx``, in task-file order.
+
+        For the test split these are the task's ``train`` pairs: test outputs are never here.
+        """
+        if len(self._demo) != 3:
+            raise CacheError(
+                f"{self.path}: prepared by an older arctax (no demonstration pairs); "
+                "delete its folder and run the prepare step again"
+            )
+        rows = np.flatnonzero(self._demo["demo_task"] == task_idx)
+        rows = rows[np.argsort(self._demo["demo_pair"][rows], kind="stable")]
+        return [(self.grid(g[0]), self.grid(g[1])) for g in self._demo["demo_grids"][rows]]
 
     def meta(self, i: int) -> dict[str, Any]:
         """Task id, category, query pair index and augmentation copy of example ``i``."""

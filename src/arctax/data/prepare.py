@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 import zlib
 from collections.abc import Mapping
@@ -19,10 +20,11 @@ import numpy as np
 from arctax.data.augment import Augmentation, random_augmentation
 from arctax.data.sources import SourceData, Task, check_unique, is_bundle, load_source
 from arctax.data.splits import UNLABELLED, load_labels, read_manifest, split_tasks
-from arctax.io import atomic_write, write_json
+from arctax.io import atomic_write, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+CACHE_FORMAT = 2  # 2: each task's demonstration pairs are stored (demo_* arrays)
 
 
 class _Builder:
@@ -37,6 +39,7 @@ class _Builder:
         self.rows: list[dict[str, Any]] = []
         self.task_ids: list[str] = []
         self.categories: list[str] = []
+        self.demos: list[tuple[int, int, int, int]] = []  # (task, pair, input grid, output grid)
 
     def grid(self, g: np.ndarray) -> int:
         self.offsets.append(self.n_cells)
@@ -54,19 +57,29 @@ class _Builder:
             dict(grids=ids, task=task_idx, pair=pair, aug=copy, dih=aug.dihedral, perm=aug.perm)
         )
 
+    def demo(self, task_idx: int, pair: int, grids: tuple[np.ndarray, np.ndarray]) -> None:
+        """Record one demonstration pair of a task (what test-time adaptation may train on)."""
+        self.demos.append((task_idx, pair, self.grid(grids[0]), self.grid(grids[1])))
+
     def arrays(self) -> dict[str, np.ndarray]:
         r = self.rows
+        d = np.array(self.demos, dtype=np.int64).reshape(len(self.demos), 4)
         return {
             "cells": np.concatenate(self.cells) if self.cells else np.zeros(0, np.uint8),
             "grid_offset": np.array(self.offsets, dtype=np.int64),
             "grid_h": np.array([s[0] for s in self.shapes], dtype=np.uint8),
             "grid_w": np.array([s[1] for s in self.shapes], dtype=np.uint8),
-            "ex_grids": np.array([x["grids"] for x in r], dtype=np.int32).reshape(len(r), -1),
+            "ex_grids": np.array([x["grids"] for x in r], dtype=np.int32).reshape(
+                len(r), 2 + 2 * self.k
+            ),
             "ex_task": np.array([x["task"] for x in r], dtype=np.int32),
             "ex_pair": np.array([x["pair"] for x in r], dtype=np.int16),
             "ex_aug": np.array([x["aug"] for x in r], dtype=np.int16),
             "ex_dihedral": np.array([x["dih"] for x in r], dtype=np.uint8),
             "ex_perm": np.array([x["perm"] for x in r], dtype=np.uint8).reshape(len(r), 10),
+            "demo_task": d[:, 0].astype(np.int32),
+            "demo_pair": d[:, 1].astype(np.int16),
+            "demo_grids": d[:, 2:].astype(np.int32),
             "task_ids": np.array(self.task_ids, dtype=str),
             "task_category": np.array(self.categories, dtype=str),
         }
@@ -106,16 +119,19 @@ def _build_split(
         # enumerate before filtering so ex_pair stays the index of the pair in the task file
         if query_mode == "test":
             queries = [(i, p) for i, p in enumerate(task.test) if _fits(p, max_cells)]
-            pool = [p for p in task.train if _fits(p, max_cells)]
+            demos = [(i, p) for i, p in enumerate(task.train) if _fits(p, max_cells)]
+            pool = [p for _, p in demos]
         else:
             queries = [(i, p) for i, p in enumerate(task.pairs) if _fits(p, max_cells)]
-            pool = None
+            demos, pool = queries, None
         if not queries or (pool is not None and not pool) or (pool is None and len(queries) < 2):
             dropped.append(task.task_id)
             continue
         t_idx = len(b.task_ids)
         b.task_ids.append(task.task_id)
         b.categories.append(labels.get(task.task_id, UNLABELLED))
+        for i, p in demos:  # test queries' outputs are never among them
+            b.demo(t_idx, i, p)
         for qi, query in queries:
             others = pool if pool is not None else [p for j, p in queries if j != qi]
             pick = rng.permutation(len(others))[:k]
@@ -133,10 +149,6 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` atomically (compressed, no pickled objects)."""
 
@@ -147,62 +159,91 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, write)
 
 
-def load_sources(cfg: Mapping[str, Any]) -> tuple[SourceData, SourceData]:
-    """The training source and the test source named by the config."""
+HELD_OUT = "held_out"  # data.test_source: test tasks held out of data.source itself
+
+
+def load_sources(cfg: Mapping[str, Any]) -> tuple[SourceData, SourceData | None]:
+    """The training source and the test source named by the config.
+
+    The test source is ``None`` for ``data.test_source: held_out`` (test tasks are then a
+    stratified share of the training source, see :func:`prepare`).
+    """
     d = cfg["data"]
     kw = dict(on_invalid=d["on_invalid"], max_grid=d["max_grid"])
     train_src = load_source(d["source"], "train", **kw)
     test_name = d.get("test_source") or (d["source"] if is_bundle(d["source"]) else "arcagi")
+    if test_name == HELD_OUT:
+        return train_src, None
     test_src = load_source(test_name, "eval" if is_bundle(test_name) else "train", **kw)
     check_unique(train_src, test_src)
     return train_src, test_src
 
 
+def _testable(task: Task, max_cells: int | None) -> bool:
+    """A task can be a test task when a test pair and a demonstration pair fit ``max_cells``."""
+    f = _filter(task, max_cells)
+    return bool(f.test and f.train)
+
+
 def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Build the cache for ``cfg`` in ``out_dir``; return the manifest (also written there)."""
+    """Build the cache for ``cfg`` in ``out_dir``; return the manifest (also written there).
+
+    Everything is read, split and built in memory first; ``out_dir`` is created only when
+    there is something to write, and a failure while writing leaves no files behind.
+    """
     t0 = time.perf_counter()
     d = cfg["data"]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     labels_path = cfg["taxonomy"].get("labels")
     labels = load_labels(labels_path)
     train_src, test_src = load_sources(cfg)
-    filtered = [_filter(t, d.get("max_cells")) for t in train_src.tasks]
-    originals = {t.task_id: t for t in train_src.tasks}
+    max_cells = d.get("max_cells")
+    test_pool: list[Task] = test_src.tasks if test_src is not None else []
+    train_tasks = train_src.tasks
+    if test_src is None:  # held out: a seeded share of the labelled source, per category
+        candidates = [t for t in train_tasks if _testable(t, max_cells)]
+        _, held = split_tasks(candidates, d["test_fraction"], d["split_seed"] + 1, labels)
+        held_set = set(held)
+        test_pool = [t for t in candidates if t.task_id in held_set]
+        train_tasks = [t for t in train_tasks if t.task_id not in held_set]
+    filtered = [_filter(t, max_cells) for t in train_tasks]
+    originals = {t.task_id: t for t in train_tasks}
     by_id = {t.task_id: originals[t.task_id] for t in filtered if len(t.pairs) >= 2}
     unusable = sorted(t.task_id for t in filtered if len(t.pairs) < 2)
     if d.get("manifest"):
-        train_ids, val_ids = read_manifest(d["manifest"], {t.task_id for t in filtered})
+        train_ids, val_ids = read_manifest(d["manifest"], {t.task_id for t in train_src.tasks})
         train_ids = [i for i in train_ids if i in by_id]
         val_ids = [i for i in val_ids if i in by_id]
     else:
         train_ids, val_ids = split_tasks(
             list(by_id.values()), d["val_fraction"], d["split_seed"], labels
         )
-    usable = {
-        t.task_id for t in test_src.tasks if (f := _filter(t, d.get("max_cells"))).test and f.train
-    }
-    test_tasks = sorted((t for t in test_src.tasks if t.task_id in usable), key=lambda t: t.task_id)
-    unusable += sorted(t.task_id for t in test_src.tasks if t.task_id not in usable)
+    usable = {t.task_id for t in test_pool if _testable(t, max_cells)}
+    test_tasks = sorted((t for t in test_pool if t.task_id in usable), key=lambda t: t.task_id)
+    unusable += sorted(t.task_id for t in test_pool if t.task_id not in usable)
     n = d.get("max_tasks")
     plan = {
         "train": ([by_id[i] for i in train_ids][:n], "train"),
         "val": ([by_id[i] for i in val_ids][:n], "all"),
         "test": (test_tasks[:n], "test"),
     }
+    test_name = f"{train_src.name} (held out)" if test_src is None else test_src.name
+    test_version = train_src.version if test_src is None else test_src.version
     manifest: dict[str, Any] = {
+        "cache_format": CACHE_FORMAT,
         "source": train_src.name,
-        "test_source": test_src.name,
+        "test_source": test_name,
         "version": train_src.version,
-        "test_version": test_src.version,
+        "test_version": test_version,
         "k": d["context_pairs"],
         "splits": {},
         "counts": {},
         "dropped_tasks": {},
-        "skipped_invalid": train_src.skipped + test_src.skipped,
+        "skipped_invalid": train_src.skipped + (test_src.skipped if test_src else []),
         "unusable_after_filter": unusable,
         "files": {},
     }
+    built = {}
     for split, (tasks, mode) in plan.items():
         builder, dropped = _build_split(tasks, mode, d, labels)
         arrays = builder.arrays()
@@ -211,25 +252,38 @@ def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
                 f"split '{split}' has no examples after filtering "
                 "(loosen data.max_cells / data.max_tasks or check data.source)"
             )
-        path = out / f"{split}.npz"
-        save_npz(path, arrays)
-        manifest["splits"][split] = builder.task_ids
-        manifest["dropped_tasks"][split] = dropped
-        manifest["counts"][split] = {
-            "tasks": len(builder.task_ids),
-            "examples": len(arrays["ex_task"]),
-            "grids": len(arrays["grid_h"]),
-            "cells": int(arrays["cells"].size),
-            "bytes": path.stat().st_size,
-        }
-        manifest["files"][path.name] = _file_sha256(path)
+        built[split] = (builder, dropped, arrays)
     extra = [Path(p) for p in (labels_path, d.get("manifest")) if p]
-    h = hashlib.sha256((train_src.sha256 + test_src.sha256).encode())
+    h = hashlib.sha256((train_src.sha256 + (test_src.sha256 if test_src else HELD_OUT)).encode())
     for p in extra:
         h.update(p.read_bytes())
     manifest["inputs_sha256"] = h.hexdigest()
     manifest["config_sha256"] = config_hash(cfg)
-    manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    manifest["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json(out / "manifest.json", manifest)
+    created = not out.exists()
+    written: list[Path] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for split, (builder, dropped, arrays) in built.items():
+            path = out / f"{split}.npz"
+            save_npz(path, arrays)
+            written.append(path)
+            manifest["splits"][split] = builder.task_ids
+            manifest["dropped_tasks"][split] = dropped
+            manifest["counts"][split] = {
+                "tasks": len(builder.task_ids),
+                "examples": len(arrays["ex_task"]),
+                "grids": len(arrays["grid_h"]),
+                "cells": int(arrays["cells"].size),
+                "bytes": path.stat().st_size,
+            }
+            manifest["files"][path.name] = file_sha256(path)
+        manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest["seconds"] = round(time.perf_counter() - t0, 3)
+        write_json(out / "manifest.json", manifest)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return manifest

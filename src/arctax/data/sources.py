@@ -110,28 +110,42 @@ def _load_directory(path: Path, on_invalid: str, max_grid: int) -> SourceData:
         try:
             obj = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            msg = f"{f}: task {f.stem}: not valid JSON ({e})"
+            msg = (
+                f"{f}: task {f.stem}: not valid JSON ({e}); move the file out of {path} "
+                "or set data.on_invalid: skip"
+            )
             if on_invalid == "error":
                 raise InvalidTaskError(msg) from e
             bad.append(f.stem)
             continue
+        if is_split_manifest(obj):  # the original's re-arc layout keeps it beside the tasks
+            log.info("%s: a split manifest, not a task (use it with data.manifest: %s)", f, f)
+            continue
         objs[f.stem] = (obj, str(f))
-    tasks, skipped = _build(objs, on_invalid, max_grid)
+    fix = f"if this file is not a task, move it out of {path} or set data.on_invalid: skip"
+    tasks, skipped = _build(objs, on_invalid, max_grid, fix)
     skipped = bad + skipped
     if bad:
         log.warning("skipped %d unreadable task files: %s", len(bad), ", ".join(bad))
     return SourceData(f"dir:{path}", f"dir:{path}", tasks, h.hexdigest(), skipped)
 
 
+def is_split_manifest(obj: Any) -> bool:
+    """True for a split manifest (``train_files`` / ``val_files`` lists), not a task."""
+    return isinstance(obj, dict) and "train_files" in obj and "val_files" in obj
+
+
 def _build(
-    objs: dict[str, tuple[Any, str]], on_invalid: str, max_grid: int
+    objs: dict[str, tuple[Any, str]], on_invalid: str, max_grid: int, fix: str = ""
 ) -> tuple[list[Task], list[str]]:
     tasks, skipped = [], []
     for tid, (obj, origin) in sorted(objs.items()):
         try:
             train, test = validate_task(obj, origin, tid, max_grid)
-        except InvalidTaskError:
+        except InvalidTaskError as e:
             if on_invalid == "error":
+                if fix:
+                    raise InvalidTaskError(f"{e} ({fix})") from e
                 raise
             skipped.append(tid)
             continue
