@@ -52,20 +52,58 @@ def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) 
     if overrides:
         cfg = deep_merge(cfg, overrides)
     validate_config(cfg)
+    return fill_defaults(cfg)
+
+
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _message(e: Any) -> str:
+    """One line for a schema error: the key, what is wrong, and what is allowed."""
+    key = ".".join(str(p) for p in e.absolute_path)
+    if e.validator == "additionalProperties" and isinstance(e.instance, Mapping):
+        allowed = list(e.schema.get("properties", {}))
+        unknown = sorted(k for k in e.instance if k not in allowed)
+        where = f"'{key}'" if key else "the top level"
+        names = ", ".join(f"'{f'{key}.' if key else ''}{k}'" for k in unknown)
+        return f"unknown config key {names} in {where}; allowed keys: {', '.join(allowed)}"
+    if e.validator == "required":
+        return f"config key '{key or '(top level)'}': {e.message} (add it to your config YAML)"
+    return f"config key '{key or '(top level)'}': {e.message}"
+
+
+def fill_defaults(cfg: dict[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Set the schema's ``default`` for every absent key, in place (as Snakemake's validate does)."""
+    spec = schema or _schema()
+    defs = spec.get("$defs", {})
+
+    def walk(node: dict[str, Any], s: Mapping[str, Any]) -> None:
+        while "$ref" in s:
+            s = defs[s["$ref"].split("/")[-1]]
+        for key, sub in s.get("properties", {}).items():
+            if key not in node and "default" in sub:
+                node[key] = copy.deepcopy(sub["default"])
+            if isinstance(node.get(key), dict):
+                walk(node[key], sub)
+
+    walk(cfg, spec)
     return cfg
 
 
 def validate_config(cfg: Mapping[str, Any], schema: Path = SCHEMA) -> None:
-    """Validate ``cfg`` against the JSON schema; raise one :class:`ConfigError` naming the key."""
+    """Validate ``cfg`` against the JSON schema; raise one :class:`ConfigError` naming the key.
+
+    Types are checked strictly: a string ``"32"`` where an integer belongs is an error (only
+    ``--config``/``--set`` strings from a command line are converted, by the callers).
+    """
     import jsonschema
 
     spec = yaml.safe_load(schema.read_text())
     validator = jsonschema.Draft202012Validator(spec)
     errors = sorted(validator.iter_errors(dict(cfg)), key=lambda e: list(e.absolute_path))
     if errors:
-        e = errors[0]
-        key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise ConfigError(f"config key '{key}': {e.message}")
+        raise ConfigError(_message(errors[0]))
 
 
 def get(cfg: Mapping[str, Any], dotted: str) -> Any:
