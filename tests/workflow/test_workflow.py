@@ -105,7 +105,10 @@ def test_rule_order_in_the_dag():
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
-        (["--config", "bogus=1"], "'bogus' was unexpected"),
+        (
+            ["--config", "bogus=1"],
+            "unknown config key 'bogus' in the top level; allowed keys: run,",
+        ),
         (["--config", "seeds=[-1]"], "seeds"),
         (["--config", 'eval={"attempts": 3}'], "attempts"),
         (["--config", 'trial69={"batch_size": "many"}'], "batch_size"),
@@ -114,6 +117,77 @@ def test_rule_order_in_the_dag():
 def test_config_errors_name_the_key(override, fragment):
     res = smk("all", "-n", "--configfile", "config/demo.yaml", *override, check=False)
     assert res.returncode != 0 and fragment in res.output
+
+
+def test_a_config_files_wrong_type_is_an_error_but_a_command_line_string_is_read(tmp_path):
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text('trial69:\n  batch_size: "32"\n')
+    res = smk("all", "-n", "--configfile", "config/demo.yaml", str(overlay), check=False)
+    assert (
+        res.returncode != 0 and "config key 'trial69.batch_size': '32' is not of type" in res.output
+    )
+    ok = smk(
+        "all", "-n", "--configfile", "config/demo.yaml", "--config", 'trial69={"batch_size": "32"}'
+    )
+    assert ok.returncode == 0  # --config hands every nested value over as a string
+
+
+def test_an_unknown_key_is_one_short_message(tmp_path):
+    overlay = tmp_path / "typo.yaml"
+    overlay.write_text("trainer:\n  max_epoch: 3\n")
+    res = smk("all", "-n", "--configfile", "config/demo.yaml", str(overlay), check=False)
+    assert res.returncode != 0
+    assert "unknown config key 'trainer.max_epoch' in 'trainer'; allowed keys:" in res.output
+    assert "max_epochs" in res.output and "$schema" not in res.output
+    assert len(res.output.splitlines()) < 15, res.output  # not a schema dump
+
+
+def _original_like(path: Path) -> None:
+    """A file with the original internal codebase's structure (key names from the shared map
+    when present, else a few of them)."""
+    import torch
+
+    keys = REPO.parent / "shared/data/original/champion_bootstrap_checkpoint_keys.txt"
+    sd = {"cebr_alpha": torch.zeros(()), "core_model.bos_embed": torch.zeros(160)}
+    if keys.is_file():
+        for name, shape in re.findall(
+            r"^\s+- (\S+)\n\s+Shape: \(([\d, ]*)\)", keys.read_text(), re.M
+        ):
+            sd[name] = torch.zeros(tuple(int(x) for x in shape.replace(" ", "").split(",") if x))
+    torch.save({"epoch": 3, "state_dict": sd, "hyper_parameters": {"model": {}}}, path)
+
+
+def test_an_original_checkpoint_stops_the_slurm_dry_run_with_the_ways_forward(tmp_path):
+    import time
+
+    ckpt = tmp_path / "champion_bootstrap.ckpt"
+    _original_like(ckpt)
+    champ = f'{{"checkpoint": "{ckpt}", "bootstrap": false}}'
+    t0 = time.perf_counter()
+    res = smk(
+        "all", "-n", "--profile", "profiles/slurm", "--configfile", "config/demo.yaml",
+        "--config", f"champion={champ}", check=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    assert res.returncode != 0
+    assert f"'champion.checkpoint' points at '{ckpt}'" in res.output
+    assert "original internal codebase" in res.output
+    for way in ("champion.predictions: PATH", "champion.adapter:", "champion.bootstrap: true"):
+        assert way in res.output
+    assert "rule train" not in res.output  # stopped before planning any job
+    print(f"dry run with an original-codebase checkpoint stopped after {seconds:.2f} s")
+    # the same file with bootstrap: true is ignored (neither read nor in the DAG)
+    boot = f'{{"checkpoint": "{ckpt}", "bootstrap": true}}'
+    ok = smk(
+        "all",
+        "-n",
+        "--forceall",
+        "--configfile",
+        "config/demo.yaml",
+        "--config",
+        f"champion={boot}",
+    )
+    assert job_counts(ok.output)["bootstrap_champion"] == 1
 
 
 def test_missing_champion_without_bootstrap_is_a_dag_error(tmp_path):
@@ -262,19 +336,52 @@ def test_changing_one_models_config_reruns_only_it(e2e):
     assert re.search(r"rule train:\n(?:.*\n)*?\s+wildcards: model=encoder_decoder", res.output)
 
 
+def _summary_rows(root: Path) -> dict[str, dict]:
+    import pandas as pd
+
+    df = pd.read_csv(root / "results/e2e/compare/summary.csv")
+    return {r["model"]: r for r in df.to_dict(orient="records")}
+
+
+SCORE_KEYS = ("grid_acc", "shape_acc", "cell_acc", "n_tasks")
+
+
 @pytest.mark.slow
-def test_users_champion_checkpoint_is_never_touched(e2e):
+def test_each_reference_way_runs_to_a_report(e2e):
+    """checkpoint, predictions and adapter (bootstrap is the demo's own): each runs only the
+    reference's evaluation and the comparison, and ends in a report saying which way it was."""
     root, _ = e2e
     user = root / "my_champion.ckpt"
     shutil.copy2(root / "results/e2e/bootstrap/champion_bootstrap.ckpt", user)
     before = (sha(user), user.stat().st_mtime_ns)
-    champ = '{"checkpoint": "my_champion.ckpt", "bootstrap": false}'
-    res = run_e2e(root, "--config", f"champion={champ}")
-    c = job_counts(res.output)
-    assert c.get("evaluate_reference") == 1 and "train" not in c and "bootstrap_champion" not in c
-    assert (sha(user), user.stat().st_mtime_ns) == before
-    md = (root / "results/e2e/compare/summary.md").read_text()
-    assert "bootstrapped here" not in md
+    spec = "arctax.evaluation.adapters:arctax_checkpoint"
+    own = "results/e2e/eval/champion/seed307/submission.json"
+    ways = {
+        "checkpoint": ('{"checkpoint": "my_champion.ckpt", "bootstrap": false}',
+                       "the user-supplied arctax checkpoint `my_champion.ckpt`"),
+        "predictions": (f'{{"predictions": "{own}", "bootstrap": false}}',
+                        f"answers from the predictions file `{own}`"),
+        "adapter": (f'{{"checkpoint": "my_champion.ckpt", "adapter": "{spec}", "bootstrap": false}}',
+                    f"run through the adapter `{spec}`"),
+    }  # fmt: skip
+    rows = {}
+    for way, (champ, note) in ways.items():
+        res = run_e2e(root, "--config", f"champion={champ}")
+        c = job_counts(res.output)
+        assert c == {"evaluate_reference": 1, "compare": 1, "all": 1}, (way, c)
+        md = (root / "results/e2e/compare/summary.md").read_text()
+        assert note in md and "bootstrapped here" not in md, (way, md[:600])
+        rows[way] = _summary_rows(root)
+        report = root / f"results/e2e/report-{way}.html"
+        run_e2e(root, "--config", f"champion={champ}", "--report", str(report))
+        assert report.stat().st_size > 100_000, way
+    assert (sha(user), user.stat().st_mtime_ns) == before  # the user's file is never touched
+    ref = "champion_bootstrap"
+    for key in SCORE_KEYS:  # the same weights, answered through the adapter: the same scores
+        assert rows["adapter"][ref][key] == rows["checkpoint"][ref][key], key
+        # the champion's own submission.json as the reference reproduces the champion's scores
+        assert rows["predictions"][ref][key] == rows["predictions"]["champion"][key], key
+    assert [rows[w][ref]["answers_from"] for w in ways] == list(ways)
 
 
 @pytest.mark.slow

@@ -3,13 +3,24 @@ import json
 import os
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config
 
-from arctax.config import coerce_to_schema
+from arctax.config import ConfigError, coerce_to_schema, fill_defaults, validate_config
+from arctax.evaluation.reference import ReferenceError, resolve_reference
 
-# --config key=[1,2] / key={"a": 3} arrive as strings: read them as the schema's types
-config.update(coerce_to_schema(config))
-validate(config, schema="../schemas/config.schema.yaml")
+# `--config key=[1,2]` / `key={"a": 3}` arrive as strings: read THOSE as the schema's types.
+# Values from config files are never converted: a "32" there is an error naming the key.
+update_config(config, coerce_to_schema(dict(workflow.config_settings.config)))
+try:
+    validate_config(config)  # config/config.schema.yaml; one line naming the key
+except ConfigError as e:
+    raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
+fill_defaults(config)
+try:
+    # the champion reference is checked now, so `snakemake -n` already refuses a bad one
+    REF = resolve_reference(config["champion"])
+except ReferenceError as e:
+    raise WorkflowError(str(e)) from None
 
 MODELS = ["champion", "encoder_decoder", "decoder_only"]
 REFERENCE = "champion_bootstrap"  # label of the champion reference in every table
@@ -38,25 +49,10 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def reference_is_bootstrapped():
-    """True when the champion reference is trained here (the user's file is absent)."""
-    path = config["champion"]["checkpoint"]
-    if os.path.exists(path):
-        return False
-    if config["champion"]["bootstrap"]:
-        return True
-    raise WorkflowError(
-        f"config key 'champion.checkpoint' points at '{path}', which does not exist. "
-        "Put your champion_bootstrap.ckpt there (or pass --config champion.checkpoint=PATH), "
-        "or set champion.bootstrap: true to train a stand-in here (labelled as such)."
-    )
-
-
-def get_reference_checkpoint(wildcards):
-    """The user's champion checkpoint (read only), or the one bootstrapped here."""
-    if reference_is_bootstrapped():
-        return BOOTSTRAP_CKPT
-    return config["champion"]["checkpoint"]
+def get_reference_input(wildcards):
+    """The file the reference's evaluation reads: the user's checkpoint (read only), the one
+    bootstrapped here, the predictions file, or the checkpoint an adapter loads."""
+    return BOOTSTRAP_CKPT if REF.way == "bootstrap" else REF.path
 
 
 def _recipe(model):

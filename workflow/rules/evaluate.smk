@@ -6,6 +6,7 @@ rule evaluate:
         per_task=f"{OUT}/eval/{{model}}/seed{{seed}}/per_task.csv",
         summary=f"{OUT}/eval/{{model}}/seed{{seed}}/summary.json",
         predictions=f"{OUT}/eval/{{model}}/seed{{seed}}/predictions.json",
+        submission=f"{OUT}/eval/{{model}}/seed{{seed}}/submission.json",
     log:
         f"{OUT}/logs/eval/{{model}}/seed{{seed}}.log",
     benchmark:
@@ -17,19 +18,21 @@ rule evaluate:
         eval=config["eval"],
         label="{model}",
         seed="{seed}",
-        bootstrapped=False,
     script:
         "../scripts/evaluate.py"
 
 
+# The reference, whichever way it is given (champion.checkpoint / bootstrap / predictions /
+# adapter; resolved and checked in common.smk): the same outputs as every model's evaluation.
 rule evaluate_reference:
     input:
-        ckpt=get_reference_checkpoint,
+        ref=get_reference_input,
         data=DATA_FILES,
     output:
         per_task=f"{OUT}/eval/{REFERENCE}/per_task.csv",
         summary=f"{OUT}/eval/{REFERENCE}/summary.json",
         predictions=f"{OUT}/eval/{REFERENCE}/predictions.json",
+        submission=f"{OUT}/eval/{REFERENCE}/submission.json",
     log:
         f"{OUT}/logs/eval/{REFERENCE}.log",
     benchmark:
@@ -40,10 +43,9 @@ rule evaluate_reference:
     params:
         eval=config["eval"],
         label=REFERENCE,
-        seed=None,
-        bootstrapped=reference_is_bootstrapped(),
+        reference=REF.as_dict(),
     script:
-        "../scripts/evaluate.py"
+        "../scripts/evaluate_reference.py"
 
 
 rule compare:

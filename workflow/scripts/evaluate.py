@@ -11,13 +11,11 @@ from arctax.evaluation.evaluate import evaluate  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 
-seed = snakemake.params.seed
 evaluate(
     snakemake.config,
     snakemake.input.ckpt,
     Path(snakemake.input.data[0]).parent,
     Path(snakemake.output.summary).parent,
     snakemake.params.label,
-    int(seed) if seed is not None else None,
-    bootstrapped=snakemake.params.bootstrapped,
+    int(snakemake.params.seed),
 )

@@ -8,69 +8,53 @@ its forward code is not public, so its weights cannot run faithfully here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-# Top-level state_dict names that only the original internal codebase has.
-ORIGINAL_PREFIXES = ("core_model.", "cebr_", "gauge_")
+from arctax.evaluation.inspection import ORIGINAL_PREFIXES, inspect_checkpoint
+from arctax.io import file_sha256
+
 ORIGINAL_HINT = (
-    "it looks like a checkpoint of the original internal codebase (champion_bootstrap.ckpt: "
-    "'core_model.*', 'cebr_alpha', 'gauge_alpha', OmegaConf hyper-parameters). Its forward code "
-    "is not public, so arctax cannot run it. Either set `champion.bootstrap: true` in the config "
-    "to train a champion here under Trial 69 (labelled 'bootstrapped'), or convert the weights "
-    "into an arctax checkpoint (hyper_parameters model_name/model_cfg/trial69/k, plain types)"
+    "The original Trial 69 champion_bootstrap.ckpt ('core_model.*', 'cebr_alpha', 'gauge_alpha', "
+    "OmegaConf hyper-parameters) needs its internal codebase, whose forward code "
+    "is not public, so arctax cannot run it. Give the reference another way (docs/REFERENCE.md): "
+    "`champion.predictions: FILE` (its answers, made with its own code, as an ARC Prize "
+    'submission.json), `champion.adapter: "module:function"` (its owner\'s loader behind '
+    "arctax's predictor interface), or `champion.bootstrap: true` (train a labelled stand-in "
+    "here); or convert the weights into an arctax checkpoint"
 )
 MAX_DIFF = 5
+# what inspect_checkpoint found -> the end of the message (the fix)
+_FIXES = {
+    "missing": "check the path or train the model first",
+    "not_a_file": "give the path of a .ckpt file",
+    "empty": "re-run the training step",
+    "truncated": "re-run the training step",
+    "corrupt": "re-run the training step, or restore the file",
+    "not_torch": "give the path of a .ckpt written by training",
+    "unsafe": "save hyper-parameters as plain types (dict, list, str, numbers)",
+}
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be loaded safely; the message names the file and the fix."""
 
 
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (read in chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_container(p: Path) -> None:
-    """Reject files that cannot be a torch checkpoint before unpickling anything."""
-    if not p.exists():
-        raise CheckpointError(f"{p}: checkpoint not found; check the path or train the model first")
-    if not p.is_file():
-        raise CheckpointError(f"{p}: not a file; give the path of a .ckpt file")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"{p}: checkpoint file is empty (0 bytes); re-run the training step")
-    with open(p, "rb") as f:
-        head = f.read(4)
-    if head.startswith(b"PK"):
-        if not zipfile.is_zipfile(p):
-            raise CheckpointError(
-                f"{p}: truncated or corrupt checkpoint (its zip directory is missing); "
-                "the save was probably interrupted: re-run the training step"
-            )
-        with zipfile.ZipFile(p) as z:
-            names = z.namelist()
-        if not any(n.endswith("/data.pkl") for n in names):
-            raise CheckpointError(
-                f"{p}: a zip archive but not a PyTorch checkpoint (no data.pkl; holds "
-                f"{', '.join(names[:3])}); give the path of a .ckpt written by training"
-            )
-    elif not head.startswith(b"\x80"):
-        raise CheckpointError(
-            f"{p}: not a PyTorch checkpoint (it starts with {head!r}, not a zip or pickle "
-            "header); give the path of a .ckpt written by training"
-        )
+    """Refuse, before unpickling anything, a file that cannot be a safe torch checkpoint."""
+    found = inspect_checkpoint(p)
+    if found.kind == "original":
+        raise CheckpointError(f"{p}: {found.detail}. {ORIGINAL_HINT}")
+    if found.kind in _FIXES:
+        detail = found.detail
+        if found.kind == "unsafe":
+            detail = f"refuses to load: {detail}; loading it would need code execution"
+        raise CheckpointError(f"{p}: {detail}; {_FIXES[found.kind]}")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -111,7 +95,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{', '.join(map(str, list(ckpt)[:6]))}); give the path of a .ckpt written by training"
         )
     if is_original_codebase(ckpt):
-        raise CheckpointError(f"{p}: {ORIGINAL_HINT}")
+        raise CheckpointError(
+            f"{p}: a checkpoint of the original internal codebase. {ORIGINAL_HINT}"
+        )
     return ckpt
 
 
@@ -205,7 +191,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
         "path": str(p),
-        "sha256": sha256(p),
+        "sha256": file_sha256(p),
         "bootstrapped": bootstrapped_flag(p, hp),
     }
     return model, info

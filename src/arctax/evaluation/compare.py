@@ -67,7 +67,9 @@ def load_evals(eval_dirs: Mapping[str, PathLike | Sequence[PathLike]]) -> tuple[
 
 def _per_task(tasks: pd.DataFrame, col: str) -> pd.DataFrame:
     """task_id x model matrix of ``col`` averaged over seeds."""
-    return tasks.pivot_table(index="task_id", columns="model", values=col, aggfunc="mean")
+    return tasks.pivot_table(
+        index="task_id", columns="model", values=col, aggfunc="mean", dropna=False
+    )
 
 
 def _row(
@@ -185,11 +187,14 @@ def compare(
             )
     models = [reference_label, *[m for m in eval_dirs if m != reference_label]]
     summary = pd.DataFrame([_row(tasks, m, reference_label, ids, boot) for m in models])
-    summary["decode_tasks_per_s"] = [
-        np.nanmean([s.get("decode_tasks_per_s") or np.nan for s in summaries[m]]) for m in models
-    ]
+    speeds = [[s["decode_tasks_per_s"] for s in summaries[m] if s.get("decode_tasks_per_s")]
+              for m in models]  # fmt: skip
+    summary["decode_tasks_per_s"] = [float(np.mean(v)) if v else np.nan for v in speeds]
     summary["bootstrapped"] = [
         any(s.get("bootstrapped", False) for s in summaries[m]) for m in models
+    ]
+    summary["answers_from"] = [
+        (summaries[m][0].get("source") or {}).get("way", "checkpoint") for m in models
     ]
     summary["attempts"] = [
         int(per_query.loc[per_query["model"] == m, "attempts"].max()) for m in models
@@ -217,7 +222,8 @@ def compare(
     items, answers = _gallery(eval_dirs, reference_label, int(get(cfg, "eval.gallery_tasks")))
     plots.plot_gallery(items, answers, out_dir / "gallery.png")
     ref_boot = bool(summary.loc[0, "bootstrapped"])
-    md = summary_markdown(summary, per_category, audit, reference_label, ref_boot, boot[1])
+    note = reference_note(reference_label, summaries[reference_label][0], ref_boot)
+    md = summary_markdown(summary, per_category, audit, reference_label, note, boot[1])
     atomic_write_text(out_dir / "summary.md", md)
     return {
         "reference": reference_label,
@@ -253,22 +259,42 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def reference_note(label: str, summary: Mapping[str, Any], bootstrapped: bool) -> str:
+    """Which way the reference came, for the report: file, sha256, adapter, or bootstrapped."""
+    src = summary.get("source") or {}
+    way = "bootstrap" if bootstrapped else src.get("way", "checkpoint")
+    sha = src.get("sha256") or summary.get("checkpoint_sha256") or ""
+    path = src.get("path") or summary.get("checkpoint")
+    ident = f"`{path}` (sha256 `{sha[:16]}…`)" if sha else f"`{path}`"
+    if way == "bootstrap":
+        return (
+            f"Reference `{label}`: **bootstrapped here, not the original Trial 69 weights** "
+            f"(trained by this workflow under the Trial 69 recipe; {ident})."
+        )
+    if way == "predictions":
+        return (
+            f"Reference `{label}`: answers from the predictions file {ident} "
+            "(`champion.predictions`, ARC Prize format), scored by the same scorer as every "
+            "model; no teacher-forced scores."
+        )
+    if way == "adapter":
+        return (
+            f"Reference `{label}`: the checkpoint {ident} run through the adapter "
+            f"`{src.get('adapter')}` (`champion.adapter`); no teacher-forced scores."
+        )
+    return f"Reference `{label}`: the user-supplied arctax checkpoint {ident}."
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     per_category: pd.DataFrame,
     audit: pd.DataFrame,
     reference: str,
-    bootstrapped: bool,
+    ref_note: str,
     ci: float,
 ) -> str:
     """The terminal-readable report: Markdown tables, CIs, and what every number means."""
     c = f"{ci:.0%} CI"
-    ref_note = (
-        f"Reference `{reference}`: **bootstrapped here, not the original Trial 69 weights** "
-        "(trained by this workflow under the Trial 69 recipe)."
-        if bootstrapped
-        else f"Reference `{reference}`: the user-supplied champion checkpoint."
-    )
     attempts = int(summary["attempts"].max())
     out = [
         "# arctax comparison",
@@ -304,7 +330,7 @@ def summary_markdown(
                     + ("n/a" if np.isnan(r.grid_acc_seed_std) else f"{r.grid_acc_seed_std:.1%}"),
                     _pct(r.shape_acc, r.shape_acc_lo, r.shape_acc_hi),
                     _pct(r.cell_acc, r.cell_acc_lo, r.cell_acc_hi),
-                    f"{r.decode_tasks_per_s:.2f}",
+                    "n/a" if np.isnan(r.decode_tasks_per_s) else f"{r.decode_tasks_per_s:.2f}",
                 ]
                 for r in summary.itertuples()
             ],

@@ -5,8 +5,10 @@ An answer is correct only when the generated grid has the target's shape and eve
 beside it, named ``tf_*``. With ``eval.attempts: 2`` a second answer comes from another
 augmentation view of the task, mapped back through its inverse, scored as ARC does (pass@2).
 
-Outputs in ``out_dir`` (each written to a temp file, then renamed): ``per_task.csv`` (one row
-per test query), ``summary.json`` and ``predictions.json`` (grids for the gallery).
+Outputs in ``out_dir`` (each written to a temp file, then renamed): ``submission.json`` (the
+answers, ARC Prize format), ``per_task.csv`` (one row per test query, scored from that
+submission by :func:`arctax.evaluation.submission.score_submission`), ``summary.json`` and
+``predictions.json`` (grids for the gallery).
 """
 
 from __future__ import annotations
@@ -30,25 +32,15 @@ from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.checkpoints import load_model
 from arctax.evaluation.decode import greedy_decode
 from arctax.evaluation.stats import task_table
+from arctax.evaluation.submission import (
+    SCORE_COLUMNS,
+    parse_submission,
+    score_submission,
+    to_submission,
+)
 from arctax.io import atomic_write_text
 
-COLUMNS = [
-    "model", "seed", "task_id", "category", "query", "gen_shape", "target_shape",
-    "shape_correct", "grid_correct", "grid_correct_first", "cell_acc",
-    "tf_cell_acc", "tf_grid_correct", "attempts",
-]  # fmt: skip
-
-
-def score(pred: np.ndarray | None, target: np.ndarray) -> tuple[bool, bool, float]:
-    """``(shape_correct, grid_correct, cell_acc)``; cell accuracy is 0 when the shape is wrong."""
-    if pred is None or pred.shape != target.shape:
-        return False, False, 0.0
-    same = pred == target
-    return True, bool(same.all()), float(same.mean())
-
-
-def _shape(g: np.ndarray | None) -> str:
-    return "none" if g is None else f"{g.shape[0]}x{g.shape[1]}"
+COLUMNS = [*SCORE_COLUMNS[:-1], "tf_cell_acc", "tf_grid_correct", "attempts"]
 
 
 def _device(cfg: Mapping[str, Any]) -> torch.device:
@@ -87,6 +79,15 @@ def _to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Te
     return {k: v.to(dev) for k, v in batch.items()}
 
 
+def query_order(ds: Any) -> np.ndarray:
+    """Example indices of the original test queries, sorted by input length (so a batch pads
+    little). The order uses no answer, and every evaluation (a model, a reference adapter)
+    batches the same queries together, so their answers are computed alike."""
+    idx = np.flatnonzero(ds.ex_aug == 0)
+    src_len, _ = ds.token_lengths()
+    return idx[np.argsort(src_len[idx], kind="stable")]
+
+
 def evaluate(
     cfg: Mapping[str, Any],
     ckpt_path: str | Path,
@@ -96,18 +97,18 @@ def evaluate(
     seed: int | None = None,
     *,
     bootstrapped: bool | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Score ``ckpt_path`` on ``data_dir``'s test split; write and return the per-query table.
 
     ``label`` names the model in every table; ``seed`` is the training seed (recorded only).
-    ``bootstrapped`` overrides the checkpoint's own record of whether it was trained here.
+    ``bootstrapped`` overrides the checkpoint's own record of whether it was trained here;
+    ``source`` describes where a reference came from (recorded in ``summary.json``).
     """
-    out_dir = Path(out_dir)
     batch_size = int(get(cfg, "eval.batch_size"))
     attempts = int(get(cfg, "eval.attempts"))
     max_new = int(get(cfg, "eval.max_new_tokens"))
     eval_seed = int(get(cfg, "eval.seed"))
-    n_gallery = int(get(cfg, "eval.gallery_tasks"))
     if attempts not in (1, 2):
         raise ValueError(f"config key 'eval.attempts' must be 1 or 2, got {attempts}")
 
@@ -116,12 +117,10 @@ def evaluate(
     model.to(dev)
     fmt, k = model.fmt, info["k"]
     ds = load_split(data_dir, "test")
-    # originals only; a length-sorted order keeps padding (and decode steps) low per batch
-    idx = np.flatnonzero(ds.ex_aug == 0)
-    idx = idx[np.argsort(ds.lengths(info["model_name"])[idx], kind="stable")]
+    idx = query_order(ds)
 
-    rows: list[dict[str, Any]] = []
-    preds: dict[int, list[np.ndarray | None]] = {}
+    answers: dict[int, list[np.ndarray | None]] = {}
+    tf: dict[int, tuple[float, bool]] = {}
     decode_s = 0.0
     for start in range(0, len(idx), batch_size):
         chunk = [int(i) for i in idx[start : start + batch_size]]
@@ -131,40 +130,76 @@ def evaluate(
             tf_acc, tf_ok = _teacher_forced(model(batch), batch["labels"])
         t0 = time.perf_counter()
         grids, _ = greedy_decode(model, batch, max_new)
-        answers = [[g] for g in grids]
+        found = [[g] for g in grids]
         if attempts == 2:
             metas = [ds.meta(i) for i in chunk]
             augs = [_second_view(eval_seed, m["task_id"], m["pair"]) for m in metas]
             views = [_view(e, a) for e, a in zip(examples, augs, strict=True)]
             grids2, _ = greedy_decode(model, _to(collate(views, fmt, k), dev), max_new)
-            for ans, g, a in zip(answers, grids2, augs, strict=True):
+            for ans, g, a in zip(found, grids2, augs, strict=True):
                 ans.append(None if g is None else a.invert(g))
         if dev.type == "cuda":
             torch.cuda.synchronize()
         decode_s += time.perf_counter() - t0
         for j, i in enumerate(chunk):
-            meta, target = ds.meta(i), examples[j]["query_out"]
-            scores = [score(g, target) for g in answers[j]]
-            best = max(range(len(scores)), key=lambda a: scores[a][1])  # any correct attempt wins
-            shape_ok, grid_ok, cell = scores[best]
-            preds[i] = answers[j]
-            rows.append({
-                "model": label, "seed": seed, "task_id": meta["task_id"],
-                "category": meta["category"], "query": meta["pair"],
-                "gen_shape": _shape(answers[j][best]), "target_shape": _shape(target),
-                "shape_correct": shape_ok, "grid_correct": grid_ok,
-                "grid_correct_first": scores[0][1], "cell_acc": cell,
-                "tf_cell_acc": float(tf_acc[j]), "tf_grid_correct": bool(tf_ok[j]),
-                "attempts": attempts,
-            })  # fmt: skip
+            answers[i] = found[j]
+            tf[i] = (float(tf_acc[j]), bool(tf_ok[j]))
 
-    table = pd.DataFrame(rows, columns=COLUMNS).sort_values(["task_id", "query"], kind="stable")
-    table = table.reset_index(drop=True)
-    atomic_write_text(out_dir / "per_task.csv", table.to_csv(index=False))
     is_boot = info["bootstrapped"] if bootstrapped is None else bool(bootstrapped)
-    summary = _summary(table, label, seed, info, is_boot, decode_s, str(dev), attempts)
+    identity = {
+        "model_name": info["model_name"],
+        "checkpoint": info["path"],
+        "checkpoint_sha256": info["sha256"],
+        "bootstrapped": is_boot,
+        "source": dict(source or {"way": "checkpoint", "path": info["path"]}),
+    }
+    return write_evaluation(
+        cfg, ds, answers, out_dir, label, seed,
+        identity=identity, tf=tf, decode_s=decode_s, device=str(dev),
+    )  # fmt: skip
+
+
+def write_evaluation(
+    cfg: Mapping[str, Any],
+    ds: Any,
+    answers: Mapping[int, list[np.ndarray | None]],
+    out_dir: str | Path,
+    label: str,
+    seed: int | None,
+    *,
+    identity: Mapping[str, Any],
+    tf: Mapping[int, tuple[float, bool]] | None = None,
+    decode_s: float | None = None,
+    device: str | None = None,
+) -> pd.DataFrame:
+    """Write ``submission.json`` from ``answers`` (example index -> attempts), score THAT file's
+    content with :func:`score_submission`, and write ``per_task.csv``, ``summary.json`` and
+    ``predictions.json``. Every evaluation, of a model or of a reference, ends here.
+
+    ``tf`` holds teacher-forced ``(token acc, all right)`` per example where a model was run;
+    without it the ``tf_*`` columns are empty (NaN).
+    """
+    out_dir = Path(out_dir)
+    attempts = int(get(cfg, "eval.attempts"))
+    by_task: dict[str, dict[int, list[np.ndarray | None]]] = {}
+    for i, found in answers.items():
+        m = ds.meta(int(i))
+        by_task.setdefault(m["task_id"], {})[m["pair"]] = found
+    sub = to_submission(by_task)
+    atomic_write_text(out_dir / "submission.json", json.dumps(sub) + "\n")
+    origin = str(out_dir / "submission.json")
+    table = score_submission(parse_submission(sub, origin), ds, attempts, label, seed, origin)
+    tf = tf or {}
+    key = {(ds.meta(int(i))["task_id"], ds.meta(int(i))["pair"]): int(i) for i in answers}
+    rows = [key[(t, q)] for t, q in zip(table["task_id"], table["query"], strict=True)]
+    table["tf_cell_acc"] = [tf[i][0] if i in tf else np.nan for i in rows]
+    table["tf_grid_correct"] = [tf[i][1] if i in tf else np.nan for i in rows]
+    table = table[COLUMNS]
+    atomic_write_text(out_dir / "per_task.csv", table.to_csv(index=False))
+    summary = _summary(table, label, seed, identity, decode_s, device, attempts)
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    gallery = _gallery(ds, idx, preds, n_gallery)
+    n_gallery = int(get(cfg, "eval.gallery_tasks"))
+    gallery = _gallery(ds, query_order(ds), answers, n_gallery)
     atomic_write_text(out_dir / "predictions.json", json.dumps(gallery) + "\n")
     return table
 
@@ -173,41 +208,46 @@ def _summary(
     table: pd.DataFrame,
     label: str,
     seed: int | None,
-    info: dict[str, Any],
-    bootstrapped: bool,
-    decode_s: float,
-    device: str,
+    identity: Mapping[str, Any],
+    decode_s: float | None,
+    device: str | None,
     attempts: int,
 ) -> dict[str, Any]:
-    """Accuracies (task-level and query-level), counts, speed and the checkpoint's identity."""
+    """Accuracies (task-level and query-level), counts, speed and where the answers came from."""
     tasks = task_table(table.assign(seed=table["seed"].fillna(-1)))
     n_tasks, n_queries = len(tasks), len(table)
+
+    def mean(frame: pd.DataFrame, col: str) -> float | None:
+        v = frame[col].astype(float)
+        return float(v.mean()) if len(v) and v.notna().any() else None
+
     return {
         "label": label,
-        "model_name": info["model_name"],
+        "model_name": identity.get("model_name"),
         "seed": seed,
-        "checkpoint": info["path"],
-        "checkpoint_sha256": info["sha256"],
-        "bootstrapped": bootstrapped,
+        "checkpoint": identity.get("checkpoint"),
+        "checkpoint_sha256": identity.get("checkpoint_sha256"),
+        "bootstrapped": bool(identity.get("bootstrapped", False)),
+        "source": dict(identity.get("source") or {}),
         "attempts": attempts,
         "n_tasks": n_tasks,
         "n_queries": n_queries,
-        "grid_acc": float(tasks["grid_correct"].mean()) if n_tasks else None,
-        "shape_acc": float(tasks["shape_correct"].mean()) if n_tasks else None,
-        "cell_acc": float(tasks["cell_acc"].mean()) if n_tasks else None,
-        "query_grid_acc": float(table["grid_correct"].mean()) if n_queries else None,
-        "first_attempt_grid_acc": float(table["grid_correct_first"].mean()) if n_queries else None,
-        "tf_grid_acc": float(tasks["tf_grid_correct"].mean()) if n_tasks else None,
-        "tf_cell_acc": float(tasks["tf_cell_acc"].mean()) if n_tasks else None,
+        "grid_acc": mean(tasks, "grid_correct"),
+        "shape_acc": mean(tasks, "shape_correct"),
+        "cell_acc": mean(tasks, "cell_acc"),
+        "query_grid_acc": mean(table, "grid_correct"),
+        "first_attempt_grid_acc": mean(table, "grid_correct_first"),
+        "tf_grid_acc": mean(tasks, "tf_grid_correct"),
+        "tf_cell_acc": mean(tasks, "tf_cell_acc"),
         "teacher_forced_note": "tf_* are teacher-forced argmax scores, not generated answers",
-        "decode_seconds": round(decode_s, 4),
-        "decode_tasks_per_s": n_tasks / decode_s if decode_s > 0 else None,
-        "decode_queries_per_s": n_queries / decode_s if decode_s > 0 else None,
+        "decode_seconds": None if decode_s is None else round(decode_s, 4),
+        "decode_tasks_per_s": n_tasks / decode_s if decode_s else None,
+        "decode_queries_per_s": n_queries / decode_s if decode_s else None,
         "device": device,
     }
 
 
-def _gallery(ds, idx: np.ndarray, preds: dict[int, list], n_tasks: int) -> list[dict[str, Any]]:
+def _gallery(ds, idx: np.ndarray, preds: Mapping[int, list], n_tasks: int) -> list[dict[str, Any]]:
     """Input, target and answers of every query of the first ``n_tasks`` tasks (by task id)."""
     chosen = sorted({ds.meta(int(i))["task_id"] for i in idx})[:n_tasks]
     items = []

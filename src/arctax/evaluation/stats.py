@@ -32,19 +32,20 @@ def task_table(per_query: pd.DataFrame) -> pd.DataFrame:
     missing = required - set(per_query.columns)
     if missing:
         raise ValueError(f"per-task table lacks columns {sorted(missing)}")
+    # a task is solved when all its queries are: the min of 0/1 flags. NaN (no teacher-forced
+    # scores for a reference given as predictions) stays NaN instead of counting as solved.
+    flags = ("grid_correct", "shape_correct", "tf_grid_correct")
+    frame = per_query.astype({c: float for c in flags})
     agg = {
         "category": "first",
-        "grid_correct": "all",
-        "shape_correct": "all",
-        "tf_grid_correct": "all",
+        "grid_correct": "min",
+        "shape_correct": "min",
+        "tf_grid_correct": "min",
         "cell_acc": "mean",
         "tf_cell_acc": "mean",
     }
-    out = per_query.groupby(["model", "seed", "task_id"], sort=True, dropna=False).agg(agg)
-    out = out.reset_index()
-    for col in ("grid_correct", "shape_correct", "tf_grid_correct"):
-        out[col] = out[col].astype(float)
-    return out
+    out = frame.groupby(["model", "seed", "task_id"], sort=True, dropna=False).agg(agg)
+    return out.reset_index()
 
 
 def _quantiles(samples: np.ndarray, ci: float) -> tuple[float, float]:

@@ -196,6 +196,7 @@ def train(
     (resumable state saved; run again to continue).
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    model_config(cfg, model_name)  # an unknown model name fails here, before anything else
     started = now()
     out_dir = Path(out_dir)
     state_dir = Path(state_dir) if state_dir else out_dir.parent / ".state" / out_dir.name

@@ -1,0 +1,199 @@
+"""Reference adapters: run a reference model that arctax cannot load, with its owner's code.
+
+``champion.adapter: "package.module:function"`` (or ``"path/to/file.py:function"``) names a
+loader with the signature ::
+
+    def load(checkpoint: str, device: str, config: dict) -> Predictor
+
+called once in the ``evaluate_reference`` job with the file at ``champion.checkpoint``, the
+device to use (``"cuda"`` when a GPU is there and ``trainer.accelerator`` is not ``cpu``, else
+``"cpu"``) and the whole workflow config. The predictor it returns is called with batches of
+at most ``eval.batch_size`` :class:`Query` objects (sorted by input size, the same batches
+arctax's own evaluation forms) and returns, for each query in order, one or two attempts:
+a grid (a numpy array or a list of rows of colours 0..9) or ``None`` for no answer. The
+answers are written as ``submission.json`` and scored by the same scorer as every model.
+A predictor never sees a test output. The protocol in full: docs/REFERENCE.md.
+
+:func:`arctax_checkpoint` is a working adapter for an arctax checkpoint (greedy decoding, as
+``evaluate`` does): the protocol's proof and a template.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from arctax.evaluation.submission import SubmissionError, as_grid
+
+Grid = np.ndarray
+Pair = tuple[np.ndarray, np.ndarray]
+SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*|[^:]+\.py):(?P<function>[A-Za-z_]\w*)$")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One test input of one task, as a reference predictor receives it (no test output)."""
+
+    task_id: str
+    index: int  # position of this input in the task's test list (the submission's order)
+    input: Grid  # (H, W) colours 0..9
+    demonstrations: tuple[Pair, ...]  # every demonstration pair of the task, in task order
+    context: tuple[Pair, ...]  # the K pairs arctax's own models are given with this query
+
+
+class Predictor(Protocol):
+    """What an adapter's loader returns."""
+
+    def __call__(self, queries: list[Query]) -> Sequence[Sequence[Any] | Any]: ...
+
+
+class AdapterError(RuntimeError):
+    """An adapter cannot be loaded or broke the protocol; the message names it and the fix."""
+
+
+def check_spec(spec: str) -> tuple[str, str]:
+    """Split ``"module:function"`` / ``"file.py:function"``; raise if it cannot be found.
+
+    Cheap (no import of the module itself, only its parent packages): used when the workflow
+    starts, so a typo stops ``snakemake -n``.
+    """
+    m = SPEC.match(spec)
+    if not m:
+        raise AdapterError(
+            f"champion.adapter {spec!r}: expected 'package.module:function' or "
+            "'path/to/file.py:function'"
+        )
+    module, function = m["module"], m["function"]
+    if module.endswith(".py"):
+        if not Path(module).is_file():
+            raise AdapterError(f"champion.adapter {spec!r}: file {module} not found")
+    else:
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as e:
+            found, why = None, f" ({e})"
+        else:
+            why = ""
+        if found is None:
+            raise AdapterError(
+                f"champion.adapter {spec!r}: module {module} is not importable{why}; install "
+                "it, put its folder on PYTHONPATH, or give 'path/to/file.py:function'"
+            )
+    return module, function
+
+
+def load_adapter(spec: str) -> Callable[[str, str, dict], Predictor]:
+    """Import the loader named by ``spec``."""
+    module, function = check_spec(spec)
+    if module.endswith(".py"):
+        name = f"arctax_adapter_{Path(module).stem}"
+        loc = importlib.util.spec_from_file_location(name, module)
+        if loc is None or loc.loader is None:
+            raise AdapterError(f"champion.adapter {spec!r}: cannot import {module}")
+        mod = importlib.util.module_from_spec(loc)
+        sys.modules[name] = mod
+        loc.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(module)
+    fn = getattr(mod, function, None)
+    if not callable(fn):
+        raise AdapterError(f"champion.adapter {spec!r}: {module} has no function {function}")
+    return fn
+
+
+def queries(ds: Any, order: np.ndarray) -> list[tuple[int, Query]]:
+    """The test queries of ``ds`` in ``order`` (example indices), without their outputs."""
+    out = []
+    for i in map(int, order):
+        m, ex = ds.meta(i), ds[i]
+        demos = tuple(ds.demos(int(ds.ex_task[i])))
+        out.append((i, Query(m["task_id"], m["pair"], ex["query_in"], demos, tuple(ex["context"]))))
+    return out
+
+
+def _attempts(value: Any, q: Query, spec: str) -> list[Grid | None]:
+    """Validate what a predictor returned for one query: 1 or 2 attempts."""
+    where = f"champion.adapter {spec}: task {q.task_id} test input {q.index}"
+    if value is None or isinstance(value, np.ndarray) or (
+        isinstance(value, list) and value and isinstance(value[0], list) and value[0]
+        and not isinstance(value[0][0], (list, np.ndarray))
+    ):  # fmt: skip
+        value = [value]  # a single grid (or None) instead of a list of attempts
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 2:
+        raise AdapterError(f"{where}: return a list of 1 or 2 attempts (grids or None)")
+    try:
+        return [
+            None if g is None else as_grid(np.asarray(g).tolist(), f"{where} attempt {a + 1}")
+            for a, g in enumerate(value)
+        ]
+    except SubmissionError as e:
+        raise AdapterError(str(e)) from e
+
+
+def predict_with_adapter(
+    cfg: Mapping[str, Any], spec: str, checkpoint: str | Path, ds: Any, order: np.ndarray
+) -> tuple[dict[int, list[Grid | None]], float, str]:
+    """Run the adapter over the test queries: ``(answers by example index, seconds, device)``."""
+    import torch
+
+    accel = cfg.get("trainer", {}).get("accelerator", "auto")
+    device = "cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu"
+    predictor = load_adapter(spec)(str(checkpoint), device, dict(cfg))
+    batch = int(cfg["eval"]["batch_size"])
+    todo = queries(ds, order)
+    answers: dict[int, list[Grid | None]] = {}
+    seconds = 0.0
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        t0 = time.perf_counter()
+        got = predictor([q for _, q in chunk])
+        seconds += time.perf_counter() - t0
+        if not isinstance(got, (list, tuple)) or len(got) != len(chunk):
+            n = len(got) if isinstance(got, (list, tuple)) else type(got).__name__
+            raise AdapterError(
+                f"champion.adapter {spec}: the predictor returned {n} answers for {len(chunk)} "
+                "queries; return one list of attempts per query, in order"
+            )
+        for (i, q), value in zip(chunk, got, strict=True):
+            answers[i] = _attempts(value, q, spec)
+    return answers, seconds, device
+
+
+def arctax_checkpoint(checkpoint: str, device: str, config: dict) -> Predictor:
+    """Example adapter: an arctax checkpoint answered by greedy decoding (as ``evaluate``).
+
+    With ``champion.adapter: "arctax.evaluation.adapters:arctax_checkpoint"`` and the same
+    checkpoint, the reference's answers equal those of ``champion.checkpoint`` (tested).
+    """
+    import torch
+
+    from arctax.data.collate import collate
+    from arctax.evaluation.checkpoints import load_model
+    from arctax.evaluation.decode import greedy_decode
+
+    model, info = load_model(checkpoint)
+    model.to(device)
+    max_new = int(config["eval"]["max_new_tokens"])
+    blank = np.zeros((1, 1), dtype=np.int64)  # the format needs an output; decoding never reads it
+
+    def predict(batch: list[Query]) -> list[list[Grid | None]]:
+        examples = [
+            {"query_in": q.input, "query_out": blank, "context": list(q.context),
+             "task_idx": 0, "example_idx": j}
+            for j, q in enumerate(batch)
+        ]  # fmt: skip
+        b = {k: v.to(device) for k, v in collate(examples, model.fmt, info["k"]).items()}
+        with torch.inference_mode():
+            grids, _ = greedy_decode(model, b, max_new)
+        return [[g] for g in grids]
+
+    return predict
