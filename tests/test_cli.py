@@ -29,3 +29,40 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert "\n" not in err and "bogus" in err
     assert main(["compare", "--eval", "no-label", "--out", str(tmp_path)]) == 2
     assert "LABEL=DIR" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"\x80 not a pickle")
+    args = ["evaluate", "--checkpoint", str(bad), "--data", str(tmp_path), "--out", str(tmp_path)]
+    assert main([*args, "--label", "x"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(bad) in err and "corrupt" in err
+    with pytest.raises(Exception, match="corrupt"):
+        main(["--debug", *args, "--label", "x"])
+    out = tmp_path / "model"
+    assert main(["train", "--model", "transformer", "--data", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unknown model 'transformer'" in err
+
+
+def test_a_bad_task_file_is_one_line(tmp_path, capsys):
+    src = tmp_path / "tasks"
+    src.mkdir()
+    (src / "t1.json").write_text(
+        '{"train": [{"input": [[1]], "output": [[2, 3], [4]]}], "test": []}'
+    )
+    out = tmp_path / "out"
+    assert main(["--set", f"data.source={src}", "prepare", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "ragged rows" in err and "t1" in err
+    assert not out.exists()  # a failed prepare leaves nothing behind
+
+
+def test_inspect(tmp_path, capsys):
+    p = tmp_path / "orig.ckpt"
+    import torch
+
+    torch.save({"state_dict": {"core_model.w": torch.zeros(1)}}, p)
+    assert main(["inspect", str(p)]) == 1
+    assert "original internal codebase" in capsys.readouterr().out

@@ -1,8 +1,10 @@
-"""Command line: ``arctax prepare | smoke | train | evaluate | compare``.
+"""Command line: ``arctax prepare | smoke | train | evaluate | score | compare | inspect``.
 
 The Snakemake workflow calls the same library functions; the CLI is for running one step by
 hand. ``--config`` may repeat (merged in order, like Snakemake's ``--configfile``) and
-``--set key.sub=value`` overrides single keys (values parsed as YAML).
+``--set key.sub=value`` overrides single keys (values parsed as YAML). A bad input (config,
+checkpoint, task file, predictions, model name) prints one line naming it and exits 1 (2 for
+config and usage errors); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="arctax", description=__doc__)
     ap.add_argument("--config", action="append", default=[], help="config YAML (repeatable)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="build the data cache")
     p.add_argument("--out", required=True)
@@ -55,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--label", required=True)
     p.add_argument("--seed", type=int, default=None)
+    p = sub.add_parser("score", help="score an ARC Prize submission.json on the test split")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--label", required=True)
+    p = sub.add_parser("inspect", help="what a checkpoint file is (without unpickling it)")
+    p.add_argument("path")
     p = sub.add_parser("compare", help="compare evaluated models with the reference")
     p.add_argument("--eval", action="append", required=True, metavar="LABEL=DIR", help="repeatable")
     p.add_argument("--train", action="append", default=[], metavar="DIR", help="repeatable")
@@ -64,8 +74,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(*args.config, overrides=_overrides(args.set))
     except ConfigError as e:
+        if args.debug:
+            raise
         print(f"arctax: {e}", file=sys.stderr)
         return 2
+    try:
+        return _run(args, cfg)
+    except _user_errors() as e:
+        if args.debug:
+            raise
+        print(f"arctax {args.cmd}: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors about the user's input (one line each); anything else is a bug: traceback."""
+    from arctax.data.dataset import CacheError
+    from arctax.evaluation.adapters import AdapterError
+    from arctax.evaluation.checkpoints import CheckpointError
+
+    return (ValueError, CheckpointError, CacheError, AdapterError, FileNotFoundError)
+
+
+def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     if args.cmd == "prepare":
         from arctax.data.prepare import prepare
 
@@ -86,6 +117,18 @@ def main(argv: list[str] | None = None) -> int:
 
         evaluate(cfg, args.checkpoint, args.data, args.out, args.label, args.seed)
         print(Path(args.out) / "per_task.csv")
+    elif args.cmd == "score":
+        from arctax.evaluation.reference import evaluate_reference
+
+        way = {"way": "predictions", "detail": "scored with arctax score"}
+        evaluate_reference(cfg, way, args.predictions, args.data, args.out, args.label)
+        print(Path(args.out) / "per_task.csv")
+    elif args.cmd == "inspect":
+        from arctax.evaluation.inspection import inspect_checkpoint
+
+        found = inspect_checkpoint(args.path)
+        print(f"{found.path}: {found.kind}: {found.detail}")
+        return 0 if found.is_arctax else 1
     elif args.cmd == "compare":
         from arctax.evaluation.compare import compare
 
