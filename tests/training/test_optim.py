@@ -5,7 +5,7 @@ import torch
 
 from arctax.config import load_config
 from arctax.training.optim import build_optimizer, build_scheduler
-from arctax.training.train import build_trainer
+from arctax.training.trainer import build_trainer
 
 
 def test_config_holds_trial69_exactly():

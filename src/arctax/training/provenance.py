@@ -151,3 +151,22 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
     import json
 
     return json.loads(Path(path).read_text())
+
+
+def deviation_reasons(cfg: Mapping[str, Any], seed: int, precision_reason: str | None):
+    """Why a run may differ from the Trial 69 reference, key by key."""
+    ref = dict(flatten(reference_trial69()))
+    reasons = {
+        k: f"config override: trial69.{k} = {v!r}"
+        for k, v in flatten(cfg["trial69"])
+        if k in ref and ref[k] != v
+    }
+    if cfg["trainer"].get("max_epochs"):
+        reasons["max_epochs"] = (
+            f"config override: trainer.max_epochs = {cfg['trainer']['max_epochs']}"
+        )
+    if precision_reason:
+        reasons["precision"] = precision_reason
+    if seed != ref["seed"]:
+        reasons["seed"] = f"additional seed {seed} from `seeds` (Trial 69 used {ref['seed']})"
+    return reasons

@@ -1,0 +1,64 @@
+"""Resumable training state, kept outside the declared outputs (Snakemake deletes those
+before a retry): what a state must match to be resumed, and when it is set aside or cleared."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from arctax.config import model_config
+from arctax.io import atomic_write
+
+FINISHED = "finished.json"  # in the state dir: training ended normally, outputs written
+
+
+def fingerprint(cfg: Mapping[str, Any], model_name: str, seed: int, manifest_sha: str) -> str:
+    """What a resumable state must match to be resumed."""
+    blob = json.dumps(
+        {
+            "model": model_name,
+            "model_cfg": model_config(cfg, model_name),
+            "trial69": cfg["trial69"],
+            "seed": seed,
+            "data": manifest_sha,
+            "limits": [cfg["trainer"].get(k) for k in ("limit_train_batches", "limit_val_batches")],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def prepare_state(state_dir: Path, fp: str) -> Path | None:
+    """Return the checkpoint to resume from, or None; stale state is set aside, not reused.
+
+    The state of a training that finished is cleared: its results were copied to the outputs,
+    and a second run of a finished job is a request to train again, not to resume.
+    """
+    if (state_dir / FINISHED).exists():
+        print(f"{state_dir}: previous training finished; training again from scratch", flush=True)
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fp_file = state_dir / "fingerprint.txt"
+    last = state_dir / "last.ckpt"
+    if last.exists() and fp_file.exists() and fp_file.read_text().strip() == fp:
+        return last
+    if last.exists():
+        stale = state_dir.with_name(f"{state_dir.name}.stale-{int(time.time())}")
+        warnings.warn(
+            f"{state_dir}: state from a different config; moved to {stale}, starting fresh",
+            stacklevel=2,
+        )
+        shutil.move(str(state_dir), stale)
+        state_dir.mkdir(parents=True)
+    fp_file.write_text(fp + "\n")
+    return None
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
