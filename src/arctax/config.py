@@ -106,6 +106,18 @@ def validate_config(cfg: Mapping[str, Any], schema: Path = SCHEMA) -> None:
         raise ConfigError(_message(errors[0]))
 
 
+def check_global_batch(cfg: Mapping[str, Any]) -> None:
+    """``trial69.batch_size`` is the GLOBAL batch: ``trainer.devices`` processes must split it
+    evenly (checked when the workflow starts, and again where training is launched)."""
+    batch, n = cfg["trial69"]["batch_size"], cfg["trainer"]["devices"]
+    if batch % n:
+        ok = [d for d in range(1, batch + 1) if batch % d == 0]
+        raise ConfigError(
+            f"trainer.devices: {n} cannot split trial69.batch_size: {batch} (the global batch, "
+            f"split evenly over the processes); use trainer.devices in {ok}"
+        )
+
+
 def get(cfg: Mapping[str, Any], dotted: str) -> Any:
     """``get(cfg, "trial69.optimizer.lr")``; raises :class:`ConfigError` naming a missing key."""
     node: Any = cfg

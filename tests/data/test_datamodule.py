@@ -1,4 +1,4 @@
-"""Length-grouped batches: little padding, reproducible, a new order per epoch, DDP shards."""
+"""Length-grouped batches: little padding, reproducible, a new order per epoch, DDP splits."""
 
 import numpy as np
 import pytest
@@ -49,20 +49,56 @@ def test_every_example_once_per_epoch_and_new_order_each_epoch():
     assert list(LengthGroupedBatchSampler(lengths, 32, seed=4)) != e0
 
 
-def test_ddp_ranks_get_disjoint_equal_shards():
-    lengths = np.arange(100)
-    shards = [
-        list(LengthGroupedBatchSampler(lengths, 8, seed=0, num_replicas=2, rank=r)) for r in (0, 1)
-    ]
-    assert len(shards[0]) == len(shards[1]) == 7
-    flat = [tuple(b) for sh in shards for b in sh]
-    assert {i for b in flat for i in b} == set(range(100))
-    # 13 batches: like DistributedSampler, one batch is repeated so both ranks step equally
-    assert len({tuple(b) for b in shards[0]} & {tuple(b) for b in shards[1]}) <= 1
-    even = [
-        list(LengthGroupedBatchSampler(np.arange(96), 8, 0, num_replicas=2, rank=r)) for r in (0, 1)
-    ]
-    assert sorted(i for sh in even for b in sh for i in b) == list(range(96))
+def _shards(lengths, batch, n, epoch=0):
+    out = []
+    for r in range(n):
+        s = LengthGroupedBatchSampler(lengths, batch, seed=5, num_replicas=n, rank=r)
+        s.set_epoch(epoch)
+        out.append(list(s))
+    return out
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_ddp_ranks_split_each_global_batch(epoch):
+    """Step i of every rank together is global batch i of one process: disjoint, complete."""
+    lengths = np.random.default_rng(1).integers(5, 500, 100)
+    one = LengthGroupedBatchSampler(lengths, 8, seed=5)
+    one.set_epoch(epoch)
+    glob = list(one)
+    shards = _shards(lengths, 8, 2, epoch)
+    assert len(shards[0]) == len(shards[1]) == len(glob) == 13  # one step per global batch
+    for step, g in enumerate(glob):
+        a, b = shards[0][step], shards[1][step]
+        assert not set(a) & set(b) and sorted(a + b) == sorted(g)
+    assert sorted(i for sh in shards for b in sh for i in b) == list(range(100))  # each once
+
+
+def test_short_global_batch_pads_a_rank_never_repeats_a_sample():
+    lengths = np.arange(17)  # 8 + 8 + 1: the last global batch has fewer samples than ranks
+    shards = _shards(lengths, 8, 4)
+    assert [len(sh) for sh in shards] == [3, 3, 3, 3]
+    real = [i for sh in shards for b in sh for i in b if i >= 0]
+    assert sorted(real) == list(range(17))  # every sample once, none twice
+    pads = [(step, b) for sh in shards for step, b in enumerate(sh) if any(i < 0 for i in b)]
+    assert len(pads) == 3 and all(len(b) == 1 for _, b in pads)  # ranks 1-3, one padding each
+    step = pads[0][0]
+    assert all(b == [~shards[0][step][0]] for _, b in pads)  # a copy of the batch's own sample
+
+
+def test_devices_must_divide_the_global_batch():
+    with pytest.raises(ValueError, match="32 cannot be split evenly over 3"):
+        LengthGroupedBatchSampler(np.arange(10), 32, num_replicas=3)
+
+
+def test_padding_sample_has_no_labels(tiny_data):
+    dm = ARCDataModule(tiny_data, "champion", batch_size=4)
+    dm.setup()
+    ds = dm.splits["train"]
+    plain = dm.collate([ds[0], ds[1]])
+    padded = dm.collate([ds[0], {**ds[1], "padding": True}])
+    assert torch.equal(plain["labels"][0], padded["labels"][0])
+    assert (plain["labels"][1] != -100).any() and (padded["labels"][1] == -100).all()
+    assert torch.equal(plain["src"], padded["src"])  # same inputs: only the loss ignores it
 
 
 def test_datamodule_batches_by_model(tiny_data):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from arctax.training.ranks import process_rank
 from arctax.training.train import attach_log, train
 
 attach_log(snakemake.log[0], snakemake.params.state)
@@ -20,5 +21,6 @@ train(
     out,
     snakemake.params.state,
 )
-os.replace(out / "best.ckpt", snakemake.output.best)
-print("bootstrapped here, not the original Trial 69 weights:", snakemake.output.best)
+if process_rank() == 0:  # under DDP rank 0 alone wrote the outputs
+    os.replace(out / "best.ckpt", snakemake.output.best)
+    print("bootstrapped here, not the original Trial 69 weights:", snakemake.output.best)

@@ -1,4 +1,8 @@
-"""Snakemake binding: train one model x seed (resumes from params.state after a stop)."""
+"""Snakemake binding: train one model x seed (resumes from params.state after a stop).
+
+With trainer.devices N > 1, Lightning re-runs this script (Snakemake's temp copy of it) for
+ranks 1..N-1; each rank logs to its own files (attach_log) and only rank 0 writes outputs.
+"""
 
 from pathlib import Path
 

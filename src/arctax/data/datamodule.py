@@ -12,8 +12,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from arctax.data.collate import MODEL_FORMAT, collate
+from arctax.data.collate import MODEL_FORMAT, Batch, collate
 from arctax.data.dataset import PreparedSplit, grouping_key, load_split
+from arctax.data.tokenize import IGNORE_INDEX
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
@@ -22,9 +23,18 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     Each epoch (``set_epoch``) draws a seeded permutation, cuts it into pools of
     ``pool_batches`` batches, sorts each pool by length, cuts batches and shuffles their
     order. Without ``shuffle`` batches are cut from the globally length-sorted order.
-    Under DDP each rank takes every ``num_replicas``-th batch (padded to equal counts, like
-    ``DistributedSampler``); the Trainer needs ``use_distributed_sampler=False``, since Lightning
-    cannot inject its own sampler into a custom batch sampler.
+
+    ``batch_size`` is the GLOBAL batch (Trial 69's 32, whatever the number of processes).
+    Under DDP every rank builds the same global batches as one process would (same seed, same
+    epoch order) and takes its share of each, ``batch[rank::num_replicas]``, so every rank runs
+    one step per global batch and the ranks together see exactly the one-process batches.
+    ``num_replicas`` must divide ``batch_size``. A global batch with fewer samples than ranks
+    (only ever a short last batch) leaves a rank without a sample: it gets a padding copy of
+    the batch's first sample, yielded as ``~index`` (negative), which :class:`ARCDataModule`
+    turns into a sample whose labels are all ignored (weight 0). Never a second real copy:
+    that would count one sample twice in the loss. The Trainer needs
+    ``use_distributed_sampler=False``, since Lightning cannot inject its own sampler into a
+    custom batch sampler.
 
     Lightning 2.6 calls ``set_epoch`` only on ``loader.sampler`` and ``batch_sampler.sampler``,
     never on the batch sampler itself, and builds the first epoch's iterator before that call:
@@ -41,6 +51,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
+        if batch_size % num_replicas:
+            raise ValueError(
+                f"global batch {batch_size} cannot be split evenly over {num_replicas} processes"
+            )
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -73,18 +87,19 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             ]
         return [out[i] for i in rng.permutation(len(out))]
 
+    def shard(self, batch: list[int]) -> list[int]:
+        """This rank's share of one global batch (a padding ``~index`` if it has no sample)."""
+        if self.num_replicas == 1:
+            return batch
+        return batch[self.rank :: self.num_replicas] or [~batch[0]]
+
     def __iter__(self) -> Iterator[list[int]]:
         if self.epoch_fn is not None:
             self.epoch = self.epoch_fn()
-        b = self.batches()
-        if self.num_replicas > 1:
-            per = math.ceil(len(b) / self.num_replicas)
-            b = (b + b[: per * self.num_replicas - len(b)])[self.rank :: self.num_replicas]
-        return iter(b)
+        return iter([self.shard(b) for b in self.batches()])
 
     def __len__(self) -> int:
-        n = math.ceil(len(self.lengths) / self.batch_size)
-        return math.ceil(n / self.num_replicas)
+        return math.ceil(len(self.lengths) / self.batch_size)  # one step per global batch
 
 
 def real_token_fraction(
@@ -113,6 +128,31 @@ def real_token_fraction(
     return real / max(total, 1)
 
 
+class _WithPadding(torch.utils.data.Dataset):
+    """A split that also answers ``~i`` (a padding sample from the sampler): example ``i``,
+    marked so that :func:`_collate_padded` ignores all its labels."""
+
+    def __init__(self, ds: PreparedSplit) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict:
+        if i < 0:
+            return {**self.ds[~i], "padding": True}
+        return self.ds[i]
+
+
+def _collate_padded(examples: list[dict], fmt: str, k: int) -> Batch:
+    """:func:`collate`, with every label of a padding sample set to ``IGNORE_INDEX``."""
+    batch = collate(examples, fmt=fmt, k=k)
+    pad = torch.tensor([bool(e.get("padding")) for e in examples])
+    if pad.any():
+        batch["labels"][pad] = IGNORE_INDEX
+    return batch
+
+
 class ARCDataModule(pl.LightningDataModule):
     """Train/val/test loaders for one model over the prepared cache in ``data_dir``."""
 
@@ -134,7 +174,7 @@ class ARCDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.group_by_length = group_by_length
-        self.collate = functools.partial(collate, fmt=MODEL_FORMAT[model_name], k=k)
+        self.collate = functools.partial(_collate_padded, fmt=MODEL_FORMAT[model_name], k=k)
         self.splits: dict[str, PreparedSplit] = {}
         self.resume_epoch = 0
 
@@ -169,7 +209,7 @@ class ARCDataModule(pl.LightningDataModule):
         if trainer is not None:  # a new order each epoch, reproducible after a resume
             sampler.epoch_fn = lambda: max(trainer.current_epoch, self.resume_epoch)
         return DataLoader(
-            ds,
+            _WithPadding(ds),
             batch_sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.num_workers,

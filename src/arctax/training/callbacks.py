@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+
+from arctax.io import atomic_write_text
 
 METRIC_COLUMNS = [
     "epoch",
@@ -28,28 +36,36 @@ METRIC_COLUMNS = [
 
 
 class EpochMetrics(pl.Callback):
-    """Append one row per finished epoch to a CSV (and print it when stdout is not a TTY).
+    """Write one row per finished epoch to a CSV (and print it when stdout is not a TTY).
 
     On resume, rows of epochs at or after the resumed epoch are dropped first, so the file
-    holds each epoch once, whatever was interrupted.
+    holds each epoch once, whatever was interrupted. Rank 0 only; the whole file is rewritten
+    atomically each epoch, so a reader (or a kill) never meets half a row.
     """
 
     def __init__(self, path: Path, echo: bool) -> None:
         self.path = Path(path)
         self.echo = echo
+        self.rows: list[dict[str, Any]] = []
         self._t0 = time.perf_counter()
+
+    def _write(self) -> None:
+        out = io.StringIO()
+        w = csv.DictWriter(out, METRIC_COLUMNS)
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(self.path, out.getvalue())
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
-        rows = []
+        self.rows = []
         if self.path.exists():
             with self.path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < trainer.current_epoch]
-        with self.path.open("w", newline="") as f:
-            w = csv.DictWriter(f, METRIC_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
+                self.rows = [
+                    r for r in csv.DictReader(f) if int(r["epoch"]) < trainer.current_epoch
+                ]
+        self._write()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -74,8 +90,8 @@ class EpochMetrics(pl.Callback):
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - self._t0, 3),
         }
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, METRIC_COLUMNS).writerow(row)
+        self.rows.append(row)
+        self._write()
         if self.echo:
             print(
                 f"epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
@@ -113,6 +129,13 @@ class PreemptionGuard(pl.Callback):
     boundary. The resumable state is the checkpoint saved at the end of the last finished
     epoch (``last.ckpt``, written atomically every epoch): resuming from an epoch boundary
     reproduces an uninterrupted run exactly.
+
+    Under DDP a signal or the timer may reach one rank first. Every rank all-reduces its flag
+    at every batch end, so all of them stop at the same batch boundary; a rank stopping alone
+    would leave the others waiting forever in their next gradient all-reduce. One process
+    runs no collective. The handlers are installed again at ``on_train_start``, replacing
+    Lightning's own SIGTERM handler (installed after ``on_fit_start``), which would run a
+    broadcast from inside the signal handler and stop only the rank that got the signal.
     """
 
     SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -126,35 +149,74 @@ class PreemptionGuard(pl.Callback):
     def _handler(self, signum: int, frame: Any) -> None:
         self.reason = f"received {signal.Signals(signum).name}"
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _install(self) -> None:
         try:
             for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handler)
+                previous = signal.signal(s, self._handler)
+                self._previous.setdefault(s, previous)
         except ValueError:  # not the main thread: rely on the timer
-            self._previous.clear()
+            pass
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install()
+        print(
+            f"rank {trainer.global_rank}/{trainer.world_size} pid {os.getpid()} "
+            f"({trainer.strategy.root_device}, {type(trainer.strategy).__name__})",
+            file=sys.stderr,
+            flush=True,
+        )
         job = os.environ.get("SLURM_JOB_ID")
         end = slurm_job_end(job) if job else None
         if end is not None:
             self.deadline = end - self.margin_s
             print(f"preemption guard: job {job} ends at {time.ctime(end)}", file=sys.stderr)
 
-    def _check(self) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install()
+
+    def _check(self, trainer: pl.Trainer) -> None:
         if self.reason is None and self.deadline is not None and time.time() >= self.deadline:
             self.reason = f"within {self.margin_s:.0f}s of the Slurm time limit"
-        if self.reason is not None:
-            raise Preempted(self.reason)
+        # any rank stopping stops all (one process: no collective)
+        if trainer.strategy.reduce_boolean_decision(self.reason is not None, all=False):
+            raise Preempted(self.reason or "another rank got a stop signal or hit the time limit")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._check()
+        self._check(trainer)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._check()
+        self._check(trainer)
 
     def restore(self) -> None:
         """Put the previous signal handlers back."""
         for s, h in self._previous.items():
             signal.signal(s, h)
         self._previous.clear()
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in s["python"]))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class RNGState(pl.Callback):
@@ -164,42 +226,43 @@ class RNGState(pl.Callback):
     loader seeds from ``seed_everything`` again instead of continuing the interrupted stream.
     The state saved with a checkpoint is put back when training starts, before the next
     epoch's loader draws its seed, which is where the uninterrupted run continues from it.
+
+    Under DDP every rank has its own stream (rank r > 0 is reseeded from ``(seed, r)`` at fit
+    start, so its dropout masks are not rank 0's) and the checkpoint holds all of them (one
+    all-gather when saving; every rank saves, rank 0 writes): each rank resumes its own.
     """
 
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._pending: list[dict[str, Any]] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        import random
-
-        import numpy as np
-        import torch
-
-        np_state = np.random.get_state()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]],
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        mine = _rng_state()
+        if not _distributed():
+            return {"ranks": [mine]}
+        ranks: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, mine)
+        return {"ranks": ranks}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
+        # older checkpoints hold one process's state, not a list
+        self._pending = state_dict.get("ranks", [state_dict])
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank > 0:
+            s = int(np.random.SeedSequence([self.seed, trainer.global_rank]).generate_state(1)[0])
+            torch.manual_seed(s)
+            np.random.seed(s)
+            random.seed(s)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is None:
             return
-        import random
-
-        import numpy as np
-        import torch
-
-        s, self._pending = self._pending, None
-        torch.set_rng_state(s["torch"])
-        n = s["numpy"]
-        np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-        random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in s["python"]))
-        if "cuda" in s and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(s["cuda"])
+        ranks, self._pending = self._pending, None
+        if len(ranks) != trainer.world_size:
+            warnings.warn(
+                f"checkpoint holds the RNG streams of {len(ranks)} processes, this run has "
+                f"{trainer.world_size}: dropout streams do not continue exactly",
+                stacklevel=2,
+            )
+        _set_rng_state(ranks[trainer.global_rank % len(ranks)])

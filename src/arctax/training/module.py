@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,6 +16,43 @@ from arctax.training.optim import build_optimizer, build_scheduler
 Batch = dict[str, torch.Tensor]
 
 
+SUMS = ("loss_sum", "tokens", "right", "grids", "samples")
+
+
+def answer_sums(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sums over a batch's answer tokens, from which every metric is a ratio.
+
+    ``loss_sum`` (cross-entropy, keeps its graph), ``tokens`` (answer tokens), ``right``
+    (argmax right), ``grids`` (samples whose every answer token is right) and ``samples``
+    (samples with an answer token: a padding sample, all labels ignored, is not one). Sums add
+    up across ranks, means do not: DDP reduces these, then divides (:meth:`ARCLitModule._shared`).
+    """
+    mask = labels != IGNORE_INDEX
+    loss_sum = F.cross_entropy(
+        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    right = (logits.argmax(-1) == labels) & mask
+    real = mask.any(dim=1)
+    grids = (right | ~mask).all(dim=1) & real
+    return {
+        "loss_sum": loss_sum,
+        "tokens": mask.sum(),
+        "right": right.sum(),
+        "grids": grids.sum(),
+        "samples": real.sum(),
+    }
+
+
+def ratios(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mean loss and token accuracy per answer token, teacher-forced grid accuracy per sample."""
+    tokens = sums["tokens"].clamp(min=1)
+    return {
+        "loss": sums["loss_sum"] / tokens,
+        "token_acc": sums["right"] / tokens,
+        "tf_grid_acc": sums["grids"] / sums["samples"].clamp(min=1),
+    }
+
+
 def answer_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Loss over answer tokens, token accuracy and teacher-forced grid accuracy (on device).
 
@@ -22,14 +60,7 @@ def answer_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torc
     true prefix (teacher forcing). It overstates what the model generates (bug 6 of the
     original called it "grid accuracy"); generated answers are scored in evaluation.
     """
-    mask = labels != IGNORE_INDEX
-    loss = F.cross_entropy(
-        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
-    )
-    right = (logits.argmax(-1) == labels) & mask
-    token_acc = right.sum() / mask.sum().clamp(min=1)
-    grid = (right | ~mask).all(dim=1).float().mean()
-    return {"loss": loss, "token_acc": token_acc, "tf_grid_acc": grid}
+    return ratios(answer_sums(logits, labels))
 
 
 class ARCLitModule(pl.LightningModule):
@@ -49,8 +80,26 @@ class ARCLitModule(pl.LightningModule):
         return self.model(batch)
 
     def _shared(self, batch: Batch, stage: str) -> torch.Tensor:
-        m = answer_metrics(self.model(batch), batch["labels"])
-        bs = batch["labels"].shape[0]
+        sums = answer_sums(self.model(batch), batch["labels"])
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            # The GLOBAL batch's sums, one small all-reduce per step (no collective on one
+            # process). Each rank's loss is its loss_sum over the global token count, times
+            # world: DDP's gradient average then equals one process's mean over the global
+            # batch, and clipping (after the all-reduce) sees the same gradient.
+            local = torch.stack([sums[k].detach().double() for k in SUMS])
+            torch.distributed.all_reduce(local)
+            total = dict(zip(SUMS, local, strict=True))
+            loss = sums["loss_sum"] * world / total["tokens"].clamp(min=1)
+        else:
+            total = {k: v.detach() for k, v in sums.items()}
+            loss = ratios(sums)["loss"]
+        # Logged values are the global batch's, weighted by its real sample count, so epoch
+        # metrics (and EarlyStopping, ModelCheckpoint) read as in a one-process run; every rank
+        # logs the same numbers, hence no sync_dist.
+        m = {k: v.float() for k, v in ratios(total).items()}
+        # one process: every sample is real, and the batch's size needs no device sync
+        bs = int(total["samples"]) if world > 1 else batch["labels"].shape[0]
         on_step = stage == "train"
         self.log(
             f"{stage}_loss", m["loss"], prog_bar=True, on_step=on_step, on_epoch=True, batch_size=bs
@@ -59,7 +108,12 @@ class ARCLitModule(pl.LightningModule):
         self.log(
             f"{stage}_tf_grid_acc", m["tf_grid_acc"], on_step=False, on_epoch=True, batch_size=bs
         )
-        return m["loss"]
+        return loss
+
+    def setup(self, stage: str) -> None:
+        # Lightning suggests sync_dist=True for epoch-level metrics under DDP; ours are
+        # already global (see _shared), and a sync would average identical values again.
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*", category=UserWarning)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._shared(batch, "train")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,15 @@ from arctax.training.provenance import (
     now,
     provenance_record,
 )
-from arctax.training.state import FINISHED, copy_atomic, fingerprint, prepare_state
-from arctax.training.trainer import build_trainer, resolve_precision
+from arctax.training.ranks import join_ranks, process_rank
+from arctax.training.state import (
+    FINISHED,
+    copy_atomic,
+    fingerprint,
+    prepare_state,
+    resume_point,
+)
+from arctax.training.trainer import Launch, build_trainer, resolve_launch, resolve_precision
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the job should be retried, and will resume
 __all__ = ["FINISHED", "PREEMPTED_EXIT", "attach_log", "build_trainer", "train"]
@@ -51,16 +59,23 @@ def train(
     """Train ``model_name`` with ``seed`` on the cache in ``data_dir``; see module docstring.
 
     Raises :class:`SystemExit` with code 75 when stopped by a signal or the Slurm time limit
-    (resumable state saved; run again to continue).
+    (resumable state saved; run again to continue). Under DDP (``trainer.devices`` > 1) every
+    rank runs this function; rank 0 alone writes outputs and resumable state.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     model_config(cfg, model_name)  # an unknown model name fails here, before anything else
+    launch = resolve_launch(cfg)  # and devices that cannot split the batch
+    rank = process_rank() if launch.devices > 1 else 0
     started = now()
     out_dir = Path(out_dir)
     state_dir = Path(state_dir) if state_dir else out_dir.parent / ".state" / out_dir.name
     manifest = load_manifest(data_dir)
     manifest_sha = manifest["inputs_sha256"] + ":" + manifest["config_sha256"]
-    resume = prepare_state(state_dir, fingerprint(cfg, model_name, seed, manifest_sha))
+    fp = fingerprint(cfg, model_name, seed, manifest_sha)
+    # Rank 0 alone sets stale state aside and clears a finished one; the others only read.
+    resume = prepare_state(state_dir, fp) if rank == 0 else resume_point(state_dir, fp)
+    if launch.note and rank == 0:
+        warnings.warn(f"devices: {launch.note} (recorded in provenance.json)", stacklevel=2)
 
     pl.seed_everything(seed, workers=True)
     precision, precision_reason = resolve_precision(cfg)
@@ -69,11 +84,11 @@ def train(
     module = ARCLitModule(model_name, model_config(cfg, model_name), dict(t69), k)
     if cfg["trainer"].get("compile"):
         module.model = torch.compile(module.model)
-    dm = ARCDataModule(
+    dm = ARCDataModule(  # the global batch: each of N ranks takes batch_size / N
         data_dir, model_name, t69["batch_size"], k, cfg["trainer"]["num_workers"], seed
     )
     guard = PreemptionGuard(cfg["trainer"].get("save_margin_s", 300))
-    trainer = build_trainer(cfg, state_dir, precision, [guard])
+    trainer = build_trainer(cfg, state_dir, precision, [guard], launch)
     if resume:
         print(f"resuming {model_name} seed {seed} from {resume}", file=sys.stderr, flush=True)
     try:
@@ -85,12 +100,15 @@ def train(
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(PREEMPTED_EXIT) from e
+        join_ranks(trainer)
+        # The job's exit code is rank 0's. Other ranks exit 0 after this agreed stop: to
+        # Lightning's launcher a rank exiting non-zero is a crash, on which it SIGKILLs rank 0.
+        raise SystemExit(PREEMPTED_EXIT if trainer.global_rank == 0 else 0) from e
     finally:
         guard.restore()
 
     ckpt_cb = trainer.checkpoint_callback
-    actual = built_values(trainer, t69["batch_size"], seed)
+    actual = built_values(trainer, dm.batch_size, seed)
     rows = audit(actual, deviation_reasons(cfg, seed, precision_reason))
     best_score = ckpt_cb.best_model_score
     result = {
@@ -115,10 +133,29 @@ def train(
             audit=rows,
             deviations=[r for r in rows if not r["match"]],
             precision_used=precision,
+            **processes(trainer, cfg, launch),
             data_manifest_sha256=manifest_sha,
             started=started,
             finished=now(),
         ),
     )
     write_json(state_dir / FINISHED, result)
+    join_ranks(trainer)
     return result
+
+
+def processes(trainer: pl.Trainer, cfg: Mapping[str, Any], launch: Launch) -> dict[str, Any]:
+    """What ran, read back from the Trainer: processes, devices, DDP backend, batch split."""
+    strategy = trainer.strategy
+    env = getattr(strategy, "cluster_environment", None)
+    return {
+        "devices_requested": cfg["trainer"]["devices"],
+        "accelerator_requested": cfg["trainer"]["accelerator"],
+        "devices_used": trainer.world_size,
+        "accelerator_used": launch.accelerator,
+        "strategy": type(strategy).__name__,
+        "process_group_backend": getattr(strategy, "process_group_backend", None),
+        "cluster_environment": type(env).__name__ if trainer.world_size > 1 else None,
+        "batch_size_per_rank": launch.batch_per_rank,
+        "devices_note": launch.note,
+    }

@@ -1,4 +1,4 @@
-"""The Trial 69 Trainer: precision for this machine, callbacks, loggers, devices."""
+"""The Trial 69 Trainer: precision for this machine, callbacks, loggers, processes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
+from arctax.config import check_global_batch
+from arctax.io import atomic_write
 from arctax.training.callbacks import EpochMetrics, RNGState
 
 _warned_precision = False
@@ -32,11 +35,85 @@ def resolve_precision(cfg: Mapping[str, Any]) -> tuple[str, str | None]:
     return used, reason
 
 
+class AtomicCheckpointIO(pl.plugins.TorchCheckpointIO):
+    """Checkpoints written to a temp file beside the target, then renamed (arctax.io).
+
+    Lightning's own save renames from the system temp dir, which is a copy, not a rename,
+    where /tmp is another file system (node-local /tmp, shared results): a kill during that
+    copy would leave half a ``last.ckpt``.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many processes train, on what, started by whom (recorded in ``provenance.json``)."""
+
+    accelerator: str  # "cpu" or "cuda"
+    devices: int  # processes (one per device), the DDP world size on one node
+    strategy: str  # "ddp" or "auto" (one process)
+    backend: str | None  # torch.distributed backend: "gloo" (CPU) or "nccl" (CUDA)
+    environment: str | None  # "lightning": one task, Lightning starts the other processes;
+    #                          "slurm": srun started one task per process
+    batch_per_rank: int  # trial69.batch_size / devices
+    note: str | None  # what differs from what was asked, and why
+
+
+def resolve_launch(cfg: Mapping[str, Any]) -> Launch:
+    """The processes ``trainer.accelerator`` and ``trainer.devices`` give on this machine.
+
+    ``trial69.batch_size`` is the GLOBAL batch: N processes take ``batch_size / N`` each, so N
+    must divide it. ``devices: N`` never silently becomes 1: without CUDA, ``auto`` runs N CPU
+    processes (DDP over gloo) and says so; ``gpu``/``cuda`` without CUDA is an error.
+    """
+    tr, batch = cfg["trainer"], cfg["trial69"]["batch_size"]
+    n, wanted = tr["devices"], tr["accelerator"]
+    check_global_batch(cfg)
+    cuda = torch.cuda.is_available()
+    note = None
+    if wanted in ("gpu", "cuda") and not cuda:
+        raise ValueError(
+            f"trainer.accelerator: {wanted}, but torch {torch.__version__} sees no CUDA device "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+            "use accelerator auto or cpu"
+        )
+    accelerator = "cuda" if cuda and wanted != "cpu" else "cpu"
+    if n > 1 and wanted == "auto" and not cuda:
+        note = (
+            f"trainer.devices: {n} with accelerator auto and no CUDA: "
+            f"{n} CPU processes (DDP over gloo), global batch {batch} = {n} x {batch // n}"
+        )
+    environment = None
+    if n > 1:
+        # srun started one task per process, or one task holds the devices (the executor
+        # plugin's jobs cannot ask for one task per GPU without breaking its srun) and
+        # Lightning starts the other processes itself.
+        environment = "slurm" if int(os.environ.get("SLURM_NTASKS", "1")) > 1 else "lightning"
+    return Launch(
+        accelerator=accelerator,
+        devices=n,
+        strategy="ddp" if n > 1 else "auto",
+        backend=None if n == 1 else ("nccl" if accelerator == "cuda" else "gloo"),
+        environment=environment,
+        batch_per_rank=batch // n,
+        note=note,
+    )
+
+
 def build_trainer(
-    cfg: Mapping[str, Any], state_dir: Path, precision: str, extra_callbacks: list[pl.Callback]
+    cfg: Mapping[str, Any],
+    state_dir: Path,
+    precision: str,
+    extra_callbacks: list[pl.Callback],
+    launch: Launch | None = None,
 ) -> pl.Trainer:
     """The Trial 69 Trainer (precision already resolved for this machine)."""
     t69, tr = cfg["trial69"], cfg["trainer"]
+    launch = launch or resolve_launch(cfg)
     es = t69["early_stopping"]
     tty = sys.stdout.isatty()
     callbacks = [
@@ -51,7 +128,7 @@ def build_trainer(
             enable_version_counter=False,
         ),
         EpochMetrics(state_dir / "metrics.csv", echo=not tty),
-        RNGState(),
+        RNGState(t69["seed"]),
         *extra_callbacks,
     ]
     loggers: list[Any] = [
@@ -63,25 +140,26 @@ def build_trainer(
         loggers.append(pl.loggers.TensorBoardLogger(state_dir, name="tb"))
     except ImportError:
         pass
-    accelerator = tr["accelerator"] if tr["accelerator"] != "gpu" else "cuda"
-    devices = tr["devices"] if torch.cuda.is_available() else 1
-    plugins = []
-    if devices > 1 and int(os.environ.get("SLURM_NTASKS", "1")) < devices:
-        # One Slurm task holding N GPUs (the executor plugin's jobs cannot ask for one task
-        # per GPU without breaking its srun): Lightning starts the N DDP processes itself.
-        from lightning_fabric.plugins.environments import LightningEnvironment
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    strategy: Any = "auto"
+    if launch.devices > 1:
+        from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+        from pytorch_lightning.strategies import DDPStrategy
 
-        plugins.append(LightningEnvironment())
+        # auto_requeue=False: stopping and requeueing is PreemptionGuard's job (exit 75, retry)
+        env = SLURMEnvironment(auto_requeue=False) if launch.environment == "slurm" else None
+        plugins.append(env or LightningEnvironment())
+        strategy = DDPStrategy(process_group_backend=launch.backend)
     return pl.Trainer(
         max_epochs=tr.get("max_epochs") or t69["max_epochs"],
         precision=precision,
         gradient_clip_val=t69["gradient_clip_val"],
         deterministic=t69["deterministic"],
-        accelerator=accelerator,
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        plugins=plugins or None,
-        use_distributed_sampler=False,  # the length-grouped sampler shards by rank itself
+        accelerator=launch.accelerator,
+        devices=launch.devices,
+        strategy=strategy,
+        plugins=plugins,
+        use_distributed_sampler=False,  # the length-grouped sampler shards global batches itself
         callbacks=callbacks,
         logger=loggers,
         limit_train_batches=tr.get("limit_train_batches"),
