@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -57,3 +58,18 @@ def wait_job(job_id: str, timeout: float = 60) -> str:
             return state
         time.sleep(0.5)
     pytest.fail(f"job {job_id} still {state!r} after {timeout} s")
+
+
+def copy_tree(dst: Path) -> None:
+    """Copies the working tree without ignored files (results/, .snakemake/, .venv/) to `dst`."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = REPO / os.fsdecode(name)
+        if src.is_file():
+            (dst / src.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / src.relative_to(REPO))

@@ -1,0 +1,17 @@
+"""Hyper-parameter search: Optuna studies whose trials are short Trial 69 trainings.
+
+``space`` (parse and check ``sweep.space``, apply a trial's values by dotted key), ``storage``
+(the study's storage and the claim lock), ``owners`` (is a trial's worker still alive?),
+``objective`` (one trial: a short training with pruning), ``worker`` (the loop a Slurm job
+runs: claim a trial, train, tell) and ``report`` (trials.csv, best.yaml, plots). Only the
+workflow's scripts and the command line import this package. Only ``objective`` imports torch
+and Lightning: claiming, counting and reaping trials start in a fraction of a second.
+"""
+
+
+class SearchError(RuntimeError):
+    """A study cannot go on or be reported (another setup in it, failures, too few trials)."""
+
+
+class WorkerStopped(RuntimeError):
+    """The worker must stop now (signal, Slurm time limit); its current trial is requeued."""

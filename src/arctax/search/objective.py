@@ -1,0 +1,128 @@
+"""One trial: a short Trial 69 training with the trial's values, pruned on val_loss.
+
+The same LightningModule, data module and Trainer as every training (``build_trainer``), with
+``sweep.max_epochs`` and ``sweep.limit_*_batches``. ``optuna_integration``'s Lightning pruning
+callback imports the ``lightning`` package, a second copy of the framework beside
+``pytorch_lightning`` (which arctax uses), so :class:`PruningCallback` does the same in a few
+lines on ``pytorch_lightning.Callback``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from arctax.config import model_config
+from arctax.data.datamodule import ARCDataModule
+from arctax.search import WorkerStopped
+from arctax.search.space import apply_params
+from arctax.training.module import ARCLitModule
+from arctax.training.trainer import build_trainer, resolve_precision
+
+
+class PruningCallback(pl.Callback):
+    """Report ``monitor`` to the trial after each validation; prune when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str = "val_loss") -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.values: list[float] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        v = trainer.callback_metrics.get(self.monitor)
+        if v is None:
+            return
+        value, epoch = float(v), trainer.current_epoch
+        self.values.append(value)
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.monitor} {value:.4f}")
+
+
+class StopCallback(pl.Callback):
+    """Raise :class:`WorkerStopped` at the next batch once ``should_stop()`` gives a reason.
+
+    The worker owns SIGTERM / SIGUSR1 and the Slurm deadline for its whole life (a training's
+    PreemptionGuard would swap the handlers per trial and could swallow a signal that comes
+    after the last batch); this callback only asks it.
+    """
+
+    def __init__(self, should_stop: Callable[[], str | None]) -> None:
+        self.should_stop = should_stop
+
+    def _check(self) -> None:
+        reason = self.should_stop()
+        if reason:
+            raise WorkerStopped(reason)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._check()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        self._check()
+
+
+def trial_config(cfg: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The config a trial trains with: the searched values and the sweep's short training."""
+    sw = cfg["sweep"]
+    tcfg = apply_params(cfg, params)
+    tcfg["trainer"].update(
+        max_epochs=sw["max_epochs"],
+        limit_train_batches=sw.get("limit_train_batches"),
+        limit_val_batches=sw.get("limit_val_batches"),
+        devices=1,  # one trial per GPU; pruning under DDP would need an RDB storage
+    )
+    return tcfg
+
+
+def train_trial(
+    cfg: Mapping[str, Any],
+    model_name: str,
+    data_dir: str | Path,
+    work_dir: str | Path,
+    trial: optuna.Trial,
+    should_stop: Callable[[], str | None] = lambda: None,
+) -> float:
+    """Train ``model_name`` under ``cfg`` (a :func:`trial_config`); return the best val_loss.
+
+    Raises ``optuna.TrialPruned`` when pruned, and :class:`arctax.search.WorkerStopped` at the
+    next batch once ``should_stop()`` returns a reason (signal, Slurm time limit). ``work_dir``
+    (Lightning's checkpoints and logs) is deleted afterwards: a trial's result is its values
+    in the study.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    t69, k = cfg["trial69"], cfg["data"]["context_pairs"]
+    pl.seed_everything(t69["seed"], workers=True)  # every trial the same seed: only values differ
+    precision, _ = resolve_precision(cfg)
+    module = ARCLitModule(model_name, model_config(cfg, model_name), dict(t69), k)
+    if cfg["trainer"].get("compile"):
+        module.model = torch.compile(module.model)
+    dm = ARCDataModule(
+        data_dir, model_name, t69["batch_size"], k, cfg["trainer"]["num_workers"], t69["seed"]
+    )
+    pruning = PruningCallback(trial)
+    work_dir = Path(work_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)  # left by a killed earlier attempt
+    trainer = build_trainer(cfg, work_dir, precision, [StopCallback(should_stop), pruning])
+    try:
+        trainer.fit(module, datamodule=dm)
+    except SIGTERMException as e:
+        # Lightning's own SIGTERM handler wins when the signal lands between batches: it
+        # raises this SystemExit (exit code 0!) before our callback can ask the flag
+        raise WorkerStopped("received SIGTERM") from e
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if not pruning.values:
+        raise RuntimeError("training reported no val_loss (is limit_val_batches 0?)")
+    return min(pruning.values, key=lambda v: math.inf if math.isnan(v) else v)
