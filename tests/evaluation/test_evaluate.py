@@ -147,3 +147,14 @@ def test_a_rambling_model_scores_zero_without_crashing(data_dir, tmp_path, name)
     df = evaluate(_cfg(max_new_tokens=100, attempts=1), path, data_dir, tmp_path / "out", "r")
     assert (df["gen_shape"] == "none").all() and not df["grid_correct"].any()
     assert (df["cell_acc"] == 0).all()
+
+
+def test_voting_over_views_keeps_the_plain_answer_in_pass_at_2(data_dir, memorised_ckpt, tmp_path):
+    """With 4 views the identity view's answer is always among the two most voted (it is seen
+    first, so it wins every tie, and 3 other views cannot outvote it twice)."""
+    plain = evaluate(_cfg(attempts=1), memorised_ckpt, data_dir, tmp_path / "one", "m", seed=5)
+    voted = evaluate(_cfg(attempts=2, views=4), memorised_ckpt, data_dir, tmp_path / "v", "m", 5)
+    assert plain["grid_correct"].sum() >= 1
+    assert (voted["grid_correct"] | ~plain["grid_correct"]).all()
+    sub = json.loads((tmp_path / "v" / "submission.json").read_text())
+    assert all(set(e) == {"attempt_1", "attempt_2"} for v in sub.values() for e in v)

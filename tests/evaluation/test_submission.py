@@ -59,7 +59,7 @@ def test_score():
         ({"t1": [{"attempt_1": [[1, 2], [3]]}]}, "test input 0 attempt_1: ragged rows"),
         ({"t1": [{"attempt_1": [[1, 12]]}]}, "colour 12 outside 0..9"),
         ({"t1": [{"attempt_1": [[1]]}, {"attempt_1": "[[1]]"}]}, "test input 1 attempt_1"),
-        ({"t1": [{"attempt_1": [[0] * 31]}]}, "larger than 30x30"),
+        ({"t1": [{"attempt_1": [[0] * 31]}]}, "1x31 outside 1..30"),
     ],
 )
 def test_malformed_submissions_name_task_input_and_attempt(obj, fragment):

@@ -1,4 +1,5 @@
-rule prepare_data:
+# A checkpoint: the adaptation stage plans its shards from the prepared test split's size.
+checkpoint prepare_data:
     output:
         train=f"{DATA}/train.npz",
         val=f"{DATA}/val.npz",

@@ -1,5 +1,6 @@
 """Snakemake binding: evaluate the champion reference, whichever way it is given."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from arctax.evaluation.reference import evaluate_reference  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 
-ref = snakemake.params.reference
+ref = json.loads(snakemake.params.reference)
 print(f"reference given by champion.{ref['way']}: {snakemake.input.ref} ({ref['detail']})")
 evaluate_reference(
     snakemake.config,

@@ -176,24 +176,16 @@ def arctax_checkpoint(checkpoint: str, device: str, config: dict) -> Predictor:
     """
     import torch
 
-    from arctax.data.collate import collate
     from arctax.evaluation.checkpoints import load_model
-    from arctax.evaluation.decode import greedy_decode
+    from arctax.evaluation.decode import answer_inputs
 
     model, info = load_model(checkpoint)
     model.to(device)
     max_new = int(config["eval"]["max_new_tokens"])
-    blank = np.zeros((1, 1), dtype=np.int64)  # the format needs an output; decoding never reads it
 
     def predict(batch: list[Query]) -> list[list[Grid | None]]:
-        examples = [
-            {"query_in": q.input, "query_out": blank, "context": list(q.context),
-             "task_idx": 0, "example_idx": j}
-            for j, q in enumerate(batch)
-        ]  # fmt: skip
-        b = {k: v.to(device) for k, v in collate(examples, model.fmt, info["k"]).items()}
         with torch.inference_mode():
-            grids, _ = greedy_decode(model, b, max_new)
+            grids = answer_inputs(model, info["k"], [(q.input, q.context) for q in batch], max_new)
         return [[g] for g in grids]
 
     return predict

@@ -23,18 +23,10 @@ import pandas as pd
 
 from arctax.config import get
 from arctax.evaluation import plots
-from arctax.evaluation.stats import (
-    bootstrap_ci,
-    mcnemar,
-    paired_bootstrap,
-    seed_spread,
-    task_table,
-)
+from arctax.evaluation.stats import model_row, task_table
 from arctax.io import atomic_write_text
 
 PathLike = str | Path
-RATES = ("grid_correct", "shape_correct", "cell_acc")
-NAMES = {"grid_correct": "grid_acc", "shape_correct": "shape_acc", "cell_acc": "cell_acc"}
 
 
 def _dirs(value: PathLike | Sequence[PathLike]) -> list[Path]:
@@ -63,38 +55,6 @@ def load_evals(eval_dirs: Mapping[str, PathLike | Sequence[PathLike]]) -> tuple[
     if not frames:
         raise ValueError("compare: no evaluation folders given")
     return pd.concat(frames, ignore_index=True), summaries
-
-
-def _per_task(tasks: pd.DataFrame, col: str) -> pd.DataFrame:
-    """task_id x model matrix of ``col`` averaged over seeds."""
-    return tasks.pivot_table(
-        index="task_id", columns="model", values=col, aggfunc="mean", dropna=False
-    )
-
-
-def _row(
-    tasks: pd.DataFrame, model: str, ref: str, ids: pd.Index, boot: tuple[int, float, int]
-) -> dict[str, Any]:
-    """Accuracies with CIs, seed spread, paired difference and McNemar vs ``ref`` over ``ids``."""
-    n, ci, seed = boot
-    sub = tasks[tasks["task_id"].isin(ids)]
-    row: dict[str, Any] = {"model": model, "n_tasks": len(ids)}
-    for col in RATES:
-        m = _per_task(sub, col)
-        est = bootstrap_ci(m[model].to_numpy(), n, ci, seed)
-        name = NAMES[col]
-        row.update({name: est.mean, f"{name}_lo": est.lo, f"{name}_hi": est.hi})
-    per_seed = sub[sub["model"] == model].groupby("seed")["grid_correct"].mean()
-    row["n_seeds"] = len(per_seed)
-    row["grid_acc_seed_mean"], row["grid_acc_seed_std"] = seed_spread(per_seed.to_numpy())
-    for col in ("tf_grid_correct", "tf_cell_acc"):
-        row[col.replace("_correct", "_acc")] = float(_per_task(sub, col)[model].mean())
-    g = _per_task(sub, "grid_correct")
-    d = paired_bootstrap(g[model].to_numpy(), g[ref].to_numpy(), n, ci, seed)
-    row.update({"diff_vs_ref": d.mean, "diff_lo": d.lo, "diff_hi": d.hi})
-    b, c, p = mcnemar(g[model].to_numpy() >= 0.5, g[ref].to_numpy() >= 0.5)
-    row.update({"mcnemar_b": b, "mcnemar_c": c, "mcnemar_p": p})
-    return row
 
 
 def audit_table(train_dirs: Sequence[PathLike]) -> pd.DataFrame:
@@ -186,7 +146,7 @@ def compare(
                 "evaluate every model on the same prepared test split"
             )
     models = [reference_label, *[m for m in eval_dirs if m != reference_label]]
-    summary = pd.DataFrame([_row(tasks, m, reference_label, ids, boot) for m in models])
+    summary = pd.DataFrame([model_row(tasks, m, reference_label, ids, boot) for m in models])
     speeds = [[s["decode_tasks_per_s"] for s in summaries[m] if s.get("decode_tasks_per_s")]
               for m in models]  # fmt: skip
     summary["decode_tasks_per_s"] = [float(np.mean(v)) if v else np.nan for v in speeds]
@@ -204,7 +164,7 @@ def compare(
     for cat in sorted(tasks["category"].astype(str).unique()):
         cids = pd.Index(sorted(tasks.loc[tasks["category"].astype(str) == cat, "task_id"].unique()))
         for m in models:
-            r = _row(tasks, m, reference_label, cids, boot)
+            r = model_row(tasks, m, reference_label, cids, boot)
             cat_rows.append({"category": cat, **{k: r[k] for k in _CAT_COLS}})
     per_category = pd.DataFrame(cat_rows)
     audit = audit_table(train_dirs)
@@ -244,7 +204,7 @@ _CAT_COLS = ("model", "n_tasks", "grid_acc", "grid_acc_lo", "grid_acc_hi", "diff
              "diff_lo", "diff_hi", "mcnemar_b", "mcnemar_c", "mcnemar_p")  # fmt: skip
 
 
-def _pct(v: float, lo: float | None = None, hi: float | None = None, signed: bool = False) -> str:
+def pct(v: float, lo: float | None = None, hi: float | None = None, signed: bool = False) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "n/a"
     s = f"{v:+.1%}" if signed else f"{v:.1%}"
@@ -253,7 +213,7 @@ def _pct(v: float, lo: float | None = None, hi: float | None = None, signed: boo
     return s
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -309,7 +269,7 @@ def summary_markdown(
         "",
         "## Generated answers",
         "",
-        _table(
+        md_table(
             [
                 "model",
                 "seeds",
@@ -325,11 +285,11 @@ def summary_markdown(
                     r.model,
                     r.n_seeds,
                     r.n_tasks,
-                    _pct(r.grid_acc, r.grid_acc_lo, r.grid_acc_hi),
+                    pct(r.grid_acc, r.grid_acc_lo, r.grid_acc_hi),
                     f"{r.grid_acc_seed_mean:.1%} ± "
                     + ("n/a" if np.isnan(r.grid_acc_seed_std) else f"{r.grid_acc_seed_std:.1%}"),
-                    _pct(r.shape_acc, r.shape_acc_lo, r.shape_acc_hi),
-                    _pct(r.cell_acc, r.cell_acc_lo, r.cell_acc_hi),
+                    pct(r.shape_acc, r.shape_acc_lo, r.shape_acc_hi),
+                    pct(r.cell_acc, r.cell_acc_lo, r.cell_acc_hi),
                     "n/a" if np.isnan(r.decode_tasks_per_s) else f"{r.decode_tasks_per_s:.2f}",
                 ]
                 for r in summary.itertuples()
@@ -338,7 +298,7 @@ def summary_markdown(
         "",
         f"## Against the reference `{reference}` (paired over the same tasks)",
         "",
-        _table(
+        md_table(
             [
                 "model",
                 f"grid acc difference [{c}]",
@@ -349,7 +309,7 @@ def summary_markdown(
             [
                 [
                     r.model,
-                    _pct(r.diff_vs_ref, r.diff_lo, r.diff_hi, signed=True),
+                    pct(r.diff_vs_ref, r.diff_lo, r.diff_hi, signed=True),
                     r.mcnemar_b,
                     r.mcnemar_c,
                     f"{r.mcnemar_p:.3g}",
@@ -361,24 +321,24 @@ def summary_markdown(
         "",
         "## Teacher-forced (labelled; not generated answers)",
         "",
-        _table(
+        md_table(
             ["model", "teacher-forced grid acc", "teacher-forced token acc"],
-            [[r.model, _pct(r.tf_grid_acc), _pct(r.tf_cell_acc)] for r in summary.itertuples()],
+            [[r.model, pct(r.tf_grid_acc), pct(r.tf_cell_acc)] for r in summary.itertuples()],
         ),
         "",
         "## Per taxonomy category (generated grid accuracy)",
         "",
-        _table(
+        md_table(
             ["category", "model", "tasks", f"grid acc [{c}]", f"diff vs ref [{c}]", "McNemar p"],
             [
                 [
                     r.category,
                     r.model,
                     r.n_tasks,
-                    _pct(r.grid_acc, r.grid_acc_lo, r.grid_acc_hi),
+                    pct(r.grid_acc, r.grid_acc_lo, r.grid_acc_hi),
                     "—"
                     if r.model == reference
-                    else _pct(r.diff_vs_ref, r.diff_lo, r.diff_hi, signed=True),
+                    else pct(r.diff_vs_ref, r.diff_lo, r.diff_hi, signed=True),
                     "—" if r.model == reference else f"{r.mcnemar_p:.3g}",
                 ]
                 for r in per_category.itertuples()
@@ -411,7 +371,7 @@ def audit_markdown(audit: pd.DataFrame) -> list[str]:
     }
     expected = dict(zip(audit["key"], audit["expected"], strict=False))
     lines.append(
-        _table(
+        md_table(
             ["Trial 69 key", "expected", *runs],
             [[k, expected[k], *(cell.get((r, k), "—") for r in runs)] for k in keys],
         )
@@ -421,7 +381,7 @@ def audit_markdown(audit: pd.DataFrame) -> list[str]:
             "",
             "Deviations and their reasons:",
             "",
-            _table(
+            md_table(
                 ["run", "key", "expected", "actual", "reason"],
                 dev[["run", "key", "expected", "actual", "reason"]].to_numpy(),
             ),

@@ -78,3 +78,31 @@ def greedy_decode(
         return [decode_grid(row) for row in out], steps.cpu().numpy()
     finally:
         model.train(was_training)
+
+
+BLANK = np.zeros(
+    (1, 1), dtype=np.int64
+)  # the batch format needs an output; decoding never reads it
+
+
+def answer_inputs(
+    model: nn.Module,
+    k: int,
+    items: list[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]],
+    max_new_tokens: int,
+) -> list[np.ndarray | None]:
+    """Greedy answers for ``(test input, context pairs)`` items, batched as given.
+
+    Only inputs and demonstrations go in: the output slot holds a blank, which neither the
+    encoder nor greedy decoding reads (the decoder-only prompt stops at ``SEP``).
+    """
+    from arctax.data.collate import collate
+
+    dev = next(model.parameters()).device
+    examples = [
+        {"query_in": x, "query_out": BLANK, "context": list(ctx), "task_idx": 0, "example_idx": j}
+        for j, (x, ctx) in enumerate(items)
+    ]
+    batch = {name: v.to(dev) for name, v in collate(examples, model.fmt, k).items()}
+    grids, _ = greedy_decode(model, batch, max_new_tokens)
+    return grids

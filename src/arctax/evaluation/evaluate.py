@@ -4,6 +4,8 @@ An answer is correct only when the generated grid has the target's shape and eve
 (bug 6 of the original scored a teacher-forced argmax instead). Teacher-forced scores sit
 beside it, named ``tf_*``. With ``eval.attempts: 2`` a second answer comes from another
 augmentation view of the task, mapped back through its inverse, scored as ARC does (pass@2).
+With ``eval.views: N`` (N > 1) the answers are voted over N views of each task instead
+(:mod:`arctax.evaluation.voting`): attempt 1 (and 2) are the most voted.
 
 Outputs in ``out_dir`` (each written to a temp file, then renamed): ``submission.json`` (the
 answers, ARC Prize format), ``per_task.csv`` (one row per test query, scored from that
@@ -30,7 +32,7 @@ from arctax.data.collate import collate
 from arctax.data.dataset import load_split
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.checkpoints import load_model
-from arctax.evaluation.decode import greedy_decode
+from arctax.evaluation.decode import answer_inputs, greedy_decode
 from arctax.evaluation.stats import task_table
 from arctax.evaluation.submission import (
     SCORE_COLUMNS,
@@ -38,6 +40,7 @@ from arctax.evaluation.submission import (
     score_submission,
     to_submission,
 )
+from arctax.evaluation.voting import task_views, voted_attempts
 from arctax.io import atomic_write_text
 
 COLUMNS = [*SCORE_COLUMNS[:-1], "tf_cell_acc", "tf_grid_correct", "attempts"]
@@ -88,6 +91,33 @@ def query_order(ds: Any) -> np.ndarray:
     return idx[np.argsort(src_len[idx], kind="stable")]
 
 
+def vote_answers(
+    model: torch.nn.Module,
+    k: int,
+    examples: list[dict[str, Any]],
+    task_ids: list[str],
+    views: int,
+    attempts: int,
+    seed: int,
+    max_new: int,
+) -> list[list[np.ndarray | None]]:
+    """Answer each example under ``views`` augmented views of its task, map every answer back
+    and vote: the top ``attempts`` answers (:mod:`arctax.evaluation.voting`)."""
+    per_task = {t: task_views(views, seed, t) for t in set(task_ids)}
+    ballots: list[list[np.ndarray | None]] = [[] for _ in examples]
+    for v in range(views):
+        augs = [per_task[t][v] for t in task_ids]
+        items = [
+            (a.apply(e["query_in"]), [(a.apply(x), a.apply(y)) for x, y in e["context"]])
+            for e, a in zip(examples, augs, strict=True)
+        ]
+        with torch.inference_mode():
+            grids = answer_inputs(model, k, items, max_new)
+        for ballot, g, a in zip(ballots, grids, augs, strict=True):
+            ballot.append(None if g is None else a.invert(g))
+    return [voted_attempts(b, attempts) for b in ballots]
+
+
 def evaluate(
     cfg: Mapping[str, Any],
     ckpt_path: str | Path,
@@ -109,6 +139,7 @@ def evaluate(
     attempts = int(get(cfg, "eval.attempts"))
     max_new = int(get(cfg, "eval.max_new_tokens"))
     eval_seed = int(get(cfg, "eval.seed"))
+    n_views = int(cfg["eval"].get("views", 1))
     if attempts not in (1, 2):
         raise ValueError(f"config key 'eval.attempts' must be 1 or 2, got {attempts}")
 
@@ -129,9 +160,13 @@ def evaluate(
         with torch.inference_mode():
             tf_acc, tf_ok = _teacher_forced(model(batch), batch["labels"])
         t0 = time.perf_counter()
-        grids, _ = greedy_decode(model, batch, max_new)
-        found = [[g] for g in grids]
-        if attempts == 2:
+        if n_views > 1:
+            found = vote_answers(model, k, examples, [ds.meta(i)["task_id"] for i in chunk],
+                                 n_views, attempts, eval_seed, max_new)  # fmt: skip
+        else:
+            grids, _ = greedy_decode(model, batch, max_new)
+            found = [[g] for g in grids]
+        if attempts == 2 and n_views == 1:
             metas = [ds.meta(i) for i in chunk]
             augs = [_second_view(eval_seed, m["task_id"], m["pair"]) for m in metas]
             views = [_view(e, a) for e, a in zip(examples, augs, strict=True)]
@@ -171,16 +206,21 @@ def write_evaluation(
     tf: Mapping[int, tuple[float, bool]] | None = None,
     decode_s: float | None = None,
     device: str | None = None,
+    attempts: int | None = None,
+    tasks: set[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Write ``submission.json`` from ``answers`` (example index -> attempts), score THAT file's
     content with :func:`score_submission`, and write ``per_task.csv``, ``summary.json`` and
     ``predictions.json``. Every evaluation, of a model or of a reference, ends here.
 
     ``tf`` holds teacher-forced ``(token acc, all right)`` per example where a model was run;
-    without it the ``tf_*`` columns are empty (NaN).
+    without it the ``tf_*`` columns are empty (NaN). ``attempts`` overrides ``eval.attempts``
+    (voting rows are pass@2), ``tasks`` scores a subset of the test tasks, ``extra`` adds keys
+    to ``summary.json``.
     """
     out_dir = Path(out_dir)
-    attempts = int(get(cfg, "eval.attempts"))
+    attempts = int(attempts or get(cfg, "eval.attempts"))
     by_task: dict[str, dict[int, list[np.ndarray | None]]] = {}
     for i, found in answers.items():
         m = ds.meta(int(i))
@@ -188,7 +228,8 @@ def write_evaluation(
     sub = to_submission(by_task)
     atomic_write_text(out_dir / "submission.json", json.dumps(sub) + "\n")
     origin = str(out_dir / "submission.json")
-    table = score_submission(parse_submission(sub, origin), ds, attempts, label, seed, origin)
+    parsed = parse_submission(sub, origin)
+    table = score_submission(parsed, ds, attempts, label, seed, origin, tasks)
     tf = tf or {}
     key = {(ds.meta(int(i))["task_id"], ds.meta(int(i))["pair"]): int(i) for i in answers}
     rows = [key[(t, q)] for t, q in zip(table["task_id"], table["query"], strict=True)]
@@ -197,9 +238,13 @@ def write_evaluation(
     table = table[COLUMNS]
     atomic_write_text(out_dir / "per_task.csv", table.to_csv(index=False))
     summary = _summary(table, label, seed, identity, decode_s, device, attempts)
+    summary.update(extra or {})
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     n_gallery = int(get(cfg, "eval.gallery_tasks"))
-    gallery = _gallery(ds, query_order(ds), answers, n_gallery)
+    order = query_order(ds)
+    if tasks is not None:
+        order = np.array([i for i in order if ds.meta(int(i))["task_id"] in tasks], dtype=np.int64)
+    gallery = _gallery(ds, order, answers, n_gallery)
     atomic_write_text(out_dir / "predictions.json", json.dumps(gallery) + "\n")
     return table
 

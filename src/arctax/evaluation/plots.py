@@ -168,3 +168,27 @@ def plot_gallery(
         axes[0, 0].text(0.5, 0.5, "no tasks", ha="center", va="center")
     fig.suptitle("Gallery: generated answers (ARC palette)", fontsize=10)
     return _save(fig, path)
+
+
+def plot_gap(gap: pd.DataFrame, path: str | Path) -> Path:
+    """Per taxonomy category and model: tasks solved only after adaptation (up) and tasks
+    voting alone solved but the adapted model lost (down)."""
+    cats = [c for c in dict.fromkeys(gap["category"]) if c != "all"] or ["all"]
+    labels = list(dict.fromkeys(gap["model"]))
+    width = 0.8 / max(len(labels), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(cats) + 2), 3.6))
+    x = np.arange(len(cats))
+    for i, label in enumerate(labels):
+        rows = gap[gap["model"] == label].set_index("category").reindex(cats)
+        gained = rows["only_after_adaptation"].fillna(0).to_numpy(float)
+        lost = rows["lost_by_adaptation"].fillna(0).to_numpy(float)
+        colour = f"C{i}"
+        ax.bar(x + i * width, gained, width, color=colour, label=label)
+        ax.bar(x + i * width, -lost, width, color=colour, alpha=0.35)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x + width * (len(labels) - 1) / 2, cats, rotation=30, ha="right")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("tasks (up: solved only after\nadaptation; down: lost)")
+    ax.set_title("Adaptation gap per taxonomy category (vs voting alone)")
+    ax.legend(fontsize=7, frameon=False)
+    return _save(fig, path)

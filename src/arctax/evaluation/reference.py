@@ -61,8 +61,9 @@ class Reference:
         return f"{self.path}: {self.detail}"
 
 
-def resolve_reference(champion: Mapping[str, Any]) -> Reference:
-    """Which way the ``champion`` config block gives the reference; raise if it is unusable."""
+def reference_way(champion: Mapping[str, Any]) -> str:
+    """Which of :data:`WAYS` the ``champion`` block chooses (no file is read); two at once
+    is an error naming both keys."""
     active = [k for k in SWITCHES if champion.get(k)]
     if len(active) > 1:
         keys = " and ".join(f"'champion.{k}'" for k in active)
@@ -70,7 +71,12 @@ def resolve_reference(champion: Mapping[str, Any]) -> Reference:
             f"config keys {keys} are both set, but the reference is given one way only: "
             f"keep one of them.\n{WAYS_FORWARD}"
         )
-    way = active[0] if active else "checkpoint"
+    return active[0] if active else "checkpoint"
+
+
+def resolve_reference(champion: Mapping[str, Any]) -> Reference:
+    """The reference the ``champion`` config block gives, checked; raise if it is unusable."""
+    way = reference_way(champion)
     ckpt = str(champion.get("checkpoint") or "")
     if way == "bootstrap":
         return Reference("bootstrap", None, None, "trained here under Trial 69")

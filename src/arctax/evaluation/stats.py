@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 METRICS = ("grid_correct", "shape_correct", "cell_acc", "tf_grid_correct", "tf_cell_acc")
+RATES = ("grid_correct", "shape_correct", "cell_acc")
+NAMES = {"grid_correct": "grid_acc", "shape_correct": "shape_acc", "cell_acc": "cell_acc"}
 
 
 @dataclass(frozen=True)
@@ -104,3 +107,35 @@ def seed_spread(values: np.ndarray) -> tuple[float, float]:
     if v.size == 0:
         return math.nan, math.nan
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
+
+
+def per_task_matrix(tasks: pd.DataFrame, col: str) -> pd.DataFrame:
+    """task_id x model matrix of ``col`` averaged over seeds."""
+    return tasks.pivot_table(
+        index="task_id", columns="model", values=col, aggfunc="mean", dropna=False
+    )
+
+
+def model_row(
+    tasks: pd.DataFrame, model: str, ref: str, ids: pd.Index, boot: tuple[int, float, int]
+) -> dict[str, Any]:
+    """Accuracies with CIs, seed spread, paired difference and McNemar vs ``ref`` over ``ids``."""
+    n, ci, seed = boot
+    sub = tasks[tasks["task_id"].isin(ids)]
+    row: dict[str, Any] = {"model": model, "n_tasks": len(ids)}
+    for col in RATES:
+        m = per_task_matrix(sub, col)
+        est = bootstrap_ci(m[model].to_numpy(), n, ci, seed)
+        name = NAMES[col]
+        row.update({name: est.mean, f"{name}_lo": est.lo, f"{name}_hi": est.hi})
+    per_seed = sub[sub["model"] == model].groupby("seed")["grid_correct"].mean()
+    row["n_seeds"] = len(per_seed)
+    row["grid_acc_seed_mean"], row["grid_acc_seed_std"] = seed_spread(per_seed.to_numpy())
+    for col in ("tf_grid_correct", "tf_cell_acc"):
+        row[col.replace("_correct", "_acc")] = float(per_task_matrix(sub, col)[model].mean())
+    g = per_task_matrix(sub, "grid_correct")
+    d = paired_bootstrap(g[model].to_numpy(), g[ref].to_numpy(), n, ci, seed)
+    row.update({"diff_vs_ref": d.mean, "diff_lo": d.lo, "diff_hi": d.hi})
+    b, c, p = mcnemar(g[model].to_numpy() >= 0.5, g[ref].to_numpy() >= 0.5)
+    row.update({"mcnemar_b": b, "mcnemar_c": c, "mcnemar_p": p})
+    return row

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arctax.data.validate import InvalidTaskError, validate_grid
+
 Grid = np.ndarray
 ATTEMPT_KEYS = ("attempt_1", "attempt_2")
 SCORE_COLUMNS = [
@@ -48,17 +50,10 @@ def as_grid(value: Any, where: str) -> Grid | None:
     """A submitted grid as an array; ``None`` for no answer (``[]`` or ``null``)."""
     if value is None or (isinstance(value, list) and not value):
         return None
-    if not isinstance(value, list) or not all(isinstance(r, list) and r for r in value):
-        raise SubmissionError(f"{where}: a grid must be a list of non-empty rows (or [] for none)")
-    if len({len(r) for r in value}) != 1:
-        raise SubmissionError(f"{where}: ragged rows (lengths {sorted({len(r) for r in value})})")
-    if len(value) > 30 or len(value[0]) > 30:
-        raise SubmissionError(f"{where}: {len(value)}x{len(value[0])} is larger than 30x30")
-    for row in value:
-        for v in row:
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 9:
-                raise SubmissionError(f"{where}: colour {v!r} outside 0..9")
-    return np.array(value, dtype=np.int64)
+    try:
+        return validate_grid(value, where)  # the task files' own rules: 1..30 per side, 0..9
+    except InvalidTaskError as e:
+        raise SubmissionError(f"{e} (or [] for no answer)") from e
 
 
 def parse_submission(obj: Any, origin: str) -> dict[str, list[list[Grid | None]]]:
@@ -125,14 +120,19 @@ def to_submission(answers: Mapping[str, Mapping[int, Sequence[Grid | None]]]) ->
 
 
 def select(
-    sub: Mapping[str, list[list[Grid | None]]], ds: Any, origin: str
+    sub: Mapping[str, list[list[Grid | None]]],
+    ds: Any,
+    origin: str,
+    tasks: set[str] | None = None,
 ) -> dict[int, list[Grid | None]]:
     """The submitted attempts of every original test query of ``ds``, by example index.
 
-    Every test task must be in the submission with an entry for each of its test inputs;
-    tasks not in the test split are ignored (a file for all 400 tasks scores a subset).
+    Every test task (of ``tasks``, when given) must be in the submission with an entry for
+    each of its test inputs; other tasks are ignored (a file for all 400 tasks scores a subset).
     """
     idx = np.flatnonzero(ds.ex_aug == 0)
+    if tasks is not None:
+        idx = np.array([i for i in idx if ds.meta(int(i))["task_id"] in tasks], dtype=np.int64)
     missing = sorted({ds.meta(int(i))["task_id"] for i in idx} - set(sub))
     if missing:
         raise SubmissionError(
@@ -160,16 +160,18 @@ def score_submission(
     label: str,
     seed: int | None,
     origin: str = "submission",
+    tasks: set[str] | None = None,
 ) -> pd.DataFrame:
     """Score a parsed submission on the test split ``ds``: one row per test query.
 
     With ``attempts`` 1 only ``attempt_1`` counts; with 2 a query is solved when either is
-    exact (ARC's pass@2). ``gen_shape`` is the shape of the counted attempt.
+    exact (ARC's pass@2). ``gen_shape`` is the shape of the counted attempt. ``tasks``
+    restricts the scoring to those test tasks (an adaptation run on a subset).
     """
     if attempts not in (1, 2):
         raise ValueError(f"config key 'eval.attempts' must be 1 or 2, got {attempts}")
     rows = []
-    for i, answers in select(sub, ds, origin).items():
+    for i, answers in select(sub, ds, origin, tasks).items():
         meta, target = ds.meta(i), ds[i]["query_out"]
         scores = [score(g, target) for g in answers[:attempts]]
         best = max(range(len(scores)), key=lambda a: scores[a][1])  # any exact attempt wins

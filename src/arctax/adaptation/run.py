@@ -1,0 +1,236 @@
+"""The adaptation stage as Slurm-friendly shards: contiguous groups of test tasks, one job each.
+
+:func:`adapt_shard` adapts the tasks of one shard (``adapt.tasks_per_job`` of them), keeping
+every finished task's record in the state folder, so a retried job (preempted, timed out)
+skips the tasks already answered. :func:`gather` turns the shards of one model into two
+evaluations in the usual format (``submission.json``, ``per_task.csv``, ``summary.json``):
+``vote/`` (voting alone) and ``adapt/`` (adaptation + voting), scored by the one scorer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arctax.adaptation.shards import shard_task_ids
+from arctax.adaptation.ttt import TaskData, adapt_tasks
+from arctax.data.dataset import load_manifest, load_split
+from arctax.io import file_sha256, write_json
+
+Grid = np.ndarray
+
+
+def task_data(ds: Any, task_id: str) -> TaskData:
+    """A test task's demonstrations and test inputs with their context; no test output."""
+    t = ds.task_ids.index(task_id)
+    queries = []
+    for i in np.flatnonzero((ds.ex_task == t) & (ds.ex_aug == 0)):
+        ex = ds[int(i)]
+        queries.append((ds.meta(int(i))["pair"], ex["query_in"], tuple(ex["context"])))
+    return TaskData(task_id, tuple(ds.demos(t)), tuple(sorted(queries, key=lambda q: q[0])))
+
+
+def _grids_out(answers: Mapping[int, list[Grid | None]]) -> dict[str, list]:
+    return {str(q): [[] if g is None else g.tolist() for g in a] for q, a in answers.items()}
+
+
+def _grids_in(answers: Mapping[str, list]) -> dict[int, list[Grid | None]]:
+    return {
+        int(q): [np.array(g, dtype=np.int64) if g else None for g in a] for q, a in answers.items()
+    }
+
+
+def fingerprint(ckpt_sha: str, cfg: Mapping[str, Any], data_dir: str | Path) -> str:
+    """What a task's saved record must match to be reused by a retried job."""
+    m = load_manifest(data_dir)
+    blob = json.dumps(
+        {
+            "ckpt": ckpt_sha,
+            "adapt": {k: v for k, v in cfg["adapt"].items() if k not in ("tasks_per_job",)},
+            "max_new_tokens": cfg["eval"]["max_new_tokens"],
+            "data": [m["inputs_sha256"], m["config_sha256"]],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def adapt_shard(
+    cfg: Mapping[str, Any],
+    ckpt_path: str | Path,
+    data_dir: str | Path,
+    shard: int,
+    shards: int,
+    out_path: str | Path,
+    state_dir: str | Path,
+) -> dict[str, Any]:
+    """Adapt and answer the tasks of shard ``shard`` of ``shards``; write ``out_path``.
+
+    Each finished task is saved as ``<state_dir>/<task_id>.json`` at once; a retry reuses the
+    records whose fingerprint matches. A shard that had finished (its ``.done`` marker is
+    there) and runs again, e.g. ``--forcerun``, starts over. The base checkpoint is only read:
+    its sha256 is checked before and after.
+    """
+    import torch
+
+    from arctax.adaptation.lora import inject_lora
+    from arctax.evaluation.checkpoints import load_model
+
+    acfg = cfg["adapt"]
+    state = Path(state_dir)
+    done = state / f"shard{shard}-of-{shards}.done"
+    ds = load_split(data_dir, "test")
+    mine = shard_task_ids(ds.task_ids, acfg, shard, shards)
+    if done.exists():
+        _log(f"{state}: shard {shard} had finished: adapting its tasks again")
+        for t in mine:
+            (state / f"{t}.json").unlink(missing_ok=True)
+        done.unlink()
+    state.mkdir(parents=True, exist_ok=True)
+    sha_before = file_sha256(ckpt_path)
+    fp = fingerprint(sha_before, cfg, data_dir)
+    records: dict[str, dict[str, Any]] = {}
+    for t in mine:
+        f = state / f"{t}.json"
+        if f.is_file():
+            rec = json.loads(f.read_text())
+            if rec.get("fingerprint") == fp:
+                records[t] = rec
+    resumed = sorted(records)
+    if resumed:
+        _log(f"resuming shard {shard}: {len(resumed)} of {len(mine)} tasks already answered")
+    todo = [t for t in mine if t not in records]
+    model, info = load_model(ckpt_path)
+    accel = cfg.get("trainer", {}).get("accelerator", "auto")
+    dev = torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
+    model.to(dev)
+    per_batch = int(acfg.get("tasks_per_batch", 1))
+    slot, layers = inject_lora(
+        model, list(acfg["targets"]), int(acfg["rank"]), float(acfg["alpha"]), per_batch
+    )
+    max_new = int(cfg["eval"]["max_new_tokens"])
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), per_batch):
+        group = [task_data(ds, t) for t in todo[start : start + per_batch]]
+        recs = adapt_tasks(
+            model, info["k"], slot, layers, group, acfg, max_new, int(cfg["eval"]["batch_size"])
+        )
+        for i, rec in enumerate(recs):
+            if acfg.get("save_adapters"):
+                meta = {"task_id": rec["task_id"], "checkpoint_sha256": sha_before,
+                        **{k: acfg[k] for k in ("rank", "alpha", "targets")}}  # fmt: skip
+                save_adapter(Path(out_path).parent.parent / "adapters" / f"{rec['task_id']}.pt",
+                             layers, i, meta)  # fmt: skip
+            rec = {**rec, "vote": _grids_out(rec["vote"]), "adapt": _grids_out(rec["adapt"])}
+            rec["fingerprint"] = fp
+            write_json(state / f"{rec['task_id']}.json", rec)
+            records[rec["task_id"]] = rec
+            _log(
+                f"adapted {rec['task_id']}: loss {rec['loss_first']:.3f} -> "
+                f"{rec['loss_last']:.3f}, {rec['seconds']:.2f} s ({len(records)}/{len(mine)})"
+            )
+    if file_sha256(ckpt_path) != sha_before:  # never: the base is loaded read-only
+        raise RuntimeError(f"{ckpt_path} changed during adaptation")
+    result = {
+        "shard": shard,
+        "shards": shards,
+        "model_name": info["model_name"],
+        "checkpoint": str(ckpt_path),
+        "checkpoint_sha256": sha_before,
+        "device": str(dev),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "host": socket.gethostname(),
+        "tasks": mine,
+        "resumed": resumed,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "records": [records[t] for t in mine],
+    }
+    write_json(out_path, result)
+    done.write_text(json.dumps({"finished": time.time()}) + "\n")
+    return result
+
+
+def gather(
+    cfg: Mapping[str, Any],
+    shard_paths: Sequence[str | Path],
+    data_dir: str | Path,
+    vote_dir: str | Path,
+    adapt_dir: str | Path,
+    label: str,
+    seed: int | None,
+) -> dict[str, Any]:
+    """Score one model's shards: ``vote_dir`` (voting alone) and ``adapt_dir`` (adapted)."""
+    from arctax.evaluation.evaluate import write_evaluation
+
+    ds = load_split(data_dir, "test")
+    index = {
+        (ds.meta(int(i))["task_id"], ds.meta(int(i))["pair"]): int(i)
+        for i in np.flatnonzero(ds.ex_aug == 0)
+    }
+    shards = [json.loads(Path(p).read_text()) for p in shard_paths]
+    records = [r for s in shards for r in s["records"]]
+    tasks = {r["task_id"] for r in records}
+    acfg = cfg["adapt"]
+    seconds = sum(r["seconds"] for r in records)
+    first = shards[0]
+    out = {}
+    for kind, folder in (("vote", vote_dir), ("adapt", adapt_dir)):
+        answers = {
+            index[(r["task_id"], q)]: a for r in records for q, a in _grids_in(r[kind]).items()
+        }
+        extra = {
+            "adaptation": {
+                "kind": kind,
+                "tasks": len(tasks),
+                "shards": len(shards),
+                "voting_views": acfg["voting_views"],
+                **(
+                    {
+                        "steps": acfg["steps"], "rank": acfg["rank"], "alpha": acfg["alpha"],
+                        "targets": list(acfg["targets"]), "augment_views": acfg["augment_views"],
+                        "lr": acfg["lr"], "seconds": round(seconds, 3),
+                        "tasks_per_s": len(tasks) / seconds if seconds else None,
+                        "loss_first_mean": float(np.mean([r["loss_first"] for r in records])),
+                        "loss_last_mean": float(np.mean([r["loss_last"] for r in records])),
+                    }
+                    if kind == "adapt" else {}
+                ),
+            }
+        }  # fmt: skip
+        identity = {
+            "model_name": first["model_name"],
+            "checkpoint": first["checkpoint"],
+            "checkpoint_sha256": first["checkpoint_sha256"],
+            "bootstrapped": False,
+            "source": {"way": kind, "path": first["checkpoint"]},
+        }
+        name = f"{label}+{kind}"
+        out[kind] = write_evaluation(
+            cfg, ds, answers, folder, name, seed, identity=identity, device=first["device"],
+            attempts=int(acfg.get("attempts", 2)), tasks=tasks, extra=extra,
+        )  # fmt: skip
+    return out
+
+
+def save_adapter(path: Path, layers: Sequence[Any], slot: int, meta: Mapping[str, Any]) -> None:
+    """One task's adapter (``A``, ``B`` of every LoRA layer) as plain tensors (weights_only)."""
+    import torch
+
+    from arctax.io import atomic_write
+
+    tensors = {f"{layer.name}.{w}": getattr(layer, w)[slot].detach().cpu().clone()
+               for layer in layers for w in ("A", "B")}  # fmt: skip
+    atomic_write(path, lambda tmp: torch.save({"adapter": tensors, "meta": dict(meta)}, tmp))

@@ -1,0 +1,21 @@
+"""Snakemake binding: score one adapted run's shards as two rows, +vote and +adapt."""
+
+import sys
+from pathlib import Path
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from arctax.adaptation.run import gather  # noqa: E402
+
+tag = snakemake.params.tag
+out = gather(
+    snakemake.config,
+    list(snakemake.input.shards),
+    Path(snakemake.input.data[0]).parent,
+    Path(snakemake.output.vote).parent,
+    Path(snakemake.output.adapt).parent,
+    snakemake.params.label,
+    int(tag.removeprefix("seed")) if tag.startswith("seed") else None,
+)
+for kind, table in out.items():
+    print(kind, "grid acc (queries):", table["grid_correct"].mean())
