@@ -34,6 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench
 from baseline import BaselineTransformer
+from bench_train import train_pass
+from harness import Timed, interleave, machine, make_batches, to_device, token_counts
 
 from arctax.config import load_config
 from arctax.data.dataset import load_split
@@ -83,29 +85,29 @@ def main(argv: list[str] | None = None) -> str:
     timed, info = [], {}
     clip = float(cfg["trial69"]["gradient_clip_val"])
     for name, (make, grouped) in plans.items():
-        batches = bench.make_batches(ds, everything, "encoder_decoder", bs, grouped, seed=0)
-        real, _ = map(sum, zip(*(bench.token_counts(b) for b in batches), strict=True))
-        padded = np.array([bench.token_counts(b)[1] for b in batches])
+        batches = make_batches(ds, everything, "encoder_decoder", bs, grouped, seed=0)
+        real, _ = map(sum, zip(*(token_counts(b) for b in batches), strict=True))
+        padded = np.array([token_counts(b)[1] for b in batches])
         picks = strata(batches, padded, args.strata)
         torch.manual_seed(0)
         model = make().to(dev)
         opt = build_optimizer(model.parameters(), cfg["trial69"])
-        on_dev = [bench.to_device(b, dev) for b, _ in picks]
+        on_dev = [to_device(b, dev) for b, _ in picks]
         info[name] = {
             "batches": len(batches),
             "fraction": real / int(padded.sum()),
             "weights": [w for _, w in picks],
-            "padded": [bench.token_counts(b)[1] for b, _ in picks],
+            "padded": [token_counts(b)[1] for b, _ in picks],
         }
         timed.append(
-            bench.Timed(
+            Timed(
                 name,
-                [lambda m=model, o=opt, b=b: bench.train_pass(m, o, [b], clip) for b in on_dev],
+                [lambda m=model, o=opt, b=b: train_pass(m, o, [b], clip) for b in on_dev],
                 dev,
-                warm=lambda m=model, o=opt, b=on_dev[0]: bench.train_pass(m, o, [b], clip),
+                warm=lambda m=model, o=opt, b=on_dev[0]: train_pass(m, o, [b], clip),
             )
         )
-    bench.interleave(timed, args.reps, "epoch estimate")
+    interleave(timed, args.reps, "epoch estimate")
     rows, est = [], {}
     for v in timed:
         i = info[v.name]
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> str:
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} "
             f"(total {time.perf_counter() - t0:.0f} s).",
             "",
-            f"- Machine: {bench.machine()}; load average {load0:.2f} / {os.getloadavg()[0]:.2f}.",
+            f"- Machine: {machine()}; load average {load0:.2f} / {os.getloadavg()[0]:.2f}.",
             f"- One training epoch of {len(ds)} examples ({real} real tokens), batch {bs}, "
             f"full Trial 69 model sizes, every grid size; {args.strata} strata per variant, "
             f"{args.reps} timed rounds after a warm-up, median per step; a step = forward + "

@@ -58,6 +58,9 @@ def test_quick_benchmark_reports_every_figure(bench, tmp_path):
     ].split(" / ")
     assert 0 < float(random) < float(grouped) <= 1  # grouping must pack tighter than random
     assert "800 ARC-AGI-1 tasks" in text
+    for variant in ("1 task per batch", "4 tasks per batch", "voting alone (0 steps)"):
+        assert _number(rows[f"adapt cpu, quick size | tasks/s, {variant}"]) > 0, variant
+    assert rows["adapt cpu, quick size | RATIO tasks/s 4 tasks per batch / 1"].endswith("x")
     jobs = next(k for k in rows if "3 models x 10 seeds" in k)
     assert int(re.search(r"\((\d+) jobs\)", jobs).group(1)) >= 60  # 30 train + 30 evaluate
     assert _number(rows["workflow | snakemake all -n, demo, everything up to date"]) > 0

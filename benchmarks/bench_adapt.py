@@ -1,0 +1,79 @@
+"""Adaptation throughput: adapted test tasks per second, and the levers tried.
+
+Every variant adapts the same ARC-AGI-1 evaluation tasks with the same settings (the
+champion, LoRA on q/kv/out/mlp, ``adapt_steps`` steps, 4 augmented and 4 voting views, random
+base weights; answers capped at 60 tokens so a rambling random model costs every variant the
+same). Variants run interleaved task group by task group:
+
+- one task per batch (``adapt.tasks_per_batch: 1``, the default);
+- four tasks per batch: four adapters in one batched forward (the lever);
+- voting alone (0 steps): the cost of answering under the views, without fitting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from harness import Row, Timed, interleave
+
+from arctax.adaptation.lora import inject_lora
+from arctax.adaptation.run import task_data
+from arctax.adaptation.ttt import adapt_tasks
+from arctax.config import DEFAULT_CONFIG, REPO_ROOT, load_config
+from arctax.data.dataset import PreparedSplit
+from arctax.models import build_model
+
+MAX_NEW = 60
+TARGETS = ["q", "kv", "out", "mlp"]
+
+
+def _runner(model_cfg: dict, group: int, steps: int, dev: torch.device, tasks: list):
+    """A champion with ``group`` adapters, and one unit per group of tasks."""
+    torch.manual_seed(0)
+    model = build_model("champion", model_cfg).to(dev).eval()
+    slot, layers = inject_lora(model, TARGETS, rank=8, alpha=16.0, n_adapters=group)
+    acfg = {"seed": 0, "voting_views": 4, "augment_views": 4, "lr": 1e-3, "batch_size": 8,
+            "steps": steps, "attempts": 2}  # fmt: skip
+    chunks = [tasks[i : i + group] for i in range(0, len(tasks), group)]
+    return [lambda c=c: adapt_tasks(model, 2, slot, layers, c, acfg, MAX_NEW, 64) for c in chunks]
+
+
+def bench_adaptation(cfg: dict, test: PreparedSplit, s: Any, dev: torch.device) -> list[Row]:
+    """Tasks/s at the demo's and at full Trial 69 size, one vs four tasks per batch."""
+    demo = load_config(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml")["models"]["champion"]
+    sizes = {"demo size": demo, "full size": cfg["models"]["champion"]}
+    if s.quick:
+        sizes = {"quick size": cfg["models"]["champion"]}
+    rows: list[Row] = []
+    for size, model_cfg in sizes.items():
+        n = s.adapt_tasks if size != "full size" else max(4, s.adapt_tasks // 2)
+        ids = sorted(test.task_ids)[:n]
+        tasks = [task_data(test, t) for t in ids]
+        variants = [
+            Timed("1 task per batch", _runner(model_cfg, 1, s.adapt_steps, dev, tasks), dev),
+            Timed("4 tasks per batch", _runner(model_cfg, 4, s.adapt_steps, dev, tasks), dev),
+            Timed("voting alone (0 steps)", _runner(model_cfg, 1, 0, dev, tasks), dev),
+        ]
+        interleave(variants, s.reps, f"adaptation {size} {dev.type}")
+        tps = {v.name: len(tasks) / v.seconds for v in variants}
+        where = f"{dev.type}, {size}"
+        note = f"{len(tasks)} tasks, {s.adapt_steps} steps, 4+4 views"
+        rows += [
+            (f"adapt {where}", f"tasks/s, {name}", f"{v:.3f}", note) for name, v in tps.items()
+        ]
+        rows += [
+            (
+                f"adapt {where}",
+                "RATIO tasks/s 4 tasks per batch / 1",
+                f"{tps['4 tasks per batch'] / tps['1 task per batch']:.2f}x",
+                "the batched-adapters lever (> 1: faster)",
+            ),
+            (
+                f"adapt {where}",
+                "share of a task's time spent voting",
+                f"{tps['1 task per batch'] / tps['voting alone (0 steps)']:.2f}",
+                "voting alone time / adaptation time",
+            ),
+        ]
+    return rows
