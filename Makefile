@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch clean-demo
+.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch clean-demo
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,17 @@ demo: setup
 	@echo
 	@echo "Report:  $(CURDIR)/results/$(RUN)/report.html"
 	@echo "Summary: $(CURDIR)/results/$(RUN)/compare/summary.md"
+
+## A small hyper-parameter search (6 trials, 2 workers, tiny models), locally, then its report.
+SWEEP_CONFIG ?= config/sweep-demo.yaml
+SWEEP_RUN ?= sweep-demo
+sweep-demo: setup
+	$(BIN)/snakemake sweep --profile profiles/local --cores $(CORES) --configfile $(DEMO_CONFIG) $(SWEEP_CONFIG)
+	$(BIN)/snakemake sweep --profile profiles/local --report results/$(SWEEP_RUN)/sweep/report.html --configfile $(DEMO_CONFIG) $(SWEEP_CONFIG)
+	@echo
+	@echo "Trials:  $(CURDIR)/results/$(SWEEP_RUN)/sweep/champion/trials.csv"
+	@echo "Best:    $(CURDIR)/results/$(SWEEP_RUN)/sweep/champion/best.yaml"
+	@echo "Report:  $(CURDIR)/results/$(SWEEP_RUN)/sweep/report.html"
 
 ## The test suite (CI runs this). The Slurm tests start a local cluster (scripts/local-slurm).
 test: setup

@@ -16,6 +16,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/smoke.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/adapt.smk"
+include: "workflow/rules/sweep.smk"
 
 
 rule all:

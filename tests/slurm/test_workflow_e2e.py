@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from slurm_utils import REPO, sacct_field, sh
+from slurm_utils import copy_tree, sacct_field, sh
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -34,10 +34,18 @@ trainer:
   max_epochs: 2
 eval:
   bootstrap_samples: 200
+adapt:              # the fan-out: the champion and the reference, 4 tasks in 2 shards each
+  models: [champion]
+  max_tasks: 4
+  tasks_per_job: 2
+  steps: 4
+  augment_views: 2
+  voting_views: 2
 """
-GPU_RULES = {"smoke_test", "train", "bootstrap_champion", "evaluate", "evaluate_reference"}
-SLURM_RULES = GPU_RULES | {"prepare_data", "compare"}
-LOCAL_RULES = {"all", "smoke_report"}
+GPU_RULES = {"smoke_test", "train", "bootstrap_champion", "evaluate", "evaluate_reference", "adapt"}
+SLURM_RULES = GPU_RULES | {"prepare_data", "compare", "compare_adapt"}
+LOCAL_RULES = {"all", "smoke_report", "adapt_gather"}
+ADAPT_FILES = {"adaptation.md", "adaptation.csv", "gap.csv", "gap.png"}
 MODELS = ("champion", "encoder_decoder", "decoder_only")
 DECODER_CKPT = f"results/{RUN}/train/decoder_only/seed307/best.ckpt"
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/(\S*)\)")
@@ -92,21 +100,6 @@ def snakemake(workdir: Path, *extra: str, timeout: int = 900) -> Run:
     return parse(res.returncode, log)
 
 
-def copy_tree(dst: Path) -> None:
-    """Copies the working tree without ignored files (results/, .snakemake/, .venv/)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        src = REPO / os.fsdecode(name)
-        if src.is_file():
-            (dst / src.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / src.relative_to(REPO))
-
-
 @pytest.fixture(scope="module")
 def workdir(slurm_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the repository with the e2e overlay."""
@@ -125,12 +118,13 @@ def first_run(workdir: Path) -> Run:
 
 
 def test_every_rule_ran_as_a_slurm_job(first_run: Run) -> None:
-    remote = set(re.findall(r"^rule (\w+):", first_run.log, re.M))
+    remote = set(re.findall(r"^(?:rule|checkpoint) (\w+):", first_run.log, re.M))
     local = set(re.findall(r"^localrule (\w+):", first_run.log, re.M))
     assert remote == SLURM_RULES
     assert local <= LOCAL_RULES
     rules = [rule for _, rule, _ in first_run.jobs]
     expected = {r: 1 for r in SLURM_RULES} | {"smoke_test": 3, "train": 3, "evaluate": 3}
+    expected["adapt"] = 4  # (champion, reference) x 2 shards
     assert {r: rules.count(r) for r in set(rules)} == expected
     for job, rule, _ in first_run.jobs:
         assert sacct_field(job, "State") == "COMPLETED", (job, rule)
@@ -139,6 +133,23 @@ def test_every_rule_ran_as_a_slurm_job(first_run: Run) -> None:
         if rule == "train":  # cpus_per_gpu: 4 reaches Slurm (a default cpus_per_task would not)
             assert "cpu=4" in tres, (job, tres)
         assert sacct_field(job, "Account") == "arctax"
+
+
+def test_each_adaptation_shard_is_one_slurm_job_of_its_tasks(first_run: Run, workdir: Path) -> None:
+    out = workdir / "results" / RUN
+    jobs = sorted(job for job, rule, _ in first_run.jobs if rule == "adapt")
+    shards = {}
+    for run in ("champion/seed307", "champion_bootstrap/reference"):
+        for i in (0, 1):
+            shard = json.loads((out / f"adapt/{run}/shards/{i}-of-2.json").read_text())
+            assert len(shard["tasks"]) == 2 and not shard["resumed"]  # 2 tasks, one job
+            shards[shard["slurm_job_id"]] = (run, i)
+    assert sorted(shards) == jobs  # every shard ran as its own Slurm job, and nothing else did
+    for job in jobs:
+        assert sacct_field(job, "State") == "COMPLETED"
+        assert "gres/gpu=1" in sacct_field(job, "AllocTRES").split(",")
+    md = (out / "compare" / "adaptation.md").read_text()
+    assert "| champion+adapt |" in md and "| champion_bootstrap+vote |" in md
 
 
 def test_outputs_and_report(first_run: Run, workdir: Path) -> None:
@@ -171,8 +182,11 @@ def test_failure_mid_dag_is_reported_and_a_restart_redoes_only_it(
     # not exist yet. Then a real failure, no mock: a 1-minute Slurm limit for training. The job
     # reads its end time from squeue, is already inside its 300 s save margin, stops after one
     # batch and exits 75; with no retries the rule fails.
-    for part in ("train/decoder_only", "eval/decoder_only", "compare"):
+    for part in ("train/decoder_only", "eval/decoder_only"):
         shutil.rmtree(workdir / "results" / RUN / part)
+    for f in (workdir / "results" / RUN / "compare").iterdir():  # the main comparison only:
+        if f.name not in ADAPT_FILES:  # the adaptation one does not involve decoder_only here
+            f.unlink()
     failed = snakemake(workdir, "--set-resources", "train:runtime=1", "--retries", "0")
     assert failed.returncode != 0
     assert [(rule, "decoder_only" in path) for _, rule, path in failed.jobs] == [("train", True)]

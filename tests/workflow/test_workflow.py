@@ -5,6 +5,7 @@ champion checkpoint left untouched, the report)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,11 @@ E2E_OVERLAY = {
     "data": {"max_tasks": 16, "augment": {"copies": 0}},
     "trainer": {"max_epochs": 2},
     "eval": {"bootstrap_samples": 200, "gallery_tasks": 2},
-}
+    # the demo's adaptation, smaller: 4 tasks in 2 shards per adapted run
+    "adapt": {"max_tasks": 4, "tasks_per_job": 2, "steps": 4, "augment_views": 2,
+              "voting_views": 2},
+}  # fmt: skip
+ADAPT_JOBS = {"adapt": 8, "adapt_gather": 4, "compare_adapt": 1}  # 4 runs x 2 shards
 
 
 def smk(*args: str, cwd: Path = REPO, timeout: int = 900, check: bool = True):
@@ -65,7 +70,8 @@ def test_lint_and_format_clean():
 
 
 def test_dry_run_dag_shape():
-    res = smk("all", "-n", "--forceall", "--configfile", "config/demo.yaml")
+    off = 'adapt={"enabled": false}'
+    res = smk("all", "-n", "--forceall", "--configfile", "config/demo.yaml", "--config", off)
     assert job_counts(res.output) == {
         "prepare_data": 1,
         "smoke_test": 3,
@@ -78,7 +84,14 @@ def test_dry_run_dag_shape():
         "all": 1,
     }
     many = smk(
-        "all", "-n", "--forceall", "--configfile", "config/demo.yaml", "--config", "seeds=[1,2]"
+        "all",
+        "-n",
+        "--forceall",
+        "--configfile",
+        "config/demo.yaml",
+        "--config",
+        "seeds=[1,2]",
+        off,
     )
     c = job_counts(many.output)
     assert c["train"] == 6 and c["evaluate"] == 6 and c["prepare_data"] == 1
@@ -112,6 +125,10 @@ def test_rule_order_in_the_dag():
         (["--config", "seeds=[-1]"], "seeds"),
         (["--config", 'eval={"attempts": 3}'], "attempts"),
         (["--config", 'trial69={"batch_size": "many"}'], "batch_size"),
+        (
+            ["--config", 'trainer={"devices": 3}'],
+            "trainer.devices: 3 cannot split trial69.batch_size",
+        ),
     ],
 )
 def test_config_errors_name_the_key(override, fragment):
@@ -296,6 +313,25 @@ def test_demo_runs_the_whole_dag(e2e):
     md = (out / "compare/summary.md").read_text()
     assert "bootstrapped here, not the original Trial 69 weights" in md
     assert job_counts(res.output)["train"] == 3
+    # the adaptation fan-out: 4 adapted runs x 2 shards of 2 tasks, gathered into +vote/+adapt
+    runs = [f"{m}/seed307" for m in ("champion", "encoder_decoder", "decoder_only")]
+    for run in [*runs, "champion_bootstrap/reference"]:
+        shards = sorted((out / f"adapt/{run}/shards").glob("*.json"))
+        assert [p.name for p in shards] == ["0-of-2.json", "1-of-2.json"], run
+        assert [len(json.loads(p.read_text())["tasks"]) for p in shards] == [2, 2]
+        for kind in ("adapt", "vote"):
+            for f in ("per_task.csv", "summary.json", "submission.json"):
+                assert (out / f"{kind}/{run}/{f}").is_file(), (kind, run, f)
+    adaptation = (out / "compare/adaptation.md").read_text()
+    for row in (
+        "champion+vote",
+        "champion+adapt",
+        "decoder_only+adapt",
+        "champion_bootstrap+adapt",
+    ):
+        assert f"| {row} |" in adaptation
+    gap = (out / "compare/gap.csv").read_text()
+    assert gap.startswith("model,category,n_tasks") and (out / "compare/gap.png").stat().st_size
 
 
 @pytest.mark.slow
@@ -309,9 +345,21 @@ def test_noop_rerun_says_nothing_to_do(e2e):
 def test_forcing_one_model_reruns_only_that_model(e2e):
     root, _ = e2e
     res = run_e2e(root, "-n", "--forcerun", "results/e2e/train/decoder_only/seed307/best.ckpt")
-    assert job_counts(res.output) == {"train": 1, "evaluate": 1, "compare": 1, "all": 1}
+    assert job_counts(res.output) == {"train": 1, "evaluate": 1, "compare": 1, "all": 1,
+                                      "adapt": 2, "adapt_gather": 1, "compare_adapt": 1}  # fmt: skip
     jobs = re.findall(r"rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)", res.output)
-    assert all("decoder_only" in w for r, w in jobs if r in ("train", "evaluate"))
+    assert all("decoder_only" in w for r, w in jobs if r in ("train", "evaluate", "adapt"))
+
+
+@pytest.mark.slow
+def test_forcing_one_models_adaptation_reruns_only_it(e2e):
+    root, _ = e2e
+    shards = sorted(str(p.relative_to(root)) for p in
+                    (root / "results/e2e/adapt/decoder_only/seed307/shards").glob("*.json"))  # fmt: skip
+    res = run_e2e(root, "-n", "--forcerun", *shards)
+    assert job_counts(res.output) == {"adapt": 2, "adapt_gather": 1, "compare_adapt": 1, "all": 1}
+    jobs = re.findall(r"rule (adapt\w*):\n(?:.*\n)*?\s+wildcards: (.*)", res.output)
+    assert jobs and all("label=decoder_only" in w for _, w in jobs)
 
 
 @pytest.mark.slow
@@ -368,7 +416,12 @@ def test_each_reference_way_runs_to_a_report(e2e):
     for way, (champ, note) in ways.items():
         res = run_e2e(root, "--config", f"champion={champ}")
         c = job_counts(res.output)
-        assert c == {"evaluate_reference": 1, "compare": 1, "all": 1}, (way, c)
+        assert c["evaluate_reference"] == 1 and c["compare"] == 1, (way, c)
+        # nothing of the trained models runs again; only the reference's own adaptation
+        assert set(c) <= {"evaluate_reference", "compare", "all", "adapt", "adapt_gather",
+                          "compare_adapt"}, (way, c)  # fmt: skip
+        jobs = re.findall(r"rule (adapt\w*):\n(?:.*\n)*?\s+wildcards: (.*)", res.output)
+        assert all("label=champion_bootstrap" in w for _, w in jobs), (way, jobs)
         md = (root / "results/e2e/compare/summary.md").read_text()
         assert note in md and "bootstrapped here" not in md, (way, md[:600])
         rows[way] = _summary_rows(root)
@@ -391,6 +444,7 @@ def test_report_and_dag_pictures(e2e):
     run_e2e(root, "--report", str(report))
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 100_000 and "summary.md" in html and "provenance.json" in html
+    assert "adaptation.md" in html and "gap.png" in html  # the adaptation rows and gap plot
     dag = smk("all", "--dag", "--configfile", "config/demo.yaml", "config/e2e.yaml", cwd=root)
     assert dag.stdout.lstrip().startswith("digraph")
     if shutil.which("dot"):

@@ -1,12 +1,20 @@
 # Config validation, shared names and every input/param function of the workflow.
 import json
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config
 
-from arctax.config import ConfigError, coerce_to_schema, fill_defaults, validate_config
-from arctax.evaluation.reference import ReferenceError, resolve_reference
+from arctax.config import (
+    ConfigError,
+    check_global_batch,
+    coerce_to_schema,
+    fill_defaults,
+    validate_config,
+)
+from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
+from arctax.search.space import check_space
 
 # `--config key=[1,2]` / `key={"a": 3}` arrive as strings: read THOSE as the schema's types.
 # Values from config files are never converted: a "32" there is an error naming the key.
@@ -16,16 +24,24 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
 fill_defaults(config)
+# Checks across keys, refused here rather than in a Slurm job: trainer.devices must split the
+# global batch of trial69.batch_size; sweep.space must name real keys with valid ranges.
 try:
-    # the champion reference is checked now, so `snakemake -n` already refuses a bad one
-    REF = resolve_reference(config["champion"])
-except ReferenceError as e:
-    raise WorkflowError(str(e)) from None
+    check_global_batch(config)
+    check_space(config)
+except ConfigError as e:
+    raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
 
 MODELS = ["champion", "encoder_decoder", "decoder_only"]
 REFERENCE = "champion_bootstrap"  # label of the champion reference in every table
 RUN = config["run"]
 OUT = f"results/{RUN}"
+# Which way the reference is given; the file itself is checked at the end of this file.
+try:
+    WAY = reference_way(config["champion"])
+except ReferenceError as e:
+    raise WorkflowError(str(e)) from None
+_REFERENCE = []  # resolve_reference's result, once per parse
 DATA = f"{OUT}/data"
 DATA_FILES = [f"{DATA}/{s}.npz" for s in ("train", "val", "test")] + [
     f"{DATA}/manifest.json"
@@ -42,17 +58,43 @@ COMPARE_FILES = [
     "categories.png",
     "gallery.png",
 ]
+ADAPT_COMPARE_FILES = ["adaptation.csv", "gap.csv", "gap.png"]
+
+
+ADAPT = config["adapt"]
 
 
 wildcard_constraints:
     model="|".join(MODELS),
     seed=r"\d+",
+    label="|".join([*MODELS, REFERENCE]),
+    tag=r"seed\d+|reference",
+    shard=r"\d+",
+    n=r"\d+",
+
+
+def get_reference():
+    """The champion reference, checked the first time the DAG needs it: `snakemake -n all`
+    stops there with the ways forward; a target that never reads it (sweep) never checks.
+    """
+    if not _REFERENCE:
+        try:
+            _REFERENCE.append(resolve_reference(config["champion"]))
+        except ReferenceError as e:
+            raise WorkflowError(str(e)) from None
+    return _REFERENCE[0]
 
 
 def get_reference_input(wildcards):
     """The file the reference's evaluation reads: the user's checkpoint (read only), the one
     bootstrapped here, the predictions file, or the checkpoint an adapter loads."""
-    return BOOTSTRAP_CKPT if REF.way == "bootstrap" else REF.path
+    ref = get_reference()
+    return BOOTSTRAP_CKPT if ref.way == "bootstrap" else ref.path
+
+
+def get_reference_params(wildcards):
+    """How the reference is given (a JSON string: Snakemake would iterate a dict)."""
+    return json.dumps(get_reference().as_dict())
 
 
 def _recipe(model):
@@ -91,6 +133,120 @@ def get_provenance(wildcards):
     )
 
 
+def adapted_runs():
+    """(label, tag) of every adapted run: each seed of `adapt.models`, and the reference when
+    it is a checkpoint (`adapt.reference`); none when `adapt.enabled` is off."""
+    if not ADAPT["enabled"]:
+        return []
+    runs = [(m, f"seed{s}") for m in ADAPT["models"] for s in SEEDS]
+    if ADAPT["reference"] and WAY in ("checkpoint", "bootstrap"):
+        runs.append((REFERENCE, "reference"))
+    return runs
+
+
+def get_adapt_checkpoint(wildcards):
+    """The base weights a shard adapts: a trained model's best.ckpt, or the reference's."""
+    if wildcards.label == REFERENCE:
+        return get_reference_input(wildcards)
+    return f"{OUT}/train/{wildcards.label}/{wildcards.tag}/best.ckpt"
+
+
+def get_adapt_params(wildcards):
+    """What a shard's answers depend on: the adapt block and the decoding limits."""
+    keys = ("max_new_tokens", "batch_size")
+    return json.dumps(
+        {"adapt": ADAPT, "eval": {k: config["eval"][k] for k in keys}}, sort_keys=True
+    )
+
+
+def get_adapt_shards(wildcards):
+    """Every shard of one adapted run; their count comes from the prepared test split."""
+    from arctax.adaptation.shards import n_shards
+
+    manifest = checkpoints.prepare_data.get().output.manifest
+    n_test = len(json.loads(open(manifest).read())["splits"]["test"])
+    n = n_shards(n_test, ADAPT)
+    base = f"{OUT}/adapt/{wildcards.label}/{wildcards.tag}/shards"
+    return [f"{base}/{i}-of-{n}.json" for i in range(n)]
+
+
+def get_adapt_dirs(wildcards=None):
+    """label -> {"vote": [folders], "adapt": [folders]} for the comparison."""
+    dirs = {}
+    for label, tag in adapted_runs():
+        d = dirs.setdefault(label, {"vote": [], "adapt": []})
+        d["vote"].append(f"{OUT}/vote/{label}/{tag}")
+        d["adapt"].append(f"{OUT}/adapt/{label}/{tag}")
+    return dirs
+
+
+def get_adapt_eval_dirs():
+    """The base evaluations the adaptation comparison needs: adapted models and reference."""
+    keep = [*get_adapt_dirs(), REFERENCE]
+    return {label: d for label, d in get_eval_dirs().items() if label in keep}
+
+
+def get_adapt_summaries(wildcards):
+    """What the adaptation comparison reads: the adapted runs' voting and adapted summaries,
+    and the base evaluations of the adapted models and of the reference (no other model's).
+    """
+    dirs = get_adapt_dirs()
+    out = [f"{d}/summary.json" for ds in get_adapt_eval_dirs().values() for d in ds]
+    out += [
+        f"{d}/summary.json" for ds in dirs.values() for d in [*ds["vote"], *ds["adapt"]]
+    ]
+    return list(dict.fromkeys(out))
+
+
 def get_final_outputs():
     """Targets of `rule all`."""
-    return [f"{OUT}/smoke/report.json"] + [f"{OUT}/compare/{f}" for f in COMPARE_FILES]
+    files = COMPARE_FILES + (
+        ["adaptation.md", *ADAPT_COMPARE_FILES] if adapted_runs() else []
+    )
+    return [f"{OUT}/smoke/report.json"] + [f"{OUT}/compare/{f}" for f in files]
+
+
+SWEEP = config["sweep"]
+SWEEP_FILES = [
+    "trials.csv",
+    "best.yaml",
+    "history.png",
+    "importances.png",
+    "parallel.png",
+]
+
+
+def get_sweep_params(wildcards):
+    """What a study's trials depend on (its space, n_trials, per-trial training, the recipe
+    and data of its model): a change re-runs the workers, which add only missing trials.
+    """
+    sweep = {k: v for k, v in SWEEP.items() if k not in ("models", "workers", "origin")}
+    blocks = {"trial69": config["trial69"], "data": config["data"]}
+    recipe = {"model": config["models"][wildcards.model], **blocks}
+    return json.dumps({"sweep": sweep, **recipe}, sort_keys=True)
+
+
+def get_sweep_workers(wildcards):
+    """The records of a study's `sweep.workers` workers."""
+    return [
+        f"{OUT}/sweep/{wildcards.model}/workers/{i}.json"
+        for i in range(SWEEP["workers"])
+    ]
+
+
+def get_sweep_outputs():
+    """Targets of the `sweep` target rule, each study's trials, best overlay and plots."""
+    return [f"{OUT}/sweep/{m}/{f}" for m in SWEEP["models"] for f in SWEEP_FILES]
+
+
+# The reference is checked now, while parsing, so `snakemake -n` refuses a bad one with the
+# ways forward. Later would be too late: Snakemake skips a failing input function when the
+# job's outputs exist, which would hide a bad reference behind old results. Not checked in a
+# job's own process (`--target-jobs`: the main process did it) nor for a search alone
+# (`snakemake sweep`, which never reads the reference).
+_ARGV = sys.argv[1:]
+_SWEEP_ONLY = "all" not in _ARGV and any(
+    a == "sweep" or a.startswith(f"{OUT}/sweep/") for a in _ARGV
+)
+if "--target-jobs" not in _ARGV and not _SWEEP_ONLY:
+    get_reference()

@@ -43,7 +43,7 @@ rule evaluate_reference:
     params:
         eval=config["eval"],
         label=REFERENCE,
-        reference=REF.as_dict(),
+        reference=get_reference_params,
     script:
         "../scripts/evaluate_reference.py"
 
