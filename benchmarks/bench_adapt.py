@@ -71,9 +71,9 @@ def bench_adaptation(cfg: dict, test: PreparedSplit, s: Any, dev: torch.device) 
             ),
             (
                 f"adapt {where}",
-                "share of a task's time spent voting",
+                "share of a task's time spent answering (both votes)",
                 f"{tps['1 task per batch'] / tps['voting alone (0 steps)']:.2f}",
-                "voting alone time / adaptation time",
+                "0-step time / full time; the rest is fitting",
             ),
         ]
     return rows
