@@ -42,10 +42,10 @@ sweep-demo: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## The numerically sensitive tests (models, training, evaluation) again under the other CPU
+## The numerically sensitive tests (models, training, evaluation, adaptation) again under the other CPU
 ## kernel paths this CPU supports (ATEN_CPU_CAPABILITY: default, avx2, avx512): CI runs this
 ## after `make test`, so a test that holds only on one CPU's kernels fails here, not on a user's.
-SENSITIVE_TESTS ?= tests/models tests/training tests/evaluation
+SENSITIVE_TESTS ?= tests/models tests/training tests/evaluation tests/adaptation
 test-cpu-variants: setup
 	@native=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability().lower())"); \
 	for c in default avx2 avx512; do \
