@@ -36,31 +36,31 @@ rule sweep_report:
         trials=report(
             f"{OUT}/sweep/{{model}}/trials.csv",
             caption="../report/sweep_trials.rst",
-            category="5. Hyper-parameter search",
+            category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
         best=report(
             f"{OUT}/sweep/{{model}}/best.yaml",
             caption="../report/sweep_best.rst",
-            category="5. Hyper-parameter search",
+            category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
         history=report(
             f"{OUT}/sweep/{{model}}/history.png",
             caption="../report/sweep_history.rst",
-            category="5. Hyper-parameter search",
+            category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
         importances=report(
             f"{OUT}/sweep/{{model}}/importances.png",
             caption="../report/sweep_importances.rst",
-            category="5. Hyper-parameter search",
+            category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
         parallel=report(
             f"{OUT}/sweep/{{model}}/parallel.png",
             caption="../report/sweep_parallel.rst",
-            category="5. Hyper-parameter search",
+            category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
     log:
