@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -73,3 +74,23 @@ def copy_tree(dst: Path) -> None:
         if src.is_file():
             (dst / src.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / src.relative_to(REPO))
+
+
+# One Slurm job per line of snakemake's output: (job id, rule, log path below rule_<rule>/).
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/(\S*)\)")
+
+
+def submitter_env() -> dict[str, str]:
+    """The submitter's environment: our accounting account, the default partition."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ARCTAX_")}
+    return {**e, "ARCTAX_SLURM_ACCOUNT": "arctax"}
+
+
+def run_snakemake(cmd: list[str], workdir: Path) -> tuple[int, str]:
+    """Runs a `timeout`-bounded snakemake command in `workdir`; fails the test on a timeout."""
+    res = subprocess.run(
+        cmd, cwd=workdir, capture_output=True, text=True, env=submitter_env(), check=False
+    )
+    log = res.stdout + res.stderr
+    assert res.returncode not in (124, 137), f"snakemake timed out:\n{log[-4000:]}"
+    return res.returncode, log

@@ -9,8 +9,6 @@ still reaches n_trials. Also: squeue tells a live job's trial from a dead one's.
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 import time
@@ -18,7 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from slurm_utils import copy_tree, sacct_field, sh, wait_job
+from slurm_utils import (
+    SUBMITTED,
+    copy_tree,
+    run_snakemake,
+    sacct_field,
+    sh,
+    submitter_env,
+    wait_job,
+)
 
 from arctax.search.owners import dead_reason, slurm_states
 from arctax.search.storage import load_study
@@ -44,7 +50,6 @@ sweep:
     trial69.batch_size: {{type: categorical, choices: [8, 16]}}
 """
 SWEEP_DIR = f"results/{RUN}/sweep/champion"
-SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/(\S*)\)")
 
 
 def cmd(*overlays: str, timeout: int = 600) -> list[str]:
@@ -57,22 +62,12 @@ def cmd(*overlays: str, timeout: int = 600) -> list[str]:
     ]
 
 
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("ARCTAX_")}
-    return {**e, "ARCTAX_SLURM_ACCOUNT": "arctax"}
-
-
 def jobs(log: str, rule: str = "sweep_worker") -> list[str]:
     return [j for j, r, _ in SUBMITTED.findall(log) if r == rule]
 
 
 def snakemake(workdir: Path, *overlays: str) -> tuple[int, str]:
-    res = subprocess.run(
-        cmd(*overlays), cwd=workdir, capture_output=True, text=True, env=env(), check=False
-    )
-    log = res.stdout + res.stderr
-    assert res.returncode not in (124, 137), f"snakemake timed out:\n{log[-4000:]}"
-    return res.returncode, log
+    return run_snakemake(cmd(*overlays), workdir)
 
 
 def study(workdir: Path):
@@ -135,7 +130,7 @@ def test_more_trials_with_a_worker_cancelled_mid_trial(
     out = tmp_path / "snakemake.log"
     with out.open("w") as f:  # the params changed: both workers run again and add trials
         proc = subprocess.Popen(
-            cmd("more.yaml"), cwd=workdir, stdout=f, stderr=subprocess.STDOUT, env=env()
+            cmd("more.yaml"), cwd=workdir, stdout=f, stderr=subprocess.STDOUT, env=submitter_env()
         )
     try:
         victim, job = None, None

@@ -11,7 +11,6 @@ training job cancelled mid-run is retried and resumes from its saved state.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from slurm_utils import copy_tree, sacct_field, sh
+from slurm_utils import SUBMITTED, copy_tree, run_snakemake, sacct_field, sh, submitter_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -48,7 +47,6 @@ LOCAL_RULES = {"all", "smoke_report", "adapt_gather"}
 ADAPT_FILES = {"adaptation.md", "adaptation.csv", "gap.csv", "gap.png"}
 MODELS = ("champion", "encoder_decoder", "decoder_only")
 DECODER_CKPT = f"results/{RUN}/train/decoder_only/seed307/best.ckpt"
-SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/(\S*)\)")
 
 
 @dataclass
@@ -74,12 +72,6 @@ def snakemake_cmd(
     ]
 
 
-def env() -> dict[str, str]:
-    """The submitter's environment: our accounting account, the default partition."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("ARCTAX_")}
-    return {**e, "ARCTAX_SLURM_ACCOUNT": "arctax"}
-
-
 def parse(returncode: int, log: str) -> Run:
     """Collects the Slurm submissions from snakemake's output."""
     return Run(returncode, log, SUBMITTED.findall(log))
@@ -87,17 +79,7 @@ def parse(returncode: int, log: str) -> Run:
 
 def snakemake(workdir: Path, *extra: str, timeout: int = 900) -> Run:
     """Runs snakemake in `workdir`, failing the test on a timeout."""
-    res = subprocess.run(
-        snakemake_cmd(*extra, timeout=timeout),
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env=env(),
-        check=False,
-    )
-    log = res.stdout + res.stderr
-    assert res.returncode not in (124, 137), f"snakemake timed out:\n{log[-4000:]}"
-    return parse(res.returncode, log)
+    return parse(*run_snakemake(snakemake_cmd(*extra, timeout=timeout), workdir))
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +200,9 @@ def test_cancelled_training_is_retried_and_resumes(
     cmd = snakemake_cmd(*extra, timeout=600, target=DECODER_CKPT, overlays=("e2e_long.yaml",))
     started = time.time()
     with out_file.open("w") as f:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=f, stderr=subprocess.STDOUT, env=env())
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, stdout=f, stderr=subprocess.STDOUT, env=submitter_env()
+        )
     try:
         # Cancel the job once it has finished an epoch of the new (30-epoch) run.
         deadline, job = time.monotonic() + 300, None
