@@ -54,8 +54,11 @@ def quadratic(cfg: dict, sleep_s: float = 0.0):
     return objective
 
 
-def start_process(mode: str, cfg: dict, tmp: Path, *args: str) -> subprocess.Popen:
-    """Run tests/search/sweep_proc.py MODE in its own process (stdout piped, line by line)."""
+def start_process(
+    mode: str, cfg: dict, tmp: Path, *args: str, own_group: bool = False
+) -> subprocess.Popen:
+    """Run tests/search/sweep_proc.py MODE in its own process (stdout piped, line by line);
+    ``own_group``: in a process group of its own, as a Slurm job step is."""
     cfg_file = tmp / f"cfg-{time.monotonic_ns()}.json"
     cfg_file.write_text(json.dumps(cfg))
     return subprocess.Popen(
@@ -71,6 +74,7 @@ def start_process(mode: str, cfg: dict, tmp: Path, *args: str) -> subprocess.Pop
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=own_group,
     )
 
 

@@ -7,6 +7,7 @@ counting and reaping); the SIGTERM test trains for real. Processes are real and 
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 import optuna
@@ -113,15 +114,22 @@ def test_failing_objective_is_retried_once_then_the_worker_gives_up(tiny_data, t
     assert trials[0].user_attrs["fail_reason"] == "ValueError: out of memory, say"
 
 
-def test_sigterm_mid_trial_fails_and_requeues_it_and_exits_75(tiny_data, tmp_path):
+@pytest.mark.parametrize(
+    "group", [False, True], ids=["to the worker", "to the group, 2 loader workers"]
+)
+def test_sigterm_mid_trial_fails_and_requeues_it_and_exits_75(tiny_data, tmp_path, group):
+    """scancel signals every process of the step, the trial's DataLoader workers included."""
     cfg = sweep_cfg(n_trials=1, max_epochs=50, limit_train_batches=1)
-    proc = start_process(
-        "worker", cfg, tmp_path, str(tiny_data), str(tmp_path), "0", str(tmp_path / "w0.json")
-    )
+    cfg["trainer"]["num_workers"] = 2 if group else 0
+    args = [str(tiny_data), str(tmp_path), "0", str(tmp_path / "w0.json")]
+    proc = start_process("worker", cfg, tmp_path, *args, own_group=group)
     try:
         wait_for_line(proc, "epoch   0 ", timeout=180)  # training, past its first epoch
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 75
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 75, proc.stdout.read()[-3000:]
     finally:
         proc.kill()
     trials = load_study(tmp_path, "t", MODEL).get_trials()

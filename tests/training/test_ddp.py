@@ -109,8 +109,9 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def start(root: Path, data: Path, o: dict) -> Run:
-    """Start a training; rank 1 (if devices: 2) is started by Lightning from rank 0."""
+def start(root: Path, data: Path, o: dict, own_group: bool = False) -> Run:
+    """Start a training; rank 1 (if devices: 2) is started by Lightning from rank 0.
+    ``own_group``: in a process group of its own, as a Slurm job step is."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "overrides.json").write_text(json.dumps(o))
     args = [root / "overrides.json", MODEL, data, root / "out", root / "state", root / "log"]
@@ -122,6 +123,7 @@ def start(root: Path, data: Path, o: dict) -> Run:
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=own_group,
     )
     return Run(root, proc)
 
@@ -285,3 +287,27 @@ def _status(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
         return "zombie"
+
+
+@pytest.mark.slow
+def test_group_sigterm_with_workers_stops_every_rank_and_resumes(data, tmp_path):
+    """scancel signals every process of the step: both ranks and their DataLoader workers."""
+    o = overrides(max_epochs=100, devices=2, num_workers=2)
+    stopped = start(tmp_path / "stopped", data, o, own_group=True)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not ((stopped.state / "last.ckpt").exists() and len(stopped.pids()) == 2):
+        assert stopped.proc.poll() is None and time.monotonic() < deadline, stopped.log()[-3000:]
+        time.sleep(0.05)
+    os.killpg(stopped.proc.pid, signal.SIGTERM)
+    assert stopped.wait(timeout=60) == PREEMPTED_EXIT, stopped.log()[-3000:]
+    for rank in (0, 1):
+        assert "training stopped" in stopped.log(rank), stopped.log(rank)[-3000:]
+        assert "killed by signal" not in stopped.log(rank)
+    done = metrics(stopped.state / "metrics.csv")
+    assert 1 <= len(done) < 3, f"stopped after epoch {len(done)}: nothing left to resume"
+    o["trainer"]["max_epochs"] = 3
+    resumed = start(tmp_path / "stopped", data, o)
+    assert resumed.wait() == 0, resumed.log()[-3000:]
+    straight = start(tmp_path / "straight", data, overrides(max_epochs=3, devices=2))
+    assert straight.wait() == 0, straight.log()[-3000:]
+    assert metrics(resumed.out / "metrics.csv") == metrics(straight.out / "metrics.csv")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Sampler
 
 from arctax.data.collate import MODEL_FORMAT, Batch, collate
@@ -153,6 +156,40 @@ def _collate_padded(examples: list[dict], fmt: str, k: int) -> Batch:
     return batch
 
 
+# Stop signals belong to the trainer process. scancel, preemption and GNU timeout signal every
+# process of the job step, DataLoader workers included, and torch's SIGTERM handler in a worker
+# exits on any sender but its parent: the trainer then fails with "DataLoader worker (pid ...)
+# is killed by signal: Terminated" (exit 1) instead of stopping at the next batch (exit 75).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def worker_init(worker_id: int, rank: int = 0) -> None:
+    """A DataLoader worker ignores the stop signals; its trainer got the same signal, stops at
+    the next batch and shuts its workers down itself (a worker also exits when its parent dies).
+    Then Lightning's own worker seeding (``seed_everything(workers=True)``), which it adds only
+    to a loader without a ``worker_init_fn``."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by _Loader at the fork
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank)
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose workers are forked with the stop signals blocked: one that arrives
+    before :func:`worker_init` ignores it stays pending, and is discarded there, instead of
+    meeting torch's handler, which a worker installs first."""
+
+    def _get_iterator(self):
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super()._get_iterator()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class ARCDataModule(pl.LightningDataModule):
     """Train/val/test loaders for one model over the prepared cache in ``data_dir``."""
 
@@ -208,11 +245,12 @@ class ARCDataModule(pl.LightningDataModule):
         )
         if trainer is not None:  # a new order each epoch, reproducible after a resume
             sampler.epoch_fn = lambda: max(trainer.current_epoch, self.resume_epoch)
-        return DataLoader(
+        return _Loader(
             _WithPadding(ds),
             batch_sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.num_workers,
+            worker_init_fn=functools.partial(worker_init, rank=rank),
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             # a private generator: creating an epoch's iterator then draws nothing from the

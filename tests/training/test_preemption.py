@@ -1,0 +1,107 @@
+"""A stop signal to the whole process group, as scancel, preemption and GNU timeout send it.
+
+They signal every process of the job step, DataLoader workers included. torch's SIGTERM
+handler in a worker exits on any sender but its parent, so before the fix the trainer died
+with "DataLoader worker (pid ...) is killed by signal: Terminated" (exit 1) instead of the
+documented stop at the next batch (exit 75) and exact resume. With ``num_workers: 2`` (the
+default config) the group signal must give exactly what a signal to the trainer alone gives.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from arctax.config import load_config
+from arctax.data.datamodule import ARCDataModule
+from arctax.training.train import PREEMPTED_EXIT, train
+from tests.conftest import REPO, tiny_overrides
+
+CODE = (
+    "import json, sys; from arctax.config import load_config\n"
+    "from arctax.training.train import train\n"
+    "o = json.loads(sys.argv[1])\n"
+    "train(load_config(overrides=o), 'encoder_decoder', 307, *sys.argv[2:5])\n"
+)
+
+
+def val_losses(path: Path) -> list[float]:
+    with path.open() as f:
+        return [float(r["val_loss"]) for r in csv.DictReader(f)]
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (the DataLoader workers of a trainer)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def start(overrides: dict, data: Path, out: Path, state: Path) -> subprocess.Popen:
+    """A training in a process group of its own (as a Slurm job step is), output to a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-c", CODE, json.dumps(overrides), str(data), str(out), str(state)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_workers_are_started_with_the_stop_signals_ignored(tiny_data):
+    """The mechanism, on a plain loader: each worker ignores SIGTERM and SIGUSR1."""
+    dm = ARCDataModule(tiny_data, "encoder_decoder", 8, num_workers=2)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    next(it)
+    try:
+        for pid in [w.pid for w in it._workers]:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            ignored = int(next(ln for ln in status if ln.startswith("SigIgn:")).split()[1], 16)
+            for s in (signal.SIGTERM, signal.SIGUSR1):
+                assert ignored & (1 << (s - 1)), f"worker {pid} does not ignore {s.name}"
+    finally:
+        it._shutdown_workers()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_group_signal_with_workers_stops_exits_75_and_resumes_exactly(tiny_data, tmp_path, sig):
+    o = tiny_overrides(max_epochs=200, num_workers=2)
+    out, state = tmp_path / "out", tmp_path / "state"
+    proc = start(o, tiny_data, out, state)
+    deadline = time.monotonic() + 120
+    while not ((state / "last.ckpt").exists() and len(children(proc.pid)) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.1)
+    workers = children(proc.pid)
+    time.sleep(0.5)  # mid-epoch, workers busy
+    os.killpg(proc.pid, sig)  # every process of the group, as scancel does
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT, log[-3000:]
+    assert f"training stopped (received {sig.name})" in log and "resumable state" in log
+    assert "killed by signal" not in log
+    assert not any(Path(f"/proc/{w}").exists() for w in workers), "workers outlived the trainer"
+    assert not out.exists() or not any(out.iterdir())  # nothing claimed as finished
+    done = len(val_losses(state / "metrics.csv"))
+    assert done >= 1
+
+    o["trainer"]["max_epochs"] = done + 1
+    resumed = start(o, tiny_data, out, state)
+    log, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, log[-3000:]
+    assert "resuming" in log
+    straight = tmp_path / "straight" / "encoder_decoder"
+    train(load_config(overrides=tiny_overrides(max_epochs=done + 1)), "encoder_decoder", 307,
+          tiny_data, straight)  # fmt: skip
+    assert val_losses(out / "metrics.csv") == val_losses(straight / "metrics.csv")
