@@ -386,3 +386,47 @@ def test_held_out_test_split_covers_the_categories(tmp_path):
     assert m["test_source"].endswith("(held out)")
     again = prepare(cfg, tmp_path / "again")  # seeded
     assert again["splits"] == m["splits"]
+
+
+def test_max_cells_leaves_a_test_task_out_whole_and_says_so(tmp_path):
+    """ARC scores a task on ALL its test inputs: a task one of whose inputs is over
+    data.max_cells used to be scored on the other alone (and count as solved)."""
+    from arctax.evaluation.evaluate import write_evaluation
+    from arctax.evaluation.submission import to_submission
+
+    d = tmp_path / "eval"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+
+    def pair(h, w):
+        return {"input": rng.integers(0, 10, (h, w)).tolist(),
+                "output": rng.integers(0, 10, (h, w)).tolist()}  # fmt: skip
+
+    tasks = {
+        "whole": {"train": [pair(2, 2)] * 2, "test": [pair(2, 2), pair(3, 3)]},
+        "partial": {"train": [pair(2, 2)] * 2, "test": [pair(2, 2), pair(5, 5)]},
+        "nodemos": {"train": [pair(5, 5)] * 2, "test": [pair(2, 2)]},
+    }
+    for name, obj in tasks.items():
+        (d / f"{name}.json").write_text(json.dumps(obj))
+    cfg = load_config(overrides={"data": {"test_source": str(d), "max_cells": 16}})
+    m = prepare(cfg, tmp_path / "out")
+    assert m["splits"]["test"] == ["whole"]
+    assert m["test_left_out"] == {
+        "nodemos": "every demonstration over data.max_cells (16 cells)",
+        "partial": "a test input over data.max_cells (16 cells)",
+    }
+    ds = load_split(tmp_path / "out", "test")
+    assert sorted(ds.meta(i)["pair"] for i in range(len(ds))) == [0, 1]  # both inputs kept
+    # every answer right: 1 of 1 task solved, and the summary says 2 were left out
+    answers = {i: [ds[i]["query_out"]] for i in range(len(ds))}
+    assert to_submission({"whole": {ds.meta(i)["pair"]: a for i, a in answers.items()}})
+    table = write_evaluation(cfg, ds, answers, tmp_path / "ev", "m", None, identity={})
+    assert table["grid_correct"].all() and len(table) == 2
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["n_tasks"] == 1 and summary["test_left_out"]["n_tasks"] == 2
+    # with no filter nothing is left out, and nothing is filed as unusable after a filter
+    m = prepare(load_config(overrides={"data": {"test_source": str(d), "max_tasks": 4}}),
+                tmp_path / "all")  # fmt: skip
+    assert m["splits"]["test"] == ["nodemos", "partial", "whole"]
+    assert m["test_left_out"] == {} and m["unusable_after_filter"] == []

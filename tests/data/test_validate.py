@@ -41,6 +41,7 @@ def write(dir_, name, obj):
         ),
         ({"train": [], "test": [{"input": [[1.5]], "output": [[1]]}]}, ["colour 1.5"]),
         ({"train": [], "test": []}, ["no pairs"]),
+        ({"train": [], "test": [{"input": [[1]], "output": [[2]]}]}, ["'train' has no pairs"]),
         ({"train": [{"input": [], "output": [[1]]}], "test": []}, ["non-empty"]),
     ],
 )
@@ -78,3 +79,21 @@ def test_duplicate_task_ids_across_sources(tmp_path):
 def test_unknown_source_is_one_clear_error():
     with pytest.raises(InvalidTaskError, match=r"data\.source"):
         load_source("/no/such/dir")
+
+
+def test_a_task_without_demonstrations_is_refused_or_skipped_and_listed(tmp_path):
+    """It used to be accepted, then silently dropped from the split it belonged to."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        write(src, f"good{i}", {"train": GOOD["train"] * 3, "test": GOOD["test"]})
+    bad = write(src, "nodemos", {"train": [], "test": GOOD["test"]})
+    cfg = load_config(overrides={"data": {"source": str(src), "test_source": "held_out",
+                                          "test_fraction": 0.25}})  # fmt: skip
+    with pytest.raises(InvalidTaskError, match="'train' has no pairs") as e:
+        prepare(cfg, tmp_path / "out")
+    assert str(bad) in str(e.value) and "data.on_invalid: skip" in str(e.value)
+    cfg["data"]["on_invalid"] = "skip"
+    m = prepare(cfg, tmp_path / "out")
+    assert m["skipped_invalid"] == ["nodemos"] and m["unusable_after_filter"] == []
+    assert "nodemos" not in [t for s in m["splits"].values() for t in s]

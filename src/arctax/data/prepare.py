@@ -117,8 +117,8 @@ def _build_split(
     for task in tasks:
         rng = _task_rng(d["example_seed"], task.task_id)
         # enumerate before filtering so ex_pair stays the index of the pair in the task file
-        if query_mode == "test":
-            queries = [(i, p) for i, p in enumerate(task.test) if _fits(p, max_cells)]
+        if query_mode == "test":  # every test input, or the task is not here (_testable)
+            queries = list(enumerate(task.test))
             demos = [(i, p) for i, p in enumerate(task.train) if _fits(p, max_cells)]
             pool = [p for _, p in demos]
         else:
@@ -179,10 +179,24 @@ def load_sources(cfg: Mapping[str, Any]) -> tuple[SourceData, SourceData | None]
     return train_src, test_src
 
 
-def _testable(task: Task, max_cells: int | None) -> bool:
-    """A task can be a test task when a test pair and a demonstration pair fit ``max_cells``."""
+def left_out_reason(task: Task, max_cells: int | None) -> str | None:
+    """Why a task of the test source cannot be a test task (``None``: it can).
+
+    ARC scores a task on ALL its test inputs: a task with one input filtered out by
+    ``data.max_cells`` would count as solved on the others alone, so it is left out whole.
+    """
+    if not task.test:
+        return "no test pairs"
     f = _filter(task, max_cells)
-    return bool(f.test and f.train)
+    if len(f.test) < len(task.test):
+        return f"a test input over data.max_cells ({max_cells} cells)"
+    if not f.train:
+        return f"every demonstration over data.max_cells ({max_cells} cells)"
+    return None
+
+
+def _testable(task: Task, max_cells: int | None) -> bool:
+    return left_out_reason(task, max_cells) is None
 
 
 def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
@@ -220,7 +234,10 @@ def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
         )
     usable = {t.task_id for t in test_pool if _testable(t, max_cells)}
     test_tasks = sorted((t for t in test_pool if t.task_id in usable), key=lambda t: t.task_id)
-    unusable += sorted(t.task_id for t in test_pool if t.task_id not in usable)
+    left_out = {
+        t.task_id: left_out_reason(t, max_cells) for t in test_pool if t.task_id not in usable
+    }
+    unusable += sorted(t for t, why in left_out.items() if "max_cells" in str(why))
     n = d.get("max_tasks")
     plan = {
         "train": ([by_id[i] for i in train_ids][:n], "train"),
@@ -241,6 +258,7 @@ def prepare(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
         "dropped_tasks": {},
         "skipped_invalid": train_src.skipped + (test_src.skipped if test_src else []),
         "unusable_after_filter": unusable,
+        "test_left_out": dict(sorted(left_out.items())),  # task id -> why; left out whole
         "files": {},
     }
     built = {}

@@ -57,4 +57,12 @@ def validate_task(
         out.append(pairs)
     if not out[0] and not out[1]:
         raise InvalidTaskError(f"{head}: task has no pairs")
+    if not out[0]:
+        # Without demonstrations a test task cannot be answered (nor adapted to) and a
+        # training task has nothing to learn from its test pairs alone: refuse it rather than
+        # let it vanish from the split.
+        raise InvalidTaskError(
+            f"{head}: 'train' has no pairs (a task needs at least one demonstration pair; "
+            "its 'test' pairs alone cannot be used)"
+        )
     return out[0], out[1]
