@@ -37,9 +37,10 @@ def test_arctax_checkpoint_round_trips(tmp_path, name):
     ):
         assert k == k2 and torch.equal(v, v2)
     assert info["model_name"] == name and info["k"] == 2 and len(info["sha256"]) == 64
-    assert info["bootstrapped"] is False  # no provenance.json beside it: not trained here
+    assert info["trained_here"] is False  # no provenance.json beside it: not trained here
     (tmp_path / "provenance.json").write_text('{"model": "x", "seed": 1}')
-    assert load_model(path)[1]["bootstrapped"] is True
+    assert load_model(path)[1]["trained_here"] is True
+    assert "bootstrapped" not in info  # only a reference can be bootstrapped (evaluate says)
 
 
 def test_missing_empty_and_directory(tmp_path):

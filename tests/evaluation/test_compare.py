@@ -146,3 +146,17 @@ def test_gallery_draws_malformed_answers(tmp_path):
     p = plots.plot_gallery(items, {"m1": [[[2, 1]]], "m2": [None]}, tmp_path / "g.png")
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots.ARC_PALETTE[9] == "#870C25" and len(plots.ARC_PALETTE) == 10
+
+
+def test_summary_says_how_the_reference_was_trained_and_what_the_test_set_left_out(setup):
+    evals, trains, out = setup
+    ref = Path(evals["champion"]) / "summary.json"
+    s = json.loads(ref.read_text())
+    s.update(bootstrapped=False, trained_here=True,
+             test_left_out={"n_tasks": 2, "reasons": {"a test input over data.max_cells": 2}})  # fmt: skip
+    ref.write_text(json.dumps(s))
+    res = compare(_cfg(), evals, trains, out, "champion")
+    md = (out / "summary.md").read_text()
+    assert "trained by this workflow, not the original Trial 69 weights" in md
+    assert "bootstrapped here" not in md and res["bootstrapped_reference"] is False
+    assert "Test set: 20 tasks; **2 task(s) of the test source left out whole**" in md

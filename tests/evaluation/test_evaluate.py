@@ -80,6 +80,7 @@ def test_exact_match_and_batch_invariance(data_dir, memorised_ckpt, tmp_path):
     tasks = df.groupby("task_id")["grid_correct"].all()
     assert s["grid_acc"] == pytest.approx(tasks.mean()) and s["n_tasks"] == len(tasks)
     assert s["checkpoint_sha256"] == sha256(memorised_ckpt) and s["bootstrapped"] is False
+    assert s["trained_here"] is False
     assert s["decode_tasks_per_s"] > 0 and s["attempts"] == 2 and s["seed"] == 5
     gallery = json.loads((tmp_path / "b4" / "predictions.json").read_text())
     assert {g["task_id"] for g in gallery} == set(sorted(tasks.index)[:4])
@@ -118,9 +119,11 @@ def test_train_evaluate_compare_end_to_end(data_dir, tmp_path):
     res = compare(cfg, evals, trains, tmp_path / "cmp", "champion")
     summary = pd.read_csv(tmp_path / "cmp" / "summary.csv")
     assert list(summary["model"]) == ["champion", "encoder_decoder", "decoder_only"]
-    assert (summary["n_tasks"] == 6).all() and res["bootstrapped_reference"]
+    assert (summary["n_tasks"] == 6).all() and not res["bootstrapped_reference"]
+    # trained here, every one of them; none is a bootstrapped stand-in reference
+    assert summary["trained_here"].all() and not summary["bootstrapped"].any()
     md = (tmp_path / "cmp" / "summary.md").read_text()
-    assert "bootstrapped here, not the original Trial 69 weights" in md
+    assert "trained by this workflow, not the original Trial 69 weights" in md
     audit = pd.read_csv(tmp_path / "cmp" / "audit.csv")
     assert audit["run"].nunique() == 3
     # overrides made here must show up as deviations with their reason

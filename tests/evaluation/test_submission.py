@@ -113,3 +113,12 @@ def test_missing_tasks_are_an_error_and_extra_tasks_are_ignored(test_split):
     short[multi[0]] = short[multi[0]][:1]
     with pytest.raises(SubmissionError, match=f"task {multi[0]} has 1 answer"):
         select(short, test_split, "x")
+
+
+def test_more_entries_than_test_inputs_is_an_error_naming_both_counts(test_split):
+    extra = parse_submission(_truth(test_split), "truth")
+    task = sorted(extra)[0]
+    n = len(extra[task])
+    extra[task] = [*extra[task], extra[task][0]]
+    with pytest.raises(SubmissionError, match=f"task {task} has {n + 1} answer entries but {n}"):
+        score_submission(extra, test_split, 2, "m", None, "preds.json")

@@ -173,6 +173,7 @@ def gather(
     seed: int | None,
 ) -> dict[str, Any]:
     """Score one model's shards: ``vote_dir`` (voting alone) and ``adapt_dir`` (adapted)."""
+    from arctax.evaluation.checkpoints import trained_here_flag
     from arctax.evaluation.evaluate import write_evaluation
 
     ds = load_split(data_dir, "test")
@@ -214,7 +215,7 @@ def gather(
             "model_name": first["model_name"],
             "checkpoint": first["checkpoint"],
             "checkpoint_sha256": first["checkpoint_sha256"],
-            "bootstrapped": False,
+            "trained_here": trained_here_flag(Path(first["checkpoint"])),  # the base's weights
             "source": {"way": kind, "path": first["checkpoint"]},
         }
         name = f"{label}+{kind}"

@@ -8,7 +8,6 @@ its forward code is not public, so its weights cannot run faithfully here.
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -136,31 +135,20 @@ def state_dict_diff(expected: dict[str, torch.Tensor], actual: dict[str, torch.T
     return "; ".join(parts)
 
 
-def bootstrapped_flag(path: Path, hp: dict[str, Any]) -> bool:
-    """Whether the weights were trained by this workflow rather than supplied by the user.
-
-    An explicit ``bootstrap`` entry (hyper-parameters or ``provenance.json``) wins; otherwise a
-    ``provenance.json`` beside the checkpoint means arctax trained it here. The original
-    Trial 69 weights cannot load at all (see :data:`ORIGINAL_HINT`), so a loadable champion
-    is either bootstrapped here or converted by the user.
+def trained_here_flag(path: Path) -> bool:
+    """Whether the weights were trained by this workflow rather than supplied by the user: a
+    ``provenance.json`` beside the checkpoint (every arctax training writes one; a trained
+    model and a bootstrapped reference alike). The original Trial 69 weights cannot load at all
+    (see :data:`ORIGINAL_HINT`), so a loadable champion without one was converted by the user.
     """
-    if "bootstrap" in hp:
-        return bool(hp["bootstrap"])
-    prov = path.parent / "provenance.json"
-    if not prov.is_file():
-        return False
-    try:
-        rec = json.loads(prov.read_text())
-    except (OSError, json.JSONDecodeError):
-        return True
-    return bool(rec.get("bootstrap", True))
+    return (path.parent / "provenance.json").is_file()
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the arctax model of a checkpoint: ``(model in eval mode, info)``.
 
     ``info`` holds ``model_name``, ``model_cfg``, ``k``, ``trial69``, ``epoch``,
-    ``global_step``, ``path``, ``sha256`` and ``bootstrapped``.
+    ``global_step``, ``path``, ``sha256`` and ``trained_here``.
     """
     from arctax.models import build_model
 
@@ -192,6 +180,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         "global_step": ckpt.get("global_step"),
         "path": str(p),
         "sha256": file_sha256(p),
-        "bootstrapped": bootstrapped_flag(p, hp),
+        "trained_here": trained_here_flag(p),
     }
     return model, info

@@ -150,9 +150,8 @@ def compare(
     speeds = [[s["decode_tasks_per_s"] for s in summaries[m] if s.get("decode_tasks_per_s")]
               for m in models]  # fmt: skip
     summary["decode_tasks_per_s"] = [float(np.mean(v)) if v else np.nan for v in speeds]
-    summary["bootstrapped"] = [
-        any(s.get("bootstrapped", False) for s in summaries[m]) for m in models
-    ]
+    for key in ("bootstrapped", "trained_here"):
+        summary[key] = [any(s.get(key, False) for s in summaries[m]) for m in models]
     summary["answers_from"] = [
         (summaries[m][0].get("source") or {}).get("way", "checkpoint") for m in models
     ]
@@ -183,6 +182,7 @@ def compare(
     plots.plot_gallery(items, answers, out_dir / "gallery.png")
     ref_boot = bool(summary.loc[0, "bootstrapped"])
     note = reference_note(reference_label, summaries[reference_label][0], ref_boot)
+    note += test_set_note(summaries[reference_label][0], len(ids))
     md = summary_markdown(summary, per_category, audit, reference_label, note, boot[1])
     atomic_write_text(out_dir / "summary.md", md)
     return {
@@ -237,12 +237,30 @@ def reference_note(label: str, summary: Mapping[str, Any], bootstrapped: bool) -
             "(`champion.predictions`, ARC Prize format), scored by the same scorer as every "
             "model; no teacher-forced scores."
         )
+    if way == "checkpoint" and summary.get("trained_here"):
+        return (
+            f"Reference `{label}`: an arctax checkpoint **trained by this workflow, not the "
+            f"original Trial 69 weights** ({ident})."
+        )
     if way == "adapter":
         return (
             f"Reference `{label}`: the checkpoint {ident} run through the adapter "
             f"`{src.get('adapter')}` (`champion.adapter`); no teacher-forced scores."
         )
     return f"Reference `{label}`: the user-supplied arctax checkpoint {ident}."
+
+
+def test_set_note(summary: Mapping[str, Any], n_tasks: int) -> str:
+    """How many tasks the test set has, and how many of its source were left out whole."""
+    left = summary.get("test_left_out") or {}
+    n = left.get("n_tasks")
+    if not n:
+        return f" Test set: {n_tasks} tasks."
+    why = "; ".join(f"{k}: {v}" for k, v in sorted((left.get("reasons") or {}).items()))
+    return (
+        f" Test set: {n_tasks} tasks; **{n} task(s) of the test source left out whole** ({why}): "
+        "a task is scored on all its test inputs or not at all."
+    )
 
 
 def summary_markdown(

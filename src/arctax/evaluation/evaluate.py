@@ -126,14 +126,15 @@ def evaluate(
     label: str,
     seed: int | None = None,
     *,
-    bootstrapped: bool | None = None,
+    bootstrapped: bool = False,
     source: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Score ``ckpt_path`` on ``data_dir``'s test split; write and return the per-query table.
 
     ``label`` names the model in every table; ``seed`` is the training seed (recorded only).
-    ``bootstrapped`` overrides the checkpoint's own record of whether it was trained here;
-    ``source`` describes where a reference came from (recorded in ``summary.json``).
+    ``bootstrapped``: these are the weights of a stand-in reference trained here
+    (``champion.bootstrap``); ``source`` describes where a reference came from (both recorded in
+    ``summary.json``, beside ``trained_here``: any weights this workflow trained).
     """
     batch_size = int(get(cfg, "eval.batch_size"))
     attempts = int(get(cfg, "eval.attempts"))
@@ -180,12 +181,12 @@ def evaluate(
             answers[i] = found[j]
             tf[i] = (float(tf_acc[j]), bool(tf_ok[j]))
 
-    is_boot = info["bootstrapped"] if bootstrapped is None else bool(bootstrapped)
     identity = {
         "model_name": info["model_name"],
         "checkpoint": info["path"],
         "checkpoint_sha256": info["sha256"],
-        "bootstrapped": is_boot,
+        "trained_here": info["trained_here"],
+        "bootstrapped": bool(bootstrapped),
         "source": dict(source or {"way": "checkpoint", "path": info["path"]}),
     }
     return write_evaluation(
@@ -238,6 +239,7 @@ def write_evaluation(
     table = table[COLUMNS]
     atomic_write_text(out_dir / "per_task.csv", table.to_csv(index=False))
     summary = _summary(table, label, seed, identity, decode_s, device, attempts)
+    summary["test_left_out"] = _left_out(ds)
     summary.update(extra or {})
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     n_gallery = int(get(cfg, "eval.gallery_tasks"))
@@ -247,6 +249,21 @@ def write_evaluation(
     gallery = _gallery(ds, order, answers, n_gallery)
     atomic_write_text(out_dir / "predictions.json", json.dumps(gallery) + "\n")
     return table
+
+
+def _left_out(ds: Any) -> dict[str, Any]:
+    """How many tasks of the test source the prepared test split left out whole, and why
+    (``manifest.json``: ``test_left_out``; a task is scored on all its test inputs or not at all).
+    """
+    path = getattr(ds, "path", None)
+    manifest = Path(path).parent / "manifest.json" if path is not None else None
+    if manifest is None or not manifest.is_file():
+        return {"n_tasks": None, "reasons": {}}
+    left = json.loads(manifest.read_text()).get("test_left_out") or {}
+    reasons: dict[str, int] = {}
+    for why in left.values():
+        reasons[why] = reasons.get(why, 0) + 1
+    return {"n_tasks": len(left), "reasons": reasons}
 
 
 def _summary(
@@ -272,6 +289,9 @@ def _summary(
         "seed": seed,
         "checkpoint": identity.get("checkpoint"),
         "checkpoint_sha256": identity.get("checkpoint_sha256"),
+        # trained_here: weights trained by this workflow (every model, a bootstrapped
+        # reference); bootstrapped: only the reference's stand-in (champion.bootstrap)
+        "trained_here": bool(identity.get("trained_here", False)),
         "bootstrapped": bool(identity.get("bootstrapped", False)),
         "source": dict(identity.get("source") or {}),
         "attempts": attempts,

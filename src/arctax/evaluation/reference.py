@@ -160,7 +160,7 @@ def evaluate_reference(
             bootstrapped=way == "bootstrap", source=source,
         )  # fmt: skip
     ds = load_split(data_dir, "test")
-    identity = {"model_name": None, "checkpoint": None, "bootstrapped": False, "source": source}
+    identity = {"model_name": None, "checkpoint": None, "source": source}
     if way == "predictions":
         from arctax.evaluation.submission import read_submission, select
 

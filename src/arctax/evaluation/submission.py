@@ -140,6 +140,7 @@ def select(
             f"(e.g. {', '.join(missing[:5])}); the predictions must cover the prepared test "
             "split (results/<run>/data/manifest.json, splits.test)"
         )
+    _check_counts(sub, ds, origin)
     out = {}
     for i in map(int, idx):
         m = ds.meta(i)
@@ -151,6 +152,22 @@ def select(
             )
         out[i] = entries[m["pair"]]
     return out
+
+
+def _check_counts(sub: Mapping[str, list], ds: Any, origin: str) -> None:
+    """A test task of ``ds`` in the submission has exactly one entry per test input: more
+    entries are answers to inputs that do not exist (another task's, or a shifted list)."""
+    n_inputs: dict[str, int] = {}
+    for i in map(int, np.flatnonzero(ds.ex_aug == 0)):
+        m = ds.meta(i)
+        n_inputs[m["task_id"]] = max(n_inputs.get(m["task_id"], 0), m["pair"] + 1)
+    for task_id, n in sorted(n_inputs.items()):
+        got = len(sub.get(task_id, ()))
+        if got > n:
+            raise SubmissionError(
+                f"{origin}: task {task_id} has {got} answer entries but {n} test input(s); give "
+                "one entry per test input, in test order"
+            )
 
 
 def score_submission(
