@@ -66,3 +66,26 @@ def test_inspect(tmp_path, capsys):
     torch.save({"state_dict": {"core_model.w": torch.zeros(1)}}, p)
     assert main(["inspect", str(p)]) == 1
     assert "original internal codebase" in capsys.readouterr().out
+
+
+def test_an_overlay_alone_starts_from_config_yaml_as_snakemake_does(tmp_path, capsys):
+    """`arctax --config config/demo.yaml prepare` used to say 'taxonomy' is a required property."""
+    demo = DEFAULT_CONFIG.with_name("demo.yaml")
+    assert load_config(demo) == load_config(DEFAULT_CONFIG, demo)
+    out = tmp_path / "data"
+    assert main(["--config", str(demo), "prepare", "--out", str(out)]) == 0, capsys.readouterr()
+    assert (out / "manifest.json").is_file()
+
+
+def test_train_keeps_its_resumable_state_inside_out(tmp_path, tiny_data):
+    import yaml
+
+    from tests.conftest import tiny_overrides
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_overrides(max_epochs=1, accelerator="cpu")))
+    out = tmp_path / "runs" / "champion"
+    args = ["--config", str(cfg), "train", "--model", "champion", "--data", str(tiny_data)]
+    assert main([*args, "--out", str(out)]) == 0
+    assert (out / ".state" / "last.ckpt").is_file() and (out / "best.ckpt").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["champion"]  # nothing beside

@@ -37,7 +37,13 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arctax`` command."""
     ap = argparse.ArgumentParser(prog="arctax", description=__doc__)
-    ap.add_argument("--config", action="append", default=[], help="config YAML (repeatable)")
+    ap.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="config YAML merged over config/config.yaml, as Snakemake's --configfile "
+        "(repeatable, in order)",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -50,8 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--state", default=None)
+    p.add_argument(
+        "--out", required=True, help="best.ckpt, last.ckpt, metrics.csv, provenance.json"
+    )
+    p.add_argument(
+        "--state",
+        default=None,
+        help="resumable state (default: OUT/.state); run the same command again to resume",
+    )
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test split")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
@@ -111,7 +123,8 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         from arctax.training.train import train
 
         seed = args.seed if args.seed is not None else cfg["trial69"]["seed"]
-        print(json.dumps(train(cfg, args.model, seed, args.data, args.out, args.state), indent=2))
+        state = args.state or str(Path(args.out) / ".state")
+        print(json.dumps(train(cfg, args.model, seed, args.data, args.out, state), indent=2))
     elif args.cmd == "evaluate":
         from arctax.evaluation.evaluate import evaluate
 

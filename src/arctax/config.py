@@ -36,8 +36,15 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 
 def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Load ``config/config.yaml`` (or the first path), merge later files and ``overrides``."""
-    files = [Path(p) for p in paths] or [DEFAULT_CONFIG]
+    """Load ``config/config.yaml``, merge ``paths`` over it in order, then ``overrides``.
+
+    As Snakemake does (the Snakefile's ``configfile:`` first, then every ``--configfile``), so
+    an overlay such as ``config/demo.yaml`` works alone and means the same everywhere.
+    """
+    given = [Path(p) for p in paths]
+    files = [DEFAULT_CONFIG] + [
+        f for f in given if not (f.is_file() and f.resolve() == DEFAULT_CONFIG.resolve())
+    ]
     cfg: dict[str, Any] = {}
     for f in files:
         if not f.is_file():
