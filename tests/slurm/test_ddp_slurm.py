@@ -12,7 +12,6 @@ The fake GPUs have no CUDA behind them: 2 CPU processes under gloo, as the train
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slurm_utils import REPO, sacct_field, sh, wait_job
+from slurm_utils import JOBNAME_ARGS, REPO, sacct_field, sh, submitter_env, wait_job
 
 from tests.conftest import tiny_overrides
 
@@ -92,14 +91,18 @@ def test_workflow_gpu2_job_cancelled_retried_resumes(slurm_cluster: None, tmp_pa
     # data and smoke test on this machine: only the training goes through Slurm
     smoke = snakemake("results/ddp/smoke/encoder_decoder.json", "--profile", "profiles/local")
     sh(" ".join(smoke) + " --cores 2", timeout=300, cwd=w)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCTAX_")}
-    env["ARCTAX_SLURM_ACCOUNT"] = "arctax"
+    env = submitter_env()
     state = w / "results/ddp/.state/train/encoder_decoder/seed307"
     log = tmp_path / "snakemake.log"
     cmd = [
         *("timeout", "-k", "15", "420"),
         *snakemake(
-            TRAIN, "--profile", "profiles/ddp", "--slurm-init-seconds-before-status-checks", "2"
+            TRAIN,
+            "--profile",
+            "profiles/ddp",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            *JOBNAME_ARGS,
         ),
     ]
     with log.open("w") as f:

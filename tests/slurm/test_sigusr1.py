@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from slurm_utils import JOBNAME_ARGS, submitter_env
 
 pytestmark = pytest.mark.slurm
 
@@ -61,9 +62,12 @@ def test_sigusr1_delivery(slurm_cluster: None, tmp_path: Path) -> None:
         *("timeout", "-k", "15", "170"),
         *(sys.executable, "-m", "snakemake", "--executor", "slurm", "-j", "2", "--keep-going"),
         *("--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", "5"),
+        *JOBNAME_ARGS,
         "all",
     ]
-    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, check=False, env=submitter_env()
+    )
     log = res.stdout + res.stderr
     assert res.returncode not in (124, 137), f"snakemake timed out:\n{log[-3000:]}"
     # The plugin accepted --signal in slurm_extra and put it on sbatch (else no signal at all).

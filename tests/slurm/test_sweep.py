@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from slurm_utils import (
+    JOBNAME_ARGS,
     SUBMITTED,
     copy_tree,
     run_snakemake,
@@ -59,6 +60,7 @@ def cmd(*overlays: str, timeout: int = 600) -> list[str]:
         *(sys.executable, "-m", "snakemake", "sweep", "--profile", "profiles/slurm"),
         *("--configfile", "config/demo.yaml", "sweep.yaml", *overlays),
         *("--slurm-init-seconds-before-status-checks", "2"),
+        *JOBNAME_ARGS,
     ]
 
 

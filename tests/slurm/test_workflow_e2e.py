@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from slurm_utils import SUBMITTED, copy_tree, run_snakemake, sacct_field, sh, submitter_env
+from slurm_utils import (
+    JOBNAME_ARGS,
+    SUBMITTED,
+    copy_tree,
+    run_snakemake,
+    sacct_field,
+    sh,
+    submitter_env,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -68,6 +76,7 @@ def snakemake_cmd(
         *("--configfile", "config/demo.yaml", "e2e.yaml", *overlays),
         # Poll sacct every few seconds, not the profile's 20 s and up (real-cluster manners).
         *("--slurm-init-seconds-before-status-checks", "2"),
+        *JOBNAME_ARGS,
         *extra,
     ]
 
@@ -190,8 +199,9 @@ def test_failure_mid_dag_is_reported_and_a_restart_redoes_only_it(
 def test_cancelled_training_is_retried_and_resumes(
     first_run: Run, workdir: Path, tmp_path: Path
 ) -> None:
-    # Longer training for this one run (other models untouched: params changes do not trigger).
-    (workdir / "e2e_long.yaml").write_text("trainer:\n  max_epochs: 30\n")
+    # Longer training for this one run (other models untouched: params changes do not trigger),
+    # with DataLoader workers as in config/config.yaml: scancel signals them too.
+    (workdir / "e2e_long.yaml").write_text("trainer:\n  max_epochs: 30\n  num_workers: 2\n")
     state = workdir / "results" / RUN / ".state" / "train" / "decoder_only" / "seed307"
     out_file = tmp_path / "snakemake.log"
     # The profile's `slurm-status-command: squeue` is what lets snakemake see the cancel: with
@@ -236,6 +246,7 @@ def test_cancelled_training_is_retried_and_resumes(
     retry_epochs = [int(m) for m in re.findall(r"^epoch +(\d+) ", attempts[1], re.M)]
     assert first_epochs[0] == 0 and "training again from scratch" in attempts[0]
     assert "training stopped" in attempts[0], attempts[0][-3000:]
+    assert "killed by signal" not in attempts[0], attempts[0][-3000:]
     # the retry starts right after the last saved epoch and runs on (to epoch 29, or until
     # early stopping), one epoch after another
     assert retry_epochs == list(range(first_epochs[-1] + 1, retry_epochs[-1] + 1)), retry_epochs
