@@ -1,7 +1,8 @@
 """Smoke test: the training path for each model, every check and figure, and each check
 failing on a constructed fault (a non-finite gradient, a checkpoint that reloads differently,
 a KV-cache decode that differs, gradients that differ between identical steps, an op without
-a deterministic kernel, out of memory, a frozen optimizer)."""
+a deterministic kernel, out of memory, a frozen optimizer, a non-finite loss, a parameter the
+loss ignores)."""
 
 import json
 import subprocess
@@ -112,6 +113,25 @@ def test_a_non_finite_gradient_fails(tiny_cfg, tiny_data, tmp_path, monkeypatch)
     assert r["checks"]["finite_grads"].startswith("non-finite gradients at step 1 (largest batch")
     assert any(".mlp." in n for n in r["figures"]["steps"][0]["nonfinite_grads"])
     assert "FAIL encoder_decoder / finite_grads" in format_table({"models": {FAST: r}})
+
+
+def test_a_non_finite_loss_fails(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+    from arctax.models.encoder_decoder import EncoderDecoder
+
+    forward = EncoderDecoder.forward  # logits that overflow (as an fp16 activation would)
+    monkeypatch.setattr(EncoderDecoder, "forward", lambda self, b: forward(self, b) * float("inf"))
+    r = _one(tiny_cfg, tiny_data, tmp_path)
+    assert r["checks"]["finite_loss"].startswith("loss is nan at step 1 (largest batch)")
+
+
+def test_a_parameter_the_loss_ignores_fails(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+    from arctax.models.layers import MLP
+
+    forward = MLP.forward  # the MLPs' output multiplied by 0: their weights get zero gradients
+    monkeypatch.setattr(MLP, "forward", lambda self, x: forward(self, x) * 0.0)
+    r = _one(tiny_cfg, tiny_data, tmp_path)
+    msg = r["checks"]["nonzero_grads"]
+    assert msg.startswith("all-zero gradient at every step: ") and ".mlp.net.0.weight" in msg
 
 
 def test_a_checkpoint_that_reloads_differently_fails(tiny_cfg, tiny_data, tmp_path, monkeypatch):

@@ -173,7 +173,7 @@ def smoke_model(
 ) -> dict[str, Any]:
     """Run model ``name`` through the training path; ``{"ok", "checks", "figures", ...}``.
 
-    ``trainers``, if given, receives the Trainer (whose launcher holds the DDP processes).
+    ``trainers``, if empty, receives the Trainer (whose launcher holds the DDP processes).
     """
     t0 = time.perf_counter()
     t69, k = cfg["trial69"], cfg["data"]["context_pairs"]
@@ -200,7 +200,7 @@ def smoke_model(
         data = SmokeData(ds, fmt, k, picks)
         probe = StepProbe(list(STEPS))
         trainer = build_trainer(_smoke_cfg(cfg), Path(work_dir), precision, [probe], launch)
-        if trainers is not None:
+        if trainers is not None and not trainers:  # the first one started the DDP ranks
             trainers.append(trainer)
         figures["deterministic"] = torch.are_deterministic_algorithms_enabled()
         before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
@@ -244,6 +244,7 @@ def smoke_model(
         seconds=round(time.perf_counter() - t0, 2),
     )
     first = probe.steps[0].loss if probe.steps else None
+    module.cpu()  # the next model's peak memory starts without this one
     return {
         "ok": all(v == OK for v in checks.values()),
         "checks": checks,
