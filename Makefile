@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch clean-demo
+.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -85,6 +85,11 @@ bench: setup
 ## Whole-epoch grouping vs random batches on all ARC-AGI-1 sizes (~8 min on 2 cores).
 bench-epoch: setup
 	$(BIN)/python benchmarks/epoch_estimate.py
+
+## Qualify a GPU machine (under 10 min on one GPU): writes GPU_CHECK.md; without CUDA, exit 2 in seconds.
+GPU_CHECK_ARGS ?=
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean-demo:
 	rm -rf results/$(RUN) .snakemake

@@ -1,8 +1,9 @@
 """Greedy decoding of answers: with a key/value cache (one token per step) or naively.
 
 The naive loop re-runs ``forward`` over the whole prefix every step; it is the oracle in tests
-and the baseline in the benchmark. Both stop a sample at its ``EOS`` and decode the tokens
-with ``decode_grid`` (``None`` for a malformed answer).
+and the baseline in the benchmark. Both stop a sample at its ``EOS``; :func:`greedy_tokens`
+returns the tokens, :func:`greedy_decode` the grids they form (``decode_grid``: ``None`` for
+a malformed answer).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ def _naive_logits(model: nn.Module, batch: Batch, out: torch.Tensor, pos: torch.
 
 
 @torch.inference_mode()
-def greedy_decode(
+def greedy_tokens(
     model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool = True
-) -> tuple[list[np.ndarray | None], np.ndarray]:
-    """Greedy answers for a batch: ``(grids, generated token counts)``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy answer tokens for a batch: ``(tokens (B, t), generated token counts (B,))``.
 
-    ``grids[i]`` is the decoded grid of sample ``i`` or ``None`` if its tokens do not form one.
+    A sample that has emitted ``EOS`` is padded with ``EOS`` up to the longest sample, so the
+    tokens of two decoding loops compare element by element (the smoke test compares them).
     """
     was_training = model.training
     model.eval()
@@ -74,10 +76,21 @@ def greedy_decode(
             positions.append(pos)
             if use_cache:
                 logits = model.step(cache, nxt, pos)
-        out = torch.stack(tokens, 1).cpu().numpy()
-        return [decode_grid(row) for row in out], steps.cpu().numpy()
+        out = torch.stack(tokens, 1) if tokens else ref.new_zeros(b, 0)
+        return out.cpu().numpy(), steps.cpu().numpy()
     finally:
         model.train(was_training)
+
+
+def greedy_decode(
+    model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool = True
+) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Greedy answers for a batch: ``(grids, generated token counts)``.
+
+    ``grids[i]`` is the decoded grid of sample ``i`` or ``None`` if its tokens do not form one.
+    """
+    out, steps = greedy_tokens(model, batch, max_new_tokens, use_cache)
+    return [decode_grid(row) for row in out], steps
 
 
 BLANK = np.zeros(

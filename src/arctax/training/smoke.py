@@ -1,93 +1,287 @@
-"""Smoke test of the three models: forward, loss, backward, gradients, one step, Trial 69.
+"""Smoke test: each model through the training path for seconds, before hours of training.
 
-Runs in seconds on CPU with a tiny config; on the cluster it is the first GPU job, so a
-broken model or recipe fails before hours of training are queued.
+Per model, what its ``train`` job runs: the same Trainer factory (:func:`build_trainer`:
+precision for this machine, ``deterministic``, accelerator, devices and DDP, callbacks,
+atomic checkpoints) and the same LightningModule, for a few optimizer steps alternating the
+prepared training split's LARGEST global batch (most tokens: the memory worst case) and a
+typical one (the median length), then one validation batch. On a GPU node that is the train
+job's code on CUDA (16-mixed, deterministic algorithms); on CPU the same code under
+``trainer.cpu_precision``. Models come from the config (``models:``), built by
+``build_model`` and batched in their own ``model.fmt``.
+
+Checks (``"ok"`` or what is wrong and the fix; :mod:`arctax.training.smoke_checks`):
+``finite_loss``, ``finite_grads`` (every parameter, unscaled), ``nonzero_grads``,
+``grad_scale`` (where a grad scaler exists: it did not collapse), ``step_changes_weights``,
+``checkpoint_reload`` (the run's own ``last.ckpt`` loaded with ``weights_only=True`` gives
+bitwise the same logits), ``kv_cache_decode`` (greedy decoding with the cache gives the
+naive loop's tokens), ``identical_steps`` (two identical steps on the largest batch give
+bitwise-equal gradients) and ``trial69_recipe`` (the optimizer and scheduler the Trainer
+built, against Trial 69). A crash is a failed ``runs`` check naming the op, where and the fix.
+Figures: device, precision (and why), deterministic, peak memory, step times, batch tokens,
+attention kernels, grad scale.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+import copy
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
-from arctax.config import MODEL_NAMES, model_config
-from arctax.data.collate import MODEL_FORMAT, collate
-from arctax.data.dataset import load_split
+from arctax.config import model_config
+from arctax.data.collate import Batch, collate
+from arctax.data.dataset import PreparedSplit, load_split
 from arctax.io import write_json
-from arctax.models import build_model, count_parameters
-from arctax.training.module import answer_metrics
-from arctax.training.optim import build_optimizer, build_scheduler
+from arctax.models import count_parameters
+from arctax.training.module import ARCLitModule
 from arctax.training.provenance import reference_trial69
+from arctax.training.ranks import join_ranks, process_rank
+from arctax.training.smoke_checks import (
+    OK,
+    StepProbe,
+    attention_kernels,
+    decode_check,
+    device_name,
+    explain,
+    identical_steps,
+    judge_steps,
+    reload_check,
+    weights_changed,
+)
+from arctax.training.trainer import build_trainer, resolve_launch, resolve_precision
+
+STEPS = ("largest", "normal", "largest", "normal")  # optimizer steps, by batch
 
 
-def _trial69_checks(opt: torch.optim.Optimizer, sched: dict[str, Any]) -> list[str]:
-    """Problems of the built optimizer/scheduler against the Trial 69 reference."""
+def _context_cells(ds: PreparedSplit) -> np.ndarray:
+    """Cells of every example's context grids (the champion's context encoder reads them)."""
+    ctx = ds.ex_grids[:, 2:]
+    cells = np.where(ctx >= 0, ds.h[np.maximum(ctx, 0)] * ds.w[np.maximum(ctx, 0)], 0)
+    return cells.max(axis=1) if cells.shape[1] else np.zeros(len(ds), dtype=np.int64)
+
+
+def pick_batches(ds: PreparedSplit, fmt: str, batch_size: int) -> dict[str, list[int]]:
+    """Example indices of the largest global batch and of a typical one.
+
+    Largest: the examples with the longest source, target, source + target and context grid
+    and the longest by the format's length key, then the next longest by that key. A batch
+    is padded to its longest of each, so no batch of ``batch_size`` has more padded tokens
+    in any format: the memory worst case training can meet. Normal: ``batch_size`` examples
+    around the median length.
+    """
+    key = ds.lengths(fmt)
+    order = np.argsort(key, kind="stable")
+    n = min(batch_size, len(order))
+    s, t = ds.token_lengths()
+    longest = [int(np.argmax(a)) for a in (key, s, t, s + t, _context_cells(ds))]
+    largest = list(dict.fromkeys(longest + order[::-1].tolist()))[:n]
+    lo = min(max(len(order) // 2 - n // 2, 0), len(order) - n)
+    return {"largest": largest, "normal": order[lo : lo + n].tolist()}
+
+
+def batch_tokens(batch: Batch) -> dict[str, int]:
+    """Samples, real and padded tokens of a batch (every token tensor, the context included)."""
+    keys = [k for k in ("src", "tgt_in", "seq", "ctx") if k in batch]
+    masks = {"src": "src_mask", "tgt_in": "tgt_mask", "seq": "seq_mask", "ctx": "ctx_mask"}
+    return {
+        "samples": int(batch["labels"].shape[0]),
+        "real_tokens": int(sum(batch[masks[k]].sum() for k in keys)),
+        "padded_tokens": int(sum(batch[k].numel() for k in keys)),
+    }
+
+
+class SmokeData(pl.LightningDataModule):
+    """The smoke steps' batches; under DDP each rank takes ``batch[rank::world]``, as the
+    length-grouped sampler shards a global batch."""
+
+    def __init__(self, ds: PreparedSplit, fmt: str, k: int, picks: Mapping[str, list[int]]) -> None:
+        super().__init__()
+        self.ds, self.fmt, self.k, self.picks = ds, fmt, k, dict(picks)
+
+    def batch(self, kind: str) -> Batch:
+        """This process's share of the ``kind`` global batch."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        idx = self.picks[kind][rank::world] or self.picks[kind][:1]
+        return collate([self.ds[i] for i in idx], self.fmt, self.k)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader([self.batch(s) for s in STEPS], batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader([self.batch("normal")], batch_size=None)
+
+
+def _smoke_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config with a one-epoch Trainer over exactly the smoke batches."""
+    out = copy.deepcopy(dict(cfg))
+    out["trainer"] = {
+        **out["trainer"],
+        "max_epochs": 1,
+        "limit_train_batches": None,
+        "limit_val_batches": None,
+        "log_every_n_steps": 1,
+    }
+    return out
+
+
+def _trial69_checks(trainer: pl.Trainer) -> list[str]:
+    """Problems of the optimizer/scheduler the Trainer built against the Trial 69 reference."""
     ref = reference_trial69()
     o, s = ref["optimizer"], ref["scheduler"]
-    g, sc = opt.param_groups[0], sched["scheduler"]
+    opt = trainer.optimizers[0]
+    g = opt.param_groups[0]
+    sched_cfg = trainer.lr_scheduler_configs[0]
+    sc = sched_cfg.scheduler
     got = {
         "optimizer": (type(opt).__name__, o["name"]),
-        "lr": (g["lr"], o["lr"]),
+        "lr": (sc.base_lrs[0], o["lr"]),
         "betas": (list(g["betas"]), list(o["betas"])),
         "weight_decay": (g["weight_decay"], o["weight_decay"]),
         "scheduler": (type(sc).__name__, s["name"]),
         "T_0": (sc.T_0, s["T_0"]),
         "T_mult": (sc.T_mult, s["T_mult"]),
         "eta_min": (sc.eta_min, s["eta_min"]),
+        "interval": (sched_cfg.interval, s["interval"]),
+        "gradient_clip_val": (trainer.gradient_clip_val, ref["gradient_clip_val"]),
     }
     return [f"{k}: {a!r} != Trial 69 {b!r}" for k, (a, b) in got.items() if a != b]
 
 
+def _guarded(fn: Callable[..., str], *args: Any) -> str:
+    try:
+        return fn(*args)
+    except Exception as e:  # a crash in a check is that check failing, said like the others
+        return explain(e)
+
+
 def smoke_model(
-    name: str, cfg: Mapping[str, Any], batch: dict[str, torch.Tensor]
+    name: str,
+    cfg: Mapping[str, Any],
+    ds: PreparedSplit,
+    work_dir: str | Path,
+    trainers: list[pl.Trainer] | None = None,
 ) -> dict[str, Any]:
-    """Run every check on model ``name``; return ``{check: ok/message}`` and figures."""
-    torch.manual_seed(0)
-    model = build_model(name, model_config(cfg, name))
-    model.train()
-    opt = build_optimizer(model.parameters(), cfg["trial69"])
-    sched = build_scheduler(opt, cfg["trial69"])
-    checks: dict[str, str] = {}
-    loss = answer_metrics(model(batch), batch["labels"])["loss"]
-    checks["finite_loss"] = "ok" if math.isfinite(loss.item()) else f"loss is {loss.item()}"
-    loss.backward()
-    bad = [
-        n
-        for n, p in model.named_parameters()
-        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())
-    ]
-    zero = [
-        n
-        for n, p in model.named_parameters()
-        if p.requires_grad and p.grad is not None and not p.grad.abs().sum() > 0
-    ]
-    checks["finite_grads"] = "ok" if not bad else f"no/non-finite grad: {', '.join(bad[:5])}"
-    checks["nonzero_grads"] = "ok" if not zero else f"all-zero grad: {', '.join(zero[:5])}"
-    before = [p.detach().clone() for p in model.parameters()]
-    opt.step()
-    changed = sum(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
-    checks["step_changes_weights"] = "ok" if changed else "no parameter changed"
-    problems = _trial69_checks(opt, sched)
-    checks["trial69_recipe"] = "ok" if not problems else "; ".join(problems)
+    """Run model ``name`` through the training path; ``{"ok", "checks", "figures", ...}``.
+
+    ``trainers``, if empty, receives the Trainer (whose launcher holds the DDP processes).
+    """
+    t0 = time.perf_counter()
+    t69, k = cfg["trial69"], cfg["data"]["context_pairs"]
+    launch = resolve_launch(cfg)
+    precision, reason = resolve_precision(cfg)
+    figures: dict[str, Any] = {
+        "precision": precision,
+        "precision_note": reason,
+        "accelerator": launch.accelerator,
+        "devices": launch.devices,
+        "process_group_backend": launch.backend,
+    }
+    largest = "the largest batch"
+    try:
+        pl.seed_everything(t69["seed"], workers=True, verbose=False)
+        module = ARCLitModule(name, model_config(cfg, name), dict(t69), k)
+        fmt = module.model.fmt
+        picks = pick_batches(ds, fmt, t69["batch_size"])
+        figures["batches"] = {
+            kind: batch_tokens(collate([ds[i] for i in idx], fmt, k)) for kind, idx in picks.items()
+        }
+        big = figures["batches"]["largest"]
+        largest = f"the largest batch ({big['samples']} samples, {big['padded_tokens']} tokens)"
+        data = SmokeData(ds, fmt, k, picks)
+        probe = StepProbe(list(STEPS))
+        trainer = build_trainer(_smoke_cfg(cfg), Path(work_dir), precision, [probe], launch)
+        if trainers is not None and not trainers:  # the first one started the DDP ranks
+            trainers.append(trainer)
+        figures["deterministic"] = torch.are_deterministic_algorithms_enabled()
+        before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+        trainer.fit(module, datamodule=data)
+    except Exception as e:  # the training path crashed: one failed check, with the fix
+        return {"ok": False, "checks": {"runs": explain(e, largest)}, "figures": figures}
+
+    dev = probe.device or torch.device("cpu")
+    module.to(dev)  # Lightning's teardown moved it back to the CPU
+    model, plugin = module.model, trainer.precision_plugin
+    has_scaler = getattr(plugin, "scaler", None) is not None
+    checks = judge_steps(probe.steps, precision, has_scaler)
+    checks["step_changes_weights"] = weights_changed(before, model)
+    to_dev = lambda b: {key: v.to(dev) for key, v in b.items()}  # noqa: E731
+    normal, big_batch = to_dev(data.batch("normal")), to_dev(data.batch("largest"))
+    if trainer.global_rank == 0:  # rank 0 wrote it; the others have nothing to check
+        checks["checkpoint_reload"] = _guarded(
+            reload_check, Path(trainer.checkpoint_callback.dirpath) / "last.ckpt", model, normal
+        )
+    checks["kv_cache_decode"] = _guarded(decode_check, model, normal)
+    checks["identical_steps"] = _guarded(identical_steps, model, big_batch, plugin)
+    try:
+        figures["attention_kernels"] = attention_kernels(model, normal, plugin)
+    except Exception as e:  # a figure, not a check
+        figures["attention_kernels"] = [explain(e)]
+    problems = _trial69_checks(trainer)
+    checks["trial69_recipe"] = OK if not problems else "; ".join(problems)
+
+    by_kind = {s.batch: s.seconds for s in probe.steps}  # the last (warm) step of each kind
+    scales = [s.scale for s in probe.steps if s.scale is not None]
+    figures.update(
+        device=device_name(dev),
+        device_memory_bytes=(
+            torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda" else None
+        ),
+        peak_memory_bytes=probe.peak[0],
+        peak_memory_method=probe.peak[1],
+        step_seconds=by_kind,
+        grad_scale=scales[-1] if scales else None,
+        steps=[s.as_dict() for s in probe.steps],
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    first = probe.steps[0].loss if probe.steps else None
+    module.cpu()  # the next model's peak memory starts without this one
     return {
-        "ok": all(v == "ok" for v in checks.values()),
+        "ok": all(v == OK for v in checks.values()),
         "checks": checks,
-        "loss": loss.item(),
+        "figures": figures,
+        "loss": first,
         "parameters": count_parameters(model),
     }
 
 
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.0f} MiB"
+
+
 def format_table(report: Mapping[str, Any]) -> str:
-    """The report as a plain-text table (one row per model, one column per check)."""
+    """The report as plain text: one row per model and check, its figures, every failure."""
     models = report["models"]
     names = list(dict.fromkeys(n for r in models.values() for n in r["checks"]))
-    lines = [f"{'model':<16} " + " ".join(f"{n:<21}" for n in names)]
+    width = max(len(n) for n in names) + 1 if names else 8
+    lines = [f"{'model':<16} " + " ".join(f"{n:<{width}}" for n in names)]
     for m, r in models.items():
         cells = [{"ok": "ok", None: "-"}.get(r["checks"].get(n), "FAIL") for n in names]
-        lines.append(f"{m:<16} " + " ".join(f"{c:<21}" for c in cells))
+        lines.append(f"{m:<16} " + " ".join(f"{c:<{width}}" for c in cells))
+    for m, r in models.items():
+        f = r.get("figures", {})
+        if "device" not in f:
+            continue
+        steps = f.get("step_seconds", {})
+        lines.append(
+            f"{m}: {f['device']}"
+            + (f" x {f['devices']} (DDP, {f['process_group_backend']})" if f["devices"] > 1 else "")
+            + f", {f['precision']}, deterministic {f.get('deterministic')}, "
+            f"peak {_mib(f.get('peak_memory_bytes'))} ({f.get('peak_memory_method')}), step "
+            + ", ".join(f"{kind} {s:.3f}s" for kind, s in steps.items())
+            + f", largest batch {f['batches']['largest']['padded_tokens']} tokens, attention "
+            + "/".join(f.get("attention_kernels", []))
+            + (f", grad scale {f['grad_scale']:g}" if f.get("grad_scale") is not None else "")
+        )
     for m, r in models.items():
         for n, v in r["checks"].items():
             if v != "ok":
@@ -99,21 +293,23 @@ def smoke_test(
     cfg: Mapping[str, Any],
     data_dir: str | Path,
     out_json: str | Path | None = None,
-    models: list[str] | tuple[str, ...] = MODEL_NAMES,
+    models: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Smoke-test ``models`` (default: all three) on a real batch of the prepared cache."""
+    """Smoke-test ``models`` (default: every model of the config) on the prepared cache.
+
+    Under DDP (``trainer.devices`` > 1) every rank runs this; rank 0 alone writes ``out_json``.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts
     ds = load_split(data_dir, "train")
-    examples = [ds[i] for i in range(min(4, len(ds)))]
-    k = cfg["data"]["context_pairs"]
-    results = {}
-    for name in models:
-        batch = collate(examples, MODEL_FORMAT[name], k)
-        try:
-            results[name] = smoke_model(name, cfg, batch)
-        except Exception as e:  # a crash is a failed check, reported like the others
-            results[name] = {"ok": False, "checks": {"runs": f"{type(e).__name__}: {e}"}}
+    results, trainers = {}, []
+    for name in list(models) if models is not None else list(cfg["models"]):
+        with tempfile.TemporaryDirectory(prefix=f"arctax-smoke-{name}-") as work:
+            results[name] = smoke_model(name, cfg, ds, work, trainers)
     report = {"ok": all(m["ok"] for m in results.values()), "models": results}
-    if out_json is not None:
+    rank = process_rank()  # after the first fit: Lightning's launcher has set it
+    if rank == 0 and trainers:
+        join_ranks(trainers[0])  # the DDP processes Lightning started, if any
+    if out_json is not None and rank == 0:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out_json), report)
     return report
@@ -121,8 +317,6 @@ def smoke_test(
 
 def merge_reports(paths: list[str | Path], out_json: str | Path) -> dict[str, Any]:
     """Combine per-model smoke reports into one (``ok`` only if every model passed)."""
-    import json
-
     models: dict[str, Any] = {}
     for p in paths:
         models.update(json.loads(Path(p).read_text())["models"])
