@@ -15,8 +15,9 @@ Checks (``"ok"`` or what is wrong and the fix; :mod:`arctax.training.smoke_check
 ``checkpoint_reload`` (the run's own ``last.ckpt`` loaded with ``weights_only=True`` gives
 bitwise the same logits), ``kv_cache_decode`` (greedy decoding with the cache gives the
 naive loop's tokens), ``identical_steps`` (two identical steps on the largest batch give
-bitwise-equal gradients) and ``trial69_recipe`` (the optimizer and scheduler the Trainer
-built, against Trial 69). A crash is a failed ``runs`` check naming the op, where and the fix.
+bitwise-equal gradients) and ``trial69_recipe`` (the optimizer, scheduler and clipping the
+Trainer built are the run's ``trial69``; where that differs from Trial 69 itself, e.g. a
+search's best.yaml, the report lists it under ``trial69_deviations``: recorded, not failed). A crash is a failed ``runs`` check naming the op, where and the fix.
 Figures: device, precision (and why), deterministic, peak memory, step times, batch tokens,
 attention kernels, grad scale.
 """
@@ -37,13 +38,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from arctax.config import model_config
+from arctax.config import flatten, model_config
 from arctax.data.collate import Batch, collate
 from arctax.data.dataset import PreparedSplit, load_split
 from arctax.io import write_json
 from arctax.models import count_parameters
 from arctax.training.module import ARCLitModule
-from arctax.training.provenance import reference_trial69
+from arctax.training.provenance import _same, reference_trial69
 from arctax.training.ranks import join_ranks, process_rank
 from arctax.training.smoke_checks import (
     OK,
@@ -134,27 +135,41 @@ def _smoke_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _trial69_checks(trainer: pl.Trainer) -> list[str]:
-    """Problems of the optimizer/scheduler the Trainer built against the Trial 69 reference."""
-    ref = reference_trial69()
-    o, s = ref["optimizer"], ref["scheduler"]
+def _built_recipe(trainer: pl.Trainer) -> dict[str, Any]:
+    """The recipe values of the optimizer, scheduler and Trainer actually built."""
     opt = trainer.optimizers[0]
     g = opt.param_groups[0]
     sched_cfg = trainer.lr_scheduler_configs[0]
     sc = sched_cfg.scheduler
-    got = {
-        "optimizer": (type(opt).__name__, o["name"]),
-        "lr": (sc.base_lrs[0], o["lr"]),
-        "betas": (list(g["betas"]), list(o["betas"])),
-        "weight_decay": (g["weight_decay"], o["weight_decay"]),
-        "scheduler": (type(sc).__name__, s["name"]),
-        "T_0": (sc.T_0, s["T_0"]),
-        "T_mult": (sc.T_mult, s["T_mult"]),
-        "eta_min": (sc.eta_min, s["eta_min"]),
-        "interval": (sched_cfg.interval, s["interval"]),
-        "gradient_clip_val": (trainer.gradient_clip_val, ref["gradient_clip_val"]),
+    return {
+        "optimizer.name": type(opt).__name__,
+        "optimizer.lr": sc.base_lrs[0],
+        "optimizer.betas": list(g["betas"]),
+        "optimizer.weight_decay": g["weight_decay"],
+        "scheduler.name": type(sc).__name__,
+        "scheduler.T_0": sc.T_0,
+        "scheduler.T_mult": sc.T_mult,
+        "scheduler.eta_min": sc.eta_min,
+        "scheduler.interval": sched_cfg.interval,
+        "gradient_clip_val": trainer.gradient_clip_val,
     }
-    return [f"{k}: {a!r} != Trial 69 {b!r}" for k, (a, b) in got.items() if a != b]
+
+
+def _recipe_checks(trainer: pl.Trainer, t69: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """``(problems, deviations)``: built values that differ from the run's own ``trial69``
+    (a bug: the factory ignored the config), and configured values that differ from Trial 69
+    itself (a deliberate override, e.g. a search's best.yaml: recorded, not a failure)."""
+    built = _built_recipe(trainer)
+    mine, ref = dict(flatten(t69)), dict(flatten(reference_trial69()))
+    problems = [
+        f"{k}: built {v!r}, the config's trial69 says {mine[k]!r}"
+        for k, v in built.items()
+        if not _same(v, mine[k])
+    ]
+    deviations = [
+        f"{k}: {mine[k]!r} (Trial 69: {ref[k]!r})" for k in built if not _same(mine[k], ref[k])
+    ]
+    return problems, deviations
 
 
 def _guarded(fn: Callable[..., str], *args: Any) -> str:
@@ -226,8 +241,9 @@ def smoke_model(
         figures["attention_kernels"] = attention_kernels(model, normal, plugin)
     except Exception as e:  # a figure, not a check
         figures["attention_kernels"] = [explain(e)]
-    problems = _trial69_checks(trainer)
+    problems, deviations = _recipe_checks(trainer, t69)
     checks["trial69_recipe"] = OK if not problems else "; ".join(problems)
+    figures["trial69_deviations"] = deviations
 
     by_kind = {s.batch: s.seconds for s in probe.steps}  # the last (warm) step of each kind
     scales = [s.scale for s in probe.steps if s.scale is not None]
@@ -282,6 +298,8 @@ def format_table(report: Mapping[str, Any]) -> str:
             + "/".join(f.get("attention_kernels", []))
             + (f", grad scale {f['grad_scale']:g}" if f.get("grad_scale") is not None else "")
         )
+        if f.get("trial69_deviations"):
+            lines.append(f"{m}: deviates from Trial 69: " + "; ".join(f["trial69_deviations"]))
     for m, r in models.items():
         for n, v in r["checks"].items():
             if v != "ok":
