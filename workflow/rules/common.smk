@@ -63,13 +63,12 @@ _REFERENCE = []  # resolve_reference's result, once per parse
 DATA = f"{OUT}/data"
 DATA_FILES = [f"{DATA}/train.npz", f"{DATA}/val.npz", f"{DATA}/manifest.json"]
 
-
-def test_set_files(name):
-    """A test set's prepared files (evaluations read the folder)."""
-    return [f"{DATA}/test/{name}/test.npz", f"{DATA}/test/{name}/manifest.json"]
-
-
-ADAPT_DATA = test_set_files(ADAPT_TEST_SET)  # the test set the adaptation stage runs on
+# A test set's prepared files (evaluations read the folder); ADAPT_DATA: the adapted one.
+TEST_SET_FILES = {
+    name: [f"{DATA}/test/{name}/test.npz", f"{DATA}/test/{name}/manifest.json"]
+    for name in TEST_SETS
+}
+ADAPT_DATA = TEST_SET_FILES[ADAPT_TEST_SET]
 SEEDS = config["seeds"]
 BOOTSTRAP_CKPT = f"{OUT}/bootstrap/champion_bootstrap.ckpt"
 COMPARE_FILES = [
@@ -154,7 +153,7 @@ def get_test_set_params(wildcards):
 
 def get_test_set_files(wildcards):
     """The prepared files of the evaluated test set."""
-    return test_set_files(wildcards.test_set)
+    return TEST_SET_FILES[wildcards.test_set]
 
 
 # ---- re-arc generated in the workflow (data.source: rearc, data.rearc.repo) ----
@@ -209,7 +208,9 @@ def get_eval_dirs(wildcards):
 
 def get_eval_summaries(wildcards):
     """Every evaluation summary one test set's comparison reads."""
-    return [f"{d}/summary.json" for ds in eval_dirs(wildcards.test_set).values() for d in ds]
+    return [
+        f"{d}/summary.json" for ds in eval_dirs(wildcards.test_set).values() for d in ds
+    ]
 
 
 def get_provenance(wildcards):
@@ -286,7 +287,7 @@ def get_adapt_summaries(wildcards):
 
 
 def get_final_outputs():
-    """Targets of `rule all`: the smoke report, each test set's comparison, the adaptation's."""
+    """Targets of `rule all`; smoke report, each test set's comparison, adaptation."""
     files = [f"{OUT}/compare/{t}/{f}" for t in TEST_SETS for f in COMPARE_FILES]
     if adapted_runs():
         files += [f"{OUT}/compare/{f}" for f in ["adaptation.md", *ADAPT_COMPARE_FILES]]

@@ -127,8 +127,19 @@ def task_ids(repo: str | Path, only: Sequence[str] | None = None) -> list[str]:
     return ids
 
 
+def _git(path: Path, *args: str) -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        res = subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+        if res.returncode == 0:
+            return res.stdout.strip()
+    return None
+
+
 def checkout_version(repo: str | Path) -> dict[str, Any]:
-    """The checkout's git commit (None outside git) and the sha256 of its code files."""
+    """The checkout's git commit (``None`` unless the checkout is itself a git work tree; with
+    ``-dirty`` when its code files differ from it) and the sha256 of its code files."""
     path = _checkout(repo)
     h = hashlib.sha256()
     for name in CODE_FILES:
@@ -136,22 +147,19 @@ def checkout_version(repo: str | Path) -> dict[str, Any]:
         if f.is_file():
             h.update(name.encode() + b"\0" + f.read_bytes())
     commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        res = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        commit = res.stdout.strip() or None if res.returncode == 0 else None
+    top = _git(path, "rev-parse", "--show-toplevel")
+    if top and Path(top).resolve() == path:  # not the repository some folder sits in
+        commit = _git(path, "rev-parse", "HEAD")
+        if commit and _git(path, "status", "--porcelain", "--", *CODE_FILES):
+            commit += "-dirty"
     return {"repo": str(path), "commit": commit, "code_sha256": h.hexdigest()}
 
 
 def version_label(version: Mapping[str, Any]) -> str:
     """``re-arc@<commit>`` (or ``re-arc:<code sha>`` outside git), for manifests and the audit."""
-    if version.get("commit"):
-        return f"re-arc@{version['commit'][:7]}"
+    commit = version.get("commit")
+    if commit:
+        return f"re-arc@{commit[:7]}" + ("-dirty" if commit.endswith("-dirty") else "")
     return f"re-arc:code-{version['code_sha256'][:12]}"
 
 
