@@ -87,15 +87,23 @@ def test_examples_per_task_is_a_seeded_sample_of_each_task(rearc):
         idx = [next(i for i, p in enumerate(full[tid].train) if np.array_equal(p[0], q[0]))
                for q in five[tid].train]  # fmt: skip
         assert idx == sorted(idx)  # a subset of the task's own examples, in file order
-        assert all(np.array_equal(a[0], b[0]) for a, b in zip(five[tid].train, again[tid].train))
+        assert all(
+            np.array_equal(a[0], b[0])
+            for a, b in zip(five[tid].train, again[tid].train, strict=True)
+        )
     assert any(
-        not all(np.array_equal(a[0], b[0]) for a, b in zip(five[t].train, other[t].train))
+        not all(
+            np.array_equal(a[0], b[0]) for a, b in zip(five[t].train, other[t].train, strict=True)
+        )
         for t in IDS
     )
     # a task's sample does not depend on the other tasks in the folder
     (rearc / "tasks" / f"{IDS[0]}.json").unlink()
     fewer = {t.task_id: t for t in load_source(str(rearc), sample=Sample(5, 0)).tasks}
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(fewer[IDS[1]].train, five[IDS[1]].train))
+    assert all(
+        np.array_equal(a[0], b[0])
+        for a, b in zip(fewer[IDS[1]].train, five[IDS[1]].train, strict=True)
+    )
     # max_cells: the sample is drawn among the examples that fit
     small = load_source(str(rearc), sample=Sample(5, 0, max_cells=12)).tasks
     assert all(max(a.size, b.size) <= 12 for t in small for a, b in t.train)

@@ -15,5 +15,7 @@ manifest = prepare_test_set(
     Path(snakemake.output.manifest).parent,
     Path(snakemake.input.training).parent,
 )
-print(f"test set {snakemake.wildcards.test_set}: {manifest['counts']['test']} ({manifest['source']})")
+print(
+    f"test set {snakemake.wildcards.test_set}: {manifest['counts']['test']} ({manifest['source']})"
+)
 print(f"left out whole: {len(manifest['test_left_out'])} task(s)")
