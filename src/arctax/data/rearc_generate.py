@@ -336,8 +336,10 @@ def _verified(verifier: Callable, grids: tuple[Grid | None, Grid | None]) -> boo
 
 
 def fingerprint(s: Settings, version: Mapping[str, Any]) -> str:
-    """What a saved task must match to be reused: the settings and the checkout's code."""
-    blob = json.dumps({"settings": asdict(s), "code": version["code_sha256"]}, sort_keys=True)
+    """What a saved task must match to be reused: the settings and the checkout's code (not the
+    call timeout: it changes no example; a task it stopped is made again on every run)."""
+    kept = {k: v for k, v in asdict(s).items() if k != "call_timeout_s"}
+    blob = json.dumps({"settings": kept, "code": version["code_sha256"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -362,6 +364,8 @@ def _saved(state: Path, task_id: str, fp: str) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     if stats.get("fingerprint") != fp or stats.get("file_sha256") != file_sha256(task_file):
+        return None
+    if stats.get("stopped") == "timeout":  # a wall-clock stop: try again
         return None
     return stats
 
