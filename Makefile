@@ -25,7 +25,7 @@ demo: setup
 	$(BIN)/snakemake all --profile profiles/local --report results/$(RUN)/report.html --configfile $(DEMO_CONFIG)
 	@echo
 	@echo "Report:  $(CURDIR)/results/$(RUN)/report.html"
-	@echo "Summary: $(CURDIR)/results/$(RUN)/compare/summary.md"
+	@echo "Summary: $$(ls $(CURDIR)/results/$(RUN)/compare/*/summary.md | tr "\n" " ")"
 
 ## A small hyper-parameter search (6 trials, 2 workers, tiny models), locally, then its report.
 SWEEP_CONFIG ?= config/sweep-demo.yaml

@@ -408,13 +408,12 @@ def audit_markdown(audit: pd.DataFrame) -> list[str]:
         )
     )
     if len(dev):
+        cols = ["key", "expected", "actual", "reason"]
+        grouped = dev.groupby(cols, sort=False)["run"].agg(", ".join).reset_index()
         lines += [
             "",
-            "Deviations and their reasons:",
+            "Deviations and their reasons (runs that share one on a line):",
             "",
-            md_table(
-                ["run", "key", "expected", "actual", "reason"],
-                dev[["run", "key", "expected", "actual", "reason"]].to_numpy(),
-            ),
+            md_table(["runs", *cols], grouped[["run", *cols]].to_numpy()),
         ]
     return lines

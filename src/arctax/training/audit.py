@@ -98,18 +98,19 @@ def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, A
         ex_causes.append(
             _source_reason(cfg, m) + " (a task's own pairs, 3 to 12 in ARC-AGI-1, not 150)"
         )
-    if d.get("examples_per_task") != ref["examples_per_task"]:
-        ex_causes.append(f"data.examples_per_task {d.get('examples_per_task')}")
+    per_task = d.get("examples_per_task")
+    if per_task != ref["examples_per_task"]:
+        ex_causes.append(f"data.examples_per_task {'null (all)' if per_task is None else per_task}")
     if m.get("short_tasks"):
         ex_causes.append(f"{len(m['short_tasks'])} tasks with fewer examples than asked")
     if d["augment"]["copies"]:
-        ex_causes.append(f"{d['augment']['copies']} augmented copies per training example")
+        n = d["augment"]["copies"]
+        ex_causes.append(f"{n} augmented cop{'y' if n == 1 else 'ies'} of each training example")
     if d.get("max_cells"):
         ex_causes.append(f"pairs over data.max_cells {d['max_cells']} left out")
     if tasks != ref["tasks"]:
         ex_causes.append(f"{tasks['train']} / {tasks['val']} tasks")
     ex_why = "; ".join(ex_causes)
-    per_task = d.get("examples_per_task")
     rows = [
         _row("data.source_kind", ref["source_kind"], m.get("source_kind"), _source_reason(cfg, m)),
         _info("data.source", ref["source"], m["source"]),
@@ -158,7 +159,10 @@ def model_audit(cfg: Mapping[str, Any], name: str, n_params: int) -> list[dict[s
     if mine == default:
         why = notes.get(f"{name}.parameters", UNEXPLAINED)
     else:
-        changed = ", ".join(f"{k} {v}" for k, v in mine.items() if default.get(k) != v)
-        why = override(cfg, f"models.{name}", changed)
+        changed = ", ".join(f"{k} = {v!r}" for k, v in mine.items() if default.get(k) != v)
+        preset = cfg.get("preset")
+        why = f"config override: models.{name}: {changed}" + (
+            f" ({preset} preset)" if preset else ""
+        )
     rows.append(_row(f"models.{name}.parameters", expected, n_params, f"{pct:+.1%}: {why}"))
     return rows
