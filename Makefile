@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch clean-demo
+.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc clean-demo
 
 setup: $(VENV)/.installed
 
@@ -85,6 +85,13 @@ bench: setup
 ## Whole-epoch grouping vs random batches on all ARC-AGI-1 sizes (~8 min on 2 cores).
 bench-epoch: setup
 	$(BIN)/python benchmarks/epoch_estimate.py
+
+## re-arc on a real checkout: generation figures, prepare time and peak memory (400 x 150:
+## about 15 min on a shared core; REARC_OUT keeps the generation, resumed next time).
+REARC ?= ../re-arc
+REARC_OUT ?= /tmp/arctax-bench-rearc
+bench-rearc: setup
+	$(BIN)/python benchmarks/bench_rearc.py --repo $(REARC) --out $(REARC_OUT)
 
 clean-demo:
 	rm -rf results/$(RUN) .snakemake

@@ -59,11 +59,16 @@ def plan_test(
                 f"test set '{name}' is held_out but the training data reserved no tasks: set "
                 "data.held_out_fraction (it changes the training data)"
             )
-        if train_src is None:
-            train_src = load_source(
-                training["source_path"], on_invalid=d["on_invalid"], max_grid=d["max_grid"]
-            )
-        pool = held_out_pool(train_src, set(ids), d["max_grid"])
+        if train_src is None and training["source_kind"] == "re-arc":
+            # re-arc tasks are tested as their ARC-AGI-1 originals: no need to read re-arc again
+            arc1 = load_source("arcagi", "train", max_grid=d["max_grid"])
+            pool = {t.task_id: t for t in arc1.tasks if t.task_id in set(ids)}
+        else:
+            if train_src is None:
+                train_src = load_source(
+                    training["source_path"], on_invalid=d["on_invalid"], max_grid=d["max_grid"]
+                )
+            pool = held_out_pool(train_src, set(ids), d["max_grid"])
         pool_tasks = [pool[i] for i in ids if i in pool]
         origin = f"{training['source']} (held out)"
         digest = hashlib.sha256(
