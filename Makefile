@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch gpu-check clean-demo
+.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,7 @@ demo: setup
 	$(BIN)/snakemake all --profile profiles/local --report results/$(RUN)/report.html --configfile $(DEMO_CONFIG)
 	@echo
 	@echo "Report:  $(CURDIR)/results/$(RUN)/report.html"
-	@echo "Summary: $(CURDIR)/results/$(RUN)/compare/summary.md"
+	@echo "Summary: $$(ls $(CURDIR)/results/$(RUN)/compare/*/summary.md | tr "\n" " ")"
 
 ## A small hyper-parameter search (6 trials, 2 workers, tiny models), locally, then its report.
 SWEEP_CONFIG ?= config/sweep-demo.yaml
@@ -90,6 +90,13 @@ bench-epoch: setup
 GPU_CHECK_ARGS ?=
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+## re-arc on a real checkout: generation figures, prepare time and peak memory (400 x 150:
+## about 15 min on a shared core; REARC_OUT keeps the generation, resumed next time).
+REARC ?= ../re-arc
+REARC_OUT ?= /tmp/arctax-bench-rearc
+bench-rearc: setup
+	$(BIN)/python benchmarks/bench_rearc.py --repo $(REARC) --out $(REARC_OUT)
 
 clean-demo:
 	rm -rf results/$(RUN) .snakemake

@@ -1,4 +1,5 @@
-"""Command line: ``arctax prepare | smoke | train | evaluate | score | compare | inspect``.
+"""Command line: ``arctax generate-rearc | prepare | smoke | train | evaluate | score | compare |
+inspect``.
 
 The Snakemake workflow calls the same library functions; the CLI is for running one step by
 hand. ``--config`` may repeat (merged in order, like Snakemake's ``--configfile``) and
@@ -47,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare", help="build the data cache")
+    p = sub.add_parser(
+        "generate-rearc", help="generate re-arc examples from a checkout (data.rearc settings)"
+    )
+    p.add_argument("--repo", default=None, help="re-arc checkout (default: data.rearc.repo)")
+    p.add_argument("--out", required=True, help="OUT/re_arc (re-arc's layout) and OUT/.state")
+    p = sub.add_parser("prepare", help="build the data cache (training data and one test set)")
     p.add_argument("--out", required=True)
+    p.add_argument("--test-set", default=None, help="name in data.test_sets (default: the first)")
     p = sub.add_parser("smoke", help="smoke-test the three models")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
@@ -109,10 +116,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
-    if args.cmd == "prepare":
+    if args.cmd == "generate-rearc":
+        from arctax.data import rearc_generate as rg
+
+        repo = args.repo or cfg["data"]["rearc"].get("repo")
+        if not repo:
+            raise ConfigError(f"generate-rearc: give --repo or data.rearc.repo ({rg.CLONE})")
+        ids = rg.task_ids(repo, cfg["data"]["rearc"].get("tasks"))
+        out = Path(args.out)
+        rec = rg.generate_shard(
+            repo, ids, rg.settings(cfg), out / ".state", out / ".state" / "shard.json",
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )  # fmt: skip
+        gen = rg.gather([out / ".state" / "shard.json"], out / ".state", out / "re_arc")
+        print(json.dumps({k: gen[k] for k in ("version", "n_tasks", "n_examples",
+                          "verified_share", "tasks_per_s", "short_tasks")}, indent=2))  # fmt: skip
+        print(f"{len(rec['resumed'])} tasks resumed; data.source: {out / 're_arc'}")
+    elif args.cmd == "prepare":
         from arctax.data.prepare import prepare
 
-        print(json.dumps(prepare(cfg, args.out)["counts"], indent=2))
+        print(json.dumps(prepare(cfg, args.out, args.test_set)["counts"], indent=2))
     elif args.cmd == "smoke":
         from arctax.training.smoke import format_table, smoke_test
 

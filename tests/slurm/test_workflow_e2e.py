@@ -50,9 +50,9 @@ adapt:              # the fan-out: the champion and the reference, 4 tasks in 2 
   voting_views: 2
 """
 GPU_RULES = {"smoke_test", "train", "bootstrap_champion", "evaluate", "evaluate_reference", "adapt"}
-SLURM_RULES = GPU_RULES | {"prepare_data", "compare", "compare_adapt"}
+SLURM_RULES = GPU_RULES | {"prepare_data", "prepare_test", "compare", "compare_adapt"}
+TEST_SET = "arcagi1_eval"  # the demo's one test set (data.test_source null: ARC-AGI-1 evaluation)
 LOCAL_RULES = {"all", "smoke_report", "adapt_gather"}
-ADAPT_FILES = {"adaptation.md", "adaptation.csv", "gap.csv", "gap.png"}
 MODELS = ("champion", "encoder_decoder", "decoder_only")
 DECODER_CKPT = f"results/{RUN}/train/decoder_only/seed307/best.ckpt"
 
@@ -146,7 +146,7 @@ def test_each_adaptation_shard_is_one_slurm_job_of_its_tasks(first_run: Run, wor
 def test_outputs_and_report(first_run: Run, workdir: Path) -> None:
     out = workdir / "results" / RUN
     for f in ("summary.md", "summary.csv", "audit.csv", "accuracy.png", "gallery.png"):
-        assert (out / "compare" / f).stat().st_size > 0, f
+        assert (out / "compare" / TEST_SET / f).stat().st_size > 0, f
     assert (out / "smoke" / "report.json").stat().st_size > 0
     for model in MODELS:
         assert (out / "train" / model / "seed307" / "best.ckpt").exists()
@@ -173,11 +173,10 @@ def test_failure_mid_dag_is_reported_and_a_restart_redoes_only_it(
     # not exist yet. Then a real failure, no mock: a 1-minute Slurm limit for training. The job
     # reads its end time from squeue, is already inside its 300 s save margin, stops after one
     # batch and exits 75; with no retries the rule fails.
-    for part in ("train/decoder_only", "eval/decoder_only"):
+    for part in ("train/decoder_only", f"eval/{TEST_SET}/decoder_only"):
         shutil.rmtree(workdir / "results" / RUN / part)
-    for f in (workdir / "results" / RUN / "compare").iterdir():  # the main comparison only:
-        if f.name not in ADAPT_FILES:  # the adaptation one does not involve decoder_only here
-            f.unlink()
+    for f in (workdir / "results" / RUN / "compare" / TEST_SET).iterdir():  # the comparison only:
+        f.unlink()  # the adaptation one (compare/adaptation.md) does not involve decoder_only
     failed = snakemake(workdir, "--set-resources", "train:runtime=1", "--retries", "0")
     assert failed.returncode != 0
     assert [(rule, "decoder_only" in path) for _, rule, path in failed.jobs] == [("train", True)]

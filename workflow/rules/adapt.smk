@@ -1,13 +1,13 @@
 # Per-task adaptation (test-time training) as a fan-out: each adapted run (a model's seed, or
 # the reference) is split into shards of `adapt.tasks_per_job` test tasks, one job each; a
 # retried shard keeps the tasks it had answered (.state/adapt/...). The shard count comes from
-# the prepared test split (prepare_data is a checkpoint).
+# the prepared test set adapt.test_set (prepare_test is a checkpoint).
 
 
 rule adapt:
     input:
         ckpt=get_adapt_checkpoint,
-        data=DATA_FILES,
+        data=ADAPT_DATA,
     output:
         f"{OUT}/adapt/{{label}}/{{tag}}/shards/{{shard}}-of-{{n}}.json",
     log:
@@ -27,7 +27,7 @@ rule adapt:
 rule adapt_gather:
     input:
         shards=get_adapt_shards,
-        data=DATA_FILES,
+        data=ADAPT_DATA,
     output:
         vote=f"{OUT}/vote/{{label}}/{{tag}}/summary.json",
         vote_tasks=f"{OUT}/vote/{{label}}/{{tag}}/per_task.csv",

@@ -1,6 +1,7 @@
 # Config validation, shared names and every input/param function of the workflow.
 import json
 import os
+import re
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -12,6 +13,12 @@ from arctax.config import (
     coerce_to_schema,
     fill_defaults,
     validate_config,
+)
+from arctax.data.testsets import (
+    generating,
+    named_sets,
+    set_config,
+    training_data_config,
 )
 from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
 from arctax.search.space import check_space
@@ -25,10 +32,19 @@ except ConfigError as e:
     raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
 fill_defaults(config)
 # Checks across keys, refused here rather than in a Slurm job: trainer.devices must split the
-# global batch of trial69.batch_size; sweep.space must name real keys with valid ranges.
+# global batch of trial69.batch_size; sweep.space must name real keys with valid ranges; the
+# test sets (data.test_sets / data.test_source) and the re-arc generation must be well formed.
 try:
     check_global_batch(config)
     check_space(config)
+    TEST_SETS = named_sets(config)  # {name: source}, in config order
+    GENERATE_REARC = generating(config)
+    ADAPT_TEST_SET = config["adapt"]["test_set"] or next(iter(TEST_SETS))
+    if ADAPT_TEST_SET not in TEST_SETS:
+        raise ConfigError(
+            f"config key 'adapt.test_set': {ADAPT_TEST_SET!r} is not a test set "
+            f"(data.test_sets has {', '.join(TEST_SETS)})"
+        )
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
 
@@ -42,10 +58,17 @@ try:
 except ReferenceError as e:
     raise WorkflowError(str(e)) from None
 _REFERENCE = []  # resolve_reference's result, once per parse
+# The training data (what smoke tests, trainings and searches read); each test set has a
+# folder of its own (test_set_files), so a test set never touches training.
 DATA = f"{OUT}/data"
-DATA_FILES = [f"{DATA}/{s}.npz" for s in ("train", "val", "test")] + [
-    f"{DATA}/manifest.json"
-]
+DATA_FILES = [f"{DATA}/train.npz", f"{DATA}/val.npz", f"{DATA}/manifest.json"]
+
+# A test set's prepared files (evaluations read the folder); ADAPT_DATA: the adapted one.
+TEST_SET_FILES = {
+    name: [f"{DATA}/test/{name}/test.npz", f"{DATA}/test/{name}/manifest.json"]
+    for name in TEST_SETS
+}
+ADAPT_DATA = TEST_SET_FILES[ADAPT_TEST_SET]
 SEEDS = config["seeds"]
 BOOTSTRAP_CKPT = f"{OUT}/bootstrap/champion_bootstrap.ckpt"
 COMPARE_FILES = [
@@ -66,6 +89,7 @@ ADAPT = config["adapt"]
 
 wildcard_constraints:
     model="|".join(MODELS),
+    test_set="|".join(re.escape(name) for name in TEST_SETS),
     seed=r"\d+",
     label="|".join([*MODELS, REFERENCE]),
     tag=r"seed\d+|reference",
@@ -100,13 +124,69 @@ def get_reference_params(wildcards):
 def _recipe(model):
     # a JSON string, not a dict: Snakemake iterates a dict returned by a param function
     # (keeping only its keys), which would hide a changed value from the params trigger
-    blocks = {k: config[k] for k in ("trial69", "trainer", "data")}
+    blocks = {k: config[k] for k in ("trial69", "trainer")}
+    blocks["data"] = training_data_config(config)  # never the test sets
     return json.dumps({"model": config["models"][model], **blocks}, sort_keys=True)
 
 
 def get_train_params(wildcards):
-    """What a training run depends on: its model's block, Trial 69, trainer and data."""
+    """What a training run depends on: its model's block, Trial 69, trainer and the training
+    data's settings (not the test sets: adding or changing one trains nothing again)."""
     return _recipe(wildcards.model)
+
+
+def get_training_data_params(wildcards):
+    """What the training data depend on (the test sets' keys left out)."""
+    return json.dumps(
+        {"data": training_data_config(config), "taxonomy": config["taxonomy"]},
+        sort_keys=True,
+    )
+
+
+def get_test_set_params(wildcards):
+    """What one test set's preparation depends on: its source and the shared settings."""
+    return json.dumps(
+        {"set": set_config(config, wildcards.test_set), "taxonomy": config["taxonomy"]},
+        sort_keys=True,
+    )
+
+
+def get_test_set_files(wildcards):
+    """The prepared files of the evaluated test set."""
+    return TEST_SET_FILES[wildcards.test_set]
+
+
+# ---- re-arc generated in the workflow (data.source: rearc, data.rearc.repo) ----
+REARC = config["data"]["rearc"]
+REARC_DIR = f"{OUT}/rearc/re_arc"
+REARC_SHARDS = []
+if GENERATE_REARC:
+    from arctax.data import rearc_generate
+
+    try:
+        _REARC_IDS = rearc_generate.task_ids(REARC["repo"], REARC["tasks"])
+        _REARC_SETTINGS = rearc_generate.settings(config)
+        _REARC_CODE = rearc_generate.checkout_version(REARC["repo"])["code_sha256"]
+    except ValueError as e:
+        raise WorkflowError(str(e)) from None
+    _N = rearc_generate.n_shards(len(_REARC_IDS), REARC["tasks_per_job"])
+    REARC_SHARDS = [f"{OUT}/rearc/shards/{i}-of-{_N}.json" for i in range(_N)]
+
+
+def get_rearc_params(wildcards):
+    """What a shard's examples depend on: its tasks, the settings and the checkout's code
+    (not the checkout's path: a moved checkout regenerates nothing)."""
+    ids = rearc_generate.shard_ids(_REARC_IDS, int(wildcards.shard), int(wildcards.n))
+    s = _REARC_SETTINGS
+    return json.dumps(
+        {"tasks": ids, "settings": [s.n_examples, s.seed, s.diff_lb, s.diff_ub,
+                                    s.attempts_per_example], "code": _REARC_CODE},
+    )  # fmt: skip
+
+
+def get_training_source(wildcards):
+    """The generated re-arc folder when the workflow makes it, else nothing (data.source)."""
+    return [REARC_DIR] if GENERATE_REARC else []
 
 
 def get_bootstrap_params(wildcards):
@@ -114,16 +194,23 @@ def get_bootstrap_params(wildcards):
     return _recipe("champion")
 
 
-def get_eval_dirs(wildcards=None):
-    """Evaluation folders by label: each model's seeds, and the champion reference."""
-    dirs = {m: [f"{OUT}/eval/{m}/seed{s}" for s in SEEDS] for m in MODELS}
-    dirs[REFERENCE] = [f"{OUT}/eval/{REFERENCE}"]
+def eval_dirs(test_set):
+    """Evaluation folders of one test set by label: each model's seeds, and the reference."""
+    dirs = {m: [f"{OUT}/eval/{test_set}/{m}/seed{s}" for s in SEEDS] for m in MODELS}
+    dirs[REFERENCE] = [f"{OUT}/eval/{test_set}/{REFERENCE}"]
     return dirs
 
 
+def get_eval_dirs(wildcards):
+    """The comparison's evaluation folders (a JSON string: see _recipe)."""
+    return json.dumps(eval_dirs(wildcards.test_set))
+
+
 def get_eval_summaries(wildcards):
-    """Every evaluation summary the comparison reads."""
-    return [f"{d}/summary.json" for ds in get_eval_dirs().values() for d in ds]
+    """Every evaluation summary one test set's comparison reads."""
+    return [
+        f"{d}/summary.json" for ds in eval_dirs(wildcards.test_set).values() for d in ds
+    ]
 
 
 def get_provenance(wildcards):
@@ -160,10 +247,10 @@ def get_adapt_params(wildcards):
 
 
 def get_adapt_shards(wildcards):
-    """Every shard of one adapted run; their count comes from the prepared test split."""
+    """Every shard of one adapted run; their count comes from the prepared test set."""
     from arctax.adaptation.shards import n_shards
 
-    manifest = checkpoints.prepare_data.get().output.manifest
+    manifest = checkpoints.prepare_test.get(test_set=ADAPT_TEST_SET).output.manifest
     n_test = len(json.loads(open(manifest).read())["splits"]["test"])
     n = n_shards(n_test, ADAPT)
     base = f"{OUT}/adapt/{wildcards.label}/{wildcards.tag}/shards"
@@ -181,9 +268,10 @@ def get_adapt_dirs(wildcards=None):
 
 
 def get_adapt_eval_dirs():
-    """The base evaluations the adaptation comparison needs: adapted models and reference."""
+    """The base evaluations the adaptation comparison needs: adapted models and reference, on
+    the adapted test set (adapt.test_set)."""
     keep = [*get_adapt_dirs(), REFERENCE]
-    return {label: d for label, d in get_eval_dirs().items() if label in keep}
+    return {label: d for label, d in eval_dirs(ADAPT_TEST_SET).items() if label in keep}
 
 
 def get_adapt_summaries(wildcards):
@@ -199,11 +287,11 @@ def get_adapt_summaries(wildcards):
 
 
 def get_final_outputs():
-    """Targets of `rule all`."""
-    files = COMPARE_FILES + (
-        ["adaptation.md", *ADAPT_COMPARE_FILES] if adapted_runs() else []
-    )
-    return [f"{OUT}/smoke/report.json"] + [f"{OUT}/compare/{f}" for f in files]
+    """Targets of `rule all`; smoke report, each test set's comparison, adaptation."""
+    files = [f"{OUT}/compare/{t}/{f}" for t in TEST_SETS for f in COMPARE_FILES]
+    if adapted_runs():
+        files += [f"{OUT}/compare/{f}" for f in ["adaptation.md", *ADAPT_COMPARE_FILES]]
+    return [f"{OUT}/smoke/report.json", *files]
 
 
 SWEEP = config["sweep"]
@@ -221,7 +309,7 @@ def get_sweep_params(wildcards):
     and data of its model): a change re-runs the workers, which add only missing trials.
     """
     sweep = {k: v for k, v in SWEEP.items() if k not in ("models", "workers", "origin")}
-    blocks = {"trial69": config["trial69"], "data": config["data"]}
+    blocks = {"trial69": config["trial69"], "data": training_data_config(config)}
     recipe = {"model": config["models"][wildcards.model], **blocks}
     return json.dumps({"sweep": sweep, **recipe}, sort_keys=True)
 

@@ -1,16 +1,20 @@
+# Every model and the reference are evaluated on each test set (data.test_sets), each test set
+# compared and reported on its own: results/<run>/{eval,compare}/<test set>/.
+
+
 rule evaluate:
     input:
         ckpt=f"{OUT}/train/{{model}}/seed{{seed}}/best.ckpt",
-        data=DATA_FILES,
+        data=get_test_set_files,
     output:
-        per_task=f"{OUT}/eval/{{model}}/seed{{seed}}/per_task.csv",
-        summary=f"{OUT}/eval/{{model}}/seed{{seed}}/summary.json",
-        predictions=f"{OUT}/eval/{{model}}/seed{{seed}}/predictions.json",
-        submission=f"{OUT}/eval/{{model}}/seed{{seed}}/submission.json",
+        per_task=f"{OUT}/eval/{{test_set}}/{{model}}/seed{{seed}}/per_task.csv",
+        summary=f"{OUT}/eval/{{test_set}}/{{model}}/seed{{seed}}/summary.json",
+        predictions=f"{OUT}/eval/{{test_set}}/{{model}}/seed{{seed}}/predictions.json",
+        submission=f"{OUT}/eval/{{test_set}}/{{model}}/seed{{seed}}/submission.json",
     log:
-        f"{OUT}/logs/eval/{{model}}/seed{{seed}}.log",
+        f"{OUT}/logs/eval/{{test_set}}/{{model}}/seed{{seed}}.log",
     benchmark:
-        f"{OUT}/benchmarks/eval/{{model}}/seed{{seed}}.tsv"
+        f"{OUT}/benchmarks/eval/{{test_set}}/{{model}}/seed{{seed}}.tsv"
     conda:
         "../envs/arctax.yaml"
     threads: 1
@@ -27,16 +31,16 @@ rule evaluate:
 rule evaluate_reference:
     input:
         ref=get_reference_input,
-        data=DATA_FILES,
+        data=get_test_set_files,
     output:
-        per_task=f"{OUT}/eval/{REFERENCE}/per_task.csv",
-        summary=f"{OUT}/eval/{REFERENCE}/summary.json",
-        predictions=f"{OUT}/eval/{REFERENCE}/predictions.json",
-        submission=f"{OUT}/eval/{REFERENCE}/submission.json",
+        per_task=f"{OUT}/eval/{{test_set}}/{REFERENCE}/per_task.csv",
+        summary=f"{OUT}/eval/{{test_set}}/{REFERENCE}/summary.json",
+        predictions=f"{OUT}/eval/{{test_set}}/{REFERENCE}/predictions.json",
+        submission=f"{OUT}/eval/{{test_set}}/{REFERENCE}/submission.json",
     log:
-        f"{OUT}/logs/eval/{REFERENCE}.log",
+        f"{OUT}/logs/eval/{{test_set}}/{REFERENCE}.log",
     benchmark:
-        f"{OUT}/benchmarks/eval/{REFERENCE}.tsv"
+        f"{OUT}/benchmarks/eval/{{test_set}}/{REFERENCE}.tsv"
     conda:
         "../envs/arctax.yaml"
     threads: 1
@@ -54,54 +58,62 @@ rule compare:
         provenance=get_provenance,
     output:
         summary_md=report(
-            f"{OUT}/compare/summary.md",
+            f"{OUT}/compare/{{test_set}}/summary.md",
             caption="../report/summary.rst",
             category="2. Comparison",
+            subcategory="{test_set}",
         ),
         summary_csv=report(
-            f"{OUT}/compare/summary.csv",
+            f"{OUT}/compare/{{test_set}}/summary.csv",
             caption="../report/summary_csv.rst",
             category="2. Comparison",
+            subcategory="{test_set}",
         ),
         per_category=report(
-            f"{OUT}/compare/per_category.csv",
+            f"{OUT}/compare/{{test_set}}/per_category.csv",
             caption="../report/per_category.rst",
             category="2. Comparison",
+            subcategory="{test_set}",
         ),
         audit=report(
-            f"{OUT}/compare/audit.csv",
+            f"{OUT}/compare/{{test_set}}/audit.csv",
             caption="../report/audit.rst",
             category="3. Provenance",
+            subcategory="{test_set}",
         ),
         curves=report(
-            f"{OUT}/compare/curves.png",
+            f"{OUT}/compare/{{test_set}}/curves.png",
             caption="../report/curves.rst",
             category="4. Figures",
+            subcategory="{test_set}",
         ),
         accuracy=report(
-            f"{OUT}/compare/accuracy.png",
+            f"{OUT}/compare/{{test_set}}/accuracy.png",
             caption="../report/accuracy.rst",
             category="4. Figures",
+            subcategory="{test_set}",
         ),
         categories=report(
-            f"{OUT}/compare/categories.png",
+            f"{OUT}/compare/{{test_set}}/categories.png",
             caption="../report/categories.rst",
             category="4. Figures",
+            subcategory="{test_set}",
         ),
         gallery=report(
-            f"{OUT}/compare/gallery.png",
+            f"{OUT}/compare/{{test_set}}/gallery.png",
             caption="../report/gallery.rst",
             category="4. Figures",
+            subcategory="{test_set}",
         ),
     log:
-        f"{OUT}/logs/compare.log",
+        f"{OUT}/logs/compare/{{test_set}}.log",
     benchmark:
-        f"{OUT}/benchmarks/compare.tsv"
+        f"{OUT}/benchmarks/compare/{{test_set}}.tsv"
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
-        eval_dirs=get_eval_dirs(),
+        eval_dirs=get_eval_dirs,
         train_dirs=expand(
             f"{OUT}/train/{{model}}/seed{{seed}}", model=MODELS, seed=SEEDS
         ),
@@ -112,19 +124,31 @@ rule compare:
 
 rule evaluate_champion:
     input:
-        expand(f"{OUT}/eval/champion/seed{{seed}}/summary.json", seed=SEEDS),
+        expand(
+            f"{OUT}/eval/{{test_set}}/champion/seed{{seed}}/summary.json",
+            test_set=TEST_SETS,
+            seed=SEEDS,
+        ),
 
 
 rule evaluate_encoder_decoder:
     input:
-        expand(f"{OUT}/eval/encoder_decoder/seed{{seed}}/summary.json", seed=SEEDS),
+        expand(
+            f"{OUT}/eval/{{test_set}}/encoder_decoder/seed{{seed}}/summary.json",
+            test_set=TEST_SETS,
+            seed=SEEDS,
+        ),
 
 
 rule evaluate_decoder_only:
     input:
-        expand(f"{OUT}/eval/decoder_only/seed{{seed}}/summary.json", seed=SEEDS),
+        expand(
+            f"{OUT}/eval/{{test_set}}/decoder_only/seed{{seed}}/summary.json",
+            test_set=TEST_SETS,
+            seed=SEEDS,
+        ),
 
 
 rule evaluate_reference_only:
     input:
-        f"{OUT}/eval/{REFERENCE}/summary.json",
+        expand(f"{OUT}/eval/{{test_set}}/{REFERENCE}/summary.json", test_set=TEST_SETS),

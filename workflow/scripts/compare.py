@@ -1,5 +1,6 @@
-"""Snakemake binding: compare every model with the champion reference."""
+"""Snakemake binding: compare every model with the champion reference on one test set."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from arctax.evaluation.compare import compare  # noqa: E402
 
 result = compare(
     snakemake.config,
-    snakemake.params.eval_dirs,
+    json.loads(snakemake.params.eval_dirs),
     snakemake.params.train_dirs,
     Path(snakemake.output.summary_md).parent,
     snakemake.params.reference,

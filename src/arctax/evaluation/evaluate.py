@@ -240,6 +240,7 @@ def write_evaluation(
     atomic_write_text(out_dir / "per_task.csv", table.to_csv(index=False))
     summary = _summary(table, label, seed, identity, decode_s, device, attempts)
     summary["test_left_out"] = _left_out(ds)
+    summary["test_set"] = _test_set(ds)
     summary.update(extra or {})
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     n_gallery = int(get(cfg, "eval.gallery_tasks"))
@@ -251,15 +252,32 @@ def write_evaluation(
     return table
 
 
+def _manifest(ds: Any) -> dict[str, Any]:
+    """The ``manifest.json`` beside the test split (empty when there is none)."""
+    path = getattr(ds, "path", None)
+    manifest = Path(path).parent / "manifest.json" if path is not None else None
+    if manifest is None or not manifest.is_file():
+        return {}
+    return json.loads(manifest.read_text())
+
+
+def _test_set(ds: Any) -> dict[str, Any]:
+    """Which test set the split is: its name (``data.test_sets``), source and version."""
+    m = _manifest(ds)
+    if m.get("kind") == "test":  # a test set's own folder (the workflow)
+        return {"name": m.get("test_set"), "source": m.get("source"), "version": m.get("version")}
+    return {"name": m.get("test_set"), "source": m.get("test_source"),
+            "version": m.get("test_version")}  # fmt: skip
+
+
 def _left_out(ds: Any) -> dict[str, Any]:
     """How many tasks of the test source the prepared test split left out whole, and why
     (``manifest.json``: ``test_left_out``; a task is scored on all its test inputs or not at all).
     """
-    path = getattr(ds, "path", None)
-    manifest = Path(path).parent / "manifest.json" if path is not None else None
-    if manifest is None or not manifest.is_file():
+    m = _manifest(ds)
+    if not m:
         return {"n_tasks": None, "reasons": {}}
-    left = json.loads(manifest.read_text()).get("test_left_out") or {}
+    left = m.get("test_left_out") or {}
     reasons: dict[str, int] = {}
     for why in left.values():
         reasons[why] = reasons.get(why, 0) + 1

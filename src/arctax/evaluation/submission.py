@@ -138,7 +138,7 @@ def select(
         raise SubmissionError(
             f"{origin}: no answers for {len(missing)} of the test split's tasks "
             f"(e.g. {', '.join(missing[:5])}); the predictions must cover the prepared test "
-            "split (results/<run>/data/manifest.json, splits.test)"
+            "set (results/<run>/data/test/<test set>/manifest.json, splits.test)"
         )
     _check_counts(sub, ds, origin)
     out = {}

@@ -1,4 +1,5 @@
-"""Provenance: what a run really used, checked key by key against Trial 69."""
+"""Provenance: what a run really used, checked key by key against Trial 69 (the recipe here;
+its data and the paper's model sizes in :mod:`arctax.training.audit`)."""
 
 from __future__ import annotations
 
@@ -156,15 +157,15 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
 def deviation_reasons(cfg: Mapping[str, Any], seed: int, precision_reason: str | None):
     """Why a run may differ from the Trial 69 reference, key by key."""
     ref = dict(flatten(reference_trial69()))
+    from arctax.training.audit import override
+
     reasons = {
-        k: f"config override: trial69.{k} = {v!r}"
+        k: override(cfg, f"trial69.{k}", v)
         for k, v in flatten(cfg["trial69"])
         if k in ref and ref[k] != v
     }
     if cfg["trainer"].get("max_epochs"):
-        reasons["max_epochs"] = (
-            f"config override: trainer.max_epochs = {cfg['trainer']['max_epochs']}"
-        )
+        reasons["max_epochs"] = override(cfg, "trainer.max_epochs", cfg["trainer"]["max_epochs"])
     if precision_reason:
         reasons["precision"] = precision_reason
     if seed != ref["seed"]:

