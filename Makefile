@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch clean-demo
+.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-adapt-science bench-adapt-ablation clean-demo
 
 setup: $(VENV)/.installed
 
@@ -85,6 +85,16 @@ bench: setup
 ## Whole-epoch grouping vs random batches on all ARC-AGI-1 sizes (~8 min on 2 cores).
 bench-epoch: setup
 	$(BIN)/python benchmarks/epoch_estimate.py
+
+## Does per-task adaptation help? Trained models on generated task families, three test
+## conditions (ADAPTATION.md, "Results"; ~30 min on 2 cores; trained models kept in
+## results/bench-adapt-science/ and reused).
+bench-adapt-science: setup
+	$(BIN)/python benchmarks/bench_adapt_science.py
+
+## What each adaptation choice is worth, on the dev tasks (ADAPTATION.md, "Ablation").
+bench-adapt-ablation: setup
+	$(BIN)/python benchmarks/bench_adapt_science.py --ablation
 
 clean-demo:
 	rm -rf results/$(RUN) .snakemake
