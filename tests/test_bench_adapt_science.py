@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from arctax.data.augment import Augmentation
 
@@ -60,7 +59,6 @@ def test_sections_are_replaced_one_at_a_time(tmp_path):
     assert text.index("R2") < text.index("B1") and out.read_text() == text
 
 
-@pytest.mark.slow
 def test_quick_run_writes_every_table(tmp_path):
     import bench_adapt_science as bench
 

@@ -106,9 +106,10 @@ def ballots(
     views: Mapping[str, Sequence[Augmentation]],
     max_new: int,
     batch_size: int = 64,
+    slots: Sequence[int] | None = None,
 ) -> list[list[list[Grid | None]]]:
-    """Every view's greedy answer, mapped back, per task and test query (adapter ``i`` for
-    ``tasks[i]``): ``out[task][query][view]``."""
+    """Every view's greedy answer, mapped back, per task and test query (adapter
+    ``slots[i]``, default ``i``, for ``tasks[i]``): ``out[task][query][view]``."""
     items, owners = [], []
     for t, task in enumerate(tasks):
         for q, (_, x, ctx) in enumerate(task.queries):
@@ -116,10 +117,11 @@ def ballots(
                 items.append((aug.apply(x), _view_pairs(aug, ctx)))
                 owners.append((t, q, aug))
     dev = next(model.parameters()).device
+    which = list(slots) if slots is not None else list(range(len(tasks)))
     grids: list[Grid | None] = []
     for start in range(0, len(items), batch_size):  # bounded decode batches
         chunk = owners[start : start + batch_size]
-        slot.index = torch.tensor([t for t, _, _ in chunk], dtype=torch.long, device=dev)
+        slot.index = torch.tensor([which[t] for t, _, _ in chunk], dtype=torch.long, device=dev)
         try:
             with torch.no_grad():
                 grids += answer_inputs(model, k, items[start : start + batch_size], max_new)
@@ -278,7 +280,14 @@ def adapt_tasks(
     t_fit = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    adapted = ballots(model, k, slot, tasks, vote_views, max_new, decode_batch)
+    # an adapter that took no step is bitwise the base model: its ballots are the base's
+    fitted = [i for i in range(n) if stop[i] > 0]
+    adapted = list(base)
+    if fitted:
+        got = ballots(model, k, slot, [tasks[i] for i in fitted], vote_views, max_new,
+                      decode_batch, slots=fitted)  # fmt: skip
+        for i, b in zip(fitted, got, strict=True):
+            adapted[i] = b
     keep_base = acfg.get("pool", "adapted") == "both"
     answers = []
     for t, task in enumerate(tasks):
