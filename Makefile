@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc gpu-check clean-demo
+.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -97,6 +97,16 @@ REARC ?= ../re-arc
 REARC_OUT ?= /tmp/arctax-bench-rearc
 bench-rearc: setup
 	$(BIN)/python benchmarks/bench_rearc.py --repo $(REARC) --out $(REARC_OUT)
+
+## Does per-task adaptation help? Trained models on generated task families, three test
+## conditions (ADAPTATION.md, "Results"; ~30 min on 2 cores; trained models kept in
+## results/bench-adapt-science/ and reused).
+bench-adapt-science: setup
+	$(BIN)/python benchmarks/bench_adapt_science.py
+
+## What each adaptation choice is worth, on the dev tasks (ADAPTATION.md, "Ablation").
+bench-adapt-ablation: setup
+	$(BIN)/python benchmarks/bench_adapt_science.py --ablation
 
 clean-demo:
 	rm -rf results/$(RUN) .snakemake

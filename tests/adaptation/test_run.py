@@ -25,7 +25,8 @@ from arctax.training.module import ARCLitModule
 from tests.conftest import REPO, TINY_MODELS, memorise, tiny_overrides
 
 ADAPT = {"enabled": True, "rank": 2, "alpha": 4, "steps": 4, "lr": 3e-3, "batch_size": 8,
-         "augment_views": 2, "voting_views": 2, "tasks_per_job": 3, "max_tasks": 6, "seed": 0}  # fmt: skip
+         "augment_views": 2, "voting_views": 2, "tasks_per_job": 3, "max_tasks": 6, "seed": 0,
+         "select": "none"}  # fmt: skip
 
 
 def _cfg(**adapt):
@@ -101,8 +102,8 @@ def test_a_killed_shard_keeps_the_tasks_it_answered(ckpt, tiny_data, tmp_path):
 
 
 def test_voting_over_one_view_reproduces_the_base_evaluation(tiny_data, tmp_path):
-    """With a single (identity) view and no steps, the +vote and +adapt rows are the base
-    model's own greedy answers: the stage changes nothing it should not."""
+    """With a single (identity) view and no steps, the base, +vote and +adapt rows are the
+    base model's own greedy answers: the stage changes nothing it should not."""
     cfg = _cfg(voting_views=1, augment_views=1, steps=0, attempts=1, max_tasks=None,
                tasks_per_job=100)  # fmt: skip
     cfg["eval"]["attempts"] = 1
@@ -118,9 +119,10 @@ def test_voting_over_one_view_reproduces_the_base_evaluation(tiny_data, tmp_path
     base = evaluate(cfg, path, tiny_data, tmp_path / "eval", "m", 1)
     assert base["grid_correct"].sum() >= 1  # memorised answers are generated
     shard = adapt_shard(cfg, path, tiny_data, 0, 1, tmp_path / "s.json", tmp_path / "st")
-    out = gather(cfg, [tmp_path / "s.json"], tiny_data, tmp_path / "v", tmp_path / "a", "m", 1)
+    out = gather(cfg, [tmp_path / "s.json"], tiny_data, tmp_path / "v", tmp_path / "a", "m", 1,
+                 base_dir=tmp_path / "b")  # fmt: skip
     assert len(shard["tasks"]) == len(ds.task_ids)
-    for kind in ("vote", "adapt"):
+    for kind in ("base", "vote", "adapt"):
         got = out[kind].set_index(["task_id", "query"])["grid_correct"]
         want = base.set_index(["task_id", "query"])["grid_correct"]
         assert got.to_dict() == want.to_dict(), kind

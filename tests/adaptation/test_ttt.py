@@ -11,7 +11,7 @@ import torch
 
 from arctax.adaptation.lora import inject_lora
 from arctax.adaptation.run import task_data
-from arctax.adaptation.ttt import adapt_tasks, loo_examples
+from arctax.adaptation.ttt import adapt_tasks, adapter_slots, loo_examples
 from arctax.data.dataset import load_split
 from arctax.evaluation.voting import task_views, vote, voted_attempts
 from arctax.models import build_model
@@ -35,6 +35,12 @@ def test_every_view_inverts_exactly():
             if v.dihedral % 2:  # a quarter turn swaps the sides
                 assert out.shape == g.shape[::-1]
     assert [v.dihedral for v in task_views(5, 1, "t")] == [v.dihedral for v in views[:5]]
+    plain = task_views(64, seed=1, task_id="t", colours=False)  # dihedral only: 8 at most
+    assert sorted(v.dihedral for v in plain) == list(range(8)) and plain[0].is_identity
+    assert all(np.array_equal(v.perm, np.arange(10)) for v in plain)
+    assert [v.dihedral for v in task_views(3, 1, "t", colours=False)] == [
+        v.dihedral for v in plain[:3]
+    ]
 
 
 def test_voting_takes_the_majority_and_breaks_ties_by_first_seen():
@@ -83,7 +89,12 @@ def _sentinel_outputs(src, dst):
     np.savez_compressed(dst / "test.npz", **a)
 
 
-def test_test_outputs_never_influence_the_answers(tiny_data, tmp_path):
+SELECT = {**ACFG, "select": "heldout", "select_every": 1, "select_folds": 2,
+          "select_metric": "loss", "select_patience": 1, "pool": "both"}  # fmt: skip
+
+
+@pytest.mark.parametrize("acfg", [ACFG, SELECT], ids=["fixed steps", "held-out selection"])
+def test_test_outputs_never_influence_the_answers(tiny_data, tmp_path, acfg):
     """Answers after adaptation are bitwise the same when every test output is destroyed."""
     _sentinel_outputs(tiny_data, tmp_path / "data")
     results = []
@@ -91,18 +102,21 @@ def test_test_outputs_never_influence_the_answers(tiny_data, tmp_path):
         ds = load_split(d, "test")
         torch.manual_seed(0)
         model = build_model("champion", TINY_MODELS["champion"]).eval()
-        slot, layers = inject_lora(model, ["q", "kv", "out", "mlp"], 2, 4.0, n_adapters=2)
+        slot, layers = inject_lora(model, ["q", "kv", "out", "mlp"], 2, 4.0, adapter_slots(acfg, 2))
         tasks = [task_data(ds, t) for t in ds.task_ids[:2]]
-        results.append(adapt_tasks(model, 2, slot, layers, tasks, ACFG, 40))
+        results.append(adapt_tasks(model, 2, slot, layers, tasks, acfg, 40))
     for r1, r2 in zip(*results, strict=True):
-        assert r1["loss_last"] == r2["loss_last"]
+        assert r1["loss_last"] == r2["loss_last"] and r1["steps"] == r2["steps"]
         for kind in ("vote", "adapt"):
             for q in r1[kind]:
                 for g, h in zip(r1[kind][q], r2[kind][q], strict=True):
                     assert (g is None and h is None) or np.array_equal(g, h)
 
 
-def test_tasks_trained_in_one_batch_learn_as_if_alone(tiny_data):
+@pytest.mark.parametrize("acfg", [ACFG, SELECT], ids=["fixed steps", "held-out selection"])
+def test_tasks_trained_in_one_batch_learn_as_if_alone(tiny_data, acfg):
+    """Alone or three tasks to a batch (with their held-out folds: 9 adapters), every task
+    gets the same steps, losses and answers."""
     ds = load_split(tiny_data, "test")
     tasks = [task_data(ds, t) for t in ds.task_ids[:3]]
 
@@ -110,10 +124,12 @@ def test_tasks_trained_in_one_batch_learn_as_if_alone(tiny_data):
         torch.manual_seed(0)
         model = build_model("encoder_decoder", dict(TINY_MODELS["encoder_decoder"], dropout=0.0))
         model.double().eval()  # float64: only the batching differs, not the rounding
-        slot, layers = inject_lora(model, ["q", "kv", "out", "mlp"], 2, 4.0, group_size)
+        slot, layers = inject_lora(
+            model, ["q", "kv", "out", "mlp"], 2, 4.0, adapter_slots(acfg, group_size)
+        )
         out = []
         for i in range(0, len(tasks), group_size):
-            out += adapt_tasks(model, 2, slot, layers, tasks[i : i + group_size], ACFG, 30)
+            out += adapt_tasks(model, 2, slot, layers, tasks[i : i + group_size], acfg, 30)
         return out
 
     alone, batched = run(1), run(3)
@@ -121,6 +137,15 @@ def test_tasks_trained_in_one_batch_learn_as_if_alone(tiny_data):
         assert (
             a["task_id"] == b["task_id"] and a["tasks_in_batch"] == 1 and b["tasks_in_batch"] == 3
         )
+        assert a["steps"] == b["steps"]
+        if a["heldout_loss"] is not None or b["heldout_loss"] is not None:
+            assert a["heldout_loss"] == pytest.approx(b["heldout_loss"], rel=1e-5)
+        if a["steps"] == 0:
+            continue
         assert a["loss_first"] == pytest.approx(b["loss_first"], rel=1e-6)
         assert a["loss_last"] == pytest.approx(b["loss_last"], rel=1e-5)
-        assert a["loss_last"] < a["loss_first"]  # three steps of Adam on the adapter help
+        assert a["loss_last"] < a["loss_first"]  # steps of Adam on the adapter help
+        for g, h in zip(a["adapt"][0], b["adapt"][0], strict=True):
+            assert (g is None and h is None) or np.array_equal(g, h)
+    if acfg is SELECT:  # the selection ran (tasks of 3+ demonstrations have a held-out curve)
+        assert any(r["heldout_loss"] for r in alone)

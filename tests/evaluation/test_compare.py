@@ -104,6 +104,7 @@ def test_compare_numbers_files_and_report(setup):
     assert "bootstrapped here, not the original Trial 69 weights" in md
     assert "Teacher-forced" in md and "not** generated answers" in md
     assert "| decoder_only |" in md and "no CUDA" in md
+    assert "adaptation.md" not in md
     for f in res["files"]:
         assert (out / f).stat().st_size > 0
     assert res["bootstrapped_reference"] is True
@@ -111,6 +112,8 @@ def test_compare_numbers_files_and_report(setup):
     first = (out / "summary.csv").read_text()
     compare(_cfg(), evals, trains, out, "champion")
     assert (out / "summary.csv").read_text() == first
+    compare(_cfg(), evals, trains, out, "champion", adaptation=True)  # points at its table
+    assert "**`adaptation.md`**" in (out / "summary.md").read_text()
 
 
 def test_compare_refuses_bad_inputs(setup, tmp_path):

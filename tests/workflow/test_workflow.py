@@ -379,18 +379,22 @@ def test_demo_runs_the_whole_dag(e2e):
         assert (out / f"train/{m}/seed307/provenance.json").is_file()
     md = (out / "compare/arcagi1_eval/summary.md").read_text()
     assert "bootstrapped here, not the original Trial 69 weights" in md
+    assert "**`adaptation.md`**" in md  # the summary points at the adaptation rows
     assert job_counts(res.output)["train"] == 3
-    # the adaptation fan-out: 4 adapted runs x 2 shards of 2 tasks, gathered into +vote/+adapt
+    # the adaptation fan-out: 4 adapted runs x 2 shards of 2 tasks, gathered into three rows
+    # (the base model's own two attempts, +vote, +adapt)
     runs = [f"{m}/seed307" for m in ("champion", "encoder_decoder", "decoder_only")]
     for run in [*runs, "champion_bootstrap/reference"]:
         shards = sorted((out / f"adapt/{run}/shards").glob("*.json"))
         assert [p.name for p in shards] == ["0-of-2.json", "1-of-2.json"], run
         assert [len(json.loads(p.read_text())["tasks"]) for p in shards] == [2, 2]
-        for kind in ("adapt", "vote"):
+        for kind in ("adapt", "vote", "base2"):
             for f in ("per_task.csv", "summary.json", "submission.json"):
                 assert (out / f"{kind}/{run}/{f}").is_file(), (kind, run, f)
     adaptation = (out / "compare/adaptation.md").read_text()
+    assert "pass@1 (first attempt)" in adaptation and "pass@2 [95% CI]" in adaptation
     for row in (
+        "champion",
         "champion+vote",
         "champion+adapt",
         "decoder_only+adapt",

@@ -29,6 +29,9 @@ rule adapt_gather:
         shards=get_adapt_shards,
         data=ADAPT_DATA,
     output:
+        base=f"{OUT}/base2/{{label}}/{{tag}}/summary.json",
+        base_tasks=f"{OUT}/base2/{{label}}/{{tag}}/per_task.csv",
+        base_submission=f"{OUT}/base2/{{label}}/{{tag}}/submission.json",
         vote=f"{OUT}/vote/{{label}}/{{tag}}/summary.json",
         vote_tasks=f"{OUT}/vote/{{label}}/{{tag}}/per_task.csv",
         vote_submission=f"{OUT}/vote/{{label}}/{{tag}}/submission.json",

@@ -258,10 +258,12 @@ def get_adapt_shards(wildcards):
 
 
 def get_adapt_dirs(wildcards=None):
-    """label -> {"vote": [folders], "adapt": [folders]} for the comparison."""
+    """label -> {"base": [folders], "vote": [...], "adapt": [...]} for the comparison (base:
+    the model's own two attempts on the adapted tasks, scored by the adaptation stage)."""
     dirs = {}
     for label, tag in adapted_runs():
-        d = dirs.setdefault(label, {"vote": [], "adapt": []})
+        d = dirs.setdefault(label, {"base": [], "vote": [], "adapt": []})
+        d["base"].append(f"{OUT}/base2/{label}/{tag}")
         d["vote"].append(f"{OUT}/vote/{label}/{tag}")
         d["adapt"].append(f"{OUT}/adapt/{label}/{tag}")
     return dirs
@@ -281,7 +283,9 @@ def get_adapt_summaries(wildcards):
     dirs = get_adapt_dirs()
     out = [f"{d}/summary.json" for ds in get_adapt_eval_dirs().values() for d in ds]
     out += [
-        f"{d}/summary.json" for ds in dirs.values() for d in [*ds["vote"], *ds["adapt"]]
+        f"{d}/summary.json"
+        for ds in dirs.values()
+        for d in [*ds["base"], *ds["vote"], *ds["adapt"]]
     ]
     return list(dict.fromkeys(out))
 

@@ -118,6 +118,7 @@ rule compare:
             f"{OUT}/train/{{model}}/seed{{seed}}", model=MODELS, seed=SEEDS
         ),
         reference=REFERENCE,
+        adaptation=bool(adapted_runs()),
     script:
         "../scripts/compare.py"
 

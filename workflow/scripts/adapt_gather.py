@@ -1,4 +1,5 @@
-"""Snakemake binding: score one adapted run's shards as two rows, +vote and +adapt."""
+"""Snakemake binding: score one adapted run's shards as three rows: the base model's own two
+attempts (no voting), +vote and +adapt."""
 
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ out = gather(
     Path(snakemake.output.adapt).parent,
     snakemake.params.label,
     int(tag.removeprefix("seed")) if tag.startswith("seed") else None,
+    base_dir=Path(snakemake.output.base).parent,
 )
 for kind, table in out.items():
     print(kind, "grid acc (queries):", table["grid_correct"].mean())

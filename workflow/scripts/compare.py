@@ -14,5 +14,6 @@ result = compare(
     snakemake.params.train_dirs,
     Path(snakemake.output.summary_md).parent,
     snakemake.params.reference,
+    adaptation=snakemake.params.adaptation,
 )
 print(Path(snakemake.output.summary_md).read_text())

@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 
 from arctax.adaptation.shards import shard_task_ids
-from arctax.adaptation.ttt import TaskData, adapt_tasks
+from arctax.adaptation.ttt import TaskData, adapt_tasks, adapter_slots
 from arctax.data.dataset import load_manifest, load_split
 from arctax.io import file_sha256, write_json
 
 Grid = np.ndarray
+KINDS = ("base", "vote", "adapt")  # the answers a shard records per task
+SETUP_KEYS = ("select", "select_every", "select_folds", "select_patience", "select_metric",
+              "pool", "scoring", "weight_decay", "colour_views")  # fmt: skip
 
 
 def task_data(ds: Any, task_id: str) -> TaskData:
@@ -62,6 +65,15 @@ def fingerprint(ckpt_sha: str, cfg: Mapping[str, Any], data_dir: str | Path) -> 
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
 
 
 def _log(msg: str) -> None:
@@ -119,8 +131,9 @@ def adapt_shard(
     model.to(dev)
     per_batch = int(acfg.get("tasks_per_batch", 1))
     slot, layers = inject_lora(
-        model, list(acfg["targets"]), int(acfg["rank"]), float(acfg["alpha"]), per_batch
-    )
+        model, list(acfg["targets"]), int(acfg["rank"]), float(acfg["alpha"]),
+        adapter_slots(acfg, per_batch),
+    )  # fmt: skip
     max_new = int(cfg["eval"]["max_new_tokens"])
     t0 = time.perf_counter()
     for start in range(0, len(todo), per_batch):
@@ -134,13 +147,14 @@ def adapt_shard(
                         **{k: acfg[k] for k in ("rank", "alpha", "targets")}}  # fmt: skip
                 save_adapter(Path(out_path).parent.parent / "adapters" / f"{rec['task_id']}.pt",
                              layers, i, meta)  # fmt: skip
-            rec = {**rec, "vote": _grids_out(rec["vote"]), "adapt": _grids_out(rec["adapt"])}
+            rec = {**rec, **{kind: _grids_out(rec[kind]) for kind in KINDS}}
             rec["fingerprint"] = fp
             write_json(state / f"{rec['task_id']}.json", rec)
             records[rec["task_id"]] = rec
             _log(
-                f"adapted {rec['task_id']}: loss {rec['loss_first']:.3f} -> "
-                f"{rec['loss_last']:.3f}, {rec['seconds']:.2f} s ({len(records)}/{len(mine)})"
+                f"adapted {rec['task_id']}: {rec['steps']} steps, loss {_num(rec['loss_first'])}"
+                f" -> {_num(rec['loss_last'])}, {rec['seconds']:.2f} s "
+                f"({len(records)}/{len(mine)})"
             )
     if file_sha256(ckpt_path) != sha_before:  # never: the base is loaded read-only
         raise RuntimeError(f"{ckpt_path} changed during adaptation")
@@ -171,8 +185,10 @@ def gather(
     adapt_dir: str | Path,
     label: str,
     seed: int | None,
+    base_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score one model's shards: ``vote_dir`` (voting alone) and ``adapt_dir`` (adapted)."""
+    """Score one model's shards: ``vote_dir`` (voting alone), ``adapt_dir`` (adapted) and
+    ``base_dir`` (the base model's own two attempts, no voting: the like-for-like base row)."""
     from arctax.evaluation.checkpoints import trained_here_flag
     from arctax.evaluation.evaluate import write_evaluation
 
@@ -188,7 +204,8 @@ def gather(
     seconds = sum(r["seconds"] for r in records)
     first = shards[0]
     out = {}
-    for kind, folder in (("vote", vote_dir), ("adapt", adapt_dir)):
+    folders = [("base", base_dir), ("vote", vote_dir), ("adapt", adapt_dir)]
+    for kind, folder in [(k, f) for k, f in folders if f is not None]:
         answers = {
             index[(r["task_id"], q)]: a for r in records for q, a in _grids_in(r[kind]).items()
         }
@@ -197,15 +214,17 @@ def gather(
                 "kind": kind,
                 "tasks": len(tasks),
                 "shards": len(shards),
-                "voting_views": acfg["voting_views"],
+                "voting_views": acfg["voting_views"] if kind != "base" else 2,
                 **(
                     {
                         "steps": acfg["steps"], "rank": acfg["rank"], "alpha": acfg["alpha"],
                         "targets": list(acfg["targets"]), "augment_views": acfg["augment_views"],
                         "lr": acfg["lr"], "seconds": round(seconds, 3),
                         "tasks_per_s": len(tasks) / seconds if seconds else None,
-                        "loss_first_mean": float(np.mean([r["loss_first"] for r in records])),
-                        "loss_last_mean": float(np.mean([r["loss_last"] for r in records])),
+                        "loss_first_mean": _mean([r["loss_first"] for r in records]),
+                        "loss_last_mean": _mean([r["loss_last"] for r in records]),
+                        "steps_mean": float(np.mean([r["steps"] for r in records])),
+                        **{key: acfg.get(key) for key in SETUP_KEYS},
                     }
                     if kind == "adapt" else {}
                 ),

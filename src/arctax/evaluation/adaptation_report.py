@@ -1,11 +1,13 @@
 """The adaptation comparison: base vs voting alone vs adaptation + voting, per model, on the
 adapted tasks, against the reference; and the gap per taxonomy category.
 
-Reads the folders written by :func:`arctax.evaluation.evaluate.write_evaluation` (the models'
-and the reference's evaluations, and the ``+vote`` / ``+adapt`` rows gathered by the
-adaptation stage). Every row is restricted to the adapted tasks (``adapt.max_tasks`` may adapt
-a subset), so base, voting and adapted are compared on the same tasks with the same paired
-statistics as the main comparison.
+Reads the folders written by :func:`arctax.evaluation.evaluate.write_evaluation`: the
+adaptation stage's three rows per adapted run (``base``: the model's own greedy answer and a
+second view's, no voting; ``+vote``; ``+adapt``) and, for a reference that was not adapted,
+its evaluation. Every row is restricted to the adapted tasks (``adapt.max_tasks`` may adapt a
+subset) and shows pass@1 (the first attempt) and pass@2 for the same tasks, with the same
+paired statistics as the main comparison. When adaptation loses more tasks than it gains for
+a model, the report says so first.
 """
 
 from __future__ import annotations
@@ -19,12 +21,19 @@ import pandas as pd
 from arctax.config import get
 from arctax.evaluation import plots
 from arctax.evaluation.compare import load_evals, md_table, pct
-from arctax.evaluation.stats import model_row, per_task_matrix, task_table
+from arctax.evaluation.stats import bootstrap_ci, model_row, per_task_matrix, task_table
 from arctax.io import atomic_write_text
 
 PathLike = str | Path
 KINDS = ("", "+vote", "+adapt")
 VS_KEYS = ("diff_vs_ref", "diff_lo", "diff_hi", "mcnemar_b", "mcnemar_c", "mcnemar_p")
+
+
+def first_attempt(per_query: pd.DataFrame, model: str, ids: pd.Index) -> pd.Series:
+    """Per task of ``ids``: the share of seeds whose FIRST attempts solve every query."""
+    rows = per_query[(per_query["model"] == model) & per_query["task_id"].isin(ids)]
+    solved = rows.groupby(["seed", "task_id"])["grid_correct_first"].all()
+    return solved.groupby("task_id").mean().reindex(ids)
 
 
 def gap_table(tasks: pd.DataFrame, bases: Sequence[str], ids: pd.Index) -> pd.DataFrame:
@@ -57,8 +66,9 @@ def compare_adaptation(
 ) -> dict[str, Any]:
     """Write ``adaptation.csv``, ``gap.csv``, ``gap.png`` and ``adaptation.md`` in ``out_dir``.
 
-    ``adapt_dirs`` maps a model label to ``{"vote": [folders], "adapt": [folders]}`` (one per
-    seed); ``eval_dirs`` holds the base evaluations, the reference's included.
+    ``adapt_dirs`` maps a model label to ``{"base": [...], "vote": [...], "adapt": [...]}``
+    folders (one per seed; without ``base`` the model's evaluation in ``eval_dirs`` is its
+    base row); ``eval_dirs`` holds the base evaluations, the reference's included.
     """
     out_dir = Path(out_dir)
     boot = (
@@ -67,11 +77,13 @@ def compare_adaptation(
         int(get(cfg, "eval.seed")),
     )
     bases = list(adapt_dirs)
-    dirs: dict[str, Any] = {reference: eval_dirs[reference]}
-    for base in bases:
-        dirs[base] = eval_dirs[base]
-        dirs[f"{base}+vote"] = adapt_dirs[base]["vote"]
-        dirs[f"{base}+adapt"] = adapt_dirs[base]["adapt"]
+    dirs: dict[str, Any] = {}
+    for label in dict.fromkeys([reference, *bases]):
+        given = adapt_dirs.get(label, {})
+        dirs[label] = given.get("base") or eval_dirs[label]
+        if given:
+            dirs[f"{label}+vote"] = given["vote"]
+            dirs[f"{label}+adapt"] = given["adapt"]
     per_query, summaries = load_evals(dirs)
     tasks = task_table(per_query)
     adapted = {b: set(tasks.loc[tasks["model"] == f"{b}+adapt", "task_id"]) for b in bases}
@@ -87,13 +99,14 @@ def compare_adaptation(
             name = f"{base}{kind}"
             r = model_row(tasks, name, reference, ids, boot)
             r["attempts"] = int(per_query.loc[per_query["model"] == name, "attempts"].max())
-            first_acc = per_query[per_query["model"] == name].groupby(["seed", "task_id"])
-            r["first_attempt_grid_acc"] = float(first_acc["grid_correct_first"].all().mean())
+            est = bootstrap_ci(first_attempt(per_query, name, ids).to_numpy(), *boot)
+            r.update(pass1=est.mean, pass1_lo=est.lo, pass1_hi=est.hi)
             if kind == "+adapt":
                 vs = model_row(tasks, name, f"{base}+vote", ids, boot)
                 r.update({f"vs_vote_{k}": vs[k] for k in VS_KEYS})
             adaptation = (summaries[name][0].get("adaptation") or {}) if kind else {}
             r["tasks_per_s"] = adaptation.get("tasks_per_s")
+            r["steps_mean"] = adaptation.get("steps_mean")
             rows.append(r)
     table = pd.DataFrame(rows)
     gap = gap_table(tasks, bases, ids)
@@ -105,22 +118,27 @@ def compare_adaptation(
     return {"n_tasks": len(ids), "rows": table.to_dict(orient="records")}
 
 
+def _num(v: Any, fmt: str) -> str:
+    return format(v, fmt) if v is not None and pd.notna(v) else ""
+
+
 def _cells(r: Mapping[str, Any], reference: str) -> list[str]:
     """One row of the adaptation table."""
     is_ref, adapted = r["model"] == reference, str(r["model"]).endswith("+adapt")
-    speed = r.get("tasks_per_s")
     return [
         r["model"],
         str(r["attempts"]),
+        pct(r["pass1"], r["pass1_lo"], r["pass1_hi"]),
         pct(r["grid_acc"], r["grid_acc_lo"], r["grid_acc_hi"]),
-        pct(r["first_attempt_grid_acc"]),
         "—" if is_ref else pct(r["diff_vs_ref"], r["diff_lo"], r["diff_hi"], signed=True),
         "—" if is_ref else f"{r['mcnemar_p']:.3g}",
         pct(r["vs_vote_diff_vs_ref"], r["vs_vote_diff_lo"], r["vs_vote_diff_hi"], signed=True)
         if adapted
         else "",
+        f"{int(r['vs_vote_mcnemar_b'])} / {int(r['vs_vote_mcnemar_c'])}" if adapted else "",
         f"{r['vs_vote_mcnemar_p']:.3g}" if adapted else "",
-        f"{speed:.3g}" if speed is not None and pd.notna(speed) else "",
+        _num(r.get("steps_mean"), ".1f") if adapted else "",
+        _num(r.get("tasks_per_s"), ".3g"),
     ]
 
 
@@ -130,6 +148,25 @@ GAP_COLUMNS = {
     "only_after_adaptation": "only after adaptation", "lost_by_adaptation": "lost",
     "adapt_not_base": "adapt, not base",
 }  # fmt: skip
+
+
+def harm_warnings(table: pd.DataFrame) -> list[str]:
+    """One sentence per model whose ``+adapt`` loses more tasks than it gains vs ``+vote``."""
+    out = []
+    for r in table.to_dict(orient="records"):
+        if not str(r["model"]).endswith("+adapt"):
+            continue
+        gained, lost = int(r["vs_vote_mcnemar_b"]), int(r["vs_vote_mcnemar_c"])
+        if lost > gained:
+            base = str(r["model"]).removesuffix("+adapt")
+            out.append(
+                f"**Adaptation harms `{base}` here: it loses {lost} task(s) that voting alone "
+                f"solves and gains {gained} (pass@2 {r['vs_vote_diff_vs_ref']:+.1%} vs "
+                f"`{base}+vote`, exact McNemar p = {r['vs_vote_mcnemar_p']:.3g}).** Do not read "
+                "its `+adapt` row as a result of adaptation: with these settings the adapter "
+                "makes the model worse (ADAPTATION.md shows the settings measured to help)."
+            )
+    return out
 
 
 def adaptation_markdown(
@@ -142,22 +179,34 @@ def adaptation_markdown(
 ) -> str:
     """The terminal-readable adaptation comparison."""
     c = f"{ci:.0%} CI"
-    setup = next((s[0]["adaptation"] for k, s in summaries.items() if k.endswith("+adapt")), {})
-    keys = ("steps", "rank", "alpha", "augment_views", "voting_views", "lr")
+    setup = next(
+        (s[0].get("adaptation", {}) for k, s in summaries.items() if k.endswith("+adapt")), {}
+    )
+    keys = ("steps", "lr", "rank", "alpha", "augment_views", "voting_views", "colour_views",
+            "select", "select_every", "select_folds", "pool", "scoring")  # fmt: skip
     header = [
-        "model", "attempts", f"grid acc [{c}]", "first attempt", f"diff vs ref [{c}]",
-        "McNemar p vs ref", f"adapt − vote [{c}]", "McNemar p vs vote", "tasks/s",
+        "model", "attempts", f"pass@1 (first attempt) [{c}]", f"pass@2 [{c}]",
+        f"pass@2 diff vs ref [{c}]", "McNemar p vs ref", f"adapt − vote, pass@2 [{c}]",
+        "gained / lost vs vote", "McNemar p vs vote", "steps (mean)", "tasks/s",
     ]  # fmt: skip
+    warnings = harm_warnings(table)
+    verdict = warnings or [
+        "Adaptation loses no more tasks than it gains against voting alone for any model here."
+    ]
     return "\n".join([
         "# arctax adaptation (test-time training)",
         "",
-        f"On the {n_tasks} adapted test tasks. Rows: the model as evaluated (`base`), voting over "
-        "augmented views without adaptation (`+vote`), and a LoRA adapter fitted per task on its "
-        "demonstration pairs, then the same voting (`+adapt`). Voting rows are pass@2 (the two "
-        "most voted answers). Adaptation: "
-        + ", ".join(f"{k} {setup[k]}" for k in keys if k in setup)
-        + f". Intervals: {c}, bootstrap over tasks; differences are paired against the "
-        f"reference `{reference}` (as evaluated) and, for `+adapt`, against `+vote`.",
+        *[line for w in verdict for line in (w, "")],
+        f"On the {n_tasks} adapted test tasks; every row on the same tasks. Rows: the model "
+        "itself (`<model>`: its greedy answer, and as attempt 2 its answer under one augmented "
+        "view, no voting), voting over augmented views without adaptation (`+vote`), and a "
+        "LoRA adapter fitted per task on its demonstration pairs, then the same views "
+        "(`+adapt`). pass@1 scores the first attempt, pass@2 either of two. Adaptation: "
+        + ", ".join(f"{k} {setup[k]}" for k in keys if setup.get(k) is not None)
+        + f". Intervals: {c}, bootstrap over tasks; differences (pass@2) are paired against "
+        f"the reference `{reference}` and, for `+adapt`, against `+vote` (gained: tasks only "
+        "`+adapt` solves; lost: only `+vote`). `steps (mean)`: optimizer steps per task after "
+        "the held-out selection.",
         "",
         md_table(header, [_cells(r, reference) for r in table.to_dict(orient="records")]),
         "",

@@ -122,10 +122,12 @@ def compare(
     train_dirs: Sequence[PathLike],
     out_dir: PathLike,
     reference_label: str = "champion",
+    adaptation: bool = False,
 ) -> dict[str, Any]:
     """Tables, figures and ``summary.md`` comparing all models with ``reference_label``.
 
     ``eval_dirs`` maps a label to one evaluation folder or a list of them (one per seed).
+    ``adaptation``: the run also adapts (``summary.md`` then points at ``adaptation.md``).
     Returns ``{"reference", "bootstrapped_reference", "summary", "files"}``.
     """
     out_dir = Path(out_dir)
@@ -187,7 +189,7 @@ def compare(
     ref_boot = bool(summary.loc[0, "bootstrapped"])
     note = reference_note(reference_label, summaries[reference_label][0], ref_boot)
     note += test_set_note(summaries[reference_label][0], len(ids))
-    md = summary_markdown(summary, per_category, audit, reference_label, note, boot[1])
+    md = summary_markdown(summary, per_category, audit, reference_label, note, boot[1], adaptation)
     atomic_write_text(out_dir / "summary.md", md)
     return {
         "reference": reference_label,
@@ -203,6 +205,13 @@ def compare(
         ],
     }
 
+
+ADAPTATION_POINTER = (
+    "Voting over augmented views and per-task adaptation (test-time training): "
+    "**`adaptation.md`** (base / `+vote` / `+adapt` per model, pass@1 and pass@2 on the same "
+    "adapted tasks, paired tests against voting alone; it says first when adaptation loses "
+    "more tasks than it gains).\n"
+)
 
 _CAT_COLS = ("model", "n_tasks", "grid_acc", "grid_acc_lo", "grid_acc_hi", "diff_vs_ref",
              "diff_lo", "diff_hi", "mcnemar_b", "mcnemar_c", "mcnemar_p")  # fmt: skip
@@ -277,6 +286,7 @@ def summary_markdown(
     reference: str,
     ref_note: str,
     ci: float,
+    adaptation: bool = False,
 ) -> str:
     """The terminal-readable report: Markdown tables, CIs, and what every number means."""
     c = f"{ci:.0%} CI"
@@ -321,6 +331,7 @@ def summary_markdown(
             ],
         ),
         "",
+        *([ADAPTATION_POINTER] if adaptation else []),
         f"## Against the reference `{reference}` (paired over the same tasks)",
         "",
         md_table(

@@ -1,7 +1,8 @@
 """Answering under augmented views and voting: how the strongest ARC systems pick two attempts.
 
 A task is seen through N *views*: view 0 is the task itself, the others apply one dihedral
-transform and one colour permutation (0 fixed) to every grid of the task alike. Each view's
+transform and one colour permutation (0 fixed) to every grid of the task alike (or, without
+colours, the dihedral transforms alone: at most 8 views). Each view's
 answer is mapped back through the view's exact inverse; identical answers pool their votes;
 attempt 1 and 2 are the two most voted answers (ARC's pass@2). Ties go to the answer first
 produced in view order (view 0 first), so the result never depends on anything but the votes.
@@ -14,15 +15,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from arctax.data.augment import Augmentation, random_augmentation
+from arctax.data.augment import N_DIHEDRAL, Augmentation, random_augmentation
 
 Grid = np.ndarray
 
 
-def task_views(n: int, seed: int, task_id: str) -> list[Augmentation]:
-    """``n`` views of a task: the identity, then distinct seeded augmentations (per task)."""
+def task_views(n: int, seed: int, task_id: str, colours: bool = True) -> list[Augmentation]:
+    """``n`` views of a task: the identity, then distinct seeded augmentations (per task).
+
+    ``colours=False``: dihedral transforms only (colours kept), at most the 8 there are.
+    """
     rng = np.random.default_rng([seed, zlib.crc32(task_id.encode())])
     views = [Augmentation()]
+    if not colours:
+        rest = [int(d) for d in rng.permutation(np.arange(1, N_DIHEDRAL))]
+        return views + [Augmentation(d) for d in rest[: max(0, n - 1)]]
     seen = {(0, tuple(range(10)))}
     while len(views) < n:
         aug = random_augmentation(rng)
