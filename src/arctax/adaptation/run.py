@@ -125,6 +125,10 @@ def adapt_shard(
     if resumed:
         _log(f"resuming shard {shard}: {len(resumed)} of {len(mine)} tasks already answered")
     todo = [t for t in mine if t not in records]
+    # As training does: on CUDA the adapters' gradients (index_add, attention backward) use
+    # atomics otherwise, and a task's answers would depend on the run (docs/ARCHITECTURE.md).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(cfg["trial69"]["deterministic"]))
     model, info = load_model(ckpt_path)
     accel = cfg.get("trainer", {}).get("accelerator", "auto")
     dev = torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
