@@ -64,12 +64,20 @@ def test_workers_are_started_with_the_stop_signals_ignored(tiny_data):
     loader = dm.train_dataloader()
     it = iter(loader)
     next(it)
+    want = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGUSR1 - 1))
+
+    def ignored(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        return int(next(ln for ln in status if ln.startswith("SigIgn:")).split()[1], 16)
+
     try:
         for pid in [w.pid for w in it._workers]:
-            status = Path(f"/proc/{pid}/status").read_text().splitlines()
-            ignored = int(next(ln for ln in status if ln.startswith("SigIgn:")).split()[1], 16)
-            for s in (signal.SIGTERM, signal.SIGUSR1):
-                assert ignored & (1 << (s - 1)), f"worker {pid} does not ignore {s.name}"
+            # a worker that has not produced a batch yet may not have run its init (a loaded
+            # machine): wait for it, boundedly
+            deadline = time.monotonic() + 30
+            while ignored(pid) & want != want and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ignored(pid) & want == want, f"worker {pid} does not ignore SIGTERM/SIGUSR1"
     finally:
         it._shutdown_workers()
 
