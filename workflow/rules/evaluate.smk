@@ -110,19 +110,14 @@ rule compare:
         "../scripts/compare.py"
 
 
-rule evaluate_champion:
-    input:
-        expand(f"{OUT}/eval/champion/seed{{seed}}/summary.json", seed=SEEDS),
+# One target per model, whatever the config's models are: `snakemake evaluate_<model>`.
+for _model in MODELS:
 
-
-rule evaluate_encoder_decoder:
-    input:
-        expand(f"{OUT}/eval/encoder_decoder/seed{{seed}}/summary.json", seed=SEEDS),
-
-
-rule evaluate_decoder_only:
-    input:
-        expand(f"{OUT}/eval/decoder_only/seed{{seed}}/summary.json", seed=SEEDS),
+    rule:
+        name:
+            f"evaluate_{_model}"
+        input:
+            expand(f"{OUT}/eval/{_model}/seed{{seed}}/summary.json", seed=SEEDS),
 
 
 rule evaluate_reference_only:

@@ -14,6 +14,7 @@ inputs give the same numbers.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,8 @@ def compare(
     summary["attempts"] = [
         int(per_query.loc[per_query["model"] == m, "attempts"].max()) for m in models
     ]
+    summary["parameters"] = [summaries[m][0].get("parameters") for m in models]
+    summary["size_vs_champion"] = size_ratios(summary, reference_label)
 
     cat_rows = []
     for cat in sorted(tasks["category"].astype(str).unique()):
@@ -198,6 +201,36 @@ def compare(
             "gallery.png",
         ],
     }
+
+
+SIZE_TOLERANCE = 0.05  # the paper matched its models to ~1.7M parameters; beyond ±5%: flagged
+
+
+def size_ratios(summary: pd.DataFrame, reference: str) -> list[float]:
+    """Each model's parameter count relative to the champion's, minus 1 (NaN when unknown).
+
+    The champion is the trained ``champion`` when the study has one, else the reference."""
+    counts = dict(zip(summary["model"], summary["parameters"], strict=True))
+    base = counts.get("champion") or counts.get(reference)
+    return [
+        float(c) / float(base) - 1.0 if _known(c) and _known(base) else math.nan
+        for c in summary["parameters"]
+    ]
+
+
+def _known(n: Any) -> bool:
+    return n is not None and not (isinstance(n, float) and math.isnan(n)) and n > 0
+
+
+def size_flags(summary: pd.DataFrame) -> list[str]:
+    """One line per model whose size is more than ±5% off the champion's."""
+    return [
+        f"**{r.model} is not size-matched**: {int(r.parameters):,} parameters, "
+        f"{r.size_vs_champion:+.1%} of the champion's (more than ±{SIZE_TOLERANCE:.0%}); "
+        "part of any difference may be capacity, not architecture."
+        for r in summary.itertuples()
+        if not math.isnan(r.size_vs_champion) and abs(r.size_vs_champion) > SIZE_TOLERANCE
+    ]
 
 
 _CAT_COLS = ("model", "n_tasks", "grid_acc", "grid_acc_lo", "grid_acc_hi", "diff_vs_ref",
@@ -296,6 +329,7 @@ def summary_markdown(
                 "seed mean ± std",
                 f"shape acc [{c}]",
                 f"cell acc [{c}]",
+                "parameters (vs champion)",
                 "decode tasks/s",
             ],
             [
@@ -308,12 +342,15 @@ def summary_markdown(
                     + ("n/a" if np.isnan(r.grid_acc_seed_std) else f"{r.grid_acc_seed_std:.1%}"),
                     pct(r.shape_acc, r.shape_acc_lo, r.shape_acc_hi),
                     pct(r.cell_acc, r.cell_acc_lo, r.cell_acc_hi),
+                    _size(r.parameters, r.size_vs_champion),
                     "n/a" if np.isnan(r.decode_tasks_per_s) else f"{r.decode_tasks_per_s:.2f}",
                 ]
                 for r in summary.itertuples()
             ],
         ),
         "",
+        *[f"- ⚠ {line}" for line in size_flags(summary)],
+        *([""] if size_flags(summary) else []),
         f"## Against the reference `{reference}` (paired over the same tasks)",
         "",
         md_table(
@@ -369,6 +406,12 @@ def summary_markdown(
     out += audit_markdown(audit)
     out += ["", "Figures: `curves.png`, `accuracy.png`, `categories.png`, `gallery.png`.", ""]
     return "\n".join(out)
+
+
+def _size(parameters: Any, ratio: float) -> str:
+    if not _known(parameters):
+        return "n/a"
+    return f"{int(parameters):,}" + ("" if math.isnan(ratio) else f" ({ratio:+.1%})")
 
 
 def audit_markdown(audit: pd.DataFrame) -> list[str]:

@@ -40,12 +40,16 @@ def _naive_logits(model: nn.Module, batch: Batch, out: torch.Tensor, pos: torch.
 
 @torch.inference_mode()
 def greedy_decode(
-    model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool = True
+    model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool | None = None
 ) -> tuple[list[np.ndarray | None], np.ndarray]:
     """Greedy answers for a batch: ``(grids, generated token counts)``.
 
     ``grids[i]`` is the decoded grid of sample ``i`` or ``None`` if its tokens do not form one.
+    ``use_cache`` defaults to the model's ``supports_cache`` (True unless a model declares
+    the fallback: full re-decoding with ``forward`` each step, slower, same answers).
     """
+    if use_cache is None:
+        use_cache = bool(getattr(model, "supports_cache", True))
     was_training = model.training
     model.eval()
     try:

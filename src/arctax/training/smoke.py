@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from arctax.config import MODEL_NAMES, model_config
-from arctax.data.collate import MODEL_FORMAT, collate
+from arctax.config import model_class, model_config, model_names
+from arctax.data.collate import collate
 from arctax.data.dataset import load_split
 from arctax.io import write_json
 from arctax.models import build_model, count_parameters
@@ -46,7 +46,7 @@ def smoke_model(
 ) -> dict[str, Any]:
     """Run every check on model ``name``; return ``{check: ok/message}`` and figures."""
     torch.manual_seed(0)
-    model = build_model(name, model_config(cfg, name))
+    model = build_model(name, model_config(cfg, name), model_class(cfg, name))
     model.train()
     opt = build_optimizer(model.parameters(), cfg["trial69"])
     sched = build_scheduler(opt, cfg["trial69"])
@@ -99,16 +99,17 @@ def smoke_test(
     cfg: Mapping[str, Any],
     data_dir: str | Path,
     out_json: str | Path | None = None,
-    models: list[str] | tuple[str, ...] = MODEL_NAMES,
+    models: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Smoke-test ``models`` (default: all three) on a real batch of the prepared cache."""
+    """Smoke-test ``models`` (default: the config's) on a real batch of the prepared cache."""
     ds = load_split(data_dir, "train")
     examples = [ds[i] for i in range(min(4, len(ds)))]
     k = cfg["data"]["context_pairs"]
     results = {}
-    for name in models:
-        batch = collate(examples, MODEL_FORMAT[name], k)
+    for name in models or model_names(cfg):
         try:
+            fmt = build_model(name, model_config(cfg, name), model_class(cfg, name)).fmt
+            batch = collate(examples, fmt, k)
             results[name] = smoke_model(name, cfg, batch)
         except Exception as e:  # a crash is a failed check, reported like the others
             results[name] = {"ok": False, "checks": {"runs": f"{type(e).__name__}: {e}"}}
