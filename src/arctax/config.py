@@ -226,8 +226,15 @@ def coerce_to_schema(cfg: dict[str, Any], schema: Path = SCHEMA) -> dict[str, An
         types = s.get("type", [])
         types = [types] if isinstance(types, str) else types
         if isinstance(value, dict):
-            props = s.get("properties", {})
-            return {k: convert(v, props[k]) if k in props else v for k, v in value.items()}
+            props, extra = s.get("properties", {}), s.get("additionalProperties")
+            return {
+                k: convert(v, props[k])
+                if k in props
+                else convert(v, extra)
+                if isinstance(extra, Mapping)
+                else v
+                for k, v in value.items()
+            }
         if isinstance(value, list) and "items" in s:
             return [convert(v, s["items"]) for v in value]
         if isinstance(value, str) and "string" not in types:
@@ -236,7 +243,8 @@ def coerce_to_schema(cfg: dict[str, Any], schema: Path = SCHEMA) -> dict[str, An
                 return None
             if "boolean" in types and low in ("true", "false"):
                 return low == "true"
-            for kind, cast in (("integer", int), ("number", float)):
+            # a number written as an integer stays one (a search space's int bounds)
+            for kind, cast in (("integer", int), ("number", int), ("number", float)):
                 if kind in types:
                     try:
                         return cast(value)
