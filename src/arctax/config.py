@@ -17,7 +17,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-MODEL_NAMES = ("champion", "encoder_decoder", "decoder_only")
+MODEL_NAMES = ("champion", "encoder_decoder", "decoder_only")  # the built-in models
+# Keys of a `models.<name>` block that are not constructor arguments.
+RESERVED_MODEL_KEYS = ("class", "extends")
 
 
 class ConfigError(ValueError):
@@ -125,6 +127,24 @@ def check_global_batch(cfg: Mapping[str, Any]) -> None:
         )
 
 
+def check_model_lists(cfg: Mapping[str, Any]) -> None:
+    """``adapt.models`` and ``sweep.models`` name models of the study; a model name is not
+    the reference's label (checked when the workflow starts)."""
+    names = model_names(cfg)
+    if "champion_bootstrap" in names:
+        raise ConfigError(
+            "config key 'models.champion_bootstrap': the reference's label in every table; "
+            "give your model another name"
+        )
+    for key in ("adapt", "sweep"):
+        for name in (cfg.get(key) or {}).get("models", []):
+            if name not in names:
+                raise ConfigError(
+                    f"config key '{key}.models': '{name}' is not one of the config's models "
+                    f"({', '.join(names)}); add a models.{name} block or drop it here"
+                )
+
+
 def get(cfg: Mapping[str, Any], dotted: str) -> Any:
     """``get(cfg, "trial69.optimizer.lr")``; raises :class:`ConfigError` naming a missing key."""
     node: Any = cfg
@@ -150,11 +170,41 @@ def trial69(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(dict(get(cfg, "trial69")))
 
 
+def model_names(cfg: Mapping[str, Any]) -> list[str]:
+    """The models of the study, in config order: every ``models`` entry (``null`` drops one)."""
+    return [name for name, block in (cfg.get("models") or {}).items() if block is not None]
+
+
+def _model_block(cfg: Mapping[str, Any], name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``models.<name>`` with ``extends`` applied (the named block first, then this one's keys)."""
+    models = cfg.get("models") or {}
+    if name not in models or models[name] is None:
+        known = ", ".join(model_names(cfg))
+        where = f"config key 'models.{seen[-1]}.extends': " if seen else ""
+        raise ConfigError(f"{where}unknown model '{name}'; the config's models are {known}")
+    block = copy.deepcopy(dict(models[name]))
+    base = block.pop("extends", None)
+    if base is None:
+        return block
+    if base == name or base in seen:
+        raise ConfigError(f"config key 'models.{name}.extends': {base!r} makes a cycle")
+    merged = {
+        k: v for k, v in _model_block(cfg, base, (*seen, name)).items() if k != "class"
+    }  # sizes and settings, never the base's class
+    return deep_merge(merged, block)
+
+
 def model_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Hyper-parameters of model ``name`` (``champion``, ``encoder_decoder``, ``decoder_only``)."""
-    if name not in MODEL_NAMES:
-        raise ConfigError(f"unknown model '{name}'; expected one of {', '.join(MODEL_NAMES)}")
-    return copy.deepcopy(dict(get(cfg, f"models.{name}")))
+    """Constructor arguments of model ``name``: its ``models.<name>`` block with ``extends``
+    applied, without the reserved keys (``class``, ``extends``)."""
+    block = _model_block(cfg, name)
+    return {k: v for k, v in block.items() if k not in RESERVED_MODEL_KEYS}
+
+
+def model_class(cfg: Mapping[str, Any], name: str) -> str | None:
+    """``models.<name>.class`` (``"package.module:Class"`` or ``"file.py:Class"``), or None for
+    a built-in model."""
+    return _model_block(cfg, name).get("class")
 
 
 def coerce_to_schema(cfg: dict[str, Any], schema: Path = SCHEMA) -> dict[str, Any]:
@@ -176,8 +226,15 @@ def coerce_to_schema(cfg: dict[str, Any], schema: Path = SCHEMA) -> dict[str, An
         types = s.get("type", [])
         types = [types] if isinstance(types, str) else types
         if isinstance(value, dict):
-            props = s.get("properties", {})
-            return {k: convert(v, props[k]) if k in props else v for k, v in value.items()}
+            props, extra = s.get("properties", {}), s.get("additionalProperties")
+            return {
+                k: convert(v, props[k])
+                if k in props
+                else convert(v, extra)
+                if isinstance(extra, Mapping)
+                else v
+                for k, v in value.items()
+            }
         if isinstance(value, list) and "items" in s:
             return [convert(v, s["items"]) for v in value]
         if isinstance(value, str) and "string" not in types:
@@ -186,7 +243,8 @@ def coerce_to_schema(cfg: dict[str, Any], schema: Path = SCHEMA) -> dict[str, An
                 return None
             if "boolean" in types and low in ("true", "false"):
                 return low == "true"
-            for kind, cast in (("integer", int), ("number", float)):
+            # a number written as an integer stays one (a search space's int bounds)
+            for kind, cast in (("integer", int), ("number", int), ("number", float)):
                 if kind in types:
                     try:
                         return cast(value)

@@ -104,7 +104,7 @@ def test_good_ways_resolve(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        ("no_colon", "expected 'package.module:function'"),
+        ("no_colon", "expected 'package.module:Name'"),
         ("surely_not_a_module_xyz:load", "not importable"),
         ("missing/file.py:load", "file missing/file.py not found"),
     ],

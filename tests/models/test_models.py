@@ -148,7 +148,7 @@ def test_champion_context_masking(examples):
 
 
 def test_registry_errors():
-    with pytest.raises(ValueError, match="unknown model 'transformer'"):
+    with pytest.raises(ValueError, match="model 'transformer' is not built in"):
         build_model("transformer", {})
     with pytest.raises(ValueError, match=r"models\.decoder_only"):
         build_model("decoder_only", {"d_model": 32})

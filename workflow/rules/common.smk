@@ -10,8 +10,12 @@ from snakemake.utils import update_config
 from arctax.config import (
     ConfigError,
     check_global_batch,
+    check_model_lists,
     coerce_to_schema,
     fill_defaults,
+    model_class,
+    model_config,
+    model_names,
     validate_config,
 )
 from arctax.data.testsets import (
@@ -20,6 +24,7 @@ from arctax.data.testsets import (
     set_config,
     training_data_config,
 )
+from arctax.plugins import source_sha256
 from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
 from arctax.search.space import check_space
 
@@ -36,6 +41,7 @@ fill_defaults(config)
 # test sets (data.test_sets / data.test_source) and the re-arc generation must be well formed.
 try:
     check_global_batch(config)
+    check_model_lists(config)
     check_space(config)
     TEST_SETS = named_sets(config)  # {name: source}, in config order
     GENERATE_REARC = generating(config)
@@ -48,7 +54,26 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
 
-MODELS = ["champion", "encoder_decoder", "decoder_only"]
+MODELS = model_names(config)  # the built-ins and any model of your own (docs/MODELS.md)
+
+
+def check_own_models():
+    """A model of the user's own (`models.<name>.class`) is checked now, so `snakemake -n`
+    stops with one line: the class imports, its block fits its constructor, it has the
+    protocol. (torch is imported only when there is one.)"""
+    own = [m for m in MODELS if model_class(config, m)]
+    if not own:
+        return
+    from arctax.models import ModelError, resolve_model
+
+    for m in own:
+        try:
+            resolve_model(m, model_config(config, m), model_class(config, m))
+        except ModelError as e:
+            raise WorkflowError(str(e)) from None
+
+
+check_own_models()
 REFERENCE = "champion_bootstrap"  # label of the champion reference in every table
 RUN = config["run"]
 OUT = f"results/{RUN}"
@@ -121,12 +146,22 @@ def get_reference_params(wildcards):
     return json.dumps(get_reference().as_dict())
 
 
+def _model_recipe(model):
+    """A model's constructor arguments, and for a model of your own its class and the sha256
+    of the file defining it: editing that file re-runs the model's jobs."""
+    recipe = {"model": model_config(config, model)}
+    if model_class(config, model):
+        recipe["class"] = model_class(config, model)
+        recipe["code"] = source_sha256(recipe["class"])
+    return recipe
+
+
 def _recipe(model):
     # a JSON string, not a dict: Snakemake iterates a dict returned by a param function
     # (keeping only its keys), which would hide a changed value from the params trigger
     blocks = {k: config[k] for k in ("trial69", "trainer")}
     blocks["data"] = training_data_config(config)  # never the test sets
-    return json.dumps({"model": config["models"][model], **blocks}, sort_keys=True)
+    return json.dumps({**_model_recipe(model), **blocks}, sort_keys=True)
 
 
 def get_train_params(wildcards):
@@ -239,10 +274,12 @@ def get_adapt_checkpoint(wildcards):
 
 
 def get_adapt_params(wildcards):
-    """What a shard's answers depend on: the adapt block and the decoding limits."""
+    """What a shard's answers depend on: the adapt block (not which runs are adapted: adding
+    a model to adapt.models adapts only it) and the decoding limits."""
     keys = ("max_new_tokens", "batch_size")
+    method = {k: v for k, v in ADAPT.items() if k not in ("models", "reference", "enabled")}
     return json.dumps(
-        {"adapt": ADAPT, "eval": {k: config["eval"][k] for k in keys}}, sort_keys=True
+        {"adapt": method, "eval": {k: config["eval"][k] for k in keys}}, sort_keys=True
     )
 
 
@@ -259,7 +296,8 @@ def get_adapt_shards(wildcards):
 
 def get_adapt_dirs(wildcards=None):
     """label -> {"base": [folders], "vote": [...], "adapt": [...]} for the comparison (base:
-    the model's own two attempts on the adapted tasks, scored by the adaptation stage)."""
+    the model's own two attempts on the adapted tasks, scored by the adaptation stage).
+    """
     dirs = {}
     for label, tag in adapted_runs():
         d = dirs.setdefault(label, {"base": [], "vote": [], "adapt": []})
@@ -314,7 +352,7 @@ def get_sweep_params(wildcards):
     """
     sweep = {k: v for k, v in SWEEP.items() if k not in ("models", "workers", "origin")}
     blocks = {"trial69": config["trial69"], "data": training_data_config(config)}
-    recipe = {"model": config["models"][wildcards.model], **blocks}
+    recipe = {**_model_recipe(wildcards.model), **blocks}
     return json.dumps({"sweep": sweep, **recipe}, sort_keys=True)
 
 

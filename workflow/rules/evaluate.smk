@@ -123,31 +123,19 @@ rule compare:
         "../scripts/compare.py"
 
 
-rule evaluate_champion:
-    input:
-        expand(
-            f"{OUT}/eval/{{test_set}}/champion/seed{{seed}}/summary.json",
-            test_set=TEST_SETS,
-            seed=SEEDS,
-        ),
+# One target per model, whatever the config's models are: `snakemake evaluate_<model>`
+# (every test set).
+for _model in MODELS:
 
-
-rule evaluate_encoder_decoder:
-    input:
-        expand(
-            f"{OUT}/eval/{{test_set}}/encoder_decoder/seed{{seed}}/summary.json",
-            test_set=TEST_SETS,
-            seed=SEEDS,
-        ),
-
-
-rule evaluate_decoder_only:
-    input:
-        expand(
-            f"{OUT}/eval/{{test_set}}/decoder_only/seed{{seed}}/summary.json",
-            test_set=TEST_SETS,
-            seed=SEEDS,
-        ),
+    rule:
+        name:
+            f"evaluate_{_model}"
+        input:
+            expand(
+                f"{OUT}/eval/{{test_set}}/{_model}/seed{{seed}}/summary.json",
+                test_set=TEST_SETS,
+                seed=SEEDS,
+            ),
 
 
 rule evaluate_reference_only:

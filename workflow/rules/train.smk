@@ -53,16 +53,11 @@ rule bootstrap_champion:
         "../scripts/bootstrap_champion.py"
 
 
-rule train_champion:
-    input:
-        expand(f"{OUT}/train/champion/seed{{seed}}/best.ckpt", seed=SEEDS),
+# One target per model, whatever the config's models are: `snakemake train_<model>`.
+for _model in MODELS:
 
-
-rule train_encoder_decoder:
-    input:
-        expand(f"{OUT}/train/encoder_decoder/seed{{seed}}/best.ckpt", seed=SEEDS),
-
-
-rule train_decoder_only:
-    input:
-        expand(f"{OUT}/train/decoder_only/seed{{seed}}/best.ckpt", seed=SEEDS),
+    rule:
+        name:
+            f"train_{_model}"
+        input:
+            expand(f"{OUT}/train/{_model}/seed{{seed}}/best.ckpt", seed=SEEDS),

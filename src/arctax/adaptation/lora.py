@@ -90,6 +90,14 @@ def _kind(name: str, parent: nn.Module) -> str | None:
     return None
 
 
+def _group(model: nn.Module, name: str, own: dict[str, str] | None) -> str | None:
+    """A Linear's target group: the model's own map (``lora_groups()``: module path ->
+    group, docs/MODELS.md), else by arctax's layers (:func:`_kind`)."""
+    if own is not None:
+        return own.get(name)
+    return _kind(name, model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model)
+
+
 def inject_lora(
     model: nn.Module, targets: list[str], rank: int, alpha: float, n_adapters: int = 1
 ) -> tuple[AdapterSlot, list[LoRALinear]]:
@@ -107,12 +115,11 @@ def inject_lora(
         p.requires_grad_(False)
     slot = AdapterSlot()
     layers: list[LoRALinear] = []
+    own = model.lora_groups() if callable(getattr(model, "lora_groups", None)) else None
     found = [
         (name, mod)
         for name, mod in model.named_modules()
-        if isinstance(mod, nn.Linear)
-        and _kind(name, model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model)
-        in targets
+        if isinstance(mod, nn.Linear) and _group(model, name, own) in targets
     ]
     if not found:
         raise ValueError(f"config key 'adapt.targets': {targets} match no layer of this model")

@@ -118,7 +118,7 @@ def real_token_fraction(
     if isinstance(source, ARCDataModule):
         source.setup("fit")
         s, t = source.splits["train"].token_lengths()
-        one_seq = MODEL_FORMAT[source.model_name] == "decoder_only"
+        one_seq = source.fmt == "decoder_only"
         lengths = s + t if one_seq else np.stack([s, t], axis=1)
     else:
         lengths = np.asarray(source, dtype=np.int64)
@@ -196,7 +196,7 @@ class ARCDataModule(pl.LightningDataModule):
     def __init__(
         self,
         data_dir: str | Path,
-        model_name: str,
+        fmt: str,
         batch_size: int,
         k: int = 2,
         num_workers: int = 0,
@@ -205,13 +205,15 @@ class ARCDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
-        self.model_name = model_name
+        # a batch format (seq2seq, champion, decoder_only: the model's ``fmt``), or for the
+        # built-in models their name
+        self.fmt = MODEL_FORMAT.get(fmt, fmt)
         self.batch_size = batch_size
         self.k = k
         self.num_workers = num_workers
         self.seed = seed
         self.group_by_length = group_by_length
-        self.collate = functools.partial(_collate_padded, fmt=MODEL_FORMAT[model_name], k=k)
+        self.collate = functools.partial(_collate_padded, fmt=self.fmt, k=k)
         self.splits: dict[str, PreparedSplit] = {}
         self.resume_epoch = 0
 
@@ -242,7 +244,7 @@ class ARCDataModule(pl.LightningDataModule):
         if shuffle and not self.group_by_length:
             lengths = np.zeros(len(ds))  # random batches: every length equal, order shuffled
         else:
-            lengths = ds.lengths(self.model_name)
+            lengths = ds.lengths(self.fmt)
         sampler = LengthGroupedBatchSampler(
             lengths, self.batch_size, self.seed, shuffle, num_replicas=replicas, rank=rank
         )

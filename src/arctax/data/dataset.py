@@ -115,10 +115,10 @@ class PreparedSplit(Dataset):
         qi, qo = self.ex_grids[:, 0], self.ex_grids[:, 1]
         return self.h[qi] * (self.w[qi] + 1) + 1, self.h[qo] * (self.w[qo] + 1) + 1
 
-    def lengths(self, model_name: str) -> np.ndarray:
+    def lengths(self, fmt: str) -> np.ndarray:
         """Length-grouping sort key of every example in the model's batch format."""
         s, t = self.token_lengths()
-        if MODEL_FORMAT.get(model_name, model_name) == "decoder_only":
+        if MODEL_FORMAT.get(fmt, fmt) == "decoder_only":  # a format, or a built-in's name
             return grouping_key(s + t)
         return grouping_key(np.stack([s, t], axis=1))
 

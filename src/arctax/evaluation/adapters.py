@@ -20,10 +20,6 @@ A predictor never sees a test output. The protocol in full: docs/REFERENCE.md.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import re
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,11 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from arctax import plugins
 from arctax.evaluation.submission import SubmissionError, as_grid
 
 Grid = np.ndarray
 Pair = tuple[np.ndarray, np.ndarray]
-SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*|[^:]+\.py):(?P<function>[A-Za-z_]\w*)$")
 
 
 @dataclass(frozen=True)
@@ -66,47 +62,20 @@ def check_spec(spec: str) -> tuple[str, str]:
     Cheap (no import of the module itself, only its parent packages): used when the workflow
     starts, so a typo stops ``snakemake -n``.
     """
-    m = SPEC.match(spec)
-    if not m:
-        raise AdapterError(
-            f"champion.adapter {spec!r}: expected 'package.module:function' or "
-            "'path/to/file.py:function'"
-        )
-    module, function = m["module"], m["function"]
-    if module.endswith(".py"):
-        if not Path(module).is_file():
-            raise AdapterError(f"champion.adapter {spec!r}: file {module} not found")
-    else:
-        try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError) as e:
-            found, why = None, f" ({e})"
-        else:
-            why = ""
-        if found is None:
-            raise AdapterError(
-                f"champion.adapter {spec!r}: module {module} is not importable{why}; install "
-                "it, put its folder on PYTHONPATH, or give 'path/to/file.py:function'"
-            )
-    return module, function
+    try:
+        return plugins.check_spec(spec, "champion.adapter")
+    except plugins.PluginError as e:
+        raise AdapterError(str(e)) from None
 
 
 def load_adapter(spec: str) -> Callable[[str, str, dict], Predictor]:
     """Import the loader named by ``spec``."""
-    module, function = check_spec(spec)
-    if module.endswith(".py"):
-        name = f"arctax_adapter_{Path(module).stem}"
-        loc = importlib.util.spec_from_file_location(name, module)
-        if loc is None or loc.loader is None:
-            raise AdapterError(f"champion.adapter {spec!r}: cannot import {module}")
-        mod = importlib.util.module_from_spec(loc)
-        sys.modules[name] = mod
-        loc.loader.exec_module(mod)
-    else:
-        mod = importlib.import_module(module)
-    fn = getattr(mod, function, None)
+    try:
+        fn = plugins.load_object(spec, "champion.adapter")
+    except plugins.PluginError as e:
+        raise AdapterError(str(e)) from None
     if not callable(fn):
-        raise AdapterError(f"champion.adapter {spec!r}: {module} has no function {function}")
+        raise AdapterError(f"config key 'champion.adapter' {spec!r}: {fn!r} is not a function")
     return fn
 
 

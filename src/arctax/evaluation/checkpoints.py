@@ -147,7 +147,7 @@ def trained_here_flag(path: Path) -> bool:
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the arctax model of a checkpoint: ``(model in eval mode, info)``.
 
-    ``info`` holds ``model_name``, ``model_cfg``, ``k``, ``trial69``, ``epoch``,
+    ``info`` holds ``model_name``, ``model_cfg``, ``model_class``, ``k``, ``trial69``, ``epoch``,
     ``global_step``, ``path``, ``sha256`` and ``trained_here``.
     """
     from arctax.models import build_model
@@ -156,7 +156,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     ckpt = load_checkpoint(p)
     hp = _hparams(ckpt, p)
     try:
-        model = build_model(hp["model_name"], dict(hp["model_cfg"]))
+        model = build_model(hp["model_name"], dict(hp["model_cfg"]), hp.get("model_class"))
     except ValueError as e:
         raise CheckpointError(f"{p}: cannot rebuild the model: {e}") from e
     # Lightning prefixes the wrapped nn.Module's parameters with its attribute name.
@@ -174,6 +174,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     info = {
         "model_name": hp["model_name"],
         "model_cfg": hp["model_cfg"],
+        "model_class": hp.get("model_class"),
         "k": int(hp.get("k", 2)),
         "trial69": hp.get("trial69"),
         "epoch": ckpt.get("epoch"),

@@ -14,6 +14,7 @@ inputs give the same numbers.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,8 @@ def compare(
     summary["attempts"] = [
         int(per_query.loc[per_query["model"] == m, "attempts"].max()) for m in models
     ]
+    summary["parameters"] = [summaries[m][0].get("parameters") for m in models]
+    summary["size_vs_champion"] = size_ratios(summary, reference_label)
 
     cat_rows = []
     for cat in sorted(tasks["category"].astype(str).unique()):
@@ -212,6 +215,37 @@ ADAPTATION_POINTER = (
     "adapted tasks, paired tests against voting alone; it says first when adaptation loses "
     "more tasks than it gains).\n"
 )
+
+
+SIZE_TOLERANCE = 0.05  # the paper matched its models to ~1.7M parameters; beyond ±5%: flagged
+
+
+def size_ratios(summary: pd.DataFrame, reference: str) -> list[float]:
+    """Each model's parameter count relative to the champion's, minus 1 (NaN when unknown).
+
+    The champion is the trained ``champion`` when the study has one, else the reference."""
+    counts = dict(zip(summary["model"], summary["parameters"], strict=True))
+    base = counts.get("champion") or counts.get(reference)
+    return [
+        float(c) / float(base) - 1.0 if _known(c) and _known(base) else math.nan
+        for c in summary["parameters"]
+    ]
+
+
+def _known(n: Any) -> bool:
+    return n is not None and not (isinstance(n, float) and math.isnan(n)) and n > 0
+
+
+def size_flags(summary: pd.DataFrame) -> list[str]:
+    """One line per model whose size is more than ±5% off the champion's."""
+    return [
+        f"**{r.model} is not size-matched**: {int(r.parameters):,} parameters, "
+        f"{r.size_vs_champion:+.1%} of the champion's (more than ±{SIZE_TOLERANCE:.0%}); "
+        "part of any difference may be capacity, not architecture."
+        for r in summary.itertuples()
+        if not math.isnan(r.size_vs_champion) and abs(r.size_vs_champion) > SIZE_TOLERANCE
+    ]
+
 
 _CAT_COLS = ("model", "n_tasks", "grid_acc", "grid_acc_lo", "grid_acc_hi", "diff_vs_ref",
              "diff_lo", "diff_hi", "mcnemar_b", "mcnemar_c", "mcnemar_p")  # fmt: skip
@@ -313,6 +347,7 @@ def summary_markdown(
                 "seed mean ± std",
                 f"shape acc [{c}]",
                 f"cell acc [{c}]",
+                "parameters (vs champion)",
                 "decode tasks/s",
             ],
             [
@@ -325,6 +360,7 @@ def summary_markdown(
                     + ("n/a" if np.isnan(r.grid_acc_seed_std) else f"{r.grid_acc_seed_std:.1%}"),
                     pct(r.shape_acc, r.shape_acc_lo, r.shape_acc_hi),
                     pct(r.cell_acc, r.cell_acc_lo, r.cell_acc_hi),
+                    _size(r.parameters, r.size_vs_champion),
                     "n/a" if np.isnan(r.decode_tasks_per_s) else f"{r.decode_tasks_per_s:.2f}",
                 ]
                 for r in summary.itertuples()
@@ -332,6 +368,8 @@ def summary_markdown(
         ),
         "",
         *([ADAPTATION_POINTER] if adaptation else []),
+        *[f"- ⚠ {line}" for line in size_flags(summary)],
+        *([""] if size_flags(summary) else []),
         f"## Against the reference `{reference}` (paired over the same tasks)",
         "",
         md_table(
@@ -392,6 +430,12 @@ def summary_markdown(
 def _short(value: str, width: int = 40) -> str:
     """A long cell (a checksum, a path) cut for the Markdown table; audit.csv keeps it whole."""
     return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def _size(parameters: Any, ratio: float) -> str:
+    if not _known(parameters):
+        return "n/a"
+    return f"{int(parameters):,}" + ("" if math.isnan(ratio) else f" ({ratio:+.1%})")
 
 
 def audit_markdown(audit: pd.DataFrame) -> list[str]:

@@ -41,13 +41,17 @@ def _naive_logits(model: nn.Module, batch: Batch, out: torch.Tensor, pos: torch.
 
 @torch.inference_mode()
 def greedy_tokens(
-    model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool = True
+    model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy answer tokens for a batch: ``(tokens (B, t), generated token counts (B,))``.
 
     A sample that has emitted ``EOS`` is padded with ``EOS`` up to the longest sample, so the
     tokens of two decoding loops compare element by element (the smoke test compares them).
+    ``use_cache`` defaults to the model's ``supports_cache`` (True unless a model declares
+    the fallback: full re-decoding with ``forward`` each step, slower, same answers).
     """
+    if use_cache is None:
+        use_cache = bool(getattr(model, "supports_cache", True))
     was_training = model.training
     model.eval()
     try:
@@ -83,7 +87,7 @@ def greedy_tokens(
 
 
 def greedy_decode(
-    model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool = True
+    model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool | None = None
 ) -> tuple[list[np.ndarray | None], np.ndarray]:
     """Greedy answers for a batch: ``(grids, generated token counts)``.
 

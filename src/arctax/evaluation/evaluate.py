@@ -188,6 +188,8 @@ def evaluate(
         "trained_here": info["trained_here"],
         "bootstrapped": bool(bootstrapped),
         "source": dict(source or {"way": "checkpoint", "path": info["path"]}),
+        "model_class": info.get("model_class"),
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
     return write_evaluation(
         cfg, ds, answers, out_dir, label, seed,
@@ -311,6 +313,8 @@ def _summary(
         # reference); bootstrapped: only the reference's stand-in (champion.bootstrap)
         "trained_here": bool(identity.get("trained_here", False)),
         "bootstrapped": bool(identity.get("bootstrapped", False)),
+        "model_class": identity.get("model_class"),  # None: a built-in model
+        "parameters": identity.get("parameters"),  # None: answers without a model (predictions)
         "source": dict(identity.get("source") or {}),
         "attempts": attempts,
         "n_tasks": n_tasks,

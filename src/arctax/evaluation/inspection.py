@@ -153,7 +153,9 @@ def _classify(path: str, scan: _Scan) -> Inspection:
     if "model_name" in strings:
         i = strings.index("model_name")
         name = strings[i + 1] if i + 1 < len(strings) else None
-        if name in MODEL_NAMES and "state_dict" in strings:
+        # a built-in's name, or any model with arctax's hyper-parameters (models.<name>.class)
+        ours = name in MODEL_NAMES or {"model_cfg", "trial69", "model_class"} <= set(strings)
+        if name and ours and "state_dict" in strings:
             return Inspection(path, "arctax", f"an arctax checkpoint of {name}", model_name=name)
     has = [k for k in ("state_dict", "hyper_parameters") if k in strings]
     return Inspection(
@@ -161,7 +163,7 @@ def _classify(path: str, scan: _Scan) -> Inspection:
         "foreign",
         "a PyTorch file, but not an arctax checkpoint "
         f"({'has ' + ' and '.join(has) if has else 'no state_dict'}; "
-        "no hyper_parameters.model_name naming champion, encoder_decoder or decoder_only)",
+        "no hyper_parameters.model_name of an arctax model)",
     )
 
 

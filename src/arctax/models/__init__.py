@@ -1,15 +1,27 @@
-"""The three models and their registry: ``build_model(name, model_cfg)``."""
+"""The models: the three built-ins, and any class a config names (docs/MODELS.md).
+
+``build_model(name, model_cfg, class_path=None)`` builds a built-in by its name, or the class
+``class_path`` names (``"package.module:Class"`` or ``"path/to/file.py:Class"``, the
+``models.<name>.class`` config key) with the block's keys as constructor arguments.
+:func:`resolve_model` checks, without building anything, that a config block gives a working
+model: the class imports, the block fits its constructor, the class has the protocol
+(:func:`protocol_problems`). The workflow runs it while the Snakefile is parsed.
+"""
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from arctax.data.collate import FORMATS  # the batch formats (as models use data.tokenize)
 from arctax.models.champion import Champion
 from arctax.models.decoder_only import DecoderOnly
 from arctax.models.encoder_decoder import EncoderDecoder
 from arctax.models.layers import count_parameters
+from arctax.plugins import PluginError, load_object
 
 REGISTRY: dict[str, type[nn.Module]] = {
     "champion": Champion,
@@ -18,14 +30,105 @@ REGISTRY: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(name: str, model_cfg: dict[str, Any]) -> nn.Module:
-    """Build model ``name`` from its ``models.<name>`` config block."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model '{name}'; expected one of {', '.join(REGISTRY)}")
+class ModelError(ValueError):
+    """A model config block does not give a working model; one line naming the key and fix."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: its class, constructor arguments and where the class came from."""
+
+    name: str
+    cls: type[nn.Module]
+    kwargs: dict[str, Any]
+    class_path: str | None  # None: built-in
+
+    @property
+    def fmt(self) -> str:
+        """The batch format the model consumes."""
+        return self.cls.fmt
+
+    def build(self) -> nn.Module:
+        return self.cls(**self.kwargs)
+
+
+def protocol_problems(cls: Any) -> list[str]:
+    """What ``cls`` lacks of the model protocol (docs/MODELS.md); empty when it has it all."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return [f"{cls!r} is not a torch.nn.Module subclass"]
+    problems = []
+    fmt = getattr(cls, "fmt", None)
+    if fmt not in FORMATS:
+        problems.append(f"class attribute fmt = {fmt!r}, expected one of {', '.join(FORMATS)}")
+    if cls.forward is nn.Module.forward:
+        problems.append("no forward(batch) -> logits")
+    cached = getattr(cls, "supports_cache", True)
+    missing = [m for m in ("start", "step") if not callable(getattr(cls, m, None))]
+    if cached and missing:
+        problems.append(
+            f"no {' / '.join(missing)} for cached decoding: define start(batch) and "
+            "step(cache, token, pos), or set supports_cache = False (full re-decoding, slower)"
+        )
+    return problems
+
+
+def _class(name: str, class_path: str | None) -> type[nn.Module]:
+    key = f"models.{name}.class"
+    if class_path is None:
+        if name not in REGISTRY:
+            raise ModelError(
+                f"model '{name}' is not built in ({', '.join(REGISTRY)}): give its class, "
+                f'config key \'{key}\': "package.module:Class" or "path/to/file.py:Class"'
+            )
+        return REGISTRY[name]
+    if name in REGISTRY:
+        raise ModelError(
+            f"config key '{key}': '{name}' is a built-in model; give your class another name"
+        )
     try:
-        return REGISTRY[name](**model_cfg)
+        cls = load_object(class_path, key)
+    except PluginError as e:
+        raise ModelError(str(e)) from None
+    problems = protocol_problems(cls)
+    if problems:
+        raise ModelError(
+            f"config key '{key}' {class_path!r} lacks the model protocol (docs/MODELS.md): "
+            + "; ".join(problems)
+        )
+    return cls
+
+
+def resolve_model(name: str, model_cfg: dict[str, Any], class_path: str | None = None) -> ModelSpec:
+    """Check that ``model_cfg`` (the block's constructor arguments) gives a working model."""
+    cls = _class(name, class_path)
+    try:
+        inspect.signature(cls).bind(**model_cfg)
     except TypeError as e:
-        raise ValueError(f"config block 'models.{name}' does not fit the model: {e}") from e
+        params = ", ".join(
+            p.name for p in inspect.signature(cls).parameters.values() if p.kind != p.VAR_KEYWORD
+        )
+        raise ModelError(
+            f"config block 'models.{name}' does not fit {cls.__name__}({params}): {e}"
+        ) from None
+    return ModelSpec(name, cls, dict(model_cfg), class_path)
 
 
-__all__ = ["REGISTRY", "build_model", "count_parameters"]
+def build_model(name: str, model_cfg: dict[str, Any], class_path: str | None = None) -> nn.Module:
+    """Build model ``name`` from its ``models.<name>`` block (constructor arguments)."""
+    spec = resolve_model(name, model_cfg, class_path)
+    try:
+        return spec.build()
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"config block 'models.{name}' does not build: {e}") from e
+
+
+__all__ = [
+    "FORMATS",
+    "REGISTRY",
+    "ModelError",
+    "ModelSpec",
+    "build_model",
+    "count_parameters",
+    "protocol_problems",
+    "resolve_model",
+]

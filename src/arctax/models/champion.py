@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from arctax.models.encoder_decoder import Batch, EncoderDecoder
+from arctax.models.encoder_decoder import Batch, EncoderDecoder, Grid2DPositions
 from arctax.models.grid2d_pe import Grid2DPE
 from arctax.models.layers import Attention, Block
 
@@ -71,7 +71,7 @@ class Bridge(nn.Module):
         return self.ln(torch.relu(self.proj(torch.cat([h, c], dim=-1))))
 
 
-class Champion(EncoderDecoder):
+class Champion(Grid2DPositions, EncoderDecoder):
     """Trial 69 architecture."""
 
     fmt = "champion"
@@ -83,17 +83,8 @@ class Champion(EncoderDecoder):
         self.context_encoder = ContextEncoder(dc, context["n_heads"], vocab_size, max_grid)
         self.bridges = nn.ModuleList(Bridge(d, dc) for _ in self.decoder)
 
-    def _init_positions(self, d_model: int, max_grid: int) -> None:
-        self.pe = Grid2DPE(d_model, max_grid)
-
-    def _embed_src(self, batch: Batch) -> torch.Tensor:
-        return self.embed(batch["src"]) + self.pe(batch["src_pos"])
-
-    def _embed_tgt(self, tokens: torch.Tensor, pos: torch.Tensor, index: torch.Tensor):
-        return self.embed(tokens) + self.pe(pos)
-
-    def _context(self, batch: Batch) -> torch.Tensor:
+    def task_context(self, batch: Batch) -> torch.Tensor:
         return self.context_encoder(batch)
 
-    def _mix(self, layer: int, y: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+    def mix_context(self, layer: int, y: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
         return y + self.bridges[layer](y, ctx)

@@ -2,8 +2,12 @@
 
 1D sinusoidal positions over each sequence's index. The target is shifted by the batch
 (``tgt_in = [BOS] + out[:-1]``), so the decoder never sees the token it predicts (bug 4 of
-the original). The champion subclasses this model and overrides the embedding and mixing
-hooks; decoding with a key/value cache lives here once for both.
+the original). Decoding with a key/value cache lives here once for every subclass.
+
+Its hooks are the public way to build a variant (the champion, or a model of your own:
+docs/MODELS.md): ``init_positions`` (the positional encoding), ``embed_source`` /
+``embed_target`` (token + position embeddings), ``task_context`` (a vector per sample from
+the batch, e.g. its demonstrations) and ``mix_context`` (how it enters decoder layer ``i``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import torch
 from torch import nn
 
 from arctax.data.tokenize import BOS, VOCAB_SIZE
-from arctax.models.grid2d_pe import SinusoidalPE1D
+from arctax.models.grid2d_pe import Grid2DPE, SinusoidalPE1D
 from arctax.models.layers import Block, KVCache
 
 Batch = dict[str, torch.Tensor]
@@ -54,30 +58,30 @@ class EncoderDecoder(nn.Module):
         self.dec_ln = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
         self.drop = nn.Dropout(dec_p)
-        self._init_positions(d_model, max_grid)
+        self.init_positions(d_model, max_grid)
 
-    # ---- hooks the champion overrides -------------------------------------------------
-    def _init_positions(self, d_model: int, max_grid: int) -> None:
+    # ---- hooks a variant overrides (the champion; docs/MODELS.md) -------------------------
+    def init_positions(self, d_model: int, max_grid: int) -> None:
         self.pe = SinusoidalPE1D(d_model, self.max_len + 1)
 
-    def _embed_src(self, batch: Batch) -> torch.Tensor:
+    def embed_source(self, batch: Batch) -> torch.Tensor:
         idx = torch.arange(batch["src"].shape[1], device=batch["src"].device)
         return self.embed(batch["src"]) + self.pe(idx)
 
-    def _embed_tgt(self, tokens: torch.Tensor, pos: torch.Tensor, index: torch.Tensor):
+    def embed_target(self, tokens: torch.Tensor, pos: torch.Tensor, index: torch.Tensor):
         """Decoder input: ``tokens (B,T)``, real coordinates ``pos (B,T,2)``, step ``index (T,)``."""
         return self.embed(tokens) + self.pe(index)
 
-    def _context(self, batch: Batch) -> torch.Tensor | None:
+    def task_context(self, batch: Batch) -> torch.Tensor | None:
         return None
 
-    def _mix(self, layer: int, y: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+    def mix_context(self, layer: int, y: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
         return y
 
     # ---- training forward ---------------------------------------------------------------
     def encode(self, batch: Batch) -> torch.Tensor:
         """Encoder memory ``(B, S, d)``; pads are masked as keys."""
-        x = self.drop(self._embed_src(batch))
+        x = self.drop(self.embed_source(batch))
         for blk in self.encoder:
             x = blk(x, key_mask=batch["src_mask"])
         return self.enc_ln(x)
@@ -85,12 +89,12 @@ class EncoderDecoder(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         """Teacher-forced logits ``(B, T, V)`` aligned with ``batch["labels"]``."""
         mem = self.encode(batch)
-        ctx = self._context(batch)
+        ctx = self.task_context(batch)
         t = batch["tgt_in"].shape[1]
         idx = torch.arange(t, device=mem.device)
-        y = self.drop(self._embed_tgt(batch["tgt_in"], batch["tgt_pos"], idx))
+        y = self.drop(self.embed_target(batch["tgt_in"], batch["tgt_pos"], idx))
         for i, blk in enumerate(self.decoder):
-            y = self._mix(i, y, ctx)
+            y = self.mix_context(i, y, ctx)
             y = blk(y, causal=True, mem=mem, mem_mask=batch["src_mask"])
         return self.head(self.dec_ln(y))
 
@@ -100,7 +104,7 @@ class EncoderDecoder(nn.Module):
         mem = self.encode(batch)
         b = mem.shape[0]
         cache: dict[str, Any] = {
-            "ctx": self._context(batch),
+            "ctx": self.task_context(batch),
             "mem_mask": batch["src_mask"],
             "mem_kv": [blk.cross.memory_kv(mem) for blk in self.decoder],
             "self": [KVCache() for _ in self.decoder],
@@ -113,11 +117,26 @@ class EncoderDecoder(nn.Module):
     def step(self, cache: dict[str, Any], token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Feed one token per sample (``pos``: coordinate of the token to predict next)."""
         idx = torch.full((1,), cache["t"], dtype=torch.long, device=token.device)
-        y = self._embed_tgt(token[:, None], pos[:, None], idx)
+        y = self.embed_target(token[:, None], pos[:, None], idx)
         for i, blk in enumerate(self.decoder):
-            y = self._mix(i, y, cache["ctx"])
+            y = self.mix_context(i, y, cache["ctx"])
             y = blk(
                 y, mem_mask=cache["mem_mask"], cache=cache["self"][i], mem_kv=cache["mem_kv"][i]
             )
         cache["t"] += 1
         return self.head(self.dec_ln(y))[:, 0]
+
+
+class Grid2DPositions:
+    """Grid2D positions for an :class:`EncoderDecoder`, from every token's real (row, col) on
+    the source and the target (the champion's; the paper's "+Grid2D" ablation is this on
+    Exp 0: ``class Grid2D(Grid2DPositions, EncoderDecoder)``). Put it before the base class."""
+
+    def init_positions(self, d_model: int, max_grid: int) -> None:
+        self.pe = Grid2DPE(d_model, max_grid)
+
+    def embed_source(self, batch: Batch) -> torch.Tensor:
+        return self.embed(batch["src"]) + self.pe(batch["src_pos"])
+
+    def embed_target(self, tokens: torch.Tensor, pos: torch.Tensor, index: torch.Tensor):
+        return self.embed(tokens) + self.pe(pos)  # the coordinate of the token to predict

@@ -21,7 +21,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from arctax.config import model_config
 from arctax.data.datamodule import ARCDataModule
 from arctax.search import WorkerStopped
 from arctax.search.space import apply_params
@@ -105,11 +104,12 @@ def train_trial(
     t69, k = cfg["trial69"], cfg["data"]["context_pairs"]
     pl.seed_everything(t69["seed"], workers=True)  # every trial the same seed: only values differ
     precision, _ = resolve_precision(cfg)
-    module = ARCLitModule(model_name, model_config(cfg, model_name), dict(t69), k)
+    module = ARCLitModule.from_config(cfg, model_name)
+    fmt = module.model.fmt  # the batch format the model consumes
     if cfg["trainer"].get("compile"):
         module.model = torch.compile(module.model)
     dm = ARCDataModule(
-        data_dir, model_name, t69["batch_size"], k, cfg["trainer"]["num_workers"], t69["seed"]
+        data_dir, fmt, t69["batch_size"], k, cfg["trainer"]["num_workers"], t69["seed"]
     )
     pruning = PruningCallback(trial)
     work_dir = Path(work_dir)

@@ -17,10 +17,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from arctax.config import MODEL_NAMES, ConfigError, validate_config
+from arctax.config import ConfigError, model_config, model_names, validate_config
 
 TYPES = ("float", "int", "categorical")
-PREFIXES = ("trial69.", *(f"models.{m}." for m in MODEL_NAMES))
+
+
+def _prefixes(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    return ("trial69.", *(f"models.{m}." for m in model_names(cfg)))
+
+
+def _resolved(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` with every model block resolved (``extends`` applied), so ``models.M.d_model``
+    names the value a model of your own inherits; setting it overrides the inherited one."""
+    out = dict(cfg)
+    out["models"] = {m: model_config(cfg, m) for m in model_names(cfg)}
+    return out
 
 
 @dataclass(frozen=True)
@@ -98,10 +109,12 @@ def _number(name: str, spec: Mapping[str, Any], field: str, integer: bool) -> fl
 
 def parse_param(cfg: Mapping[str, Any], name: str, spec: Any) -> Param:
     """Check one ``sweep.space`` entry against the config; see the module docstring."""
-    if not name.startswith(PREFIXES):
-        raise _err(name, "only trial69.* and models.<model>.* keys can be searched")
+    if not name.startswith(_prefixes(cfg)):
+        raise _err(
+            name, "only trial69.* and models.<model>.* keys of the config's models can be searched"
+        )
     try:
-        current = lookup(cfg, name)
+        current = lookup(_resolved(cfg), name)
     except KeyError:
         raise _err(
             name,

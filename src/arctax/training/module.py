@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from arctax.config import model_class, model_config
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.models import build_model
 from arctax.training.optim import build_optimizer, build_scheduler
@@ -67,14 +69,32 @@ class ARCLitModule(pl.LightningModule):
     """Training recipe shared by ``champion``, ``encoder_decoder`` and ``decoder_only``."""
 
     def __init__(
-        self, model_name: str, model_cfg: dict[str, Any], trial69: dict[str, Any], k: int = 2
+        self,
+        model_name: str,
+        model_cfg: dict[str, Any],
+        trial69: dict[str, Any],
+        k: int = 2,
+        model_class: str | None = None,
     ) -> None:
         super().__init__()
-        # plain types only: checkpoints then load with torch.load(weights_only=True)
+        # plain types only: checkpoints then load with torch.load(weights_only=True); a model
+        # of the user's own is rebuilt from its class path (models.<name>.class)
         self.save_hyperparameters(
-            {"model_name": model_name, "model_cfg": model_cfg, "trial69": trial69, "k": k}
+            {"model_name": model_name, "model_cfg": model_cfg, "trial69": trial69, "k": k,
+             "model_class": model_class}
+        )  # fmt: skip
+        self.model = build_model(model_name, model_cfg, model_class)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], model_name: str) -> ARCLitModule:
+        """Model ``model_name`` of ``cfg`` under its Trial 69 recipe (``cfg["trial69"]``)."""
+        return cls(
+            model_name,
+            model_config(cfg, model_name),
+            dict(cfg["trial69"]),
+            cfg["data"]["context_pairs"],
+            model_class(cfg, model_name),
         )
-        self.model = build_model(model_name, model_cfg)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.model(batch)

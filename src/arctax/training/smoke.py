@@ -38,7 +38,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from arctax.config import flatten, model_config
+from arctax.config import flatten, model_names
 from arctax.data.collate import Batch, collate
 from arctax.data.dataset import PreparedSplit, load_split
 from arctax.io import write_json
@@ -204,7 +204,7 @@ def smoke_model(
     largest = "the largest batch"
     try:
         pl.seed_everything(t69["seed"], workers=True, verbose=False)
-        module = ARCLitModule(name, model_config(cfg, name), dict(t69), k)
+        module = ARCLitModule.from_config(cfg, name)
         fmt = module.model.fmt
         picks = pick_batches(ds, fmt, t69["batch_size"])
         figures["batches"] = {
@@ -320,7 +320,7 @@ def smoke_test(
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts
     ds = load_split(data_dir, "train")
     results, trainers = {}, []
-    for name in list(models) if models is not None else list(cfg["models"]):
+    for name in list(models) if models is not None else model_names(cfg):
         with tempfile.TemporaryDirectory(prefix=f"arctax-smoke-{name}-") as work:
             results[name] = smoke_model(name, cfg, ds, work, trainers)
     report = {"ok": all(m["ok"] for m in results.values()), "models": results}

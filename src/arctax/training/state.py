@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from arctax.config import model_config
+from arctax.config import model_class, model_config
 from arctax.io import atomic_write, atomic_write_text
+from arctax.plugins import source_sha256
 
 FINISHED = "finished.json"  # in the state dir: training ended normally, outputs written
 
@@ -25,6 +26,8 @@ def fingerprint(cfg: Mapping[str, Any], model_name: str, seed: int, manifest_sha
         {
             "model": model_name,
             "model_cfg": model_config(cfg, model_name),
+            "model_class": model_class(cfg, model_name),
+            "model_code": source_sha256(model_class(cfg, model_name)),
             "trial69": cfg["trial69"],
             "seed": seed,
             "data": manifest_sha,

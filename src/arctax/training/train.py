@@ -20,11 +20,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from arctax.config import model_config
+from arctax.config import model_class, model_config
 from arctax.data.datamodule import ARCDataModule
 from arctax.data.dataset import load_manifest
 from arctax.io import write_json
 from arctax.models import count_parameters
+from arctax.plugins import source_sha256
 from arctax.training.audit import data_audit, model_audit
 from arctax.training.callbacks import Preempted, PreemptionGuard
 from arctax.training.logs import attach_log
@@ -83,12 +84,13 @@ def train(
     precision, precision_reason = resolve_precision(cfg)
     t69 = cfg["trial69"]
     k = cfg["data"]["context_pairs"]
-    module = ARCLitModule(model_name, model_config(cfg, model_name), dict(t69), k)
+    module = ARCLitModule.from_config(cfg, model_name)
+    fmt = module.model.fmt  # the batch format the model consumes
     n_params = count_parameters(module.model)
     if cfg["trainer"].get("compile"):
         module.model = torch.compile(module.model)
     dm = ARCDataModule(  # the global batch: each of N ranks takes batch_size / N
-        data_dir, model_name, t69["batch_size"], k, cfg["trainer"]["num_workers"], seed
+        data_dir, fmt, t69["batch_size"], k, cfg["trainer"]["num_workers"], seed
     )
     guard = PreemptionGuard(cfg["trainer"].get("save_margin_s", 300))
     trainer = build_trainer(cfg, state_dir, precision, [guard], launch)
@@ -139,6 +141,8 @@ def train(
             parameters=n_params,
             data=data_record(manifest),
             precision_used=precision,
+            model_class=model_class(cfg, model_name),  # None: built in
+            model_code_sha256=source_sha256(model_class(cfg, model_name)),
             **processes(trainer, cfg, launch),
             data_manifest_sha256=manifest_sha,
             started=started,
