@@ -278,6 +278,7 @@ def get_adapt_params(wildcards):
     a model to adapt.models adapts only it) and the decoding limits."""
     keys = ("max_new_tokens", "batch_size")
     method = {k: v for k, v in ADAPT.items() if k not in ("models", "reference", "enabled")}
+    # (tasks_per_job and max_tasks stay: they name the shard files)
     return json.dumps(
         {"adapt": method, "eval": {k: config["eval"][k] for k in keys}}, sort_keys=True
     )

@@ -52,13 +52,17 @@ def _grids_in(answers: Mapping[str, list]) -> dict[int, list[Grid | None]]:
     }
 
 
+NOT_METHOD = ("tasks_per_job", "models", "reference", "enabled", "max_tasks", "test_set")
+
+
 def fingerprint(ckpt_sha: str, cfg: Mapping[str, Any], data_dir: str | Path) -> str:
     """What a task's saved record must match to be reused by a retried job."""
     m = load_manifest(data_dir)
     blob = json.dumps(
         {
             "ckpt": ckpt_sha,
-            "adapt": {k: v for k, v in cfg["adapt"].items() if k not in ("tasks_per_job",)},
+            # the method, not which runs and tasks are adapted nor how they are cut in jobs
+            "adapt": {k: v for k, v in cfg["adapt"].items() if k not in NOT_METHOD},
             "max_new_tokens": cfg["eval"]["max_new_tokens"],
             "data": [m["inputs_sha256"], m["config_sha256"]],
         },
