@@ -23,7 +23,7 @@ def test_a_class_in_a_file_outside_the_repo_builds_and_runs(own, arc1):
     spec = resolve_model("mine", {"d_model": 16}, f"{own}:Tiny")
     model = spec.build()
     assert spec.fmt == "seq2seq" and type(model).__name__ == "Tiny"
-    b = collate([make_example(list(arc1[0])[0])], "seq2seq")
+    b = collate([make_example(next(iter(arc1[0])))], "seq2seq")
     assert model(b).shape == (*b["labels"].shape, 15)
     # the module is imported once per process: the same class each time
     assert resolve_model("mine", {}, f"{own}:Tiny").cls is spec.cls
@@ -51,7 +51,7 @@ def test_each_bad_model_is_one_line_naming_the_key(own, path, block, fragment):
 def test_builtin_names_take_no_class_and_unknown_names_need_one():
     with pytest.raises(ModelError, match="'champion' is a built-in model"):
         resolve_model("champion", {}, "x.py:Y")
-    with pytest.raises(ModelError, match="config key 'models.gru.class'"):
+    with pytest.raises(ModelError, match=r"config key 'models\.gru\.class'"):
         resolve_model("gru", {})
 
 

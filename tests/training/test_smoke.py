@@ -23,6 +23,7 @@ CPU_CHECKS = {
     "nonzero_grads",
     "step_changes_weights",
     "checkpoint_reload",
+    "protocol",
     "kv_cache_decode",
     "identical_steps",
     "trial69_recipe",
@@ -341,3 +342,36 @@ def test_two_processes_smoke_as_the_train_job_would_run(tiny_data, tmp_path):
         assert r["figures"]["batches"]["largest"]["samples"] == 32  # the global batch, 16 + 16
     assert res.stdout.count("checkpoint_reload") == 1  # rank 1 prints its table without it
     assert "other ranks exited (0)" in res.stdout + res.stderr
+
+
+def test_the_protocol_check_names_what_a_model_lacks(tiny_data):
+    """A model of one's own whose forward is not aligned with the labels, or lacks cached
+    decoding without declaring the fallback (docs/MODELS.md)."""
+    from torch import nn
+
+    from arctax.data.collate import collate
+    from arctax.data.dataset import load_split
+    from arctax.training.smoke_checks import OK, protocol_check
+
+    ds = load_split(tiny_data, "train")
+    batch = collate([ds[i] for i in range(3)], "seq2seq")
+
+    class Short(nn.Module):
+        fmt = "seq2seq"
+        supports_cache = False
+
+        def forward(self, b):
+            return torch.zeros(*b["labels"].shape[:1], 5, 15)
+
+    class NoCache(Short):
+        supports_cache = True
+
+        def forward(self, b):
+            return torch.zeros(*b["labels"].shape, 15)
+
+    msg = protocol_check(Short(), batch)
+    assert msg.startswith(
+        f"forward(batch) gave (3, 5, 15), expected logits (3, {batch['labels'].shape[1]}, 15)"
+    )
+    assert "no start / step for cached decoding" in protocol_check(NoCache(), batch)
+    assert protocol_check(type("Fine", (Short,), {"forward": NoCache.forward})(), batch) == OK

@@ -55,6 +55,7 @@ from arctax.training.smoke_checks import (
     explain,
     identical_steps,
     judge_steps,
+    protocol_check,
     reload_check,
     weights_changed,
 )
@@ -235,6 +236,7 @@ def smoke_model(
         checks["checkpoint_reload"] = _guarded(
             reload_check, Path(trainer.checkpoint_callback.dirpath) / "last.ckpt", model, normal
         )
+    checks["protocol"] = _guarded(protocol_check, model, normal)
     checks["kv_cache_decode"] = _guarded(decode_check, model, normal)
     checks["identical_steps"] = _guarded(identical_steps, model, big_batch, plugin)
     try:

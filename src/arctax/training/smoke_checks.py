@@ -271,6 +271,9 @@ def decode_check(model: nn.Module, batch: Batch, samples: int = DECODE_SAMPLES) 
     ref = copy.deepcopy(model).double()
     sub = {k: v[:samples] for k, v in batch.items()}
     max_new = int((sub["labels"] != IGNORE_INDEX).sum(1).max())
+    if not getattr(model, "supports_cache", True):  # the declared fallback: forward each token
+        greedy_tokens(ref, sub, max_new, use_cache=False)
+        return OK
     cached, n_cached = greedy_tokens(ref, sub, max_new, use_cache=True)
     naive, n_naive = greedy_tokens(ref, sub, max_new, use_cache=False)
     if cached.shape == naive.shape and (cached == naive).all() and (n_cached == n_naive).all():
@@ -429,3 +432,19 @@ def device_name(dev: torch.device) -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def protocol_check(model: nn.Module, batch: Batch) -> str:
+    """The model protocol (docs/MODELS.md) as the workflow uses it: the class's members, and
+    ``forward`` giving one row of vocabulary logits per label."""
+    from arctax.data.tokenize import VOCAB_SIZE
+    from arctax.models import protocol_problems
+
+    problems = protocol_problems(type(model))
+    with torch.no_grad():
+        logits = model(batch)
+    want = (*batch["labels"].shape, VOCAB_SIZE)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        problems.append(f"forward(batch) gave {got}, expected logits {want} aligned with labels")
+    return OK if not problems else "; ".join(problems) + " (docs/MODELS.md)"
