@@ -60,14 +60,14 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests workflow/scripts benchmarks
-	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
+	$(BIN)/ruff check src tests workflow/scripts benchmarks examples
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks examples
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile $(DEMO_CONFIG)
 
 fmt: setup
-	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks
-	$(BIN)/ruff format src tests workflow/scripts benchmarks
+	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks examples
+	$(BIN)/ruff format src tests workflow/scripts benchmarks examples
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 dag: setup

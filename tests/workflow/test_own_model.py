@@ -99,10 +99,10 @@ def test_it_runs_through_the_demo_dag_to_a_report(study):
     root, _ = study
     out = root / "results" / RUN
     assert (out / "report.html").stat().st_size > 0
-    summary = pd.read_csv(out / "compare/summary.csv").set_index("model")
+    summary = pd.read_csv(out / "compare/arcagi1_eval/summary.csv").set_index("model")
     assert list(summary.index) == ["champion_bootstrap", "champion", "mine"]
     assert summary.loc["mine", "parameters"] > 0 and summary.loc["mine", "size_vs_champion"] < 0
-    md = (out / "compare/summary.md").read_text()
+    md = (out / "compare/arcagi1_eval/summary.md").read_text()
     assert "| mine |" in md and "mine is not size-matched" in md  # a tiny model: flagged
     smoke = (out / "smoke/report.json").read_text()
     assert '"mine"' in smoke
