@@ -277,7 +277,9 @@ def get_adapt_params(wildcards):
     """What a shard's answers depend on: the adapt block (not which runs are adapted: adding
     a model to adapt.models adapts only it) and the decoding limits."""
     keys = ("max_new_tokens", "batch_size")
-    method = {k: v for k, v in ADAPT.items() if k not in ("models", "reference", "enabled")}
+    method = {
+        k: v for k, v in ADAPT.items() if k not in ("models", "reference", "enabled")
+    }
     # (tasks_per_job and max_tasks stay: they name the shard files)
     return json.dumps(
         {"adapt": method, "eval": {k: config["eval"][k] for k in keys}}, sort_keys=True
