@@ -6,6 +6,7 @@ import functools
 import math
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -163,22 +164,36 @@ def _collate_padded(examples: list[dict], fmt: str, k: int) -> Batch:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+def _watch_stop_signals(parent: int) -> None:
+    """Take the (blocked) stop signals as they come: the parent's SIGTERM (``Process.terminate``
+    in the DataLoader's shutdown and multiprocessing's exit handler) ends the worker, as torch's
+    handler does; the same signal from anyone else (the job step's group) is dropped."""
+    while True:
+        info = signal.sigwaitinfo(STOP_SIGNALS)
+        if info.si_signo == signal.SIGTERM and info.si_pid == parent:
+            os._exit(0)
+
+
 def worker_init(worker_id: int, rank: int = 0) -> None:
-    """A DataLoader worker ignores the stop signals; its trainer got the same signal, stops at
-    the next batch and shuts its workers down itself (a worker also exits when its parent dies).
-    Then Lightning's own worker seeding (``seed_everything(workers=True)``), which it adds only
-    to a loader without a ``worker_init_fn``."""
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by _Loader at the fork
+    """A DataLoader worker leaves the stop signals to its trainer, which got the same signal,
+    stops at the next batch and shuts its workers down itself; the worker still exits when the
+    trainer terminates it (or dies). Then Lightning's own worker seeding
+    (``seed_everything(workers=True)``), which it adds only to a loader without a
+    ``worker_init_fn``."""
+    # The signals stay blocked (by _Loader, from the fork on): one thread takes them, so none
+    # ever meets torch's handler, and a terminate() from the trainer is never ignored (with
+    # SIG_IGN a trainer exiting with live workers hung in multiprocessing's exit handler).
+    threading.Thread(
+        target=_watch_stop_signals, args=(os.getppid(),), name="stop-signals", daemon=True
+    ).start()
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
         pl_worker_init_function(worker_id, rank)
 
 
 class _Loader(DataLoader):
-    """A DataLoader whose workers are forked with the stop signals blocked: one that arrives
-    before :func:`worker_init` ignores it stays pending, and is discarded there, instead of
-    meeting torch's handler, which a worker installs first."""
+    """A DataLoader whose workers are forked with the stop signals blocked, and keep them
+    blocked: one that arrives before :func:`worker_init` stays pending for its watcher thread
+    instead of meeting torch's handler, which a worker installs first."""
 
     def _get_iterator(self):
         if self.num_workers == 0:
