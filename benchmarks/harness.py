@@ -25,6 +25,7 @@ import torch
 from arctax.data.collate import MODEL_FORMAT, collate
 from arctax.data.datamodule import LengthGroupedBatchSampler
 from arctax.data.dataset import PreparedSplit
+from arctax.training.smoke_checks import proc_status_kib
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("champion", "encoder_decoder", "decoder_only")
@@ -44,16 +45,6 @@ def sync(dev: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock time covers it."""
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-
-
-def _proc_kib(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def _release_freed_memory() -> None:
@@ -88,7 +79,7 @@ class PeakMemory:
         _release_freed_memory()
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self.base = _proc_kib("VmRSS") or 0
+            self.base = proc_status_kib("VmRSS") or 0
         except OSError:
             self.method = "ru_maxrss delta (lower bound)"
             self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -98,7 +89,7 @@ class PeakMemory:
         if self.dev.type == "cuda":
             self.bytes = torch.cuda.max_memory_allocated(self.dev) - self.base
         elif self.method == "VmHWM":
-            self.bytes = ((_proc_kib("VmHWM") or 0) - self.base) * 1024
+            self.bytes = ((proc_status_kib("VmHWM") or 0) - self.base) * 1024
         else:
             self.bytes = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base) * 1024
 

@@ -26,13 +26,12 @@ def reference_trial69() -> dict[str, Any]:
     return yaml.safe_load(DEFAULT_CONFIG.read_text())["trial69"]
 
 
-def built_values(trainer: pl.Trainer, batch_size: int, seed: int) -> dict[str, Any]:
-    """Trial 69 keys read back from the objects the run actually built."""
+def built_recipe(trainer: pl.Trainer) -> dict[str, Any]:
+    """The optimizer, scheduler and clipping values of the objects the run actually built."""
     opt = trainer.optimizers[0]
     group = opt.param_groups[0]
     sched_cfg = trainer.lr_scheduler_configs[0]
     sched = sched_cfg.scheduler
-    es = next(c for c in trainer.callbacks if isinstance(c, pl.callbacks.EarlyStopping))
     return {
         "optimizer.name": type(opt).__name__,
         "optimizer.lr": sched.base_lrs[0],
@@ -43,9 +42,17 @@ def built_values(trainer: pl.Trainer, batch_size: int, seed: int) -> dict[str, A
         "scheduler.T_mult": sched.T_mult,
         "scheduler.eta_min": sched.eta_min,
         "scheduler.interval": sched_cfg.interval,
+        "gradient_clip_val": trainer.gradient_clip_val,
+    }
+
+
+def built_values(trainer: pl.Trainer, batch_size: int, seed: int) -> dict[str, Any]:
+    """Trial 69 keys read back from the objects the run actually built."""
+    es = next(c for c in trainer.callbacks if isinstance(c, pl.callbacks.EarlyStopping))
+    return {
+        **built_recipe(trainer),
         "batch_size": batch_size,
         "precision": trainer.precision,
-        "gradient_clip_val": trainer.gradient_clip_val,
         "early_stopping.monitor": es.monitor,
         "early_stopping.patience": es.patience,
         "early_stopping.mode": es.mode,

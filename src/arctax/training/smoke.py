@@ -44,7 +44,7 @@ from arctax.data.dataset import PreparedSplit, load_split
 from arctax.io import write_json
 from arctax.models import count_parameters
 from arctax.training.module import ARCLitModule
-from arctax.training.provenance import _same, reference_trial69
+from arctax.training.provenance import _same, built_recipe, reference_trial69
 from arctax.training.ranks import join_ranks, process_rank
 from arctax.training.smoke_checks import (
     OK,
@@ -136,31 +136,11 @@ def _smoke_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _built_recipe(trainer: pl.Trainer) -> dict[str, Any]:
-    """The recipe values of the optimizer, scheduler and Trainer actually built."""
-    opt = trainer.optimizers[0]
-    g = opt.param_groups[0]
-    sched_cfg = trainer.lr_scheduler_configs[0]
-    sc = sched_cfg.scheduler
-    return {
-        "optimizer.name": type(opt).__name__,
-        "optimizer.lr": sc.base_lrs[0],
-        "optimizer.betas": list(g["betas"]),
-        "optimizer.weight_decay": g["weight_decay"],
-        "scheduler.name": type(sc).__name__,
-        "scheduler.T_0": sc.T_0,
-        "scheduler.T_mult": sc.T_mult,
-        "scheduler.eta_min": sc.eta_min,
-        "scheduler.interval": sched_cfg.interval,
-        "gradient_clip_val": trainer.gradient_clip_val,
-    }
-
-
 def _recipe_checks(trainer: pl.Trainer, t69: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """``(problems, deviations)``: built values that differ from the run's own ``trial69``
     (a bug: the factory ignored the config), and configured values that differ from Trial 69
     itself (a deliberate override, e.g. a search's best.yaml: recorded, not a failure)."""
-    built = _built_recipe(trainer)
+    built = built_recipe(trainer)
     mine, ref = dict(flatten(t69)), dict(flatten(reference_trial69()))
     problems = [
         f"{k}: built {v!r}, the config's trial69 says {mine[k]!r}"

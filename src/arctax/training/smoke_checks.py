@@ -392,7 +392,8 @@ def explain(e: BaseException, largest: str = "the largest batch") -> str:
 # ---- figures ---------------------------------------------------------------------------
 
 
-def _proc_kib(key: str) -> int | None:
+def proc_status_kib(key: str) -> int | None:
+    """A ``/proc/self/status`` figure in KiB (``VmRSS``, ``VmHWM``), or None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -415,7 +416,7 @@ def peak_memory(dev: torch.device) -> tuple[int | None, str]:
     """``(bytes, method)``: ``torch.cuda.max_memory_allocated``, or ``VmHWM`` on CPU."""
     if dev.type == "cuda":
         return int(torch.cuda.max_memory_allocated(dev)), "torch.cuda.max_memory_allocated"
-    kib = _proc_kib("VmHWM")
+    kib = proc_status_kib("VmHWM")
     return (None if kib is None else kib * 1024), "VmHWM (process peak RSS)"
 
 
