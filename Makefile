@@ -45,6 +45,9 @@ test: setup
 ## The numerically sensitive tests (models, training, evaluation, adaptation) again under the other CPU
 ## kernel paths this CPU supports (ATEN_CPU_CAPABILITY: default, avx2, avx512): CI runs this
 ## after `make test`, so a test that holds only on one CPU's kernels fails here, not on a user's.
+## The slow end-to-end ones (preemption, DDP, 2-process smoke: 4-7 min per path on 2 cores) are
+## left to `make test-cpu-variants VARIANT_MARKS="not slurm"` to keep CI inside its budget.
+VARIANT_MARKS ?= not slurm and not slow
 SENSITIVE_TESTS ?= tests/models tests/training tests/evaluation tests/adaptation
 test-cpu-variants: setup
 	@native=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability().lower())"); \
@@ -53,7 +56,7 @@ test-cpu-variants: setup
 	  [ "$$c" = avx512 ] && [ "$$native" != avx512 ] && continue; \
 	  [ "$$c" = avx2 ] && [ "$$native" = default ] && continue; \
 	  echo "== ATEN_CPU_CAPABILITY=$$c (native: $$native)"; \
-	  ATEN_CPU_CAPABILITY=$$c $(BIN)/python -m pytest -q -m "not slurm" $(SENSITIVE_TESTS) $(PYTEST_ARGS) || exit 1; \
+	  ATEN_CPU_CAPABILITY=$$c $(BIN)/python -m pytest -q -m "$(VARIANT_MARKS)" $(SENSITIVE_TESTS) $(PYTEST_ARGS) || exit 1; \
 	done
 
 test-fast: setup
