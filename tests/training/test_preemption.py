@@ -9,6 +9,7 @@ default config) the group signal must give exactly what a signal to the trainer 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -44,9 +45,23 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_trainings():
+    """A failed test leaves no training (or its workers) running behind it."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        with contextlib.suppress(ProcessLookupError):  # the group is gone: nothing left
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def start(overrides: dict, data: Path, out: Path, state: Path) -> subprocess.Popen:
     """A training in a process group of its own (as a Slurm job step is), output to a pipe."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-c", CODE, json.dumps(overrides), str(data), str(out), str(state)],
         cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -55,6 +70,8 @@ def start(overrides: dict, data: Path, out: Path, state: Path) -> subprocess.Pop
         text=True,
         start_new_session=True,
     )
+    STARTED.append(proc)
+    return proc
 
 
 def test_workers_drop_stop_signals_from_others_and_obey_their_trainer(tiny_data):
