@@ -142,8 +142,9 @@ def _setup(meta: Mapping[str, Any]) -> str:
         f"Data: {s['train_per_family']} training tasks per trained rule "
         f"({', '.join(families.TRAINED)}; 3 demonstrations + 1 test pair each, every pair a "
         "training query), random 3x3..5x5 grids; models: the demo sizes of `config/demo.yaml`, "
-        f"Trial 69 recipe, {s['epochs']} epochs, no augmented copies (so a dihedral conjugate "
-        "of a trained rule is never trained). Adaptation: the shipped defaults, "
+        f"Trial 69 recipe (at most {s['epochs']} epochs, its early stopping on val_loss), no "
+        "augmented copies (so a dihedral conjugate of a trained rule is never trained). "
+        "Adaptation: the shipped defaults, "
         + ", ".join(f"{k} {a[k]}" for k in keys if k in a)
         + f". Intervals: {s['bootstrap']} bootstrap resamples over tasks, 95%; McNemar: exact, "
         "two-sided, on pass@2."

