@@ -102,7 +102,7 @@ bench-rearc: setup
 	$(BIN)/python benchmarks/bench_rearc.py --repo $(REARC) --out $(REARC_OUT)
 
 ## Does per-task adaptation help? Trained models on generated task families, three test
-## conditions (ADAPTATION.md, "Results"; ~30 min on 2 cores; trained models kept in
+## conditions (ADAPTATION.md, "Results"; ~42 min on 2 cores; trained models kept in
 ## results/bench-adapt-science/ and reused).
 bench-adapt-science: setup
 	$(BIN)/python benchmarks/bench_adapt_science.py
