@@ -18,6 +18,7 @@ from harness import machine
 from arctax.evaluation.compare import md_table, pct
 from arctax.evaluation.stats import bootstrap_ci, mcnemar, paired_bootstrap
 from arctax.io import atomic_write_text
+from arctax.settings import METHOD, Adapt
 
 KINDS = {"base": "base", "vote": "+vote", "adapt": "+adapt"}
 CONDITION_NAMES = {
@@ -128,9 +129,7 @@ def _steps(run_dir: Path) -> float | None:
 
 def _setup(meta: Mapping[str, Any]) -> str:
     a, s = meta["adapt"], meta["settings"]
-    keys = ("steps", "lr", "rank", "alpha", "targets", "batch_size", "augment_views",
-            "voting_views", "colour_views", "select", "select_metric", "select_every",
-            "select_folds", "select_patience", "pool", "scoring", "weight_decay")  # fmt: skip
+    keys = Adapt.names(METHOD)
     trained = ", ".join(f"{m} {r['epochs_run']} epochs in {r['seconds']:.0f} s"
                         for m, r in meta["trained"].items()) or "reused from --work"  # fmt: skip
     return (

@@ -28,26 +28,35 @@ from arctax.adaptation.ttt import adapt_tasks, adapter_slots
 from arctax.config import DEFAULT_CONFIG, REPO_ROOT, load_config
 from arctax.data.dataset import PreparedSplit
 from arctax.models import build_model
+from arctax.settings import Adapt
 
 MAX_NEW = 60
 TARGETS = ["q", "kv", "out", "mlp"]
 
 
+# the levers' variants: fixed steps, 4 + 4 colour views, no selection, adapted answers only
+LEVER = {"seed": 0, "voting_views": 4, "augment_views": 4, "lr": 1e-3, "batch_size": 8,
+         "attempts": 2, "rank": 8, "alpha": 16.0, "targets": TARGETS, "colour_views": True,
+         "select": "none", "pool": "adapted", "scoring": "votes"}  # fmt: skip
 FORMER = {"seed": 0, "rank": 4, "alpha": 8, "targets": TARGETS, "steps": 12, "lr": 3e-3,
           "batch_size": 16, "augment_views": 4, "voting_views": 4, "attempts": 2,
           "colour_views": True, "select": "none", "pool": "adapted", "scoring": "votes"}  # fmt: skip
 
 
+def _demo_adapt() -> Adapt:
+    """The shipped demo adapt block (config/demo.yaml), typed."""
+    return Adapt.of(load_config(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml"))
+
+
 def _runner(model_cfg: dict, group: int, steps: int, dev: torch.device, tasks: list,
-            acfg: dict | None = None):  # fmt: skip
+            acfg: Adapt | None = None):  # fmt: skip
     """A champion with ``group`` tasks' adapters, and one unit per group of tasks."""
     torch.manual_seed(0)
     model = build_model("champion", model_cfg).to(dev).eval()
     if acfg is None:
-        acfg = {"seed": 0, "voting_views": 4, "augment_views": 4, "lr": 1e-3, "batch_size": 8,
-                "steps": steps, "attempts": 2, "rank": 8, "alpha": 16.0}  # fmt: skip
-    slot, layers = inject_lora(model, list(acfg.get("targets", TARGETS)), int(acfg["rank"]),
-                               float(acfg["alpha"]), adapter_slots(acfg, group))  # fmt: skip
+        acfg = _demo_adapt().replace(**LEVER, steps=steps)
+    slot, layers = inject_lora(model, list(acfg.targets), acfg.rank, float(acfg.alpha),
+                               adapter_slots(acfg, group))  # fmt: skip
     chunks = [tasks[i : i + group] for i in range(0, len(tasks), group)]
     return [lambda c=c: adapt_tasks(model, 2, slot, layers, c, acfg, MAX_NEW, 64) for c in chunks]
 
@@ -56,8 +65,9 @@ def bench_adaptation(cfg: dict, test: PreparedSplit, s: Any, dev: torch.device) 
     """Tasks/s at the demo's and at full Trial 69 size, one vs four tasks per batch."""
     demo_cfg = load_config(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml")
     demo = demo_cfg["models"]["champion"]
-    shipped = {**demo_cfg["adapt"], "steps": demo_cfg["adapt"]["steps"] if not s.quick else 4}
-    former = {**FORMER, "steps": FORMER["steps"] if not s.quick else 2}
+    shipped = _demo_adapt()
+    shipped = shipped.replace(steps=shipped.steps if not s.quick else 4)
+    former = _demo_adapt().replace(**{**FORMER, "steps": FORMER["steps"] if not s.quick else 2})
     sizes = {"demo size": demo, "full size": cfg["models"]["champion"]}
     if s.quick:
         sizes = {"quick size": cfg["models"]["champion"]}

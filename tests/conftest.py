@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from arctax.config import load_config
+from arctax.settings import Adapt
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "original"
@@ -44,6 +46,17 @@ def tiny_overrides(**trainer) -> dict:
         "models": TINY_MODELS,
         "trainer": {"num_workers": 0, "max_epochs": 2, **trainer},
     }
+
+
+@functools.cache
+def _shipped_adapt() -> Adapt:
+    return Adapt.of(load_config())
+
+
+def adapt_settings(**keys) -> Adapt:
+    """The shipped ``adapt`` block (config/config.yaml) with ``keys`` changed: a complete,
+    typed block, as the library takes it (a partial dict is refused)."""
+    return _shipped_adapt().replace(**keys)
 
 
 def pytest_report_header(config) -> str:

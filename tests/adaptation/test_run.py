@@ -22,7 +22,7 @@ from arctax.data.dataset import load_split
 from arctax.evaluation.evaluate import evaluate
 from arctax.io import file_sha256
 from arctax.training.module import ARCLitModule
-from tests.conftest import REPO, TINY_MODELS, memorise, tiny_overrides
+from tests.conftest import REPO, TINY_MODELS, adapt_settings, memorise, tiny_overrides
 
 ADAPT = {"enabled": True, "rank": 2, "alpha": 4, "steps": 4, "lr": 3e-3, "batch_size": 8,
          "augment_views": 2, "voting_views": 2, "tasks_per_job": 3, "max_tasks": 6, "seed": 0,
@@ -48,12 +48,12 @@ def ckpt(tmp_path_factory):
 
 def test_shards_are_contiguous_blocks_of_the_adapted_tasks():
     ids = [f"t{i:02d}" for i in range(10)]
-    acfg = {"tasks_per_job": 4, "max_tasks": None}
+    acfg = adapt_settings(tasks_per_job=4, max_tasks=None)
     assert n_shards(10, acfg) == 3
     blocks = [shard_task_ids(ids, acfg, s, 3) for s in range(3)]
     assert blocks == [ids[0:4], ids[4:8], ids[8:10]]
-    assert n_shards(10, {"tasks_per_job": 4, "max_tasks": 5}) == 2
-    assert adapted_task_ids(list(reversed(ids)), {"max_tasks": 3}) == ids[:3]
+    assert n_shards(10, acfg.replace(max_tasks=5)) == 2
+    assert adapted_task_ids(list(reversed(ids)), acfg.replace(max_tasks=3)) == ids[:3]
 
 
 def test_a_shard_adapts_its_tasks_and_leaves_the_checkpoint_untouched(ckpt, tiny_data, tmp_path):

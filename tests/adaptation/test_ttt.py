@@ -15,10 +15,20 @@ from arctax.adaptation.ttt import adapt_tasks, adapter_slots, loo_examples
 from arctax.data.dataset import load_split
 from arctax.evaluation.voting import task_views, vote, voted_attempts
 from arctax.models import build_model
-from tests.conftest import TINY_MODELS
+from tests.conftest import TINY_MODELS, adapt_settings
 
-ACFG = {"seed": 3, "voting_views": 3, "augment_views": 3, "lr": 3e-3, "batch_size": 8,
-        "steps": 3, "attempts": 2}  # fmt: skip
+ACFG = adapt_settings(
+    seed=3,
+    voting_views=3,
+    augment_views=3,
+    lr=3e-3,
+    batch_size=8,
+    steps=3,
+    attempts=2,
+    colour_views=True,
+    select="none",
+    pool="adapted",
+)
 
 
 def test_every_view_inverts_exactly():
@@ -89,8 +99,14 @@ def _sentinel_outputs(src, dst):
     np.savez_compressed(dst / "test.npz", **a)
 
 
-SELECT = {**ACFG, "select": "heldout", "select_every": 1, "select_folds": 2,
-          "select_metric": "loss", "select_patience": 1, "pool": "both"}  # fmt: skip
+SELECT = ACFG.replace(
+    select="heldout",
+    select_every=1,
+    select_folds=2,
+    select_metric="loss",
+    select_patience=1,
+    pool="both",
+)
 
 
 @pytest.mark.parametrize("acfg", [ACFG, SELECT], ids=["fixed steps", "held-out selection"])

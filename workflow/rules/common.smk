@@ -27,6 +27,7 @@ from arctax.data.testsets import (
 from arctax.plugins import source_sha256
 from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
 from arctax.search.space import check_space
+from arctax.settings import Adapt
 
 # `--config key=[1,2]` / `key={"a": 3}` arrive as strings: read THOSE as the schema's types.
 # Values from config files are never converted: a "32" there is an error naming the key.
@@ -110,6 +111,7 @@ ADAPT_COMPARE_FILES = ["adaptation.csv", "gap.csv", "gap.png"]
 
 
 ADAPT = config["adapt"]
+ADAPT_SETTINGS = Adapt.of(config)  # typed; owns which keys a shard depends on
 
 
 wildcard_constraints:
@@ -277,12 +279,12 @@ def get_adapt_params(wildcards):
     """What a shard's answers depend on: the adapt block (not which runs are adapted: adding
     a model to adapt.models adapts only it) and the decoding limits."""
     keys = ("max_new_tokens", "batch_size")
-    method = {
-        k: v for k, v in ADAPT.items() if k not in ("models", "reference", "enabled")
-    }
-    # (tasks_per_job and max_tasks stay: they name the shard files)
     return json.dumps(
-        {"adapt": method, "eval": {k: config["eval"][k] for k in keys}}, sort_keys=True
+        {
+            "adapt": ADAPT_SETTINGS.shard_params(),
+            "eval": {k: config["eval"][k] for k in keys},
+        },
+        sort_keys=True,
     )
 
 
@@ -292,7 +294,7 @@ def get_adapt_shards(wildcards):
 
     manifest = checkpoints.prepare_test.get(test_set=ADAPT_TEST_SET).output.manifest
     n_test = len(json.loads(open(manifest).read())["splits"]["test"])
-    n = n_shards(n_test, ADAPT)
+    n = n_shards(n_test, ADAPT_SETTINGS)
     base = f"{OUT}/adapt/{wildcards.label}/{wildcards.tag}/shards"
     return [f"{base}/{i}-of-{n}.json" for i in range(n)]
 

@@ -30,6 +30,7 @@ from torch import nn
 from arctax.adaptation.lora import AdapterSlot, LoRALinear, lora_parameters
 from arctax.data.collate import collate
 from arctax.data.tokenize import BOS, IGNORE_INDEX, PAD, SEP
+from arctax.settings import Adapt
 
 Example = dict[str, Any]
 
@@ -97,8 +98,8 @@ class FitResult:
     loss_last: dict[int, float]
 
 
-def _optimizer(layers: list[LoRALinear], acfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    lr, wd = float(acfg["lr"]), float(acfg.get("weight_decay", 0.0))
+def _optimizer(layers: list[LoRALinear], acfg: Adapt) -> torch.optim.Optimizer:
+    lr, wd = float(acfg.lr), float(acfg.weight_decay)
     params = lora_parameters(layers)
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd) if wd else torch.optim.Adam(params, lr)
 
@@ -110,7 +111,7 @@ def fit_adapters(
     layers: list[LoRALinear],
     pools: Mapping[int, Sequence[Example]],
     rngs: Mapping[int, np.random.Generator],
-    acfg: Mapping[str, Any],
+    acfg: Adapt,
     stop: dict[int, int],
     check: Callable[[int], None] | None = None,
     every: int = 0,
@@ -123,7 +124,7 @@ def fit_adapters(
     had at its stop (restored: Adam's momentum would otherwise keep moving it).
     """
     opt = _optimizer(layers, acfg)
-    bs = int(acfg["batch_size"])
+    bs = acfg.batch_size
     n = layers[0].A.shape[0]
     first = dict.fromkeys(pools, float("nan"))
     last = dict(first)
@@ -182,7 +183,7 @@ def select_steps(
     folds: Sequence[Sequence[tuple[Sequence[Example], Sequence[Example]]]],
     fold_slot: Callable[[int, int], int],
     rngs: Callable[[int, int], np.random.Generator],
-    acfg: Mapping[str, Any],
+    acfg: Adapt,
 ) -> Selection:
     """The step count per task with the best held-out score over its folds.
 
@@ -195,9 +196,9 @@ def select_steps(
     score is perfect or has not improved for ``select_patience`` checkpoints; the chosen
     step is the first checkpoint with the best score (the base model, step 0, on a tie).
     """
-    steps, every = int(acfg["steps"]), int(acfg["select_every"])
-    patience = int(acfg.get("select_patience", 2))
-    by_loss = acfg.get("select_metric", "exact") == "loss"
+    steps, every = acfg.steps, acfg.select_every
+    patience = acfg.select_patience
+    by_loss = acfg.select_metric == "loss"
     n = len(folds)
     pools, rng_of, stop, owner = {}, {}, {}, {}
     for i, task_folds in enumerate(folds):

@@ -25,11 +25,10 @@ from arctax.adaptation.shards import shard_task_ids
 from arctax.adaptation.ttt import TaskData, adapt_tasks, adapter_slots
 from arctax.data.dataset import load_manifest, load_split
 from arctax.io import file_sha256, write_json
+from arctax.settings import Adapt
 
 Grid = np.ndarray
 KINDS = ("base", "vote", "adapt")  # the answers a shard records per task
-SETUP_KEYS = ("select", "select_every", "select_folds", "select_patience", "select_metric",
-              "pool", "scoring", "weight_decay", "colour_views")  # fmt: skip
 
 
 def task_data(ds: Any, task_id: str) -> TaskData:
@@ -52,9 +51,6 @@ def _grids_in(answers: Mapping[str, list]) -> dict[int, list[Grid | None]]:
     }
 
 
-NOT_METHOD = ("tasks_per_job", "models", "reference", "enabled", "max_tasks", "test_set")
-
-
 def fingerprint(ckpt_sha: str, cfg: Mapping[str, Any], data_dir: str | Path) -> str:
     """What a task's saved record must match to be reused by a retried job."""
     m = load_manifest(data_dir)
@@ -62,7 +58,7 @@ def fingerprint(ckpt_sha: str, cfg: Mapping[str, Any], data_dir: str | Path) -> 
         {
             "ckpt": ckpt_sha,
             # the method, not which runs and tasks are adapted nor how they are cut in jobs
-            "adapt": {k: v for k, v in cfg["adapt"].items() if k not in NOT_METHOD},
+            "adapt": Adapt.of(cfg).method(),
             "max_new_tokens": cfg["eval"]["max_new_tokens"],
             "data": [m["inputs_sha256"], m["config_sha256"]],
         },
@@ -105,7 +101,7 @@ def adapt_shard(
     from arctax.adaptation.lora import inject_lora
     from arctax.evaluation.checkpoints import load_model
 
-    acfg = cfg["adapt"]
+    acfg = Adapt.of(cfg)
     state = Path(state_dir)
     done = state / f"shard{shard}-of-{shards}.done"
     ds = load_split(data_dir, "test")
@@ -137,11 +133,10 @@ def adapt_shard(
     accel = cfg.get("trainer", {}).get("accelerator", "auto")
     dev = torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
     model.to(dev)
-    per_batch = int(acfg.get("tasks_per_batch", 1))
+    per_batch = acfg.tasks_per_batch
     slot, layers = inject_lora(
-        model, list(acfg["targets"]), int(acfg["rank"]), float(acfg["alpha"]),
-        adapter_slots(acfg, per_batch),
-    )  # fmt: skip
+        model, list(acfg.targets), acfg.rank, float(acfg.alpha), adapter_slots(acfg, per_batch)
+    )
     max_new = int(cfg["eval"]["max_new_tokens"])
     t0 = time.perf_counter()
     for start in range(0, len(todo), per_batch):
@@ -150,9 +145,9 @@ def adapt_shard(
             model, info["k"], slot, layers, group, acfg, max_new, int(cfg["eval"]["batch_size"])
         )
         for i, rec in enumerate(recs):
-            if acfg.get("save_adapters"):
+            if acfg.save_adapters:
                 meta = {"task_id": rec["task_id"], "checkpoint_sha256": sha_before,
-                        **{k: acfg[k] for k in ("rank", "alpha", "targets")}}  # fmt: skip
+                        "rank": acfg.rank, "alpha": acfg.alpha, "targets": list(acfg.targets)}  # fmt: skip
                 save_adapter(Path(out_path).parent.parent / "adapters" / f"{rec['task_id']}.pt",
                              layers, i, meta)  # fmt: skip
             rec = {**rec, **{kind: _grids_out(rec[kind]) for kind in KINDS}}
@@ -208,7 +203,7 @@ def gather(
     shards = [json.loads(Path(p).read_text()) for p in shard_paths]
     records = [r for s in shards for r in s["records"]]
     tasks = {r["task_id"] for r in records}
-    acfg = cfg["adapt"]
+    acfg = Adapt.of(cfg)
     seconds = sum(r["seconds"] for r in records)
     first = shards[0]
     out = {}
@@ -222,17 +217,14 @@ def gather(
                 "kind": kind,
                 "tasks": len(tasks),
                 "shards": len(shards),
-                "voting_views": acfg["voting_views"] if kind != "base" else 2,
+                "voting_views": acfg.voting_views if kind != "base" else 2,
                 **(
                     {
-                        "steps": acfg["steps"], "rank": acfg["rank"], "alpha": acfg["alpha"],
-                        "targets": list(acfg["targets"]), "augment_views": acfg["augment_views"],
-                        "lr": acfg["lr"], "seconds": round(seconds, 3),
+                        **acfg.method(), "seconds": round(seconds, 3),
                         "tasks_per_s": len(tasks) / seconds if seconds else None,
                         "loss_first_mean": _mean([r["loss_first"] for r in records]),
                         "loss_last_mean": _mean([r["loss_last"] for r in records]),
                         "steps_mean": float(np.mean([r["steps"] for r in records])),
-                        **{key: acfg.get(key) for key in SETUP_KEYS},
                     }
                     if kind == "adapt" else {}
                 ),
@@ -248,7 +240,7 @@ def gather(
         name = f"{label}+{kind}"
         out[kind] = write_evaluation(
             cfg, ds, answers, folder, name, seed, identity=identity, device=first["device"],
-            attempts=int(acfg.get("attempts", 2)), tasks=tasks, extra=extra,
+            attempts=acfg.attempts, tasks=tasks, extra=extra,
         )  # fmt: skip
     return out
 

@@ -36,6 +36,7 @@ from arctax.data.augment import Augmentation
 from arctax.evaluation.decode import answer_inputs
 from arctax.evaluation.likelihood import rank_by_score, score_candidates
 from arctax.evaluation.voting import task_views, vote, voted_attempts
+from arctax.settings import Adapt
 
 Grid = np.ndarray
 Pair = tuple[Grid, Grid]
@@ -160,11 +161,11 @@ def choose(
     q: int,
     pool: Sequence[Grid | None],
     views: Sequence[Augmentation],
-    acfg: Mapping[str, Any],
+    acfg: Adapt,
 ) -> list[Grid | None]:
     """The attempts for query ``q`` of ``task`` (adapter ``t``) from its candidate ``pool``."""
-    attempts = int(acfg.get("attempts", 2))
-    if acfg.get("scoring", "votes") == "votes":
+    attempts = acfg.attempts
+    if acfg.scoring == "votes":
         return voted_attempts(pool, attempts)
     candidates = vote(pool, top=len(pool))  # unique answers, most voted first
     if not candidates:
@@ -184,14 +185,10 @@ def _finite(v: float) -> float | None:
     return None if np.isnan(v) else v
 
 
-def _colours(acfg: Mapping[str, Any]) -> bool:
-    return bool(acfg.get("colour_views", True))
-
-
-def adapter_slots(acfg: Mapping[str, Any], tasks_per_batch: int) -> int:
+def adapter_slots(acfg: Adapt, tasks_per_batch: int) -> int:
     """Adapters the LoRA layers must hold for ``tasks_per_batch`` tasks at once: one per
     task, and one per held-out fold of each task when the steps are selected."""
-    folds = int(acfg.get("select_folds", 3)) if acfg.get("select", "none") == "heldout" else 0
+    folds = acfg.select_folds if acfg.select == "heldout" else 0
     return tasks_per_batch * (1 + folds)
 
 
@@ -201,7 +198,7 @@ def adapt_tasks(
     slot: AdapterSlot,
     layers: list[LoRALinear],
     tasks: Sequence[TaskData],
-    acfg: Mapping[str, Any],
+    acfg: Adapt,
     max_new: int,
     decode_batch: int = 64,
 ) -> list[dict[str, Any]]:
@@ -212,12 +209,11 @@ def adapt_tasks(
     mode (no dropout): only the adapters change, deterministically for a given seed.
     """
     n = len(tasks)
-    acfg = dict(acfg)
-    seed = int(acfg["seed"])
+    seed = acfg.seed
     t0 = time.perf_counter()
 
-    folds_per_task = int(acfg.get("select_folds", 3))
-    selecting = acfg.get("select", "none") == "heldout" and int(acfg["steps"]) > 0
+    folds_per_task = acfg.select_folds
+    selecting = acfg.selecting
     need = n * (1 + folds_per_task) if selecting else n
     if layers[0].A.shape[0] < need:
         raise ValueError(
@@ -240,10 +236,10 @@ def adapt_tasks(
     reset()
     model.eval()
     vote_views = {
-        t.task_id: task_views(int(acfg["voting_views"]), seed + 1, t.task_id, _colours(acfg))
+        t.task_id: task_views(acfg.voting_views, seed + 1, t.task_id, acfg.colour_views)
         for t in tasks
     }
-    attempts = int(acfg.get("attempts", 2))
+    attempts = acfg.attempts
     base = ballots(model, k, slot, tasks, vote_views, max_new, decode_batch)
     voted = [
         {task.queries[q][0]: voted_attempts(b, attempts) for q, b in enumerate(base[t])}
@@ -258,10 +254,8 @@ def adapt_tasks(
     t_vote = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    fit_views = [
-        task_views(int(acfg["augment_views"]), seed, t.task_id, _colours(acfg)) for t in tasks
-    ]
-    steps = int(acfg["steps"])
+    fit_views = [task_views(acfg.augment_views, seed, t.task_id, acfg.colour_views) for t in tasks]
+    steps = acfg.steps
     selection = None
     stop = dict.fromkeys(range(n), steps)
     if selecting:
@@ -288,7 +282,7 @@ def adapt_tasks(
                       decode_batch, slots=fitted)  # fmt: skip
         for i, b in zip(fitted, got, strict=True):
             adapted[i] = b
-    keep_base = acfg.get("pool", "adapted") == "both"
+    keep_base = acfg.pool == "both"
     answers = []
     for t, task in enumerate(tasks):
         views = vote_views[task.task_id]

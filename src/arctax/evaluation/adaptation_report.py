@@ -23,6 +23,7 @@ from arctax.evaluation import plots
 from arctax.evaluation.compare import load_evals, md_table, pct
 from arctax.evaluation.stats import bootstrap_ci, model_row, per_task_matrix, task_table
 from arctax.io import atomic_write_text
+from arctax.settings import METHOD, Adapt
 
 PathLike = str | Path
 KINDS = ("", "+vote", "+adapt")
@@ -182,8 +183,7 @@ def adaptation_markdown(
     setup = next(
         (s[0].get("adaptation", {}) for k, s in summaries.items() if k.endswith("+adapt")), {}
     )
-    keys = ("steps", "lr", "rank", "alpha", "augment_views", "voting_views", "colour_views",
-            "select", "select_every", "select_folds", "pool", "scoring")  # fmt: skip
+    keys = Adapt.names(METHOD)
     header = [
         "model", "attempts", f"pass@1 (first attempt) [{c}]", f"pass@2 [{c}]",
         f"pass@2 diff vs ref [{c}]", "McNemar p vs ref", f"adapt − vote, pass@2 [{c}]",

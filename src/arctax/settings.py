@@ -1,0 +1,164 @@
+"""Typed settings: one frozen dataclass per config block, built once at the boundary.
+
+The CLI and the workflow scripts load and validate the YAML (:func:`arctax.config.load_config`,
+which fills every default from the schema), then build the block a library function needs:
+``Adapt.of(cfg)``. The schema (``workflow/schemas/config.schema.yaml``) stays the ONE source of
+defaults: a dataclass here declares its keys and types but no default, so a partial config (a
+notebook's dict, a benchmark's overrides) is refused naming the missing keys instead of quietly
+getting other defaults. ``tests/test_settings.py`` holds each block's fields equal to the
+schema's keys.
+
+A block also owns which of its keys a job's results depend on (``role`` in each field's
+metadata), so adding a key is a two-place change: the field here and its schema entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from arctax.config import ConfigError
+
+T = TypeVar("T", bound="Block")
+
+# roles of a key: what depends on it
+METHOD = "method"  # how each result is made: part of its fingerprint (a change re-runs it)
+SHARDS = "shards"  # which items are made and how they are cut into jobs (names the job files)
+PLAN = "plan"  # which runs exist at all (the workflow's targets), never a result's content
+
+
+def key(role: str = METHOD) -> Any:
+    """A field of a settings block, with the role of its key (no default: the schema has it)."""
+    return field(metadata={"role": role})
+
+
+def _frozen(value: Any) -> Any:
+    """Lists become tuples (hashable, immutable); mappings stay plain dicts of frozen values."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _frozen(v) for k, v in value.items()}
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """The JSON-ready form of a field value (tuples back to lists)."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Block:
+    """Base of the settings blocks; ``BLOCK`` is the config key the block is read from."""
+
+    BLOCK: ClassVar[str] = ""
+
+    @classmethod
+    def of(cls: type[T], cfg: Mapping[str, Any]) -> T:
+        """The block of a validated config (``load_config`` or Snakemake's ``config``).
+
+        Every key must be present: the schema fills them. A missing one is a config built by
+        hand; the error names the keys and the fix rather than falling back to a default.
+        """
+        raw = cfg.get(cls.BLOCK) if isinstance(cfg, Mapping) else None
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"config block '{cls.BLOCK}' is missing: build settings from a validated config "
+                "(arctax.config.load_config, or Snakemake's config), which fills the schema's "
+                "defaults"
+            )
+        return cls.from_block(raw)
+
+    @classmethod
+    def from_block(cls: type[T], raw: Mapping[str, Any]) -> T:
+        """The block from its own mapping (``cfg[BLOCK]``); every key required, none unknown."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in raw]
+        unknown = sorted(set(raw) - set(names))
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append("lacks " + ", ".join(f"'{cls.BLOCK}.{n}'" for n in missing))
+            if unknown:
+                parts.append("has unknown " + ", ".join(f"'{cls.BLOCK}.{n}'" for n in unknown))
+            raise ConfigError(
+                f"config block '{cls.BLOCK}' {' and '.join(parts)}: build settings from a "
+                "validated config (arctax.config.load_config fills every default from "
+                "workflow/schemas/config.schema.yaml), not from a partial dict"
+            )
+        return cls(**{n: _frozen(raw[n]) for n in names})
+
+    @classmethod
+    def names(cls, *roles: str) -> tuple[str, ...]:
+        """The block's keys (of ``roles``, or all), in declaration order."""
+        return tuple(
+            f.name
+            for f in dataclasses.fields(cls)
+            if not roles or f.metadata.get("role", METHOD) in roles
+        )
+
+    def replace(self: T, **changes: Any) -> T:
+        """A copy with ``changes`` (validated only as far as the dataclass knows)."""
+        return dataclasses.replace(self, **{k: _frozen(v) for k, v in changes.items()})
+
+    def as_dict(self, *roles: str) -> dict[str, Any]:
+        """The keys (of ``roles``, or all) as a plain JSON-ready dict, in declaration order."""
+        return {k: _plain(getattr(self, k)) for k in self.names(*roles)}
+
+
+@dataclass(frozen=True)
+class Adapt(Block):
+    """``adapt``: voting and per-task adaptation (test-time training); docs in config/README.md.
+
+    Roles: ``method`` keys make a task's answers (its fingerprint: a change re-adapts it);
+    ``shards`` keys name the shard files; ``plan`` keys choose which runs are adapted.
+    """
+
+    BLOCK: ClassVar[str] = "adapt"
+
+    enabled: bool = key(PLAN)
+    test_set: str | None = key(SHARDS)
+    models: tuple[str, ...] = key(PLAN)
+    reference: bool = key(PLAN)
+    rank: int = key()
+    alpha: float = key()
+    targets: tuple[str, ...] = key()
+    steps: int = key()
+    lr: float = key()
+    batch_size: int = key()
+    augment_views: int = key()
+    voting_views: int = key()
+    attempts: int = key()
+    weight_decay: float = key()
+    select: str = key()
+    select_every: int = key()
+    select_folds: int = key()
+    select_patience: int = key()
+    select_metric: str = key()
+    colour_views: bool = key()
+    pool: str = key()
+    scoring: str = key()
+    tasks_per_job: int = key(SHARDS)
+    tasks_per_batch: int = key()
+    max_tasks: int | None = key(SHARDS)
+    save_adapters: bool = key()
+    seed: int = key()
+
+    @property
+    def selecting(self) -> bool:
+        """Whether the steps per task are chosen on held-out demonstrations."""
+        return self.select == "heldout" and self.steps > 0
+
+    def method(self) -> dict[str, Any]:
+        """What a task's answers depend on (a retried job reuses a record only on a match)."""
+        return self.as_dict(METHOD)
+
+    def shard_params(self) -> dict[str, Any]:
+        """What a shard job's output depends on: the method and how tasks are cut into jobs
+        (not which runs are adapted: adding a model to ``models`` adapts only it)."""
+        return self.as_dict(METHOD, SHARDS)
