@@ -21,6 +21,7 @@ from arctax.data.collate import collate
 from arctax.data.dataset import load_split
 from arctax.evaluation.evaluate import evaluate
 from arctax.io import file_sha256
+from arctax.lifecycle import STOPPED_EXIT
 from arctax.training.module import ARCLitModule
 from tests.conftest import REPO, TINY_MODELS, adapt_settings, memorise, tiny_overrides
 
@@ -71,7 +72,10 @@ def test_a_shard_adapts_its_tasks_and_leaves_the_checkpoint_untouched(ckpt, tiny
     assert again["resumed"] == []
 
 
-def test_a_killed_shard_keeps_the_tasks_it_answered(ckpt, tiny_data, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_a_killed_or_stopped_shard_keeps_the_tasks_it_answered(ckpt, tiny_data, tmp_path, sig):
+    """SIGKILL (no clean-up at all) or SIGTERM (scancel, preemption: the shard stops between
+    task groups and exits 75, arctax.lifecycle): the retry reuses every saved task."""
     state, out = tmp_path / "state", tmp_path / "s0.json"
     code = (
         "import sys\n"
@@ -89,8 +93,9 @@ def test_a_killed_shard_keeps_the_tasks_it_answered(ckpt, tiny_data, tmp_path):
         if len(list(state.glob("*.json"))) >= 2:
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # a preempted job: no clean-up at all
-    proc.wait(timeout=30)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=120)
+    assert code == (STOPPED_EXIT if sig == signal.SIGTERM else -signal.SIGKILL)
     done = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in state.glob("*.json")}
     assert 2 <= len(done) < 6 and not out.exists(), proc.stdout.read()
     res = adapt_shard(_cfg(steps=40, tasks_per_job=6), ckpt, tiny_data, 0, 1, out, state)

@@ -29,9 +29,10 @@ import torch
 from arctax.config import load_config
 from arctax.data.dataset import load_split
 from arctax.data.prepare import prepare
+from arctax.lifecycle import STOPPED_EXIT
 from arctax.training.module import SUMS, answer_metrics, answer_sums
 from arctax.training.ranks import process_rank
-from arctax.training.train import PREEMPTED_EXIT, train
+from arctax.training.train import train
 from arctax.training.trainer import resolve_launch
 from tests.conftest import REPO, tiny_overrides
 
@@ -263,7 +264,7 @@ def test_sigterm_to_one_rank_stops_all_and_resume_equals_uninterrupted(data, tmp
         time.sleep(0.05)
     pids = stopped.pids()
     os.kill(pids[1], signal.SIGTERM)  # rank 1 only; rank 0 never gets a signal
-    assert stopped.wait(timeout=60) == PREEMPTED_EXIT, stopped.log()[-3000:]
+    assert stopped.wait(timeout=60) == STOPPED_EXIT, stopped.log()[-3000:]
     time.sleep(0.5)
     assert not Path(f"/proc/{pids[1]}").exists() or "zombie" in _status(pids[1])
     assert "training stopped (received SIGTERM)" in stopped.log(1)
@@ -299,7 +300,7 @@ def test_group_sigterm_with_workers_stops_every_rank_and_resumes(data, tmp_path)
         assert stopped.proc.poll() is None and time.monotonic() < deadline, stopped.log()[-3000:]
         time.sleep(0.05)
     os.killpg(stopped.proc.pid, signal.SIGTERM)
-    assert stopped.wait(timeout=60) == PREEMPTED_EXIT, stopped.log()[-3000:]
+    assert stopped.wait(timeout=60) == STOPPED_EXIT, stopped.log()[-3000:]
     for rank in (0, 1):
         assert "training stopped" in stopped.log(rank), stopped.log(rank)[-3000:]
         assert "killed by signal" not in stopped.log(rank)

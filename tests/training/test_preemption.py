@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from arctax.data.datamodule import ARCDataModule
-from arctax.training.train import PREEMPTED_EXIT
+from arctax.lifecycle import STOPPED_EXIT
 from tests.conftest import REPO, tiny_overrides
 
 CODE = (
@@ -112,7 +112,7 @@ def test_group_signal_with_workers_stops_exits_75_and_resumes_exactly(tiny_data,
     time.sleep(0.5)  # mid-epoch, workers busy
     os.killpg(proc.pid, sig)  # every process of the group, as scancel does
     log, _ = proc.communicate(timeout=120)
-    assert proc.returncode == PREEMPTED_EXIT, log[-3000:]
+    assert proc.returncode == STOPPED_EXIT, log[-3000:]
     assert f"training stopped (received {sig.name})" in log and "resumable state" in log
     assert "killed by signal" not in log
     assert not any(Path(f"/proc/{w}").exists() for w in workers), "workers outlived the trainer"

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from arctax.config import load_config
-from arctax.training.train import FINISHED, PREEMPTED_EXIT, attach_log, train
+from arctax.lifecycle import STOPPED_EXIT
+from arctax.training.train import FINISHED, attach_log, train
 from tests.conftest import REPO, tiny_overrides
 
 
@@ -156,7 +157,7 @@ def test_sigusr1_saves_state_exits_75_and_resumes(tiny_data, tmp_path):
     time.sleep(1.0)
     proc.send_signal(signal.SIGUSR1)
     log, _ = proc.communicate(timeout=120)
-    assert proc.returncode == PREEMPTED_EXIT, log
+    assert proc.returncode == STOPPED_EXIT, log
     assert "received SIGUSR1" in log and "resumable state" in log
     assert not out.exists() or not any(out.iterdir())  # no outputs claimed as finished
     epochs_done = len(val_losses(state / "metrics.csv"))

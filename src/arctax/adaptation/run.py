@@ -25,6 +25,7 @@ from arctax.adaptation.shards import shard_task_ids
 from arctax.adaptation.ttt import TaskData, adapt_tasks, adapter_slots
 from arctax.data.dataset import load_manifest, load_split
 from arctax.io import file_sha256, write_json
+from arctax.lifecycle import STOPPED_EXIT, StopFlag
 from arctax.settings import Adapt
 
 Grid = np.ndarray
@@ -139,26 +140,35 @@ def adapt_shard(
     )
     max_new = int(cfg["eval"]["max_new_tokens"])
     t0 = time.perf_counter()
-    for start in range(0, len(todo), per_batch):
-        group = [task_data(ds, t) for t in todo[start : start + per_batch]]
-        recs = adapt_tasks(
-            model, info["k"], slot, layers, group, acfg, max_new, int(cfg["eval"]["batch_size"])
-        )
-        for i, rec in enumerate(recs):
-            if acfg.save_adapters:
-                meta = {"task_id": rec["task_id"], "checkpoint_sha256": sha_before,
-                        "rank": acfg.rank, "alpha": acfg.alpha, "targets": list(acfg.targets)}  # fmt: skip
-                save_adapter(Path(out_path).parent.parent / "adapters" / f"{rec['task_id']}.pt",
-                             layers, i, meta)  # fmt: skip
-            rec = {**rec, **{kind: _grids_out(rec[kind]) for kind in KINDS}}
-            rec["fingerprint"] = fp
-            write_json(state / f"{rec['task_id']}.json", rec)
-            records[rec["task_id"]] = rec
-            _log(
-                f"adapted {rec['task_id']}: {rec['steps']} steps, loss {_num(rec['loss_first'])}"
-                f" -> {_num(rec['loss_last'])}, {rec['seconds']:.2f} s "
-                f"({len(records)}/{len(mine)})"
+    stop = StopFlag(cfg["trainer"]["save_margin_s"])  # SIGTERM/SIGUSR1 or the job's end
+    stop.watch_slurm_job()
+    with stop:
+        for start in range(0, len(todo), per_batch):
+            if stop():  # between task groups: every task answered so far is saved
+                _log(
+                    f"shard {shard} stopped ({stop()}): {len(records)} of {len(mine)} tasks "
+                    "saved; run again to go on"
+                )
+                raise SystemExit(STOPPED_EXIT)
+            group = [task_data(ds, t) for t in todo[start : start + per_batch]]
+            recs = adapt_tasks(
+                model, info["k"], slot, layers, group, acfg, max_new, int(cfg["eval"]["batch_size"])
             )
+            for i, rec in enumerate(recs):
+                if acfg.save_adapters:
+                    meta = {"task_id": rec["task_id"], "checkpoint_sha256": sha_before,
+                            "rank": acfg.rank, "alpha": acfg.alpha, "targets": list(acfg.targets)}  # fmt: skip
+                    save_adapter(Path(out_path).parent.parent / "adapters" / f"{rec['task_id']}.pt",
+                                 layers, i, meta)  # fmt: skip
+                rec = {**rec, **{kind: _grids_out(rec[kind]) for kind in KINDS}}
+                rec["fingerprint"] = fp
+                write_json(state / f"{rec['task_id']}.json", rec)
+                records[rec["task_id"]] = rec
+                _log(
+                    f"adapted {rec['task_id']}: {rec['steps']} steps, loss {_num(rec['loss_first'])}"
+                    f" -> {_num(rec['loss_last'])}, {rec['seconds']:.2f} s "
+                    f"({len(records)}/{len(mine)})"
+                )
     if file_sha256(ckpt_path) != sha_before:  # never: the base is loaded read-only
         raise RuntimeError(f"{ckpt_path} changed during adaptation")
     result = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import socket
 import sys
 import time
@@ -32,13 +31,13 @@ import optuna
 from optuna.trial import TrialState
 
 from arctax.io import write_json
+from arctax.lifecycle import STOPPED_EXIT, StopFlag
 from arctax.search import SearchError, WorkerStopped
 from arctax.search.owners import dead_reason, owner_record, slurm_states
 from arctax.search.space import Param, apply_params, parse_space, suggest
 from arctax.search.storage import claim_lock, describe, open_storage, study_name
 
 MAX_FAILURES_IN_A_ROW = 3  # then the worker stops: a bug or a broken setup, not a bad value
-STOPPED_EXIT = 75  # EX_TEMPFAIL, as a stopped training job: Snakemake retries, the retry goes on
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Objective = Callable[[optuna.Trial], float]
 
@@ -171,40 +170,6 @@ def claim(
     return trial
 
 
-class StopFlag:
-    """Why this worker must stop, if it must: SIGTERM / SIGUSR1 (``scancel``, preemption,
-    Slurm's ``--signal``), or the Slurm time limit less ``margin_s``. Installed for the worker's
-    whole life; the running trial asks it at every batch (``StopCallback``)."""
-
-    def __init__(self, deadline: float | None = None, margin_s: float = 0.0) -> None:
-        self.deadline = deadline
-        self.margin_s = margin_s
-        self.signal: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __call__(self) -> str | None:
-        if self.signal:
-            return self.signal
-        if self.deadline is not None and time.time() > self.deadline:
-            return f"within {self.margin_s:.0f}s of the Slurm time limit"
-        return None
-
-    def __enter__(self) -> StopFlag:
-        try:
-            for s in (signal.SIGTERM, signal.SIGUSR1):
-                self._previous[s] = signal.signal(s, self._handler)
-        except ValueError:  # not the main thread: the deadline still works
-            self._previous.clear()
-        return self
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.signal = f"received {signal.Signals(signum).name}"
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-
-
 def training_objective(
     cfg: Mapping[str, Any],
     model: str,
@@ -255,18 +220,14 @@ def run_worker(
         n_existing = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(sw, worker, n_existing)
     study.pruner = make_pruner(sw)
-    margin = cfg["trainer"].get("save_margin_s", 300)
-    deadline = None
+    stop = StopFlag(cfg["trainer"]["save_margin_s"])
     if me["slurm_job_id"]:
-        from arctax.training.callbacks import slurm_job_end
-
-        end = slurm_job_end(me["slurm_job_id"])
-        deadline = end - margin if end is not None else None
+        stop.watch_slurm_job(me["slurm_job_id"])
     ran: list[dict[str, Any]] = []
     failures = 0
     log(f"worker {worker} of study {study.study_name} ({describe(sweep_dir)})")
     log(f"{n_existing} trials so far, n_trials {sw['n_trials']}")
-    with StopFlag(deadline, margin) as stop:
+    with stop:
         objective = objective or training_objective(cfg, model, data_dir, state_dir, space, stop)
         while True:
             if stop():

@@ -7,8 +7,6 @@ import io
 import math
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -21,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from arctax.io import atomic_write_text
+from arctax.lifecycle import StopFlag
 
 METRIC_COLUMNS = [
     "epoch",
@@ -105,21 +104,6 @@ class Preempted(RuntimeError):
     """Training stopped early on a signal or the job's time limit; resumable state is saved."""
 
 
-def slurm_job_end(job_id: str) -> float | None:
-    """Epoch seconds at which Slurm job ``job_id`` hits its time limit, if Slurm says."""
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%e"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        return time.mktime(time.strptime(out, "%Y-%m-%dT%H:%M:%S"))
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-
-
 class PreemptionGuard(pl.Callback):
     """Stop cleanly before Slurm kills the job, so a retry resumes from the last epoch.
 
@@ -138,48 +122,35 @@ class PreemptionGuard(pl.Callback):
     broadcast from inside the signal handler and stop only the rank that got the signal.
     """
 
-    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+    def __init__(self, margin_s: float) -> None:
+        self.stop = StopFlag(margin_s)
 
-    def __init__(self, margin_s: float = 120.0) -> None:
-        self.margin_s = margin_s
-        self.reason: str | None = None
-        self.deadline: float | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.reason = f"received {signal.Signals(signum).name}"
-
-    def _install(self) -> None:
-        try:
-            for s in self.SIGNALS:
-                previous = signal.signal(s, self._handler)
-                self._previous.setdefault(s, previous)
-        except ValueError:  # not the main thread: rely on the timer
-            pass
+    @property
+    def reason(self) -> str | None:
+        """Why training stops, once it must."""
+        return self.stop()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._install()
+        self.stop.install()
         print(
             f"rank {trainer.global_rank}/{trainer.world_size} pid {os.getpid()} "
             f"({trainer.strategy.root_device}, {type(trainer.strategy).__name__})",
             file=sys.stderr,
             flush=True,
         )
-        job = os.environ.get("SLURM_JOB_ID")
-        end = slurm_job_end(job) if job else None
+        end = self.stop.watch_slurm_job()
         if end is not None:
-            self.deadline = end - self.margin_s
+            job = os.environ.get("SLURM_JOB_ID")
             print(f"preemption guard: job {job} ends at {time.ctime(end)}", file=sys.stderr)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._install()
+        self.stop.install()
 
     def _check(self, trainer: pl.Trainer) -> None:
-        if self.reason is None and self.deadline is not None and time.time() >= self.deadline:
-            self.reason = f"within {self.margin_s:.0f}s of the Slurm time limit"
+        reason = self.stop()
         # any rank stopping stops all (one process: no collective)
-        if trainer.strategy.reduce_boolean_decision(self.reason is not None, all=False):
-            raise Preempted(self.reason or "another rank got a stop signal or hit the time limit")
+        if trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
+            raise Preempted(reason or "another rank got a stop signal or hit the time limit")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._check(trainer)
@@ -189,9 +160,7 @@ class PreemptionGuard(pl.Callback):
 
     def restore(self) -> None:
         """Put the previous signal handlers back."""
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-        self._previous.clear()
+        self.stop.restore()
 
 
 def _rng_state() -> dict[str, Any]:

@@ -24,6 +24,7 @@ from arctax.config import model_class, model_config
 from arctax.data.datamodule import ARCDataModule
 from arctax.data.dataset import load_manifest
 from arctax.io import write_json
+from arctax.lifecycle import STOPPED_EXIT
 from arctax.models import count_parameters
 from arctax.plugins import source_sha256
 from arctax.training.audit import data_audit, model_audit
@@ -47,8 +48,7 @@ from arctax.training.state import (
 )
 from arctax.training.trainer import Launch, build_trainer, resolve_launch, resolve_precision
 
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the job should be retried, and will resume
-__all__ = ["FINISHED", "PREEMPTED_EXIT", "attach_log", "build_trainer", "train"]
+__all__ = ["FINISHED", "attach_log", "build_trainer", "train"]
 
 
 def train(
@@ -92,7 +92,7 @@ def train(
     dm = ARCDataModule(  # the global batch: each of N ranks takes batch_size / N
         data_dir, fmt, t69["batch_size"], k, cfg["trainer"]["num_workers"], seed
     )
-    guard = PreemptionGuard(cfg["trainer"].get("save_margin_s", 300))
+    guard = PreemptionGuard(cfg["trainer"]["save_margin_s"])
     trainer = build_trainer(cfg, state_dir, precision, [guard], launch)
     if resume:
         print(f"resuming {model_name} seed {seed} from {resume}", file=sys.stderr, flush=True)
@@ -108,7 +108,7 @@ def train(
         join_ranks(trainer)
         # The job's exit code is rank 0's. Other ranks exit 0 after this agreed stop: to
         # Lightning's launcher a rank exiting non-zero is a crash, on which it SIGKILLs rank 0.
-        raise SystemExit(PREEMPTED_EXIT if trainer.global_rank == 0 else 0) from e
+        raise SystemExit(STOPPED_EXIT if trainer.global_rank == 0 else 0) from e
     finally:
         guard.restore()
 
