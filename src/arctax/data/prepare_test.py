@@ -200,7 +200,9 @@ def prepare_val_set(
         "val_split": True,  # examples, not test pairs: every example of each val task
         "examples_per_task": training.get("examples_per_task"),
         "splits": {"test": ids},
-        "counts": {"test": {**training["counts"]["val"], "bytes": (out / "test.npz").stat().st_size}},
+        "counts": {
+            "test": {**training["counts"]["val"], "bytes": (out / "test.npz").stat().st_size}
+        },
         "dropped_tasks": {"test": []},
         "skipped_invalid": [],
         "unusable_after_filter": [],

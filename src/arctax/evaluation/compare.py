@@ -186,9 +186,7 @@ def compare(
     audit = audit_table(train_dirs)
     examples = pd.DataFrame([example_row(per_query, m, boot) for m in models])
     ref_boot = bool(summary.loc[0, "bootstrapped"])
-    paper = paper_comparison(
-        test_source, examples, audit, reference_label, ref_boot, boot[1]
-    )
+    paper = paper_comparison(test_source, examples, audit, reference_label, ref_boot, boot[1])
 
     files = {
         "summary.csv": summary.to_csv(index=False),
@@ -288,6 +286,10 @@ def example_markdown(examples: pd.DataFrame, ci: float) -> list[str]:
          spread(r, "ex_grid_acc"), est(r, "ex_cell_acc")]
         for r in examples.to_dict(orient="records")
     ]  # fmt: skip
+    header = ["model", "seeds", "tasks", "examples", f"grid acc, {EXAMPLE_LABEL} [{c}]",
+              "seed mean ± std", f"teacher-forced cell acc, per example [{c}]",
+              f"generated grid acc, per example [{c}]", "seed mean ± std",
+              f"generated cell acc, per example [{c}]"]  # fmt: skip
     return [
         "## Per example (the paper's unit)",
         "",
@@ -296,13 +298,7 @@ def example_markdown(examples: pd.DataFrame, ci: float) -> list[str]:
         "they are not independent. With several seeds a query's score is its mean over seeds; "
         "mean ± std is over the seeds' own scores (`summary.json` has each seed's CI).",
         "",
-        md_table(
-            ["model", "seeds", "tasks", "examples", f"grid acc, {EXAMPLE_LABEL} [{c}]",
-             "seed mean ± std", f"teacher-forced cell acc, per example [{c}]",
-             f"generated grid acc, per example [{c}]", "seed mean ± std",
-             f"generated cell acc, per example [{c}]"],
-            rows,
-        ),  # fmt: skip
+        md_table(header, rows),
     ]
 
 

@@ -39,9 +39,7 @@ def _fail(path: Path, key: str, why: str) -> PaperReferenceError:
 
 
 def _check_value(path: Path, key: str, v: Any) -> None:
-    ok = v is None or (
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
-    )
+    ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1)
     if isinstance(v, list):
         ok = len(v) == 2 and all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in v)
         ok = ok and v[0] <= v[1]
@@ -199,6 +197,9 @@ def paper_markdown(
     ]  # fmt: skip
     from arctax.evaluation.compare import md_table
 
+    header = ["paper rung", "ours", "metric", "paper", f"ours [{c}]", "seed mean ± std (seeds)",
+              "paper inside our CI?", "caveat"]  # fmt: skip
+
     return [
         "## Against the paper",
         "",
@@ -210,6 +211,5 @@ def paper_markdown(
         "rungs map to our models by name (`grid2d`, `perminv`: a study with models of those "
         "names); the reference is measured beside the champion.",
         "",
-        md_table(["paper rung", "ours", "metric", "paper", f"ours [{c}]",
-                  "seed mean ± std (seeds)", "paper inside our CI?", "caveat"], table),  # fmt: skip
+        md_table(header, table),
     ]
