@@ -255,7 +255,7 @@ def paper_comparison(
     block = load_paper().get(which) if which else None
     if not block:
         return {}
-    rows = paper_rows(block, examples, {"champion": ["champion", reference]})
+    rows = paper_rows(block, examples, {"champion": list(dict.fromkeys(["champion", reference]))})
     first = examples.iloc[0]
     notes = size_notes(block, int(first["n_tasks"]), int(first["n_examples"]))
     if bootstrapped:
