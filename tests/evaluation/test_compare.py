@@ -188,6 +188,9 @@ def test_on_the_val_split_the_papers_figures_stand_beside_ours(setup):
     assert section.index("**Not like for like**") < section.index("| paper rung")
     assert '`precision` ("32-true" vs "16-mixed")' in section
     assert "teacher-forced, per example (the paper's metric)" in md
+    seeds = md[md.index("Each seed on its own:") : md.index("## Against the paper")]
+    assert "| decoder_only | 1 |" in seeds and "| decoder_only | 2 |" in seeds
+    assert "| champion |" not in seeds  # one seed: no table of its own
     assert "stand-in trained here" in section and "21 examples" in section
     a2 = compare(_cfg(), evals, trains, out, "champion", test_source="arcagi2")["paper"]
     assert a2["set"] == "arcagi2" and {r["paper"] for r in a2["rows"]} == {0.0034, 0.89}

@@ -299,7 +299,22 @@ def example_markdown(examples: pd.DataFrame, ci: float) -> list[str]:
         "mean ± std is over the seeds' own scores (`summary.json` has each seed's CI).",
         "",
         md_table(header, rows),
+        *_per_seed_markdown(examples, c),
     ]
+
+
+def _per_seed_markdown(examples: pd.DataFrame, c: str) -> list[str]:
+    """Each seed's own per-example scores with their task-resampled CIs (several seeds only)."""
+    rows = [
+        [r["model"], s["seed"], pct(s["ex_tf_grid_acc"], s["ex_tf_grid_acc_lo"],
+         s["ex_tf_grid_acc_hi"]), pct(s["ex_grid_acc"], s["ex_grid_acc_lo"], s["ex_grid_acc_hi"])]
+        for r in examples.to_dict(orient="records") if r["n_seeds"] > 1 for s in r["per_seed"]
+    ]  # fmt: skip
+    if not rows:
+        return []
+    header = ["model", "seed", f"teacher-forced grid acc, per example [{c}]",
+              f"generated grid acc, per example [{c}]"]  # fmt: skip
+    return ["", "Each seed on its own:", "", md_table(header, rows)]
 
 
 ADAPTATION_POINTER = (
