@@ -144,6 +144,7 @@ def test_adding_the_val_test_set_plans_no_training(tmp_path):
         ('{"test_sets": {"ho": "held_out"}}', "set data.held_out_fraction"),
         ('{"test_sets": {"a": "arcagi"}, "test_source": "arcagi2"}', "exclude each other"),
         ('{"test_sets": {"bad name": "arcagi"}}', "data.test_sets"),
+        ('{"test_sets": {"v": "val"}}', "adapting on it would train on its answers"),
         ('{"rearc": {"repo": "/nowhere"}}', "set data.source: rearc"),
         ('{"source": "rearc"}', "'data.rearc.repo' is not set"),
         ('{"source": "rearc", "rearc": {"repo": "/nowhere"}}', "git clone"),
