@@ -430,3 +430,29 @@ def test_max_cells_leaves_a_test_task_out_whole_and_says_so(tmp_path):
                 tmp_path / "all")  # fmt: skip
     assert m["splits"]["test"] == ["nodemos", "partial", "whole"]
     assert m["test_left_out"] == {} and m["unusable_after_filter"] == []
+
+
+def test_the_val_test_set_in_one_folder_is_the_val_split(tmp_path):
+    cfg = load_config(overrides={"data": {"max_tasks": 4, "test_sets": {"val": "val"}}})
+    m = prepare(cfg, tmp_path)
+    assert m["test_set"] == "val" and m["test_source"].endswith("(val split)")
+    assert m["splits"]["test"] == m["splits"]["val"] and m["test_left_out"] == {}
+    with np.load(tmp_path / "val.npz") as v, np.load(tmp_path / "test.npz") as t:
+        assert sorted(v.files) == sorted(t.files)
+        for name in v.files:
+            assert np.array_equal(v[name], t[name]), name
+
+
+def test_the_val_test_set_refuses_a_val_split_its_manifest_does_not_name(tmp_path):
+    from arctax.data.prepare import prepare_training
+    from arctax.data.prepare_test import prepare_test_set
+
+    cfg = load_config(overrides={"data": {"max_tasks": 4, "test_sets": {"v": "val"}}})
+    prepare_training(cfg, tmp_path / "data")
+    m = prepare_test_set(cfg, "v", tmp_path / "v", tmp_path / "data")
+    assert m["counts"]["test"]["examples"] == len(load_split(tmp_path / "v", "test"))
+    with open(tmp_path / "data/val.npz", "ab") as f:
+        f.write(b"x")  # changed since the training data were prepared
+    with pytest.raises(InvalidTaskError, match=r"val\.npz: does not match"):
+        prepare_test_set(cfg, "v", tmp_path / "v2", tmp_path / "data")
+    assert not (tmp_path / "v2").exists()

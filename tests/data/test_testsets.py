@@ -69,3 +69,18 @@ def test_a_generated_source_depends_on_what_makes_its_examples_only():
     assert training_data_config(cfg(source="rearc", rearc={"repo": "/a", "seed": 1})) != (
         training_data_config(a)
     )
+
+
+def test_val_is_a_test_set_that_trains_nothing_again_and_is_never_adapted():
+    from arctax.data.testsets import check_adapt_set
+
+    both = cfg(test_sets={"arcagi1_eval": "arcagi", "val": "val"})
+    assert named_sets(both) == {"arcagi1_eval": "arcagi", "val": "val"}
+    assert named_sets(cfg(test_source="val")) == {"val": "val"}
+    assert training_data_config(both) == training_data_config(cfg())
+    assert config_hash(both) == config_hash(cfg())
+    adapting = {**both, "adapt": {**both["adapt"], "enabled": True}}
+    check_adapt_set(adapting, "arcagi1_eval")  # another set: fine
+    with pytest.raises(ConfigError, match=r"adapt\.test_set"):
+        check_adapt_set(adapting, "val")  # its examples are each other's context
+    check_adapt_set({**both, "adapt": {**both["adapt"], "enabled": False}}, "val")

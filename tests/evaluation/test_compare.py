@@ -163,3 +163,34 @@ def test_summary_says_how_the_reference_was_trained_and_what_the_test_set_left_o
     assert "trained by this workflow, not the original Trial 69 weights" in md
     assert "bootstrapped here" not in md and res["bootstrapped_reference"] is False
     assert "Test set: 20 tasks; **2 task(s) of the test source left out whole**" in md
+
+
+def test_on_the_val_split_the_papers_figures_stand_beside_ours(setup):
+    evals, trains, out = setup
+    compare(_cfg(), evals, trains, out, "champion")
+    md = (out / "summary.md").read_text()
+    assert "## Per example (the paper's unit)" in md and "Against the paper" not in md
+    res = compare(_cfg(), evals, trains, out, "champion", test_source="val")
+    doc = json.loads((out / "summary.json").read_text(), parse_constant=pytest.fail)  # no NaN
+    assert doc == json.loads(json.dumps(doc)) and doc["paper"]["set"] == "val"
+    ex = {r["model"]: r for r in doc["per_example"]}
+    # champion solves t00 (2 queries) .. t09: 11 of 21 queries, per example (10 of 20 per task)
+    assert ex["champion"]["ex_tf_grid_acc"] == pytest.approx(11 / 21)
+    assert ex["champion"]["ex_grid_acc"] == pytest.approx(11 / 21)
+    assert ex["decoder_only"]["n_seeds"] == 2 and len(ex["decoder_only"]["per_seed"]) == 2
+    rows = {(r["ours"], r["metric"].split(",")[0]): r["verdict"] for r in res["paper"]["rows"]}
+    assert rows[("champion", "teacher-forced grid acc")] == "outside (below ours)"
+    assert rows[("decoder_only", "teacher-forced grid acc")] == "outside (below ours)"
+    assert rows[("—", "teacher-forced grid acc")] == "n/a (no such model here)"
+    assert len(res["paper"]["rows"]) == 6  # the reference is `champion` here: once, not twice
+    md = (out / "summary.md").read_text()
+    section = md[md.index("## Against the paper") :]
+    assert section.index("**Not like for like**") < section.index("| paper rung")
+    assert '`precision` ("32-true" vs "16-mixed")' in section
+    assert "teacher-forced, per example (the paper's metric)" in md
+    seeds = md[md.index("Each seed on its own:") : md.index("## Against the paper")]
+    assert "| decoder_only | 1 |" in seeds and "| decoder_only | 2 |" in seeds
+    assert "| champion |" not in seeds  # one seed: no table of its own
+    assert "stand-in trained here" in section and "21 examples" in section
+    a2 = compare(_cfg(), evals, trains, out, "champion", test_source="arcagi2")["paper"]
+    assert a2["set"] == "arcagi2" and {r["paper"] for r in a2["rows"]} == {0.0034, 0.89}

@@ -161,3 +161,43 @@ def test_voting_over_views_keeps_the_plain_answer_in_pass_at_2(data_dir, memoris
     assert (voted["grid_correct"] | ~plain["grid_correct"]).all()
     sub = json.loads((tmp_path / "v" / "submission.json").read_text())
     assert all(set(e) == {"attempt_1", "attempt_2"} for v in sub.values() for e in v)
+
+
+def test_val_test_set_teacher_forced_per_example_is_a_hand_count(data_dir, tmp_path):
+    """The val split as a test set (a copy of val.npz), scored from constructed logits: right
+    on every token of a known set of examples, one token wrong on each of the others."""
+    from arctax.data.prepare_test import prepare_test_set
+    from arctax.data.tokenize import VOCAB_SIZE
+    from arctax.evaluation.evaluate import _teacher_forced, write_evaluation
+    from arctax.evaluation.stats import example_row
+
+    cfg = load_config(overrides={**SMALL, "data": {**SMALL["data"], "test_sets": {"v": "val"}}})
+    out = tmp_path / "v"
+    manifest = prepare_test_set(cfg, "v", out, data_dir)
+    assert (out / "test.npz").read_bytes() == (data_dir / "val.npz").read_bytes()
+    assert manifest["test_set"] == "v" and manifest["val_split"] and manifest["kind"] == "test"
+    ds = load_split(out, "test")
+    n, tasks = len(ds), ds.ex_task
+    assert n > len(set(tasks.tolist())) > 1  # several examples per task: not a test split
+    right = {i for i in range(n) if tasks[i] == 0} | {int(np.flatnonzero(tasks == 1)[0])}
+    batch = collate([ds[i] for i in range(n)], "seq2seq", 2)
+    labels = batch["labels"]
+    logits = torch.nn.functional.one_hot(labels.clamp(min=0), VOCAB_SIZE).float()
+    n_tokens = (labels != -100).sum(1)
+    for i in set(range(n)) - right:  # the first answer token's argmax is another token
+        logits[i, 0, (labels[i, 0] + 1) % VOCAB_SIZE] = 2.0
+    acc, ok = _teacher_forced(logits, labels)
+    tf = {i: (float(acc[i]), bool(ok[i])) for i in range(n)}
+    table = write_evaluation(cfg, ds, {i: [None] for i in range(n)}, tmp_path / "e", "m", 1,
+                             identity={}, tf=tf)  # fmt: skip
+    summary = json.loads((tmp_path / "e/summary.json").read_text())
+    hand_grid = len(right) / n
+    hand_cell = np.mean([1.0 if i in right else 1 - 1 / int(n_tokens[i]) for i in range(n)])
+    assert summary["n_queries"] == n and summary["test_set"]["name"] == "v"
+    assert summary["query_tf_grid_acc"] == pytest.approx(hand_grid)
+    assert summary["query_tf_cell_acc"] == pytest.approx(hand_cell)
+    # per task (all examples right) only task 0 counts: a different number
+    assert summary["tf_grid_acc"] == pytest.approx(1 / len(set(tasks.tolist())))
+    row = example_row(table.assign(model="m"), "m", (200, 0.95, 0))
+    assert row["ex_tf_grid_acc"] == pytest.approx(hand_grid) and row["n_examples"] == n
+    assert row["ex_tf_grid_acc_lo"] <= hand_grid <= row["ex_tf_grid_acc_hi"]

