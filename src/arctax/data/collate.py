@@ -106,10 +106,3 @@ def _collate_context(examples: Sequence[dict[str, Any]], k: int) -> dict[str, np
             mask[i, kk, side, : len(tok)] = True
             pair_mask[i, kk] = True
     return {"ctx": ctx, "ctx_pos": pos, "ctx_mask": mask, "ctx_pair_mask": pair_mask}
-
-
-def sample_length(h_in: int, w_in: int, h_out: int, w_out: int, fmt: str) -> int:
-    """Padded-length driver of a sample in format ``fmt`` (used by the length-grouped sampler)."""
-    s = h_in * (w_in + 1) + 1
-    t = h_out * (w_out + 1) + 1
-    return s + t if fmt == "decoder_only" else max(s, t)

@@ -198,16 +198,3 @@ def _build(
             "data.on_invalid=skip: skipped %d invalid tasks: %s", len(skipped), ", ".join(skipped)
         )
     return tasks, skipped
-
-
-def check_unique(*sources: SourceData) -> None:
-    """Raise when a task id appears twice across the given sources."""
-    seen: dict[str, str] = {}
-    for src in sources:
-        for t in src.tasks:
-            if t.task_id in seen and seen[t.task_id] != t.origin:
-                raise InvalidTaskError(
-                    f"duplicate task id '{t.task_id}' in {seen[t.task_id]} and {t.origin} "
-                    "(rename one of the files or remove it)"
-                )
-            seen[t.task_id] = t.origin

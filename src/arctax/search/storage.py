@@ -35,11 +35,6 @@ def study_name(run: str, model: str) -> str:
     return f"{run}-{model}"
 
 
-def storage_url(sweep_dir: str | Path) -> str:
-    """The storage as a user would name it: the database URL, or the journal file's path."""
-    return os.environ.get(ENV_STORAGE, "").strip() or str(Path(sweep_dir) / JOURNAL)
-
-
 def describe(sweep_dir: str | Path) -> str:
     """The storage for messages and records (a database URL without its password)."""
     url = os.environ.get(ENV_STORAGE, "").strip()

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Mapping
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -152,13 +151,6 @@ def provenance_record(**fields: Any) -> dict[str, Any]:
     rec.update(fields)
     rec.update(environment())
     return rec
-
-
-def read_provenance(path: str | Path) -> dict[str, Any]:
-    """Load a ``provenance.json``."""
-    import json
-
-    return json.loads(Path(path).read_text())
 
 
 def deviation_reasons(cfg: Mapping[str, Any], seed: int, precision_reason: str | None):
