@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from arctax.data.cache import CACHE_FORMAT, build_splits, filtered, left_out_reason, write_cache
+from arctax.data.prepare_test import plan_test, set_manifest
 from arctax.data.rearc import Sample, sample_pairs
-from arctax.data.sources import SourceData, Task, load_source
+from arctax.data.sources import SourceData, Task, held_out_pool, load_source
 from arctax.data.splits import load_labels, read_manifest, split_tasks
 from arctax.data.testsets import VAL, held_out_fraction, named_sets, training_data_config
 from arctax.data.validate import InvalidTaskError
@@ -49,20 +50,6 @@ class TrainingPlan:
     unusable: list[str]
     short: dict[str, int] = field(default_factory=dict)  # task -> examples, below examples_per_task
     extra_inputs: list[Path] = field(default_factory=list)
-
-
-def held_out_pool(
-    src: SourceData, ids: set[str] | None = None, max_grid: int = 30
-) -> dict[str, Task]:
-    """The task each source task is tested as when it is held out: itself when it has test
-    pairs; else (re-arc examples, the original's converted files) the ARC-AGI-1 training task of
-    the same id, whose real demonstrations and test pairs were never trained on either."""
-    pool = {t.task_id: t for t in src.tasks if t.test and (ids is None or t.task_id in ids)}
-    rest = {t.task_id for t in src.tasks if not t.test and (ids is None or t.task_id in ids)}
-    if rest:
-        arc1 = load_source("arcagi", "train", max_grid=max_grid)
-        pool.update({t.task_id: t for t in arc1.tasks if t.task_id in rest})
-    return pool
 
 
 def plan_training(cfg: Mapping[str, Any], source_path: str | Path | None = None) -> TrainingPlan:
@@ -172,8 +159,6 @@ def prepare(
     """Training data and one test set (``test_set``, default the first) in one folder:
     ``{train,val,test}.npz`` and one ``manifest.json`` (training's keys, plus ``test_source``,
     ``test_version``, ``test_set``, ``test_left_out`` and the test split); return the manifest."""
-    from arctax.data.prepare_test import plan_test, set_manifest
-
     t0 = time.perf_counter()
     d = cfg["data"]
     name = test_set or next(iter(named_sets(cfg)))

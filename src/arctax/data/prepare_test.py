@@ -20,8 +20,7 @@ from typing import Any
 
 from arctax.data.cache import CACHE_FORMAT, build_splits, left_out_reason, write_cache
 from arctax.data.dataset import load_split
-from arctax.data.prepare import held_out_pool
-from arctax.data.sources import SourceData, Task, is_bundle, load_source
+from arctax.data.sources import SourceData, Task, held_out_pool, is_bundle, load_source
 from arctax.data.splits import load_labels
 from arctax.data.testsets import HELD_OUT, VAL, named_sets, set_config
 from arctax.data.validate import InvalidTaskError

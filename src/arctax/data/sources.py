@@ -198,3 +198,17 @@ def _build(
             "data.on_invalid=skip: skipped %d invalid tasks: %s", len(skipped), ", ".join(skipped)
         )
     return tasks, skipped
+
+
+def held_out_pool(
+    src: SourceData, ids: set[str] | None = None, max_grid: int = 30
+) -> dict[str, Task]:
+    """The task each source task is tested as when it is held out: itself when it has test
+    pairs; else (re-arc examples, the original's converted files) the ARC-AGI-1 training task of
+    the same id, whose real demonstrations and test pairs were never trained on either."""
+    pool = {t.task_id: t for t in src.tasks if t.test and (ids is None or t.task_id in ids)}
+    rest = {t.task_id for t in src.tasks if not t.test and (ids is None or t.task_id in ids)}
+    if rest:
+        arc1 = load_source("arcagi", "train", max_grid=max_grid)
+        pool.update({t.task_id: t for t in arc1.tasks if t.task_id in rest})
+    return pool
