@@ -12,13 +12,16 @@ import pytest
 import torch
 from conftest import SHARED_ORIGINAL, TINY_MODELS, save_arctax_ckpt
 
+from arctax.config import load_config
 from arctax.evaluation.checkpoints import CheckpointError, load_checkpoint, load_model
+
+CFG = load_config()  # the built-ins; no class of anyone's own
 
 
 def refused(path: Path, *patterns: str) -> str:
     """Assert ``load_model`` raises CheckpointError naming ``path`` and matching ``patterns``."""
     with pytest.raises(CheckpointError) as e:
-        load_model(path)
+        load_model(path, CFG)
     msg = str(e.value)
     assert str(path) in msg
     for p in patterns:
@@ -30,7 +33,7 @@ def refused(path: Path, *patterns: str) -> str:
 def test_arctax_checkpoint_round_trips(tmp_path, name):
     path = tmp_path / f"{name}.ckpt"
     model = save_arctax_ckpt(path, name)
-    loaded, info = load_model(path)
+    loaded, info = load_model(path, CFG)
     assert type(loaded) is type(model) and not loaded.training
     for (k, v), (k2, v2) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
@@ -39,7 +42,7 @@ def test_arctax_checkpoint_round_trips(tmp_path, name):
     assert info["model_name"] == name and info["k"] == 2 and len(info["sha256"]) == 64
     assert info["trained_here"] is False  # no provenance.json beside it: not trained here
     (tmp_path / "provenance.json").write_text('{"model": "x", "seed": 1}')
-    assert load_model(path)[1]["trained_here"] is True
+    assert load_model(path, CFG)[1]["trained_here"] is True
     assert "bootstrapped" not in info  # only a reference can be bootstrapped (evaluate says)
 
 
