@@ -9,8 +9,8 @@ its forward code is not public, so its weights cannot run faithfully here.
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch

@@ -123,9 +123,7 @@ def model_code(
     configured = block.get("class") if isinstance(block, Mapping) else None
     if asked_class is None or configured is None or not _same_class(asked_class, configured):
         asks = f"class {asked_class!r}" if asked_class else "no class"
-        has = (
-            f"names class {configured!r} for it" if configured else f"has no model '{name}'"
-        )
+        has = f"names class {configured!r} for it" if configured else f"has no model '{name}'"
         fix = (
             f"set config key '{key}: {asked_class}' if you trust that code"
             if asked_class

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from arctax.config import model_class, model_config
-from arctax.plugins import source_sha256
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.models import build_model
+from arctax.plugins import source_sha256
 from arctax.training.optim import build_optimizer, build_scheduler
 
 Batch = dict[str, torch.Tensor]
