@@ -37,6 +37,7 @@ SAFE_GLOBALS = {
 WATCHED = ("model_class", "model_code_sha256")  # hyper-parameters read by value
 NOT_STR = "<not a string>"
 NOT_PUSHES = {"BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE", "FRAME", "PROTO", "MARK"}
+MAX_PICKLE_BYTES = 64 * 2**20  # data.pkl holds the structure, not the tensors: KBs in practice
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of torch's pre-1.6 (non-zip) format
 KINDS = (
     "arctax", "original", "foreign", "missing", "not_a_file", "empty", "truncated",
@@ -243,6 +244,12 @@ def _inspect_zip(p: Path) -> Inspection:
                     f"a zip archive but not a PyTorch checkpoint (no data.pkl; holds "
                     f"{', '.join(names[:3])})",
                 )
+            size = z.getinfo(pkl).file_size
+            if size > MAX_PICKLE_BYTES:  # declared; read() stops at the declared size
+                return Inspection(
+                    s, "corrupt", f"its {pkl} declares {size} bytes uncompressed, over the "
+                    f"{MAX_PICKLE_BYTES} a checkpoint's pickle may have (a zip bomb?)",
+                )  # fmt: skip
             data = z.read(pkl)
     except zipfile.BadZipFile:
         return Inspection(
