@@ -260,3 +260,20 @@ def test_a_zip_bomb_is_refused_by_declared_and_by_actual_size(rearc, tmp_path, m
     lie.write_bytes(bytes(raw))
     with pytest.raises(InvalidTaskError, match=r"abcd1234\.json' is corrupt"):
         load_source(str(lie))
+
+
+@pytest.mark.parametrize("layout", ["rearc", "plain"])
+def test_a_task_file_that_is_a_link_to_a_device_is_refused_before_reading(rearc, tmp_path, layout):
+    folder = rearc / "tasks" if layout == "rearc" else tmp_path / "plain"
+    folder.mkdir(exist_ok=True)
+    (folder / "abcd1234.json").symlink_to("/dev/zero")  # read_bytes() would never end
+    with pytest.raises(InvalidTaskError, match=r"abcd1234\.json: not a regular file"):
+        load_source(str(rearc if layout == "rearc" else folder))
+
+
+def test_a_task_file_over_the_cap_is_refused(rearc, monkeypatch):
+    from arctax.data import rearc as mod
+
+    monkeypatch.setattr(mod, "MAX_MEMBER_BYTES", 64)  # 256 MiB in use
+    with pytest.raises(InvalidTaskError, match="over the 64 a task file may have"):
+        load_source(str(rearc))

@@ -302,3 +302,18 @@ def test_hyper_parameters_that_do_not_fit_the_weights_allocate_nothing(tmp_path)
     ckpt["hyper_parameters"]["k"] = 10**9
     torch.save(ckpt, path)
     refused(path, "hyper_parameters.k")
+
+
+def test_a_provenance_json_beside_decides_no_code(tmp_path):
+    """provenance.json is read for one thing: the sha256 to refuse changed code with. An
+    unreadable one, or one about another class, changes nothing; it never names a class."""
+    own = write_own(tmp_path)
+    spec = f"{own}:Tiny"
+    own_ckpt(tmp_path / "mine.ckpt", spec)
+    prov = tmp_path / "provenance.json"
+    for text in ("{not json", json.dumps({"model_class": "evil.py:X", "model_code_sha256": "0"})):
+        prov.write_text(text)
+        _, info = load_model(tmp_path / "mine.ckpt", own_cfg(spec))
+        assert info["model_class"] == spec and info["model_code"]["recorded_sha256"] is None
+    prov.write_text(json.dumps({"model_class": spec, "model_code_sha256": "0" * 64}))
+    refused(tmp_path / "mine.ckpt", "accept_changed_code", cfg=own_cfg(spec))

@@ -53,6 +53,24 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def read_file(path: str | Path) -> bytes:
+    """A task file's bytes; refuses, before reading, what is not a regular file (a link to
+    ``/dev/zero``, a FIFO) or is over :data:`MAX_MEMBER_BYTES`."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidTaskError(
+            f"{p}: not a regular file (a link to a device or a pipe?); a task file is a JSON "
+            "file: remove it from the folder (fix data.source)"
+        )
+    size = p.stat().st_size
+    if size > MAX_MEMBER_BYTES:
+        raise InvalidTaskError(
+            f"{p}: {size} bytes, over the {MAX_MEMBER_BYTES} a task file may have; remove it "
+            "from the folder (fix data.source)"
+        )
+    return p.read_bytes()
+
+
 def read_member(z: zipfile.ZipFile, name: str, origin: Path) -> bytes:
     """The bytes of member ``name``, reading at most :data:`MAX_MEMBER_BYTES` (whatever the
     member declares)."""
@@ -133,7 +151,7 @@ class Layout:
         if self.kind == "zip":
             with zipfile.ZipFile(self.path) as z:
                 return read_member(z, name, self.path)
-        return Path(name).read_bytes()
+        return read_file(name)
 
     def tasks(self) -> Iterator[tuple[str, str, bytes]]:
         """Every task file: id, origin for messages, raw bytes (one open of the zip)."""
@@ -143,7 +161,7 @@ class Layout:
                     yield tid, f"{self.path}:{member}", read_member(z, member, self.path)
             return
         for tid, f in sorted(self.names.items()):
-            yield tid, f, Path(f).read_bytes()
+            yield tid, f, read_file(f)
 
 
 def find_layout(path: Path) -> Layout | None:
