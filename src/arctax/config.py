@@ -19,7 +19,7 @@ DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODEL_NAMES = ("champion", "encoder_decoder", "decoder_only")  # the built-in models
 # Keys of a `models.<name>` block that are not constructor arguments.
-RESERVED_MODEL_KEYS = ("class", "extends")
+RESERVED_MODEL_KEYS = ("class", "extends", "accept_changed_code")
 
 
 class ConfigError(ValueError):
@@ -189,8 +189,10 @@ def _model_block(cfg: Mapping[str, Any], name: str, seen: tuple[str, ...] = ()) 
     if base == name or base in seen:
         raise ConfigError(f"config key 'models.{name}.extends': {base!r} makes a cycle")
     merged = {
-        k: v for k, v in _model_block(cfg, base, (*seen, name)).items() if k != "class"
-    }  # sizes and settings, never the base's class
+        k: v
+        for k, v in _model_block(cfg, base, (*seen, name)).items()
+        if k not in ("class", "accept_changed_code")
+    }  # sizes and settings, never the base's class or its acceptance of changed code
     return deep_merge(merged, block)
 
 

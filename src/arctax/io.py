@@ -47,6 +47,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def unsafe_name(name: str) -> str | None:
+    """Why ``name`` (from data: a task id) cannot be one file name inside a folder of ours,
+    e.g. ``adapters/<task_id>.pt``; None when it can."""
+    if not name or name in (".", ".."):
+        return "empty, '.' or '..'"
+    if any(c in name for c in "/\\\0"):
+        return "it holds '/', '\\' or NUL"
+    return None
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file (read in chunks)."""
     h = hashlib.sha256()

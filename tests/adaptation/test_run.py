@@ -134,3 +134,15 @@ def test_voting_over_one_view_reproduces_the_base_evaluation(tiny_data, tmp_path
         summary = json.loads((tmp_path / kind[0] / "summary.json").read_text())
         assert summary["adaptation"]["kind"] == kind and summary["label"] == f"m+{kind}"
     assert Path(tmp_path / "a" / "submission.json").is_file()
+
+
+def test_a_checkpoint_naming_code_is_refused_before_adapting(tiny_data, tmp_path, monkeypatch):
+    from arctax.evaluation.checkpoints import CheckpointError
+    from tests.evaluation.conftest import evil_code, save_evil_ckpt
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for cls in evil_code(tmp_path)[:2]:
+        ckpt = save_evil_ckpt(tmp_path / "evil.ckpt", cls)
+        with pytest.raises(CheckpointError, match="refused before importing"):
+            adapt_shard(_cfg(), ckpt, tiny_data, 0, 1, tmp_path / "out.json", tmp_path / "st")
+    assert not (tmp_path / "IMPORTED").exists() and not (tmp_path / "out.json").exists()

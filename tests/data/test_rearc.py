@@ -208,3 +208,72 @@ def test_arctax_prepare_reads_a_rearc_folder(rearc, tmp_path, capsys):
     assert prepare(load_config(overrides={"data": {"source": str(rearc),
                                           "examples_per_task": 4, "max_tasks": 3}}),
                    tmp_path / "again")["files"] == m["files"]  # fmt: skip
+
+
+# ---- a hostile zip: refused whole, before any member is read, and nothing is written ----
+
+
+def _hostile_zip(rearc: Path, path: Path, name: str, data: bytes = b"[]", link: bool = False):
+    zip_rearc(rearc, path)
+    with zipfile.ZipFile(path, "a") as z:
+        info = zipfile.ZipInfo(name)
+        if link:  # a symlink member: unix mode S_IFLNK | 0777, its bytes the link's target
+            info.external_attr = (0o120777 << 16) | 0
+        z.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "link", "fragment"),
+    [
+        ("../x.json", False, "absolute or climbs out"),
+        ("re_arc/tasks/../../../etc/cron.d/x.json", False, "absolute or climbs out"),
+        ("/etc/tasks/abcd1234.json", False, "absolute or climbs out"),
+        ("re_arc/tasks/abcd1234.json", True, "a symbolic link"),
+    ],
+)
+def test_a_zip_with_an_unsafe_member_is_refused_whole(rearc, tmp_path, name, link, fragment):
+    p = _hostile_zip(rearc, tmp_path / "re_arc.zip", name, b"/etc/passwd" if link else b"[]", link)
+    with pytest.raises(InvalidTaskError) as e:
+        load_source(str(p))
+    msg = str(e.value)
+    assert str(p) in msg and repr(name) in msg and fragment in msg and "data.source" in msg
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_a_zip_bomb_is_refused_by_declared_and_by_actual_size(rearc, tmp_path, monkeypatch):
+    from arctax.data import rearc as mod
+
+    # declared: a member over the cap (a small cap here; 256 MiB in use)
+    monkeypatch.setattr(mod, "MAX_MEMBER_BYTES", 4096)
+    big = _hostile_zip(rearc, tmp_path / "big.zip", "re_arc/tasks/abcd1234.json", b"[" * 8192)
+    with pytest.raises(InvalidTaskError, match=r"8192 bytes uncompressed, over the 4096"):
+        load_source(str(big))
+    monkeypatch.undo()
+    # actual: a member whose headers declare 64 bytes but whose data inflates to far more
+    lie = _hostile_zip(rearc, tmp_path / "lie.zip", "re_arc/tasks/abcd1234.json", b" " * 10**6)
+    raw = bytearray(lie.read_bytes())
+    for sig, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
+        i = raw.rfind(sig)
+        assert int.from_bytes(raw[i + at : i + at + 4], "little") == 10**6
+        raw[i + at : i + at + 4] = (64).to_bytes(4, "little")
+    lie.write_bytes(bytes(raw))
+    with pytest.raises(InvalidTaskError, match=r"abcd1234\.json' is corrupt"):
+        load_source(str(lie))
+
+
+@pytest.mark.parametrize("layout", ["rearc", "plain"])
+def test_a_task_file_that_is_a_link_to_a_device_is_refused_before_reading(rearc, tmp_path, layout):
+    folder = rearc / "tasks" if layout == "rearc" else tmp_path / "plain"
+    folder.mkdir(exist_ok=True)
+    (folder / "abcd1234.json").symlink_to("/dev/zero")  # read_bytes() would never end
+    with pytest.raises(InvalidTaskError, match=r"abcd1234\.json: not a regular file"):
+        load_source(str(rearc if layout == "rearc" else folder))
+
+
+def test_a_task_file_over_the_cap_is_refused(rearc, monkeypatch):
+    from arctax.data import rearc as mod
+
+    monkeypatch.setattr(mod, "MAX_MEMBER_BYTES", 64)  # 256 MiB in use
+    with pytest.raises(InvalidTaskError, match="over the 64 a task file may have"):
+        load_source(str(rearc))

@@ -64,3 +64,32 @@ def synthetic_per_query(
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+EVIL = """
+from pathlib import Path
+
+Path({marker!r}).write_text("imported")  # runs on import: it must never run
+Champion = object
+"""
+
+
+def evil_code(directory: Path) -> tuple[str, str, Path]:
+    """Code a hostile checkpoint asks for: ``(file form, module form, marker)``. Importing
+    either writes ``marker``; the module form needs ``directory`` on ``sys.path``."""
+    marker = directory / "IMPORTED"
+    (directory / "evil_file.py").write_text(EVIL.format(marker=str(marker)))
+    pkg = directory / "evilpkg"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "payload.py").write_text(EVIL.format(marker=str(marker)))
+    return f"{directory / 'evil_file.py'}:Champion", "evilpkg.payload:Champion", marker
+
+
+def save_evil_ckpt(path: Path, class_path: str, name: str = "mine") -> Path:
+    """A real tiny checkpoint whose hyper-parameters name ``name`` and ``class_path``."""
+    save_arctax_ckpt(path, "encoder_decoder")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"].update(model_name=name, model_class=class_path)
+    torch.save(ckpt, path)
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
@@ -10,15 +11,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_ORIGINAL, TINY_MODELS, save_arctax_ckpt
+from conftest import REPO, SHARED_ORIGINAL, TINY_MODELS, evil_code, save_arctax_ckpt, save_evil_ckpt
 
+from arctax.config import load_config
 from arctax.evaluation.checkpoints import CheckpointError, load_checkpoint, load_model
+from arctax.models import build_model
+from arctax.plugins import source_sha256
+from tests.models.own_models import write as write_own
+
+CFG = load_config()  # the built-ins; no class of anyone's own
 
 
-def refused(path: Path, *patterns: str) -> str:
+def refused(path: Path, *patterns: str, cfg: dict = CFG) -> str:
     """Assert ``load_model`` raises CheckpointError naming ``path`` and matching ``patterns``."""
     with pytest.raises(CheckpointError) as e:
-        load_model(path)
+        load_model(path, cfg)
     msg = str(e.value)
     assert str(path) in msg
     for p in patterns:
@@ -30,7 +37,7 @@ def refused(path: Path, *patterns: str) -> str:
 def test_arctax_checkpoint_round_trips(tmp_path, name):
     path = tmp_path / f"{name}.ckpt"
     model = save_arctax_ckpt(path, name)
-    loaded, info = load_model(path)
+    loaded, info = load_model(path, CFG)
     assert type(loaded) is type(model) and not loaded.training
     for (k, v), (k2, v2) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
@@ -39,7 +46,7 @@ def test_arctax_checkpoint_round_trips(tmp_path, name):
     assert info["model_name"] == name and info["k"] == 2 and len(info["sha256"]) == 64
     assert info["trained_here"] is False  # no provenance.json beside it: not trained here
     (tmp_path / "provenance.json").write_text('{"model": "x", "seed": 1}')
-    assert load_model(path)[1]["trained_here"] is True
+    assert load_model(path, CFG)[1]["trained_here"] is True
     assert "bootstrapped" not in info  # only a reference can be bootstrapped (evaluate says)
 
 
@@ -165,3 +172,148 @@ def test_original_codebase_from_shared_key_map(tmp_path):
     p = tmp_path / "champion_bootstrap.ckpt"
     torch.save(ckpt, p)
     refused(p, "original internal codebase")
+
+
+# ---- the config, never the checkpoint, chooses the code that runs ------------------------
+
+
+@pytest.fixture
+def evil(tmp_path, monkeypatch):
+    """(file form, module form, marker) of code a hostile checkpoint asks for."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return evil_code(tmp_path)
+
+
+@pytest.mark.parametrize("form", ["file", "module"])
+def test_a_checkpoint_naming_code_is_refused_through_the_cli_before_any_import(
+    tmp_path, evil, form, capsys
+):
+    from arctax.cli import main
+
+    cls = evil[0] if form == "file" else evil[1]
+    ckpt = save_evil_ckpt(tmp_path / "evil.ckpt", cls)
+    rc = main(["--config", str(REPO / "config/demo.yaml"), "evaluate", "--checkpoint",
+               str(ckpt), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+               "--label", "x"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and not evil[2].exists(), err
+    assert "evilpkg.payload" not in sys.modules
+    for part in (str(ckpt), repr(cls), "'models.mine.class", "refused before importing"):
+        assert part in err, (part, err)
+    assert not (tmp_path / "out").exists()  # nothing written either
+
+
+def test_inspect_reports_the_class_and_imports_nothing(tmp_path, evil, capsys):
+    from arctax.cli import main
+    from arctax.evaluation.inspection import inspect_checkpoint
+
+    ckpt = save_evil_ckpt(tmp_path / "evil.ckpt", evil[1])
+    found = inspect_checkpoint(ckpt)
+    assert found.model_name == "mine" and found.model_class == evil[1]
+    assert main(["inspect", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert f"asks for class {evil[1]!r}" in out and "models.mine.class" in out
+    assert not evil[2].exists() and "evilpkg.payload" not in sys.modules
+    # a built-in's checkpoint asks for no class
+    save_arctax_ckpt(tmp_path / "ok.ckpt")
+    assert inspect_checkpoint(tmp_path / "ok.ckpt").model_class is None
+
+
+def test_a_builtin_checkpoint_that_names_a_class_is_refused(tmp_path, evil):
+    ckpt = save_evil_ckpt(tmp_path / "evil.ckpt", evil[0], name="encoder_decoder")
+    refused(ckpt, "built-in model 'encoder_decoder'", "never the checkpoint")
+    assert not evil[2].exists()
+
+
+def own_ckpt(path: Path, class_path: str, **extra_hp) -> torch.nn.Module:
+    """A checkpoint of the user model Tiny (tests/models/own_models.py), as training saves it."""
+    torch.manual_seed(0)
+    model = build_model("mine", OWN_CFG, class_path)
+    hp = {"model_name": "mine", "model_cfg": OWN_CFG, "trial69": {}, "k": 2,
+          "model_class": class_path, **extra_hp}  # fmt: skip
+    sd = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"epoch": 0, "global_step": 1, "state_dict": sd, "hyper_parameters": hp}, path)
+    return model
+
+
+OWN_CFG = {"d_model": 16, "n_heads": 2, "d_ff": 32}
+
+
+def own_cfg(class_path: str, **block) -> dict:
+    return load_config(overrides={"models": {"mine": {"class": class_path, **OWN_CFG, **block}}})
+
+
+def test_a_user_class_loads_when_the_config_names_it_and_its_code_is_unchanged(tmp_path):
+    own = write_own(tmp_path)
+    spec = f"{own}:Tiny"
+    model = own_ckpt(tmp_path / "mine.ckpt", spec, model_code_sha256=source_sha256(spec))
+    loaded, info = load_model(tmp_path / "mine.ckpt", own_cfg(spec))
+    assert type(loaded).__name__ == "Tiny"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  loaded.state_dict().values(), strict=True))  # fmt: skip
+    assert info["model_class"] == spec and info["model_code"]["accepted_change"] is False
+    assert info["model_code"]["sha256"] == info["model_code"]["recorded_sha256"]
+    # the config names another class, or none: refused, naming what it asks for and the key
+    for cfg in (own_cfg(f"{own}:NoDecoding"), CFG):
+        refused(tmp_path / "mine.ckpt", re.escape(repr(spec)), r"'models\.mine\.class", cfg=cfg)
+
+
+@pytest.mark.parametrize("where", ["hyper_parameters", "provenance.json"])
+def test_changed_class_code_is_refused_unless_accepted(tmp_path, where):
+    own = write_own(tmp_path)
+    spec = f"{own}:Tiny"
+    path = tmp_path / "mine.ckpt"
+    sha = source_sha256(spec)
+    if where == "hyper_parameters":
+        own_ckpt(path, spec, model_code_sha256=sha)
+    else:  # older checkpoints: the sha256 only in the provenance.json training wrote beside
+        own_ckpt(path, spec)
+        (tmp_path / "provenance.json").write_text(
+            json.dumps({"model_class": spec, "model_code_sha256": sha})
+        )
+    Path(own).write_text(Path(own).read_text() + "\n# edited after training\n")
+    with pytest.raises(CheckpointError) as e:
+        load_model(path, own_cfg(spec))
+    msg = str(e.value)
+    assert str(path) in msg and sha[:16] in msg and "models.mine.accept_changed_code: true" in msg
+    _, info = load_model(path, own_cfg(spec, accept_changed_code=True))
+    code = info["model_code"]
+    assert code["accepted_change"] is True and code["recorded_sha256"] == sha != code["sha256"]
+
+
+def test_training_records_the_class_and_its_code_in_the_checkpoint(tmp_path):
+    from arctax.training.module import ARCLitModule
+
+    own = write_own(tmp_path)
+    module = ARCLitModule.from_config(own_cfg(f"{own}:Tiny"), "mine")
+    assert module.hparams["model_class"] == f"{own}:Tiny"
+    assert module.hparams["model_code_sha256"] == source_sha256(f"{own}:Tiny")
+    assert ARCLitModule.from_config(CFG, "champion").hparams["model_code_sha256"] is None
+
+
+def test_hyper_parameters_that_do_not_fit_the_weights_allocate_nothing(tmp_path):
+    path = tmp_path / "big.ckpt"
+    save_arctax_ckpt(path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["model_cfg"] = {**TINY_MODELS["encoder_decoder"], "d_model": 65536}
+    torch.save(ckpt, path)
+    # 65536-wide layers would need tens of GB; built on the meta device they need none
+    refused(path, "do not fit", "shape")
+    ckpt["hyper_parameters"]["k"] = 10**9
+    torch.save(ckpt, path)
+    refused(path, "hyper_parameters.k")
+
+
+def test_a_provenance_json_beside_decides_no_code(tmp_path):
+    """provenance.json is read for one thing: the sha256 to refuse changed code with. An
+    unreadable one, or one about another class, changes nothing; it never names a class."""
+    own = write_own(tmp_path)
+    spec = f"{own}:Tiny"
+    own_ckpt(tmp_path / "mine.ckpt", spec)
+    prov = tmp_path / "provenance.json"
+    for text in ("{not json", json.dumps({"model_class": "evil.py:X", "model_code_sha256": "0"})):
+        prov.write_text(text)
+        _, info = load_model(tmp_path / "mine.ckpt", own_cfg(spec))
+        assert info["model_class"] == spec and info["model_code"]["recorded_sha256"] is None
+    prov.write_text(json.dumps({"model_class": spec, "model_code_sha256": "0" * 64}))
+    refused(tmp_path / "mine.ckpt", "accept_changed_code", cfg=own_cfg(spec))

@@ -109,3 +109,28 @@ def test_reads_only_the_pickle_of_a_large_file(tmp_path):
     seconds = time.perf_counter() - t0
     assert found.kind == "original"
     print(f"inspect_checkpoint of {p.stat().st_size / 1e6:.0f} MB: {seconds * 1e3:.1f} ms")
+
+
+def test_a_pickle_that_inflates_past_the_cap_is_not_read(tmp_path, monkeypatch):
+    from arctax.evaluation import inspection
+
+    path = tmp_path / "bomb.ckpt"
+    save_arctax_ckpt(path)
+    size = max(
+        i.file_size for i in zipfile.ZipFile(path).infolist() if i.filename.endswith("data.pkl")
+    )
+    monkeypatch.setattr(inspection, "MAX_PICKLE_BYTES", size - 1)  # 64 MiB in use
+    found = inspect_checkpoint(path)
+    assert found.kind == "corrupt" and f"declares {size} bytes" in found.detail
+    monkeypatch.setattr(inspection, "MAX_PICKLE_BYTES", size)
+    assert inspect_checkpoint(path).kind == "arctax"
+
+
+def test_a_decoy_model_class_makes_it_foreign(tmp_path):
+    path = tmp_path / "decoy.ckpt"
+    save_arctax_ckpt(path, model_class=None)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["model_cfg"] = {"model_class": "evil.py:X"}  # two values read
+    torch.save(ckpt, path)
+    found = inspect_checkpoint(path)
+    assert found.kind == "foreign" and "model_class is not one string" in found.detail

@@ -5,11 +5,12 @@ reproduce that model's scores exactly)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pandas as pd
 import pytest
 import torch
-from conftest import save_arctax_ckpt
+from conftest import evil_code, save_arctax_ckpt, save_evil_ckpt
 
 from arctax.config import load_config
 from arctax.data.prepare import prepare
@@ -191,3 +192,27 @@ def test_an_adapter_that_breaks_the_protocol_is_named(cfg, data_dir, tmp_path, m
     ref = {"way": "adapter", "adapter": "my_adapter.py:no_answers", "detail": ""}
     table = evaluate_reference(cfg, ref, ckpt, data_dir, tmp_path / "none", "ref")
     assert not table["grid_correct"].any() and (table["gen_shape"] == "none").all()
+
+
+@pytest.mark.parametrize("form", [0, 1])  # file form, module form
+def test_a_reference_checkpoint_naming_code_is_refused_at_parse_and_in_the_job(
+    cfg, tmp_path, monkeypatch, form
+):
+    from arctax.evaluation.checkpoints import CheckpointError
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = evil_code(tmp_path)
+    ckpt = save_evil_ckpt(tmp_path / "evil.ckpt", code[form])
+    with pytest.raises(ReferenceError) as e:  # what snakemake -n runs
+        resolve_reference(champion(checkpoint=str(ckpt)), cfg)
+    assert "'champion.checkpoint'" in str(e.value) and repr(code[form]) in str(e.value)
+    assert "'models.mine.class" in str(e.value)
+    way = {"way": "checkpoint", "path": str(ckpt), "adapter": None, "detail": "x"}
+    with pytest.raises(CheckpointError, match="refused before importing"):  # the job's side
+        evaluate_reference(cfg, way, ckpt, tmp_path / "data", tmp_path / "out", "ref")
+    # the example adapter loads through the same door
+    from arctax.evaluation.adapters import arctax_checkpoint
+
+    with pytest.raises(CheckpointError, match="refused before importing"):
+        arctax_checkpoint(str(ckpt), "cpu", cfg)
+    assert not code[2].exists() and "evilpkg.payload" not in sys.modules

@@ -122,3 +122,13 @@ def test_more_entries_than_test_inputs_is_an_error_naming_both_counts(test_split
     extra[task] = [*extra[task], extra[task][0]]
     with pytest.raises(SubmissionError, match=f"task {task} has {n + 1} answer entries but {n}"):
         score_submission(extra, test_split, 2, "m", None, "preds.json")
+
+
+def test_a_hostile_submission_chooses_no_task_and_no_path(test_split):
+    """Task ids in a submission only look answers up: a path-like id is ignored, never opened
+    or written; an oversized grid is refused."""
+    with pytest.raises(SubmissionError, match=r"task \.\./\.\./x test input 0 attempt_1"):
+        parse_submission({"../../x": [{"attempt_1": [[0] * 31] * 31}]}, "evil.json")
+    sub = parse_submission(_truth(test_split), "truth")
+    evil = {**sub, "../../etc/passwd": [[np.array([[1]]), None]]}
+    assert select(evil, test_split, "x").keys() == select(sub, test_split, "x").keys()

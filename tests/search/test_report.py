@@ -81,3 +81,29 @@ def test_a_study_short_of_n_trials_is_not_reported(study_dir, tmp_path):
     cfg = sweep_cfg(n_trials=9)
     with pytest.raises(SearchError, match="5 finished trials of n_trials 9"):
         write_report(cfg, MODEL, study_dir, *(tmp_path / f for f in OUTS))
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"models.champion.class": "evil.py:Champion"}, "not a key sweep.space searches"),
+        ({"run": "../../elsewhere"}, "not a key sweep.space searches"),
+        ({"trial69.optimizer.lr": 1e9}, "outside its range"),
+    ],
+)
+def test_best_yaml_takes_from_the_storage_only_what_the_config_searches(params, fragment):
+    """A storage (data from elsewhere) whose best trial sets a key the config does not search,
+    or a value out of its range, writes no best.yaml."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from arctax.search.report import best_overlay
+
+    cfg = sweep_cfg(n_trials=1)
+    study = optuna.create_study(study_name="t-champion")
+    dists = {k: CategoricalDistribution([v]) for k, v in params.items()}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=-1.0))
+    with pytest.raises(SearchError) as e:
+        best_overlay(cfg, MODEL, study, "forged.db")
+    msg = str(e.value)
+    assert "forged.db" in msg and next(iter(params)) in msg and fragment in msg

@@ -41,7 +41,7 @@ def smk(*args: str, cwd: Path = REPO, timeout: int = 900, check: bool = True):
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"},
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"},  # this checkout
     )
     res.output = res.stdout + res.stderr
     if check and res.returncode != 0:
@@ -297,6 +297,20 @@ def test_an_original_checkpoint_stops_the_slurm_dry_run_with_the_ways_forward(tm
         f"champion={boot}",
     )
     assert job_counts(ok.output)["bootstrap_champion"] == 1
+
+
+def test_a_champion_checkpoint_naming_code_stops_the_dry_run_before_importing_it(tmp_path):
+    from tests.evaluation.conftest import evil_code, save_evil_ckpt
+
+    cls, _, marker = evil_code(tmp_path)
+    ckpt = save_evil_ckpt(tmp_path / "evil.ckpt", cls)
+    champ = f'{{"checkpoint": "{ckpt}", "bootstrap": false}}'
+    res = smk("all", "-n", "--configfile", "config/demo.yaml", "--config", f"champion={champ}",
+              check=False)  # fmt: skip
+    assert res.returncode != 0 and not marker.exists()
+    assert f"{ckpt}: refused before importing anything" in res.output
+    assert repr(cls) in res.output and "'models.mine.class" in res.output
+    assert "rule train" not in res.output  # stopped before planning any job
 
 
 def test_missing_champion_without_bootstrap_is_a_dag_error(tmp_path):

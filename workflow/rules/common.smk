@@ -134,7 +134,7 @@ def get_reference():
     """
     if not _REFERENCE:
         try:
-            _REFERENCE.append(resolve_reference(config["champion"]))
+            _REFERENCE.append(resolve_reference(config["champion"], config))
         except ReferenceError as e:
             raise WorkflowError(str(e)) from None
     return _REFERENCE[0]

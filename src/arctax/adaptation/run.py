@@ -130,7 +130,7 @@ def adapt_shard(
     # atomics otherwise, and a task's answers would depend on the run (docs/ARCHITECTURE.md).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(bool(cfg["trial69"]["deterministic"]))
-    model, info = load_model(ckpt_path)
+    model, info = load_model(ckpt_path, cfg)
     accel = cfg.get("trainer", {}).get("accelerator", "auto")
     dev = torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
     model.to(dev)
@@ -175,6 +175,7 @@ def adapt_shard(
         "shard": shard,
         "shards": shards,
         "model_name": info["model_name"],
+        "model_code": info["model_code"],
         "checkpoint": str(ckpt_path),
         "checkpoint_sha256": sha_before,
         "device": str(dev),
@@ -245,6 +246,7 @@ def gather(
             "checkpoint": first["checkpoint"],
             "checkpoint_sha256": first["checkpoint_sha256"],
             "trained_here": trained_here_flag(Path(first["checkpoint"])),  # the base's weights
+            "model_code": first.get("model_code"),
             "source": {"way": kind, "path": first["checkpoint"]},
         }
         name = f"{label}+{kind}"

@@ -11,6 +11,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from arctax.data.collate import MODEL_FORMAT
+from arctax.io import unsafe_name
 
 
 class CacheError(FileNotFoundError):
@@ -62,6 +63,12 @@ class PreparedSplit(Dataset):
         self.ex_aug = a["ex_aug"]
         self._demo = {k: a[k] for k in ("demo_task", "demo_pair", "demo_grids") if k in a}
         self.task_ids = [str(t) for t in a["task_ids"]]
+        bad = next(((t, why) for t in self.task_ids if (why := unsafe_name(t))), None)
+        if bad:  # task ids name files (adapters/<task_id>.pt): never a path from data
+            raise CacheError(
+                f"{self.path}: task id {bad[0]!r} cannot name a file ({bad[1]}); this cache "
+                "was not written by arctax prepare: delete it and run the prepare step again"
+            )
         self.categories = [str(c) for c in a["task_category"]]
         self.k = (self.ex_grids.shape[1] - 2) // 2
 

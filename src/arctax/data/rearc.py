@@ -10,6 +10,11 @@ the same task's other examples.
 
 Only the sampled examples are validated and kept (as uint8 arrays), so 400 tasks x 1000 examples
 never sit in memory at once.
+
+A zip is read, never extracted: members are read by name into memory, one at a time. An
+archive with a member that could not be a re-arc file is refused whole, before any is read: a
+name that is absolute or climbs out (``../x``, ``C:\\x``), a symlink, or a member over
+:data:`MAX_MEMBER_BYTES` (declared, and checked again while reading: a zip bomb).
 """
 
 from __future__ import annotations
@@ -31,6 +36,58 @@ from arctax.data.validate import InvalidTaskError, validate_grid
 _TASK = re.compile(r"(?:^|/)tasks/([^/]+)\.json$")
 _META = re.compile(r"(?:^|/)metadata\.json$")
 _GENERATION = re.compile(r"(?:^|/)generation\.json$")
+MAX_MEMBER_BYTES = 256 * 2**20  # one re-arc task file is a few MB (1000 examples, 30x30 grids)
+_S_IFMT, _S_IFLNK = 0o170000, 0o120000
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
+    """Why ``info`` cannot be a member of a re-arc zip (None: it can)."""
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
+        return "a name that is absolute or climbs out of the archive"
+    if (info.external_attr >> 16) & _S_IFMT == _S_IFLNK:
+        return "a symbolic link"
+    if info.file_size > MAX_MEMBER_BYTES:
+        return f"{info.file_size} bytes uncompressed, over the {MAX_MEMBER_BYTES} a file may have"
+    return None
+
+
+def read_file(path: str | Path) -> bytes:
+    """A task file's bytes; refuses, before reading, what is not a regular file (a link to
+    ``/dev/zero``, a FIFO) or is over :data:`MAX_MEMBER_BYTES`."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidTaskError(
+            f"{p}: not a regular file (a link to a device or a pipe?); a task file is a JSON "
+            "file: remove it from the folder (fix data.source)"
+        )
+    size = p.stat().st_size
+    if size > MAX_MEMBER_BYTES:
+        raise InvalidTaskError(
+            f"{p}: {size} bytes, over the {MAX_MEMBER_BYTES} a task file may have; remove it "
+            "from the folder (fix data.source)"
+        )
+    return p.read_bytes()
+
+
+def read_member(z: zipfile.ZipFile, name: str, origin: Path) -> bytes:
+    """The bytes of member ``name``, reading at most :data:`MAX_MEMBER_BYTES` (whatever the
+    member declares)."""
+    try:
+        with z.open(name) as f:
+            data = f.read(MAX_MEMBER_BYTES + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # e.g. a size or CRC that lies
+        raise InvalidTaskError(
+            f"{origin}: member {name!r} is corrupt ({e}); give re-arc's own re_arc.zip or its "
+            "folder (fix data.source)"
+        ) from e
+    if len(data) > MAX_MEMBER_BYTES:
+        raise InvalidTaskError(
+            f"{origin}: member {name!r} holds over {MAX_MEMBER_BYTES} bytes (a zip bomb?); "
+            "give re-arc's own re_arc.zip or its folder (fix data.source)"
+        )
+    return data
 
 
 @dataclass(frozen=True)
@@ -93,18 +150,18 @@ class Layout:
     def read(self, name: str) -> bytes:
         if self.kind == "zip":
             with zipfile.ZipFile(self.path) as z:
-                return z.read(name)
-        return Path(name).read_bytes()
+                return read_member(z, name, self.path)
+        return read_file(name)
 
     def tasks(self) -> Iterator[tuple[str, str, bytes]]:
         """Every task file: id, origin for messages, raw bytes (one open of the zip)."""
         if self.kind == "zip":
             with zipfile.ZipFile(self.path) as z:
                 for tid, member in sorted(self.names.items()):
-                    yield tid, f"{self.path}:{member}", z.read(member)
+                    yield tid, f"{self.path}:{member}", read_member(z, member, self.path)
             return
         for tid, f in sorted(self.names.items()):
-            yield tid, f, Path(f).read_bytes()
+            yield tid, f, read_file(f)
 
 
 def find_layout(path: Path) -> Layout | None:
@@ -112,7 +169,16 @@ def find_layout(path: Path) -> Layout | None:
     ``None`` when ``path`` is neither (a plain folder of task files is read elsewhere)."""
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
-            members = z.namelist()
+            infos = z.infolist()
+        for info in infos:
+            why = _unsafe_member(info)
+            if why:
+                raise InvalidTaskError(
+                    f"{path}: member {info.filename!r} is {why}; refusing the whole archive "
+                    "(it is not re-arc's re_arc.zip): give re-arc's own zip or folder "
+                    "(fix data.source)"
+                )
+        members = [i.filename for i in infos]
         names: dict[str, str] = {}
         for m in members:
             hit = _TASK.search(m)

@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from arctax.data.rearc import Sample, find_layout, is_example_list, read_layout, sample_examples
+from arctax.data.rearc import (
+    Sample,
+    find_layout,
+    is_example_list,
+    read_file,
+    read_layout,
+    sample_examples,
+)
 from arctax.data.validate import InvalidTaskError, validate_task
 
 log = logging.getLogger(__name__)
@@ -128,7 +135,7 @@ def _load_directory(path: Path, on_invalid: str, max_grid: int, sample: Sample) 
     bad: list[str] = []
     invalid: list[str] = []
     for f in files:
-        data = f.read_bytes()
+        data = read_file(f)
         h.update(f.name.encode() + b"\0" + data)
         try:
             obj = json.loads(data)

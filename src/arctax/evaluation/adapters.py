@@ -148,7 +148,7 @@ def arctax_checkpoint(checkpoint: str, device: str, config: dict) -> Predictor:
     from arctax.evaluation.checkpoints import load_model
     from arctax.evaluation.decode import answer_inputs
 
-    model, info = load_model(checkpoint)
+    model, info = load_model(checkpoint, config)
     model.to(device)
     max_new = int(config["eval"]["max_new_tokens"])
 

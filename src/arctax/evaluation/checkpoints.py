@@ -9,6 +9,7 @@ its forward code is not public, so its weights cannot run faithfully here.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from arctax.evaluation.inspection import ORIGINAL_PREFIXES, inspect_checkpoint
+from arctax.evaluation.model_code import ModelCodeError, model_code, recorded_sha256
 from arctax.io import file_sha256
 
 ORIGINAL_HINT = (
@@ -28,6 +30,7 @@ ORIGINAL_HINT = (
     "here); or convert the weights into an arctax checkpoint"
 )
 MAX_DIFF = 5
+MAX_CONTEXT_PAIRS = 64  # hyper_parameters.k beyond this is not a checkpoint of ours
 # what inspect_checkpoint found -> the end of the message (the fix)
 _FIXES = {
     "missing": "check the path or train the model first",
@@ -144,11 +147,15 @@ def trained_here_flag(path: Path) -> bool:
     return (path.parent / "provenance.json").is_file()
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the arctax model of a checkpoint: ``(model in eval mode, info)``.
 
-    ``info`` holds ``model_name``, ``model_cfg``, ``model_class``, ``k``, ``trial69``, ``epoch``,
-    ``global_step``, ``path``, ``sha256`` and ``trained_here``.
+    ``cfg`` is the run's config: it, never the checkpoint, chooses the code that rebuilds the
+    model (:mod:`arctax.evaluation.model_code`: a built-in, or the class ``models.<name>.class``
+    names when the checkpoint asks for that same class). The model is first built on the meta
+    device, so sizes in a checkpoint's hyper-parameters that do not fit its weights allocate
+    nothing. ``info`` holds ``model_name``, ``model_cfg``, ``model_class``, ``model_code``,
+    ``k``, ``trial69``, ``epoch``, ``global_step``, ``path``, ``sha256`` and ``trained_here``.
     """
     from arctax.models import build_model
 
@@ -156,26 +163,54 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     ckpt = load_checkpoint(p)
     hp = _hparams(ckpt, p)
     try:
-        model = build_model(hp["model_name"], dict(hp["model_cfg"]), hp.get("model_class"))
+        code = model_code(cfg, p, hp["model_name"], hp.get("model_class"), recorded_sha256(hp, p))
+    except ModelCodeError as e:
+        raise CheckpointError(str(e)) from None
+    if not isinstance(hp["model_cfg"], dict):
+        raise CheckpointError(
+            f"{p}: hyper_parameters.model_cfg is a {type(hp['model_cfg']).__name__}, not a "
+            "dict of constructor arguments; retrain it with the workflow"
+        )
+    k = hp.get("k", 2)
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= MAX_CONTEXT_PAIRS:
+        raise CheckpointError(
+            f"{p}: hyper_parameters.k is {k!r}, not a number of context pairs "
+            f"(0..{MAX_CONTEXT_PAIRS}); retrain it with the workflow"
+        )
+    model = None
+    try:
+        with torch.device("meta"):  # shapes only: nothing allocated before they fit
+            shapes = build_model(code.name, dict(hp["model_cfg"]), code.class_path).state_dict()
     except ValueError as e:
         raise CheckpointError(f"{p}: cannot rebuild the model: {e}") from e
+    except Exception:  # a class of one's own that cannot be built on the meta device
+        model = build_model(code.name, dict(hp["model_cfg"]), code.class_path)
+        shapes = model.state_dict()
     # Lightning prefixes the wrapped nn.Module's parameters with its attribute name.
     # Other keys stay as they are, so they show up as unexpected in the diff.
     sd = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
-    expected = model.state_dict()
-    diff = state_dict_diff(expected, sd)
+    odd = [str(k) for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise CheckpointError(
+            f"{p}: state_dict entries that are not tensors ({', '.join(odd[:MAX_DIFF])}); "
+            "give a .ckpt written by training"
+        )
+    diff = state_dict_diff(shapes, sd)
     if diff:
         raise CheckpointError(
             f"{p}: weights do not fit the {hp['model_name']} architecture of its own "
             f"hyper-parameters ({diff}); the checkpoint and model code disagree: retrain it"
         )
+    if model is None:
+        model = build_model(code.name, dict(hp["model_cfg"]), code.class_path)
     model.load_state_dict(sd, strict=True)
     model.eval()
     info = {
         "model_name": hp["model_name"],
         "model_cfg": hp["model_cfg"],
-        "model_class": hp.get("model_class"),
-        "k": int(hp.get("k", 2)),
+        "model_class": code.class_path,  # the config's; None: built in
+        "model_code": code.as_dict(),
+        "k": k,
         "trial69": hp.get("trial69"),
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),

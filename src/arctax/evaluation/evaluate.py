@@ -144,7 +144,7 @@ def evaluate(
     if attempts not in (1, 2):
         raise ValueError(f"config key 'eval.attempts' must be 1 or 2, got {attempts}")
 
-    model, info = load_model(ckpt_path)
+    model, info = load_model(ckpt_path, cfg)
     dev = _device(cfg)
     model.to(dev)
     fmt, k = model.fmt, info["k"]
@@ -189,6 +189,7 @@ def evaluate(
         "bootstrapped": bool(bootstrapped),
         "source": dict(source or {"way": "checkpoint", "path": info["path"]}),
         "model_class": info.get("model_class"),
+        "model_code": info.get("model_code"),  # the config's class; a changed file accepted?
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     return write_evaluation(
@@ -314,6 +315,8 @@ def _summary(
         "trained_here": bool(identity.get("trained_here", False)),
         "bootstrapped": bool(identity.get("bootstrapped", False)),
         "model_class": identity.get("model_class"),  # None: a built-in model
+        # the config's class for the checkpoint; accepted_change: models.<name>.accept_changed_code
+        "model_code": identity.get("model_code"),
         "parameters": identity.get("parameters"),  # None: answers without a model (predictions)
         "source": dict(identity.get("source") or {}),
         "attempts": attempts,

@@ -34,6 +34,10 @@ SAFE_GLOBALS = {
     "builtins.bytearray",
     "_codecs.encode",
 }
+WATCHED = ("model_class", "model_code_sha256")  # hyper-parameters read by value
+NOT_STR = "<not a string>"
+NOT_PUSHES = {"BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE", "FRAME", "PROTO", "MARK"}
+MAX_PICKLE_BYTES = 64 * 2**20  # data.pkl holds the structure, not the tensors: KBs in practice
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of torch's pre-1.6 (non-zip) format
 KINDS = (
     "arctax", "original", "foreign", "missing", "not_a_file", "empty", "truncated",
@@ -49,6 +53,8 @@ class Inspection:
     kind: str
     detail: str
     model_name: str | None = None
+    model_class: str | None = None  # the class it asks for (imported only if the config names it)
+    model_code_sha256: str | None = None
     unsafe_globals: tuple[str, ...] = field(default=())
 
     @property
@@ -64,6 +70,8 @@ class _Scan:
         self.globals: list[str] = []
         self.strings: list[str] = []
         self.first_int: int | None = None
+        # the values pushed right after each WATCHED key string (a string, None, or NOT_STR)
+        self.after: dict[str, list[str | None]] = {}
 
 
 def _scan(data: bytes | memoryview, start: int = 0) -> tuple[_Scan, int]:
@@ -79,17 +87,31 @@ def _scan(data: bytes | memoryview, start: int = 0) -> tuple[_Scan, int]:
     memo: dict[int, str] = {}
     recent: list[str | None] = []  # the values pushed last (strings, or None for anything else)
     end = start
+    watching: str | None = None
     for op, arg, pos in pickletools.genops(stream):
         name = op.name
+        if watching is not None and name not in NOT_PUSHES:
+            if name == "NONE":
+                got: str | None = None
+            elif "UNICODE" in name or name in ("BINSTRING", "SHORT_BINSTRING", "STRING"):
+                got = str(arg)
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                got = memo.get(int(arg), NOT_STR)
+            else:
+                got = NOT_STR
+            scan.after.setdefault(watching, []).append(got)
+            watching = None
         value: str | None = None
         pushed = True
         if "UNICODE" in name or name in ("BINSTRING", "SHORT_BINSTRING", "STRING"):
             value = str(arg)
             scan.strings.append(value)
+            watching = value if value in WATCHED else None
         elif name in ("BINGET", "LONG_BINGET", "GET"):
             value = memo.get(int(arg))
             if value is not None:
                 scan.strings.append(value)
+                watching = value if value in WATCHED else None
         elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
             if recent and recent[-1] is not None:
                 memo[int(arg)] = recent[-1]
@@ -156,7 +178,7 @@ def _classify(path: str, scan: _Scan) -> Inspection:
         # a built-in's name, or any model with arctax's hyper-parameters (models.<name>.class)
         ours = name in MODEL_NAMES or {"model_cfg", "trial69", "model_class"} <= set(strings)
         if name and ours and "state_dict" in strings:
-            return Inspection(path, "arctax", f"an arctax checkpoint of {name}", model_name=name)
+            return _arctax(path, name, scan)
     has = [k for k in ("state_dict", "hyper_parameters") if k in strings]
     return Inspection(
         path,
@@ -164,6 +186,27 @@ def _classify(path: str, scan: _Scan) -> Inspection:
         "a PyTorch file, but not an arctax checkpoint "
         f"({'has ' + ' and '.join(has) if has else 'no state_dict'}; "
         "no hyper_parameters.model_name of an arctax model)",
+    )
+
+
+def _arctax(path: str, name: str, scan: _Scan) -> Inspection:
+    """An arctax checkpoint of ``name``, with the class it asks for (none: a built-in)."""
+    found = {k: set(scan.after.get(k, [None])) for k in WATCHED}
+    odd = [k for k, v in found.items() if len(v) > 1 or NOT_STR in v]
+    if odd:
+        return Inspection(
+            path, "foreign", f"a PyTorch file whose hyper_parameters.{odd[0]} is not one string "
+            f"({', '.join(sorted(map(repr, found[odd[0]])))}); not an arctax checkpoint",
+        )  # fmt: skip
+    cls, sha = (next(iter(found[k])) for k in WATCHED)
+    detail = f"an arctax checkpoint of {name}"
+    if cls is not None:
+        detail += (
+            f" that asks for class {cls!r} (imported only if the config names it: "
+            f"models.{name}.class)"
+        )
+    return Inspection(
+        path, "arctax", detail, model_name=name, model_class=cls, model_code_sha256=sha
     )
 
 
@@ -201,6 +244,12 @@ def _inspect_zip(p: Path) -> Inspection:
                     f"a zip archive but not a PyTorch checkpoint (no data.pkl; holds "
                     f"{', '.join(names[:3])})",
                 )
+            size = z.getinfo(pkl).file_size
+            if size > MAX_PICKLE_BYTES:  # declared; read() stops at the declared size
+                return Inspection(
+                    s, "corrupt", f"its {pkl} declares {size} bytes uncompressed, over the "
+                    f"{MAX_PICKLE_BYTES} a checkpoint's pickle may have (a zip bomb?)",
+                )  # fmt: skip
             data = z.read(pkl)
     except zipfile.BadZipFile:
         return Inspection(

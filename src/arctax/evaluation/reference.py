@@ -74,8 +74,14 @@ def reference_way(champion: Mapping[str, Any]) -> str:
     return active[0] if active else "checkpoint"
 
 
-def resolve_reference(champion: Mapping[str, Any]) -> Reference:
-    """The reference the ``champion`` config block gives, checked; raise if it is unusable."""
+def resolve_reference(
+    champion: Mapping[str, Any], cfg: Mapping[str, Any] | None = None
+) -> Reference:
+    """The reference the ``champion`` config block gives, checked; raise if it is unusable.
+
+    With ``cfg`` (the run's config), a checkpoint must also ask for code the config names
+    (:mod:`arctax.evaluation.model_code`): a checkpoint never chooses the code that runs.
+    """
     way = reference_way(champion)
     ckpt = str(champion.get("checkpoint") or "")
     if way == "bootstrap":
@@ -96,6 +102,16 @@ def resolve_reference(champion: Mapping[str, Any]) -> Reference:
             )
             + WAYS_FORWARD
         )
+    if cfg is not None:
+        from arctax.evaluation.model_code import ModelCodeError, model_code, recorded_sha256
+
+        hp = {"model_class": found.model_class, "model_code_sha256": found.model_code_sha256}
+        try:
+            model_code(
+                cfg, ckpt, found.model_name, found.model_class, recorded_sha256(hp, Path(ckpt))
+            )
+        except ModelCodeError as e:
+            raise ReferenceError(f"config key 'champion.checkpoint': {e}") from None
     return Reference("checkpoint", ckpt, None, found.detail)
 
 

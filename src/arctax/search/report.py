@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from arctax.config import deep_merge, validate_config
 from arctax.io import atomic_write, atomic_write_text
 from arctax.search import SearchError
-from arctax.search.space import apply_params, parse_space
+from arctax.search.space import Param, apply_params, parse_space
 from arctax.search.storage import describe, load_study
 
 FIXED_COLUMNS = [
@@ -72,8 +72,21 @@ def trials_table(study: optuna.Study, keys: list[str]) -> pd.DataFrame:
 def best_overlay(cfg: Mapping[str, Any], model: str, study: optuna.Study, storage: str) -> dict:
     """The best complete trial as a config overlay: its values under their own keys (a list
     item's whole list), ``run: <run>-best-<model>`` so that its training gets its own results
-    folder, and ``sweep.origin`` (recorded in every training's provenance.json)."""
+    folder, and ``sweep.origin`` (recorded in every training's provenance.json).
+
+    The storage is data: a value it holds goes into ``best.yaml`` only under a key the config's
+    ``sweep.space`` searches, and within that entry's range or choices; anything else (a
+    ``models.<name>.class`` a storage file was given, say) is one :class:`SearchError`."""
     best = study.best_trial
+    space = parse_space(cfg, model)
+    for key, value in best.params.items():
+        why = "not a key sweep.space searches" if key not in space else _outside(space[key], value)
+        if why:
+            raise SearchError(
+                f"study '{study.study_name}' ({storage}): its best trial {best.number} sets "
+                f"{key} = {value!r}, {why}; the config, never the study's storage, chooses "
+                "what best.yaml may set: run the study again into a fresh sweep folder"
+            )
     full = apply_params(cfg, best.params)
     values: dict[str, Any] = {}
     for key in best.params:
@@ -92,6 +105,17 @@ def best_overlay(cfg: Mapping[str, Any], model: str, study: optuna.Study, storag
         "value": best.value,
     }
     return {"run": f"{cfg['run']}-best-{model}", **values, "sweep": {"origin": origin}}
+
+
+def _outside(param: Param, value: Any) -> str | None:
+    """Why ``value`` is not one ``param`` can take (None: it is)."""
+    if param.type == "categorical":
+        return None if value in param.choices else f"not one of its choices {list(param.choices)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "not a number"
+    if not param.low <= value <= param.high:  # type: ignore[operator]
+        return f"outside its range [{param.low}, {param.high}]"
+    return None
 
 
 def _header(study: optuna.Study, n_trials: int, storage: str) -> str:

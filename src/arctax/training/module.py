@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from arctax.config import model_class, model_config
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.models import build_model
+from arctax.plugins import source_sha256
 from arctax.training.optim import build_optimizer, build_scheduler
 
 Batch = dict[str, torch.Tensor]
@@ -75,13 +76,15 @@ class ARCLitModule(pl.LightningModule):
         trial69: dict[str, Any],
         k: int = 2,
         model_class: str | None = None,
+        model_code_sha256: str | None = None,
     ) -> None:
         super().__init__()
         # plain types only: checkpoints then load with torch.load(weights_only=True); a model
-        # of the user's own is rebuilt from its class path (models.<name>.class)
+        # of the user's own is rebuilt from the class the loading run's config names, which must
+        # be the class recorded here (and its file have the recorded sha256; model_code.py)
         self.save_hyperparameters(
             {"model_name": model_name, "model_cfg": model_cfg, "trial69": trial69, "k": k,
-             "model_class": model_class}
+             "model_class": model_class, "model_code_sha256": model_code_sha256}
         )  # fmt: skip
         self.model = build_model(model_name, model_cfg, model_class)
 
@@ -94,6 +97,7 @@ class ARCLitModule(pl.LightningModule):
             dict(cfg["trial69"]),
             cfg["data"]["context_pairs"],
             model_class(cfg, model_name),
+            source_sha256(model_class(cfg, model_name)),
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -214,7 +214,11 @@ def smoke_model(
     normal, big_batch = to_dev(data.batch("normal")), to_dev(data.batch("largest"))
     if trainer.global_rank == 0:  # rank 0 wrote it; the others have nothing to check
         checks["checkpoint_reload"] = _guarded(
-            reload_check, Path(trainer.checkpoint_callback.dirpath) / "last.ckpt", model, normal
+            reload_check,
+            Path(trainer.checkpoint_callback.dirpath) / "last.ckpt",
+            model,
+            normal,
+            cfg,
         )
     checks["protocol"] = _guarded(protocol_check, model, normal)
     checks["kv_cache_decode"] = _guarded(decode_check, model, normal)

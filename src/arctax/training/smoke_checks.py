@@ -233,13 +233,14 @@ def weights_changed(before: Mapping[str, torch.Tensor], model: nn.Module) -> str
 # ---- after the steps: reload, decode, repeat ----------------------------------------------
 
 
-def reload_check(path: Path, model: nn.Module, batch: Batch) -> str:
-    """The checkpoint, loaded with ``weights_only=True`` (``load_model``), gives the same logits."""
+def reload_check(path: Path, model: nn.Module, batch: Batch, cfg: Mapping[str, Any]) -> str:
+    """The checkpoint, loaded with ``weights_only=True`` (``load_model`` under ``cfg``, the
+    config it was trained from), gives the same logits."""
     from arctax.evaluation.checkpoints import load_model
 
     if not path.is_file():
         return f"no checkpoint written at {path}"
-    loaded, _ = load_model(path)
+    loaded, _ = load_model(path, cfg)
     dev = next(model.parameters()).device
     loaded.to(dev)
     was = model.training
