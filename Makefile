@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation gpu-check clean-demo
+.PHONY: setup demo sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -38,8 +38,17 @@ sweep-demo: setup
 	@echo "Best:    $(CURDIR)/results/$(SWEEP_RUN)/sweep/champion/best.yaml"
 	@echo "Report:  $(CURDIR)/results/$(SWEEP_RUN)/sweep/report.html"
 
-## The test suite (CI runs this). The Slurm tests start a local cluster (scripts/local-slurm).
+## The test suite a contributor runs (under 15 min on 2 cores): every fast test and the demo DAG
+## end to end. `make test-rest` runs the rest (the local Slurm cluster's tests, which start it with
+## scripts/local-slurm, and the longest end-to-end and signal tests, marker `full`); CI runs both.
 test: setup
+	$(BIN)/python -m pytest -m "not slurm and not full" $(PYTEST_ARGS)
+
+test-rest: setup
+	$(BIN)/python -m pytest -m "slurm or full" $(PYTEST_ARGS)
+
+## Everything at once (what CI runs, in one pytest session).
+test-full: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## The numerically sensitive tests (models, training, evaluation, adaptation) again under the other CPU

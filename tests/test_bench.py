@@ -36,6 +36,7 @@ def _number(value: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_quick_benchmark_reports_every_figure(bench, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     text = bench.main(["--quick", "--out", str(out), "--threads", "1"])
@@ -108,6 +109,7 @@ def test_strata_cover_every_batch_once(epoch_estimate):
 
 
 @pytest.mark.slow
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_quick_epoch_estimate_reports_the_ratio(epoch_estimate, tmp_path):
     text = epoch_estimate.main(["--quick", "--out", str(tmp_path / "e.md"), "--threads", "1"])
     rows = _rows(text)

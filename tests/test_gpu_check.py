@@ -160,6 +160,7 @@ def test_smoke_rows_carry_each_failure(gpu):
 
 
 @pytest.mark.slow
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_the_whole_check_runs_on_cpu_at_tiny_sizes(gpu, tmp_path):
     """Every section, end to end, as on a GPU node (DDP: two CPU processes over gloo)."""
     import gpu_check  # on the path through the gpu fixture

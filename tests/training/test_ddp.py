@@ -207,6 +207,7 @@ def test_sums_add_up_across_a_split_batch_and_padding_counts_nothing():
 
 
 @pytest.mark.slow
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_two_processes_start_and_only_rank0_writes(two: Run):
     pids = two.pids()
     assert set(pids) == {0, 1} and pids[0] != pids[1] and os.getpid() not in pids.values()
@@ -254,6 +255,7 @@ def test_one_and_two_processes_give_the_same_losses(two: Run, data, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_sigterm_to_one_rank_stops_all_and_resume_equals_uninterrupted(data, tmp_path):
     """With dropout: each rank's RNG stream is saved and resumed (rank 1's is not rank 0's)."""
     straight = start(tmp_path / "straight", data, overrides(max_epochs=3, devices=2))
@@ -291,6 +293,7 @@ def _status(pid: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_group_sigterm_with_workers_stops_every_rank_and_resumes(data, tmp_path):
     """scancel signals every process of the step: both ranks and their DataLoader workers."""
     o = overrides(max_epochs=100, devices=2, num_workers=2)

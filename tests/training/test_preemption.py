@@ -100,6 +100,7 @@ def test_workers_drop_stop_signals_from_others_and_obey_their_trainer(tiny_data)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_group_signal_with_workers_stops_exits_75_and_resumes_exactly(tiny_data, tmp_path, sig):
     o = tiny_overrides(max_epochs=200, num_workers=2)
     out, state = tmp_path / "out", tmp_path / "state"

@@ -75,6 +75,7 @@ def test_provenance_audits_every_trial69_key(run):
     assert p["versions"]["torch"] == torch.__version__
 
 
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_determinism_and_resume_equals_straight_run(tiny_data, tmp_path):
     c2 = load_config(overrides=tiny_overrides(max_epochs=2))
     c4 = load_config(overrides=tiny_overrides(max_epochs=4))
@@ -133,6 +134,7 @@ def test_changed_config_does_not_resume_stale_state(tiny_data, tmp_path):
     assert r["resumed_from"] is None
 
 
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_sigusr1_saves_state_exits_75_and_resumes(tiny_data, tmp_path):
     """Preemption: the signal stops training at a batch boundary; the retry resumes."""
     out, state = tmp_path / "out", tmp_path / "state"

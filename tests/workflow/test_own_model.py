@@ -94,6 +94,7 @@ def study(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_it_runs_through_the_demo_dag_to_a_report(study):
     import pandas as pd
 
@@ -113,6 +114,7 @@ def test_it_runs_through_the_demo_dag_to_a_report(study):
 
 
 @pytest.mark.slow
+@pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_forcing_it_reruns_only_it(study):
     root, args = study
     res = smk("all", "-n", *args, "--forcerun", f"results/{RUN}/train/mine/seed307/best.ckpt",
