@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="resumable state (default: OUT/.state); run the same command again to resume",
     )
+    p.add_argument(
+        "--trackers", default=None, help="logs of trainer.loggers' trackers (default: OUT/trackers)"
+    )
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test split")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
@@ -158,7 +161,9 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
         seed = args.seed if args.seed is not None else cfg["trial69"]["seed"]
         state = args.state or str(Path(args.out) / ".state")
-        print(json.dumps(train(cfg, args.model, seed, args.data, args.out, state), indent=2))
+        trackers = args.trackers or str(Path(args.out) / "trackers")
+        result = train(cfg, args.model, seed, args.data, args.out, state, trackers)
+        print(json.dumps(result, indent=2))
     elif args.cmd == "evaluate":
         from arctax.evaluation.evaluate import evaluate
 
