@@ -147,6 +147,7 @@ def test_failed_jobs_name_their_reason(cfg, tree):
     write(run / "logs" / "eval" / "arcagi1_eval" / "champion" / "seed0.log",
           "loading\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
           "arctax.evaluation.checkpoints.CheckpointError: best.ckpt: not an arctax checkpoint\n")  # fmt: skip
+    write(workdir / "logs" / "slurm" / "rule_evaluate" / "arcagi1_eval_champion_0" / "55.log")
     # a training killed by Slurm at its time limit: two submissions, the last one's message
     slurm = workdir / "logs" / "slurm" / "rule_train" / "decoder_only_0"
     write(slurm / "100.log", "started\n")
@@ -156,6 +157,7 @@ def test_failed_jobs_name_their_reason(cfg, tree):
     got = rows(cfg, run, workdir)
     ev = got["evaluate arcagi1_eval champion seed0"]
     assert ev.state == st.FAILED
+    assert (ev.attempts, ev.slurm) == (1, "55")  # wildcards in Snakemake's order: test set first
     assert ev.exit.endswith("best.ckpt: not an arctax checkpoint")
     tr = got["train decoder_only seed0"]
     assert tr.state == st.FAILED and "DUE TO TIME LIMIT" in tr.exit

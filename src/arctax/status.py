@@ -150,7 +150,7 @@ def expected_jobs(cfg: Mapping[str, Any], out: Path) -> list[Job]:
             for s in seeds:
                 d = out / "eval" / t / m / f"seed{s}"
                 jobs.append(
-                    Job("evaluate", f"evaluate {t} {m} seed{s}", [m, t, str(s)],
+                    Job("evaluate", f"evaluate {t} {m} seed{s}", [t, m, str(s)],
                         [d / "summary.json"], logs / "eval" / t / m / f"seed{s}.log")
                 )  # fmt: skip
         jobs.append(
