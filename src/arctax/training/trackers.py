@@ -40,10 +40,10 @@ def run_name(cfg: Mapping[str, Any], model: str, seed: int) -> str:
     return f"{cfg['run']}-{model}-seed{seed}"
 
 
-def wandb_id(cfg: Mapping[str, Any], model: str, seed: int, started: int) -> str:
-    """A W&B run id from run / model / seed and the first start of this training."""
-    digest = hashlib.sha256(f"{cfg['run']}/{model}/{seed}/{started}".encode()).hexdigest()
-    return f"{model[:40]}-seed{seed}-{digest[:10]}"
+def wandb_id(cfg: Mapping[str, Any], name: str, seed: int, started: int) -> str:
+    """A W&B run id from run / model (or trial) name / seed and this training's first start."""
+    digest = hashlib.sha256(f"{cfg['run']}/{name}/{seed}/{started}".encode()).hexdigest()
+    return f"{name[-40:]}-seed{seed}-{digest[:10]}"
 
 
 def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -69,12 +69,17 @@ class Trackers(pl.Callback):
         state_dir: str | Path,
         trackers_dir: str | Path,
         params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        job_type: str = "train",
     ) -> None:
         self.cfg, self.model, self.seed = cfg, model, seed
         self.names = [n for n in cfg["trainer"].get("loggers") or [] if n != "csv"]
         self.state_dir, self.dir = Path(state_dir), Path(trackers_dir)
         self.params = dict(params or {})
-        self.name = run_name(cfg, model, seed)
+        self.name = name or run_name(cfg, model, seed)  # a sweep trial: its own name and group
+        self.group = group or str(cfg["run"])
+        self.job_type = job_type
         self.record: dict[str, Any] = {}
         self._wandb: Any = None
         self._mlflow: Any = None
@@ -98,7 +103,7 @@ class Trackers(pl.Callback):
         self.record = {
             "name": self.name,
             "started": started,
-            "wandb_id": wandb_id(self.cfg, self.model, self.seed, started),
+            "wandb_id": wandb_id(self.cfg, self.name, self.seed, started),
             "mlflow_run_id": None,
             "logged_epoch": -1,
         }
@@ -170,8 +175,8 @@ class Trackers(pl.Callback):
             name=self.name,
             id=self.record["wandb_id"],
             resume="allow",  # the same run on every attempt
-            group=str(self.cfg["run"]),
-            job_type="train",
+            group=self.group,
+            job_type=self.job_type,
             tags=[self.model, f"seed{self.seed}"],
             dir=str(folder),
             config=flat(config),
@@ -197,7 +202,8 @@ class Trackers(pl.Callback):
         project = tracking.get("project", "arctax")
         exp = client.get_experiment_by_name(project)
         exp_id = exp.experiment_id if exp else client.create_experiment(project)
-        tags = {"model": self.model, "seed": str(self.seed), "arctax.run": str(self.cfg["run"])}
+        tags = {"model": self.model, "seed": str(self.seed), "arctax.run": str(self.cfg["run"]),
+                "arctax.group": self.group, "arctax.job_type": self.job_type}  # fmt: skip
         run = client.create_run(exp_id, run_name=self.name, tags=tags)
         self.record["mlflow_run_id"] = run.info.run_id
         self._save_record()  # before anything else can fail: a retry finds this run
