@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 from collections.abc import Mapping
@@ -43,7 +44,8 @@ def run_name(cfg: Mapping[str, Any], model: str, seed: int) -> str:
 def wandb_id(cfg: Mapping[str, Any], name: str, seed: int, started: int) -> str:
     """A W&B run id from run / model (or trial) name / seed and this training's first start."""
     digest = hashlib.sha256(f"{cfg['run']}/{name}/{seed}/{started}".encode()).hexdigest()
-    return f"{name[-40:]}-seed{seed}-{digest[:10]}"
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", name)[-48:]  # W&B ids: letters, digits, - and _
+    return f"{safe}-{digest[:10]}"
 
 
 def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
