@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation gpu-check clean-demo
+.PHONY: setup demo status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ demo: setup
 	@echo
 	@echo "Report:  $(CURDIR)/results/$(RUN)/report.html"
 	@echo "Summary: $$(ls $(CURDIR)/results/$(RUN)/compare/*/summary.md | tr "\n" " ")"
+
+## Every job of a study at a glance (read-only): `make status`, `make status WATCH=30`,
+## `make status STATUS_CONFIG=my.yaml RUN=myrun`.
+STATUS_CONFIG ?= $(DEMO_CONFIG)
+WATCH ?=
+status: setup
+	$(BIN)/arctax --config $(STATUS_CONFIG) status results/$(RUN) $(if $(WATCH),--watch $(WATCH),)
 
 ## A small hyper-parameter search (6 trials, 2 workers, tiny models), locally, then its report.
 SWEEP_CONFIG ?= config/sweep-demo.yaml

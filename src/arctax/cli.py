@@ -1,5 +1,5 @@
 """Command line: ``arctax generate-rearc | prepare | smoke | train | evaluate | score | compare |
-inspect``.
+inspect | status``.
 
 The Snakemake workflow calls the same library functions; the CLI is for running one step by
 hand. ``--config`` may repeat (merged in order, like Snakemake's ``--configfile``) and
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="resumable state (default: OUT/.state); run the same command again to resume",
     )
+    p.add_argument(
+        "--trackers", default=None, help="logs of trainer.loggers' trackers (default: OUT/trackers)"
+    )
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test split")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
@@ -89,6 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", action="append", default=[], metavar="DIR", help="repeatable")
     p.add_argument("--out", required=True)
     p.add_argument("--reference", default="champion")
+    p = sub.add_parser(
+        "status",
+        help="every job of a study: state, epochs, best val_loss, time left, attempts (read-only)",
+    )
+    p.add_argument("run_dir", nargs="?", default=None, help="results/<run> (default: the config's)")
+    p.add_argument(
+        "--watch", nargs="?", type=float, const=30.0, default=None, metavar="SECONDS",
+        help="refresh every SECONDS (default 30) until Ctrl-C",
+    )  # fmt: skip
+    p.add_argument("--workdir", default=None, help="where Snakemake ran (its .snakemake)")
+    p.add_argument("--no-squeue", action="store_true", help="do not ask squeue")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(*args.config, overrides=_overrides(args.set))
@@ -147,7 +161,9 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
 
         seed = args.seed if args.seed is not None else cfg["trial69"]["seed"]
         state = args.state or str(Path(args.out) / ".state")
-        print(json.dumps(train(cfg, args.model, seed, args.data, args.out, state), indent=2))
+        trackers = args.trackers or str(Path(args.out) / "trackers")
+        result = train(cfg, args.model, seed, args.data, args.out, state, trackers)
+        print(json.dumps(result, indent=2))
     elif args.cmd == "evaluate":
         from arctax.evaluation.evaluate import evaluate
 
@@ -165,6 +181,21 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         found = inspect_checkpoint(args.path)
         print(f"{found.path}: {found.kind}: {found.detail}")
         return 0 if found.is_arctax else 1
+    elif args.cmd == "status":
+        from arctax import status as st
+
+        run_dir = args.run_dir or f"results/{cfg['run']}"
+        if not Path(run_dir).is_dir():
+            raise FileNotFoundError(f"{run_dir}: no such results folder (give results/<run>)")
+
+        def render() -> str:
+            study = st.study_status(cfg, run_dir, args.workdir, use_squeue=not args.no_squeue)
+            return st.format_status(study)
+
+        if args.watch is not None:
+            st.watch(render, max(1.0, args.watch))
+        else:
+            print(render())
     elif args.cmd == "compare":
         from arctax.evaluation.compare import compare
 

@@ -115,6 +115,24 @@ def validate_config(cfg: Mapping[str, Any], schema: Path = SCHEMA) -> None:
         raise ConfigError(_message(errors[0]))
 
 
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def check_trackers(cfg: Mapping[str, Any]) -> None:
+    """Every tracker of ``trainer.loggers`` is installed: refused at config time, naming the
+    extra to install, not hours later in a training job (checked by the workflow at parse
+    time and by ``arctax train``; ``csv`` needs nothing)."""
+    import importlib.util
+
+    for name in cfg["trainer"].get("loggers") or []:
+        module = TRACKER_MODULES.get(name)
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"config key 'trainer.loggers': {name} is not installed here; "
+                f"install its extra: pip install 'arctax[{name}]' (or drop {name} from the list)"
+            )
+
+
 def check_global_batch(cfg: Mapping[str, Any]) -> None:
     """``trial69.batch_size`` is the GLOBAL batch: ``trainer.devices`` processes must split it
     evenly (checked when the workflow starts, and again where training is launched)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import optuna
 import pytest
@@ -69,3 +70,31 @@ def test_a_pruned_trial_stops_after_the_epoch_the_pruner_rejects(tiny_data, tmp_
 )
 def test_pruner_from_config(name, kind):
     assert isinstance(make_pruner({"pruner": name, "max_epochs": 5}), kind)
+
+
+@pytest.mark.slow
+def test_a_trial_is_one_tracker_run_in_the_sweeps_group(tiny_data, tmp_path):
+    """With trainer.loggers mlflow, each trial is a run named by its number, grouped by study,
+    its values as parameters, each epoch once, closed FINISHED with its best val_loss."""
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    cfg = sweep_cfg(max_epochs=2)
+    cfg["trainer"]["loggers"] = ["csv", "mlflow"]
+    study = optuna.create_study(direction="minimize")
+    trial = study.ask()
+    params = suggest(trial, parse_space(cfg, MODEL))
+    trackers = tmp_path / "trackers"
+    value = train_trial(trial_config(cfg, params), MODEL, tiny_data, tmp_path / "w", trial,
+                        trackers_dir=trackers)  # fmt: skip
+    client = MlflowClient(tracking_uri=(trackers / "mlruns").resolve().as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("arctax").experiment_id])
+    assert run.info.run_name == "t-sweep-champion-trial0" and run.info.status == "FINISHED"
+    assert run.data.tags["arctax.group"] == "t-sweep-champion"
+    assert run.data.tags["arctax.job_type"] == "sweep"
+    assert run.data.params["trial.models.champion.d_model"] == str(
+        params["models.champion.d_model"]
+    )
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+    assert steps == [0, 1]
+    assert float(run.data.tags["best_val_loss"]) == pytest.approx(value)

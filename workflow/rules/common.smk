@@ -11,6 +11,7 @@ from arctax.config import (
     ConfigError,
     check_global_batch,
     check_model_lists,
+    check_trackers,
     coerce_to_schema,
     fill_defaults,
     model_class,
@@ -40,11 +41,13 @@ except ConfigError as e:
     raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
 fill_defaults(config)
 # Checks across keys, refused here rather than in a Slurm job: trainer.devices must split the
-# global batch of trial69.batch_size; sweep.space must name real keys with valid ranges; the
-# test sets (data.test_sets / data.test_source) and the re-arc generation must be well formed.
+# global batch of trial69.batch_size; the trackers of trainer.loggers must be installed;
+# sweep.space must name real keys with valid ranges; the test sets (data.test_sets /
+# data.test_source) and the re-arc generation must be well formed.
 try:
     check_global_batch(config)
     check_model_lists(config)
+    check_trackers(config)  # trainer.loggers: each tracker's extra installed
     check_space(config)
     TEST_SETS = named_sets(config)  # {name: source}, in config order
     GENERATE_REARC = generating(config)

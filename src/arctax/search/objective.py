@@ -25,6 +25,7 @@ from arctax.data.datamodule import ARCDataModule
 from arctax.search import WorkerStopped
 from arctax.search.space import apply_params
 from arctax.training.module import ARCLitModule
+from arctax.training.trackers import Trackers
 from arctax.training.trainer import build_trainer, resolve_precision
 
 
@@ -92,13 +93,16 @@ def train_trial(
     work_dir: str | Path,
     trial: optuna.Trial,
     should_stop: Callable[[], str | None] = lambda: None,
+    trackers_dir: str | Path | None = None,
 ) -> float:
     """Train ``model_name`` under ``cfg`` (a :func:`trial_config`); return the best val_loss.
 
     Raises ``optuna.TrialPruned`` when pruned, and :class:`arctax.search.WorkerStopped` at the
     next batch once ``should_stop()`` returns a reason (signal, Slurm time limit). ``work_dir``
     (Lightning's checkpoints and logs) is deleted afterwards: a trial's result is its values
-    in the study.
+    in the study. With ``trainer.loggers`` trackers, the trial is one tracker run
+    (``<run>-sweep-<model>-trial<n>``) in the group ``<run>-sweep-<model>``, its values as
+    parameters, under ``trackers_dir`` (default ``results/<run>/trackers``).
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     t69, k = cfg["trial69"], cfg["data"]["context_pairs"]
@@ -114,15 +118,35 @@ def train_trial(
     pruning = PruningCallback(trial)
     work_dir = Path(work_dir)
     shutil.rmtree(work_dir, ignore_errors=True)  # left by a killed earlier attempt
-    trainer = build_trainer(cfg, work_dir, precision, [StopCallback(should_stop), pruning])
+    sweep = f"{cfg['run']}-sweep-{model_name}"
+    trackers = Trackers(
+        cfg, model_name, t69["seed"], work_dir,
+        trackers_dir or Path("results") / str(cfg["run"]) / "trackers",
+        {"trial": trial.number, **{f"trial.{k}": v for k, v in trial.params.items()}},
+        name=f"{sweep}-trial{trial.number}", group=sweep, job_type="sweep",
+    )  # fmt: skip
+    callbacks = [StopCallback(should_stop), pruning, trackers]
+    trainer = build_trainer(cfg, work_dir, precision, callbacks)
     try:
         trainer.fit(module, datamodule=dm)
-    except SIGTERMException as e:
+    except optuna.TrialPruned:
+        trackers.finish("FINISHED", {"pruned": True, "trial": trial.number})
+        raise
+    except (SIGTERMException, WorkerStopped) as e:
+        trackers.finish("KILLED")  # the trial is requeued and run again, as a new tracker run
+        if isinstance(e, WorkerStopped):
+            raise
         # Lightning's own SIGTERM handler wins when the signal lands between batches: it
         # raises this SystemExit (exit code 0!) before our callback can ask the flag
         raise WorkerStopped("received SIGTERM") from e
+    except BaseException:
+        trackers.finish("FAILED")
+        raise
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     if not pruning.values:
+        trackers.finish("FAILED")
         raise RuntimeError("training reported no val_loss (is limit_val_batches 0?)")
-    return min(pruning.values, key=lambda v: math.inf if math.isnan(v) else v)
+    best = min(pruning.values, key=lambda v: math.inf if math.isnan(v) else v)
+    trackers.finish("FINISHED", {"best_val_loss": best, "pruned": False, "trial": trial.number})
+    return best

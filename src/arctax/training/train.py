@@ -20,7 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from arctax.config import model_class, model_config
+from arctax.config import check_trackers, model_class, model_config
 from arctax.data.datamodule import ARCDataModule
 from arctax.data.dataset import load_manifest
 from arctax.io import write_json
@@ -46,6 +46,7 @@ from arctax.training.state import (
     prepare_state,
     resume_point,
 )
+from arctax.training.trackers import Trackers, audit_summary
 from arctax.training.trainer import Launch, build_trainer, resolve_launch, resolve_precision
 
 __all__ = ["FINISHED", "attach_log", "build_trainer", "train"]
@@ -58,8 +59,12 @@ def train(
     data_dir: str | Path,
     out_dir: str | Path,
     state_dir: str | Path | None = None,
+    trackers_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` with ``seed`` on the cache in ``data_dir``; see module docstring.
+
+    The trackers of ``trainer.loggers`` write under ``trackers_dir`` (default
+    ``results/<run>/trackers``, the workflow's; :mod:`arctax.training.trackers`).
 
     Raises :class:`SystemExit` with code 75 when stopped by a signal or the Slurm time limit
     (resumable state saved; run again to continue). Under DDP (``trainer.devices`` > 1) every
@@ -67,6 +72,7 @@ def train(
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     model_config(cfg, model_name)  # an unknown model name fails here, before anything else
+    check_trackers(cfg)  # and a tracker whose extra is not installed
     launch = resolve_launch(cfg)  # and devices that cannot split the batch
     rank = process_rank() if launch.devices > 1 else 0
     started = now()
@@ -93,12 +99,18 @@ def train(
         data_dir, fmt, t69["batch_size"], k, cfg["trainer"]["num_workers"], seed
     )
     guard = PreemptionGuard(cfg["trainer"]["save_margin_s"])
-    trainer = build_trainer(cfg, state_dir, precision, [guard], launch)
+    trackers = Trackers(
+        cfg, model_name, seed, state_dir,
+        trackers_dir or Path("results") / str(cfg["run"]) / "trackers",
+        {"parameters": n_params, "precision": precision, "devices": launch.devices},
+    )  # fmt: skip
+    trainer = build_trainer(cfg, state_dir, precision, [guard, trackers], launch)
     if resume:
         print(f"resuming {model_name} seed {seed} from {resume}", file=sys.stderr, flush=True)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
     except Preempted as e:
+        trackers.finish("KILLED")  # stopped to be resumed: the next attempt continues the runs
         print(
             f"training stopped ({e}); resumable state in {state_dir / 'last.ckpt'} "
             f"(epoch {trainer.current_epoch}); run again to resume",
@@ -109,6 +121,9 @@ def train(
         # The job's exit code is rank 0's. Other ranks exit 0 after this agreed stop: to
         # Lightning's launcher a rank exiting non-zero is a crash, on which it SIGKILLs rank 0.
         raise SystemExit(STOPPED_EXIT if trainer.global_rank == 0 else 0) from e
+    except BaseException:
+        trackers.finish("FAILED")
+        raise
     finally:
         guard.restore()
 
@@ -131,24 +146,23 @@ def train(
     copy_atomic(Path(ckpt_cb.best_model_path), out_dir / "best.ckpt")
     copy_atomic(state_dir / "last.ckpt", out_dir / "last.ckpt")
     copy_atomic(state_dir / "metrics.csv", out_dir / "metrics.csv")
-    write_json(
-        out_dir / "provenance.json",
-        provenance_record(
-            **result,
-            config=dict(cfg),
-            audit=rows,
-            deviations=[r for r in rows if r["match"] is False],
-            parameters=n_params,
-            data=data_record(manifest),
-            precision_used=precision,
-            model_class=model_class(cfg, model_name),  # None: built in
-            model_code_sha256=source_sha256(model_class(cfg, model_name)),
-            **processes(trainer, cfg, launch),
-            data_manifest_sha256=manifest_sha,
-            started=started,
-            finished=now(),
-        ),
+    record = provenance_record(
+        **result,
+        config=dict(cfg),
+        audit=rows,
+        deviations=[r for r in rows if r["match"] is False],
+        parameters=n_params,
+        data=data_record(manifest),
+        precision_used=precision,
+        model_class=model_class(cfg, model_name),  # None: built in
+        model_code_sha256=source_sha256(model_class(cfg, model_name)),
+        **processes(trainer, cfg, launch),
+        data_manifest_sha256=manifest_sha,
+        started=started,
+        finished=now(),
     )
+    write_json(out_dir / "provenance.json", record)
+    trackers.finish("FINISHED", audit_summary(rows, result, record), out_dir / "provenance.json")
     write_json(state_dir / FINISHED, result)
     join_ranks(trainer)
     return result

@@ -131,15 +131,11 @@ def build_trainer(
         RNGState(t69["seed"]),
         *extra_callbacks,
     ]
+    # Lightning's per-step CSV log; the trackers of trainer.loggers log each epoch through
+    # arctax.training.trackers (one run per model x seed, continued on resume).
     loggers: list[Any] = [
         pl.loggers.CSVLogger(state_dir, name="logs", version=f"run-{time.time_ns()}")
     ]
-    try:
-        import tensorboard  # noqa: F401
-
-        loggers.append(pl.loggers.TensorBoardLogger(state_dir, name="tb"))
-    except ImportError:
-        pass
     plugins: list[Any] = [AtomicCheckpointIO()]
     strategy: Any = "auto"
     if launch.devices > 1:

@@ -1,0 +1,227 @@
+"""``arctax status`` on constructed result trees: the files the workflow writes, laid out as it
+writes them (Snakemake's incomplete markers and locks, Slurm executor logs, attempts logs,
+metrics.csv), and the states and estimates the table must show for them."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from arctax import status as st
+from arctax.cli import main
+from arctax.config import load_config
+
+OVERRIDES = {"run": "t", "seeds": [0], "trainer": {"max_epochs": 100}}
+
+
+@pytest.fixture
+def cfg() -> dict:
+    return load_config(overrides=OVERRIDES)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    """(working directory, results/t) of an empty study."""
+    run = tmp_path / "results" / "t"
+    run.mkdir(parents=True)
+    return tmp_path, run
+
+
+def write(path: Path, text: str = "x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def metrics(path: Path, val_losses: list[float], seconds: list[float]) -> None:
+    rows = [
+        {"epoch": i, "step": 10 * (i + 1), "train_loss": 1.0, "val_loss": v, "train_token_acc": 0,
+         "val_token_acc": 0, "val_tf_grid_acc": 0, "lr": 1e-3, "seconds": s}
+        for i, (v, s) in enumerate(zip(val_losses, seconds, strict=True))
+    ]  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def header(job: str = "none") -> str:
+    return f"=== attempt started 2026-01-01T00:00:00Z on node1, Slurm job {job} ===\n"
+
+
+def mark_incomplete(workdir: Path, output: Path, jobid: str | None) -> None:
+    """Snakemake's marker of a started job (persistence/file.py: urlsafe base64 of the path)."""
+    key = os.path.relpath(output, workdir)
+    name = base64.urlsafe_b64encode(key.encode()).decode()
+    write(workdir / ".snakemake" / "incomplete" / name, json.dumps({"external_jobid": jobid}))
+
+
+def snakemake_running(workdir: Path) -> None:
+    write(workdir / ".snakemake" / "locks" / "0.output.lock", "results/t/x\n")
+
+
+def rows(cfg, run, workdir, **kw) -> dict[str, st.Row]:
+    study = st.study_status(cfg, run, workdir, use_squeue=False, **kw)
+    return {r.job: r for r in study.rows}
+
+
+def train_out(run: Path, model: str = "champion") -> Path:
+    return run / "train" / model / "seed0"
+
+
+def state(run: Path, model: str = "champion") -> Path:
+    return run / ".state" / "train" / model / "seed0"
+
+
+def test_empty_study_lists_every_job_not_started(cfg, tree):
+    workdir, run = tree
+    got = rows(cfg, run, workdir)
+    assert {"prepare data", "smoke champion", "train champion seed0", "train decoder_only seed0",
+            "evaluate arcagi1_eval encoder_decoder seed0", "compare arcagi1_eval"} <= set(got)  # fmt: skip
+    assert {r.state for r in got.values()} == {st.NOT_STARTED}
+    text = st.format_status(st.study_status(cfg, run, workdir, use_squeue=False))
+    assert f"{len(got)} jobs: {len(got)} not started" in text
+
+
+def test_running_training_epoch_3_of_100_with_estimate(cfg, tree):
+    workdir, run = tree
+    metrics(state(run) / "metrics.csv", [2.0, 1.5, 1.7], [10.0, 12.0, 14.0])
+    write(state(run).with_name("seed0.attempts.log"), header("4242") + "epoch 0 ...\n")
+    write(run / "logs" / "train" / "champion" / "seed0.log", header("4242"))
+    mark_incomplete(workdir, train_out(run) / "best.ckpt", "4242")
+    snakemake_running(workdir)
+    r = rows(cfg, run, workdir)["train champion seed0"]
+    assert r.state == st.RUNNING
+    assert r.progress == "epoch 3/100"
+    assert r.best == "1.5000 @1"  # the lowest val_loss and its epoch, not the last
+    assert r.per_epoch == "12.0s"
+    assert r.left_s == pytest.approx(97 * 12.0)
+    assert (r.slurm, r.attempts) == ("4242", 1)
+    text = st.format_status(st.study_status(cfg, run, workdir, use_squeue=False))
+    assert "<= 19m24s" in text and "upper bound" in text and "early stopping" in text
+    assert "3/300 epochs" in text  # three trainings of 100 epochs, 3 done
+
+
+def test_marker_without_log_is_queued_and_marker_without_snakemake_is_stopped(cfg, tree):
+    workdir, run = tree
+    mark_incomplete(workdir, train_out(run) / "best.ckpt", "77")
+    mark_incomplete(workdir, run / "eval" / "arcagi1_eval" / "champion" / "seed0" / "summary.json", "78")  # fmt: skip
+    snakemake_running(workdir)
+    got = rows(cfg, run, workdir)
+    assert got["train champion seed0"].state == st.QUEUED  # submitted, not begun
+    assert got["train champion seed0"].slurm == "77"
+    # Snakemake gone (no lock): the started jobs did not end; a rerun continues them
+    for lock in (workdir / ".snakemake" / "locks").iterdir():
+        lock.unlink()
+    got = rows(cfg, run, workdir)
+    assert got["train champion seed0"].state == st.STOPPED
+    assert got["evaluate arcagi1_eval champion seed0"].state == st.INTERRUPTED
+
+
+def test_stopped_will_resume_after_exit_75(cfg, tree):
+    workdir, run = tree
+    metrics(state(run) / "metrics.csv", [2.0, 1.8], [5.0, 5.0])
+    stop = (
+        "training stopped (received SIGUSR1); resumable state in x/last.ckpt (epoch 2); "
+        "run again to resume\n"
+    )
+    write(state(run).with_name("seed0.attempts.log"),
+          header("11") + "Traceback (most recent call last):\nValueError: old\n"
+          + header("12") + "epoch 0\n" + stop)  # fmt: skip
+    r = rows(cfg, run, workdir)["train champion seed0"]
+    assert r.state == st.STOPPED
+    assert r.exit == "exit 75: received SIGUSR1"
+    assert (r.attempts, r.slurm) == (2, "12")  # the last attempt's job
+    assert r.progress == "epoch 2/100"
+
+
+def test_failed_jobs_name_their_reason(cfg, tree):
+    workdir, run = tree
+    write(run / "logs" / "eval" / "arcagi1_eval" / "champion" / "seed0.log",
+          "loading\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+          "arctax.evaluation.checkpoints.CheckpointError: best.ckpt: not an arctax checkpoint\n")  # fmt: skip
+    write(workdir / "logs" / "slurm" / "rule_evaluate" / "arcagi1_eval_champion_0" / "55.log")
+    # a training killed by Slurm at its time limit: two submissions, the last one's message
+    slurm = workdir / "logs" / "slurm" / "rule_train" / "decoder_only_0"
+    write(slurm / "100.log", "started\n")
+    time.sleep(0.01)
+    write(slurm / "101.log", "slurmstepd: error: *** JOB 101 ON n1 CANCELLED AT 2026-01-01T06:00:00 DUE TO TIME LIMIT ***\n")  # fmt: skip
+    write(run / "logs" / "train" / "decoder_only" / "seed0.log", "epoch 0\n")
+    got = rows(cfg, run, workdir)
+    ev = got["evaluate arcagi1_eval champion seed0"]
+    assert ev.state == st.FAILED
+    assert (ev.attempts, ev.slurm) == (1, "55")  # wildcards in Snakemake's order: test set first
+    assert ev.exit.endswith("best.ckpt: not an arctax checkpoint")
+    tr = got["train decoder_only seed0"]
+    assert tr.state == st.FAILED and "DUE TO TIME LIMIT" in tr.exit
+    assert (tr.attempts, tr.slurm) == (2, "101")
+
+
+def test_quiet_training_without_record_is_stalled(cfg, tree):
+    workdir, run = tree
+    metrics(state(run) / "metrics.csv", [2.0], [30.0])
+    write(state(run).with_name("seed0.attempts.log"), header())
+    assert rows(cfg, run, workdir)["train champion seed0"].state == st.RUNNING  # just written
+    later = time.time() + 3600
+    r = rows(cfg, run, workdir, now=later)["train champion seed0"]
+    assert r.state == st.STALLED and "no output for" in r.exit
+
+
+def test_finished_study_all_done(cfg, tree):
+    workdir, run = tree
+    study = st.study_status(cfg, run, workdir, use_squeue=False)
+    for job in st.study_jobs(cfg, run):
+        for out in job.outputs:
+            write(out)
+        if job.rule == "train":
+            metrics(job.outputs[2], [2.0, 1.0, 1.5], [4.0, 4.0, 4.0])
+    study = st.study_status(cfg, run, workdir, use_squeue=False)
+    assert {r.state for r in study.rows} == {st.DONE}
+    train = next(r for r in study.rows if r.job == "train champion seed0")
+    assert train.progress == "epoch 3/100 (early stop)" and train.best == "1.0000 @1"
+    assert train.left_s is None
+    text = st.format_status(study)
+    assert f"{len(study.rows)} jobs: {len(study.rows)} done" in text
+    assert "trainings: 3/3 done, 9/9 epochs" in text
+
+
+def test_jobs_on_disk_the_config_does_not_name_are_listed(cfg, tree):
+    workdir, run = tree
+    write(run / "logs" / "train" / "champion" / "seed5.log", header())
+    write(run / "logs" / "generate_rearc" / "0-of-2.log", "ok\n")
+    write(run / "rearc" / "shards" / "0-of-2.json", "{}")
+    got = rows(cfg, run, workdir)
+    assert "train champion seed5" in got
+    assert got["re-arc shard 0-of-2"].state == st.DONE
+
+
+def test_status_changes_nothing(cfg, tree):
+    workdir, run = tree
+    metrics(state(run) / "metrics.csv", [2.0], [1.0])
+    mark_incomplete(workdir, train_out(run) / "best.ckpt", "1")
+    snakemake_running(workdir)
+
+    def snapshot() -> dict[str, tuple[float, int]]:
+        return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in workdir.rglob("*")}
+
+    before = snapshot()
+    st.format_status(st.study_status(cfg, run, workdir))  # squeue too, where it exists
+    assert snapshot() == before
+
+
+def test_cli_status_prints_the_table(tree, capsys, monkeypatch):
+    workdir, _run = tree
+    monkeypatch.chdir(workdir)
+    args = ["--set", "run=t", "--set", "seeds=[0]", "status", "--no-squeue"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "results/t" in out and "train champion seed0" in out and "not started" in out
+    assert main(["status", "results/nowhere"]) == 1
+    assert "no such results folder" in capsys.readouterr().err
