@@ -225,3 +225,19 @@ def test_cli_status_prints_the_table(tree, capsys, monkeypatch):
     assert "results/t" in out and "train champion seed0" in out and "not started" in out
     assert main(["status", "results/nowhere"]) == 1
     assert "no such results folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "training stopped (received SIGTERM); resumable state in x/last.ckpt (epoch 3)",
+        "shard 0 stopped (received SIGTERM): 2 of 6 tasks saved; run again to go on",
+        "worker stopped between trials (received SIGTERM); run again to go on",
+        "worker stopped (received SIGTERM); the trial was requeued; run again to go on",
+    ],
+    ids=["training", "adaptation shard", "sweep worker between trials", "sweep worker"],
+)
+def test_every_stop_line_of_the_lifecycle_reads_as_stopped_will_resume(line):
+    from arctax.status import STOPPED, exit_reason
+
+    assert exit_reason(f"some output\n{line}\n") == (STOPPED, "exit 75: received SIGTERM")

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arctax.lifecycle import STOPPED_EXIT
+
 NOT_STARTED = "not started"
 QUEUED = "queued"
 RUNNING = "running"
@@ -46,7 +48,10 @@ STALLED = "stalled?"  # no Snakemake record, no end line, no output for a long w
 STATES = [RUNNING, QUEUED, STOPPED, INTERRUPTED, STALLED, FAILED, NOT_STARTED, DONE]
 
 ATTEMPT_HEADER = re.compile(r"^=== attempt started (\S+) on (\S+).*, Slurm job (\S+) ===")
-STOP_LINE = re.compile(r"training stopped \((.*?)\); resumable state")
+# the stop lines of a training, an adaptation shard and a sweep worker (arctax.lifecycle)
+STOP_LINE = re.compile(
+    r"(?:training stopped|shard \d+ stopped|worker stopped(?: between trials)?) \((.*?)\)[:;]"
+)
 EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Killed)\b.*")
 SLURM_END = re.compile(
     r".*(CANCELLED AT .*|DUE TO TIME LIMIT.*|DUE TO PREEMPTION.*|oom[-_ ]kill.*|"
@@ -362,7 +367,7 @@ def exit_reason(text: str) -> tuple[str, str] | None:
     """
     stop = STOP_LINE.findall(text)
     if stop:
-        return STOPPED, f"exit 75: {stop[-1]}"
+        return STOPPED, f"exit {STOPPED_EXIT}: {stop[-1]}"
     lines = text.splitlines()
     tb = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
     if tb:
