@@ -72,7 +72,11 @@ def test_a_shard_adapts_its_tasks_and_leaves_the_checkpoint_untouched(ckpt, tiny
     assert again["resumed"] == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.full)],  # ~40 s: it waits
+    ids=["killed", "stopped"],  # for the task being adapted to finish
+)
 def test_a_killed_or_stopped_shard_keeps_the_tasks_it_answered(ckpt, tiny_data, tmp_path, sig):
     """SIGKILL (no clean-up at all) or SIGTERM (scancel, preemption: the shard stops between
     task groups and exits 75, arctax.lifecycle): the retry reuses every saved task."""
