@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation gpu-check clean-demo
+.PHONY: config-doc setup demo status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -77,6 +77,10 @@ test-cpu-variants: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+## config/README.md's key tables, generated from the schema's descriptions (one place per key).
+config-doc: setup
+	$(BIN)/python -c "from arctax.config import write_key_tables; write_key_tables('config/README.md')"
 
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts benchmarks examples

@@ -8,7 +8,14 @@ import pytest
 import yaml
 
 from arctax.adaptation.run import fingerprint
-from arctax.config import SCHEMA, ConfigError, fill_defaults, load_config
+from arctax.config import (
+    SCHEMA,
+    ConfigError,
+    fill_defaults,
+    key_table,
+    key_tables_text,
+    load_config,
+)
 from arctax.settings import METHOD, PLAN, SHARDS, Adapt, Block
 
 BLOCKS = [Adapt]
@@ -80,3 +87,25 @@ def test_a_task_fingerprint_reads_the_method_from_the_block(tiny_data):
     other_method = load_config(overrides={"adapt": {"lr": cfg["adapt"]["lr"] * 2}})
     assert fingerprint("sha", other_plan, tiny_data) == fp
     assert fingerprint("sha", other_method, tiny_data) != fp
+
+
+def test_config_readme_key_tables_are_the_schemas():
+    """config/README.md's generated tables say what the schema says (make config-doc)."""
+    readme = (SCHEMA.parents[2] / "config" / "README.md").read_text()
+    assert "<!-- keys: adapt" in readme
+    assert key_tables_text(readme) == readme, "config/README.md is stale: run make config-doc"
+    # the adapt table is there, whole
+    assert key_table("adapt") in readme
+
+
+@pytest.mark.parametrize("cls", BLOCKS, ids=lambda c: c.BLOCK)
+def test_every_key_of_a_typed_block_is_documented_once_in_the_schema(cls: type[Block]):
+    """Its description is its documentation; config/config.yaml restates none of its defaults
+    (a third place that could disagree)."""
+    props = _schema_block(cls.BLOCK)["properties"]
+    assert all(props[k].get("description") for k in cls.names())
+    shipped = yaml.safe_load((SCHEMA.parents[2] / "config" / "config.yaml").read_text())
+    restated = [
+        k for k, v in (shipped.get(cls.BLOCK) or {}).items() if props[k].get("default") == v
+    ]
+    assert restated == ["enabled"]  # the one key shown on purpose: turning it on is a choice

@@ -8,6 +8,7 @@ repeats its numbers.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,43 @@ def fill_defaults(cfg: dict[str, Any], schema: Mapping[str, Any] | None = None) 
 
     walk(cfg, spec)
     return cfg
+
+
+def _md_value(value: Any) -> str:
+    """A default as config/README.md shows it (YAML's flow style)."""
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=1000)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
+
+
+def key_table(block: str) -> str:
+    """config/README.md's table of ``block``'s keys, made from the schema (key, default,
+    description): the schema is the one place a key is documented (``make config-doc``)."""
+    props = _schema()["properties"][block]["properties"]
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, spec in props.items():
+        default = f"`{_md_value(spec['default'])}`" if "default" in spec else "required"
+        rows.append(f"| `{key}` | {default} | {spec.get('description', '')} |")
+    return "\n".join(rows) + "\n"
+
+
+KEY_TABLE = re.compile(r"(<!-- keys: (\w+) .*?-->\n)(.*?)(<!-- end keys -->)", re.S)
+
+
+def key_tables_text(text: str) -> str:
+    """``text`` (config/README.md) with each generated key table made anew from the schema."""
+    return KEY_TABLE.sub(lambda m: m[1] + key_table(m[2]) + m[4], text)
+
+
+def write_key_tables(path: str | Path) -> None:
+    """Regenerate the key tables of ``path`` in place (``make config-doc``)."""
+    from arctax.io import atomic_write_text
+
+    p = Path(path)
+    atomic_write_text(p, key_tables_text(p.read_text()))
 
 
 def validate_config(cfg: Mapping[str, Any], schema: Path = SCHEMA) -> None:
