@@ -58,12 +58,16 @@ def _no_leftover_trainings():
         proc.wait()
 
 
-def start(overrides: dict, data: Path, out: Path, state: Path) -> subprocess.Popen:
-    """A training in a process group of its own (as a Slurm job step is), output to a pipe."""
+def start(
+    overrides: dict, data: Path, out: Path, state: Path, *more: Path, code: str = CODE
+) -> subprocess.Popen:
+    """A training in a process group of its own (as a Slurm job step is), output to a pipe;
+    ``code`` runs with the overrides then ``data``, ``out``, ``state`` and ``more`` as argv."""
+    args = [str(p) for p in (data, out, state, *more)]
     proc = subprocess.Popen(
-        [sys.executable, "-c", CODE, json.dumps(overrides), str(data), str(out), str(state)],
+        [sys.executable, "-c", code, json.dumps(overrides), *args],
         cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}"),  # this checkout
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

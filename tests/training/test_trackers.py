@@ -12,7 +12,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,8 +21,9 @@ import yaml
 from arctax.cli import main
 from arctax.config import ConfigError, check_trackers, load_config
 from arctax.lifecycle import STOPPED_EXIT
-from tests.conftest import REPO, tiny_overrides
-from tests.training.test_preemption import STARTED, _no_leftover_trainings, children  # noqa: F401
+from tests.conftest import tiny_overrides
+from tests.training.test_preemption import _no_leftover_trainings, children  # noqa: F401
+from tests.training.test_preemption import start as start_training
 
 CODE = (
     "import json, sys; from arctax.config import load_config\n"
@@ -35,20 +35,9 @@ CODE = (
 
 def start(overrides: dict, data: Path, root: Path) -> subprocess.Popen:
     """A training (outputs, state, trackers under ``root``) in a process group of its own."""
-    args = [str(data), str(root / "out"), str(root / "state"), str(root / "trackers")]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CODE, json.dumps(overrides), *args],
-        cwd=REPO,
-        env=dict(
-            os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}"
-        ),  # this checkout's arctax
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    return start_training(
+        overrides, data, root / "out", root / "state", root / "trackers", code=CODE
     )
-    STARTED.append(proc)
-    return proc
 
 
 def overrides(**trainer) -> dict:
