@@ -53,9 +53,13 @@ def prose(text: str) -> list[str]:
     return out
 
 
-def commands(text: str) -> list[str]:
-    """Shell command lines of the ``bash`` blocks (comments dropped) and ``$ `` lines of others."""
-    out = []
+def commands(text: str, spans: bool = True) -> list[str]:
+    """Shell command lines: of the ``bash`` blocks (comments dropped), the ``$ `` lines of other
+    blocks and, with ``spans``, the code spans of the prose that start with ``make `` or
+    ``arctax `` (an upper-case word there is a placeholder: ``make TARGET``)."""
+    found = re.findall(r"`([^`]+)`", "\n".join(prose(text))) if spans else []
+    found = [" ".join(s.split()) for s in found]  # a span may wrap across lines
+    out = [s for s in found if s.startswith(("make ", "arctax "))]
     for lang, lines in blocks(text):
         for line in lines:
             if lang == "bash":
@@ -117,7 +121,7 @@ def bad_makes(text: str) -> list[str]:
             if word != "make":
                 continue
             target = next((x for x in w[i + 1 :] if "=" not in x and not x.startswith("-")), None)
-            if target is not None and target not in make_targets():
+            if target is not None and not target.isupper() and target not in make_targets():
                 bad.append(f"`{line}`: no Makefile target {target!r}")
     return bad
 
@@ -132,8 +136,9 @@ def bad_subcommands(text: str) -> list[str]:
             rest = w[i + 1 :]
             while rest and rest[0] in ("--config", "--set", "--debug"):
                 rest = rest[1:] if rest[0] == "--debug" else rest[2:]
-            if rest and not rest[0].startswith("-") and rest[0] not in subcommands():
-                bad.append(f"`{line}`: no arctax subcommand {rest[0]!r}")
+            sub = rest[0] if rest else "-"
+            if not sub.startswith("-") and not sub.isupper() and sub not in subcommands():
+                bad.append(f"`{line}`: no arctax subcommand {sub!r}")
     return bad
 
 
@@ -141,7 +146,7 @@ def bad_configfiles(text: str) -> list[str]:
     """Files named after --configfile (several may follow) or --config (a YAML file) that are
     missing. Absolute paths and a run's outputs (``results/...``) are not in the repository."""
     bad = []
-    for line in commands(text):
+    for line in commands(text, spans=False):
         w = words(line)
         for i, word in enumerate(w):
             if word == "--configfile":
@@ -199,8 +204,12 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
         "make nosuch-target\n.venv/bin/arctax --config config/demo.yaml --set a=1 status\n"
         "arctax frobnicate --out x\nsnakemake all --configfile config/demo.yaml config/nosuch.yaml\n"
         "arctax --config config/missing.yaml prepare --out /tmp/d\n```\n"
+        "Prose: `make bench`, `make\nno-such-either`, `arctax inspect FILE`.\n"
     )
-    assert bad_makes(text) == ["`make nosuch-target`: no Makefile target 'nosuch-target'"]
+    assert bad_makes(text) == [
+        "`make no-such-either`: no Makefile target 'no-such-either'",
+        "`make nosuch-target`: no Makefile target 'nosuch-target'",
+    ]
     assert bad_subcommands(text) == [
         "`arctax frobnicate --out x`: no arctax subcommand 'frobnicate'"
     ]
