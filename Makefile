@@ -102,10 +102,12 @@ report: setup
 	$(BIN)/snakemake all --profile profiles/local --report results/$(RUN)/report.html --configfile $(DEMO_CONFIG)
 	@echo "Report: $(CURDIR)/results/$(RUN)/report.html"
 
+## Throughput benchmarks (~3-6 min on 2 cores): writes docs/results/BENCHMARKS.md.
 bench: setup
 	$(BIN)/python benchmarks/bench.py
 
-## Whole-epoch grouping vs random batches on all ARC-AGI-1 sizes (~8 min on 2 cores).
+## Whole-epoch grouping vs random batches on all ARC-AGI-1 sizes (~8 min on 2 cores):
+## writes docs/results/BENCHMARKS_EPOCH.md.
 bench-epoch: setup
 	$(BIN)/python benchmarks/epoch_estimate.py
 
@@ -122,12 +124,12 @@ bench-rearc: setup
 	$(BIN)/python benchmarks/bench_rearc.py --repo $(REARC) --out $(REARC_OUT)
 
 ## Does per-task adaptation help? Trained models on generated task families, three test
-## conditions (ADAPTATION.md, "Results"; ~42 min on 2 cores; trained models kept in
+## conditions (docs/results/ADAPTATION.md, "Results"; ~42 min on 2 cores; trained models kept in
 ## results/bench-adapt-science/ and reused).
 bench-adapt-science: setup
 	$(BIN)/python benchmarks/bench_adapt_science.py
 
-## What each adaptation choice is worth, on the dev tasks (ADAPTATION.md, "Ablation").
+## What each adaptation choice is worth, on the dev tasks (docs/results/ADAPTATION.md, "Ablation").
 bench-adapt-ablation: setup
 	$(BIN)/python benchmarks/bench_adapt_science.py --ablation
 

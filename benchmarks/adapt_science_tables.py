@@ -1,4 +1,4 @@
-"""The tables of ADAPTATION.md: per model and condition, base / +vote / +adapt, the targets,
+"""The tables of docs/results/ADAPTATION.md: per model and condition, base / +vote / +adapt, the targets,
 and the ablation. Statistics come from ``arctax.evaluation.stats`` (bootstrap CIs over tasks,
 paired differences, exact McNemar); the rows are the ``per_task.csv`` files the adaptation
 stage wrote (``gather``), so the scorer is the project's one scorer.
@@ -243,8 +243,8 @@ HEAD = """# Per-task adaptation on a learnable benchmark
 
 Written by `benchmarks/bench_adapt_science.py` (each section by the command it names; the
 file is rewritten atomically, the other section kept). The benchmark: task families with
-known rules (`benchmarks/families.py`), trained models, and three test conditions; README
-"Per-task adaptation" says how the method works.
+known rules (`benchmarks/families.py`), trained models, and three test conditions;
+`docs/ADAPTATION.md` says how the method works.
 """
 
 

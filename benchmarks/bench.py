@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench.py            # ~3-6 min on 2 CPU cores; writes BENCHMARKS.md
+    python benchmarks/bench.py            # ~3-6 min on 2 CPU cores; writes docs/results/BENCHMARKS.md
     python benchmarks/bench.py --quick    # seconds: tiny models, tiny samples (a smoke test)
 
 Timings are medians of repeated rounds after a warm-up. Variants that are compared (our
@@ -134,7 +134,9 @@ def main(argv: list[str] | None = None) -> str:
     """Run the benchmark, print the table, write the report; return the report text."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny sizes)")
-    ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="report file")
+    ap.add_argument(
+        "--out", type=Path, default=REPO / "docs" / "results" / "BENCHMARKS.md", help="report file"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     ap.add_argument("--train-examples", type=int, help="examples timed per training variant")
     ap.add_argument(

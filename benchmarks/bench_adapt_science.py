@@ -1,4 +1,4 @@
-"""Does per-task adaptation help? A learnable benchmark of our own, written to ADAPTATION.md.
+"""Does per-task adaptation help? A learnable benchmark of our own, written to docs/results/ADAPTATION.md.
 
 Usage::
 
@@ -194,7 +194,7 @@ def run(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny sizes)")
     ap.add_argument("--ablation", action="store_true", help="the ablation on the dev tasks")
-    ap.add_argument("--out", type=Path, default=REPO_ROOT / "ADAPTATION.md")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results" / "ADAPTATION.md")
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "results" / "bench-adapt-science")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="worker processes (one torch thread each)")  # fmt: skip

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/epoch_estimate.py          # ~8 min on 2 CPU cores; BENCHMARKS_EPOCH.md
+    python benchmarks/epoch_estimate.py          # ~8 min on 2 CPU cores; docs/results/BENCHMARKS_EPOCH.md
     python benchmarks/epoch_estimate.py --quick  # seconds (tiny models, a smoke test)
 
 ``make bench`` times grids of at most 100 cells, where random batches already hold ~50% real
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--strata", type=int, default=4, help="timed batches per variant")
     ap.add_argument("--reps", type=int, default=2, help="timed rounds after the warm-up")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS_EPOCH.md")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "BENCHMARKS_EPOCH.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]

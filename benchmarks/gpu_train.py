@@ -203,7 +203,7 @@ def ddp(
     """A short champion training with ``trainer.devices: 2`` through the CLI (Lightning starts
     rank 1 by re-running the command, as in the train job): it must exit 0 having run 2
     processes over NCCL (gloo on CPU) with a finite loss. Its loss is not compared with one
-    process's: with dropout each rank draws its own masks (README, Multi-GPU)."""
+    process's: with dropout each rank draws its own masks (docs/SLURM.md, Multi-GPU)."""
     out = work / "ddp"
     cmd = [sys.executable, "-m", "arctax.cli"]
     for f in cfg_files:

@@ -8,7 +8,7 @@ is shared). ``B`` starts at zero, so a fresh adapter leaves every logit bitwise 
 Why our own and not ``peft`` (measured on this project's machine, docs/ARCHITECTURE.md):
 ``peft`` 0.21 adds 284 MB (transformers, accelerate, tokenizers, ...) and ~5.8 s of import time
 to every adaptation job, and its per-sample adapters (``adapter_names``) are inference-only,
-so it cannot train several tasks' adapters in one batch, the lever measured in BENCHMARKS.md.
+so it cannot train several tasks' adapters in one batch, the lever measured in docs/results/BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ How long each adapter trains is chosen per task from held-out demonstrations
 (``adapt.select: heldout``, :mod:`arctax.adaptation.fit`); the adapted attempts are picked
 from a candidate pool (``adapt.pool``: the adapted model's answers, and the base model's
 too with ``both``) by counting votes or by the adapted model's likelihood across the views
-(``adapt.scoring``, :mod:`arctax.evaluation.likelihood`). ADAPTATION.md measures each choice.
+(``adapt.scoring``, :mod:`arctax.evaluation.likelihood`). docs/results/ADAPTATION.md measures each choice.
 
 Several tasks train at once (``tasks_per_batch``): each sample uses its task's adapter, the
 frozen base is shared, and each task's loss is the mean over its own tokens, so every adapter

@@ -40,7 +40,7 @@ from typing import Any
 from arctax.io import atomic_write_text, file_sha256, write_json
 
 CLONE = "git clone https://github.com/michaelhodel/re-arc && git -C re-arc checkout e5b7f1d"
-PINNED_COMMIT = "e5b7f1d"  # the re-arc commit arctax was checked against (README)
+PINNED_COMMIT = "e5b7f1d"  # the re-arc commit arctax was checked against (docs/DATA.md)
 CODE_FILES = ("generators.py", "verifiers.py", "dsl.py", "utils.py")
 _MODULES = ("dsl", "utils", "generators", "verifiers")
 _GEN = re.compile(r"^def generate_([0-9a-f]{8})\(", re.M)

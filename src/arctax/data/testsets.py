@@ -121,7 +121,7 @@ def generating(cfg: Mapping[str, Any]) -> bool:
     if d["source"] == "rearc" and not repo:
         raise ConfigError(
             "config key 'data.source' is rearc (generate re-arc in the workflow) but "
-            "'data.rearc.repo' is not set: give the path of a re-arc checkout (README, re-arc)"
+            "'data.rearc.repo' is not set: give the path of a re-arc checkout (docs/DATA.md, re-arc)"
         )
     if repo and d["source"] != "rearc":
         raise ConfigError(

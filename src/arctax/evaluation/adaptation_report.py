@@ -165,7 +165,7 @@ def harm_warnings(table: pd.DataFrame) -> list[str]:
                 f"solves and gains {gained} (pass@2 {r['vs_vote_diff_vs_ref']:+.1%} vs "
                 f"`{base}+vote`, exact McNemar p = {r['vs_vote_mcnemar_p']:.3g}).** Do not read "
                 "its `+adapt` row as a result of adaptation: with these settings the adapter "
-                "makes the model worse (ADAPTATION.md shows the settings measured to help)."
+                "makes the model worse (docs/results/ADAPTATION.md shows the settings measured to help)."
             )
     return out
 
