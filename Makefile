@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation gpu-check clean-demo
+.PHONY: setup demo sweep-demo test test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -91,6 +91,7 @@ bench-epoch: setup
 
 ## Qualify a GPU machine (under 10 min on one GPU): writes GPU_CHECK.md; without CUDA, exit 2 in seconds.
 GPU_CHECK_ARGS ?=
+LADDER_ARGS ?=
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
@@ -106,6 +107,12 @@ bench-rearc: setup
 ## results/bench-adapt-science/ and reused).
 bench-adapt-science: setup
 	$(BIN)/python benchmarks/bench_adapt_science.py
+
+## The paper's ablation ladder (config/ladder.yaml) on generated rules with known answers:
+## per rung and rule, 95% intervals (docs/results/LADDER.md). The reduced run (~20 min on 2
+## cores); the issue's budget: LADDER_ARGS="--epochs 100 --per-family 400 --per-group 60".
+bench-ladder: setup
+	$(BIN)/python benchmarks/bench_ladder.py $(LADDER_ARGS)
 
 ## What each adaptation choice is worth, on the dev tasks (ADAPTATION.md, "Ablation").
 bench-adapt-ablation: setup

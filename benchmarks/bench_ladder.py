@@ -140,6 +140,8 @@ def table(per_query: pd.DataFrame, n_boot: int) -> list[dict[str, Any]]:
     rows = []
     for group in (*GROUPS, "all"):
         sel = tasks if group == "all" else tasks[tasks["category"] == group]
+        if sel.empty:
+            continue
         wide = sel.pivot(index="task_id", columns="model", values="grid_correct").astype(float)
         for i, m in enumerate(RUNGS):
             est = bootstrap_ci(wide[m].to_numpy(), n_boot, 0.95, 0)
