@@ -9,7 +9,7 @@ Usage::
 The five rungs of ``config/ladder.yaml`` (decoder_only, encoder_decoder, grid2d, perminv,
 champion), at the demo sizes (``config/config.yaml`` + ``config/demo.yaml`` +
 ``config/ladder.yaml``), are trained by ``arctax.training.train.train`` on four rules
-(``families.py``: flip, gravity and swap, which the test input tells, and colour_map, a
+(``arctax.data.families``: flip, gravity and swap, which the test input tells, and colour_map, a
 per-task colour mapping only the demonstrations tell) and scored by
 ``arctax.evaluation.evaluate`` (greedy generated answers, one attempt) on fresh tasks: per
 trained rule (does "+Grid2D" help a 2-D rule like gravity? does the context encoder help the
@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import families
 
 from arctax.config import DEFAULT_CONFIG, REPO_ROOT, load_config, model_config
+from arctax.data import families
 from arctax.io import atomic_write_text
 
 RUNGS = ("decoder_only", "encoder_decoder", "grid2d", "perminv", "champion")
@@ -174,7 +174,7 @@ def report(rows: list[dict[str, Any]], counts: dict[str, int], meta: dict[str, A
         "test input tells the rule; colour_map: a per-task mapping of 3 colours that only the "
         "demonstrations tell; 3 demonstrations + 1 test pair each, every pair a training "
         "query), random 3x3..5x5 grids "
-        f"(benchmarks/families.py); {meta['per_group']} fresh test tasks per row (another seed; "
+        f"(arctax.data.families); {meta['per_group']} fresh test tasks per row (another seed; "
         "view_reachable: flip_ud and gravity up/left/right, never trained). Models: the "
         "rungs of `config/ladder.yaml` at the demo sizes (`config/config.yaml` + "
         "`config/demo.yaml` + `config/ladder.yaml`), Trial 69 recipe with at most "

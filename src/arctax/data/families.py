@@ -1,7 +1,8 @@
-"""Generated ARC task families with a known rule: the test bed of the adaptation benchmark.
+"""Generated ARC task families with a known rule: the test bed of the adaptation and ladder
+benchmarks and of the positive control (``make demo-control``).
 
 A *family* is one grid rule; a task of a family is ``n_demos`` demonstration pairs plus one
-test pair on small random grids. Three conditions test adaptation (``bench_adapt_science``):
+test pair on small random grids. Three conditions test adaptation (``benchmarks/bench_adapt_science.py``):
 
 - ``in_distribution``: the rules the models were trained on (``TRAINED``): ``flip`` (mirror
   left-right, geometric), ``gravity`` (every cell falls to the bottom of its column, object)
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from arctax.io import atomic_write_text
 
 Grid = np.ndarray
 Pair = tuple[Grid, Grid]
@@ -120,4 +123,4 @@ def make_task(family: str, rng: np.random.Generator, n_demos: int = 3, lo: int =
 def write_task(path: Path, task: dict[str, list[Pair]]) -> None:
     """The task as ARC task JSON (``{"train": [{"input", "output"}], "test": [...]}``)."""
     obj = {k: [{"input": a.tolist(), "output": b.tolist()} for a, b in v] for k, v in task.items()}
-    path.write_text(json.dumps(obj))
+    atomic_write_text(path, json.dumps(obj))
