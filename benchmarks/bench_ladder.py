@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -61,20 +62,27 @@ TRAINED = (*families.TRAINED, *families.NEW_RULE)
 GROUPS = {**{f: (f,) for f in TRAINED}, "view_reachable": families.VIEW_REACHABLE}
 
 
-def generate(root: Path, per_family: int, per_group: int) -> dict[str, int]:
-    """Training tasks (seed 1) and test tasks (seed 2), labelled by group."""
+def groups(rules: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The test rows: each trained rule, then the dihedral conjugates of the trained ones."""
+    conj = tuple(f for f in families.VIEW_REACHABLE if f.split("_")[0] in rules)
+    return {**{f: (f,) for f in rules}, **({"view_reachable": conj} if conj else {})}
+
+
+def generate(
+    root: Path, per_family: int, per_group: int, rules: tuple[str, ...] = TRAINED, hi: int = 5
+) -> dict[str, int]:
+    """Training tasks (seed 1) and test tasks (seed 2) on grids of 3..``hi`` a side."""
     labels: dict[str, str] = {}
     for split, seed in (("train", 1), ("test", 2)):
         out = root / split
         out.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(seed)
-        groups = {f: (f,) for f in TRAINED} if split == "train" else GROUPS
-        for name, fams in groups.items():
+        rows = {f: (f,) for f in rules} if split == "train" else groups(rules)
+        for name, fams in rows.items():
             for i in range(per_family if split == "train" else per_group):
                 tid = f"{split}-{name}-{i:03d}"
-                families.write_task(
-                    out / f"{tid}.json", families.make_task(fams[i % len(fams)], rng)
-                )
+                task = families.make_task(fams[i % len(fams)], rng, hi=hi)
+                families.write_task(out / f"{tid}.json", task)
                 labels[tid] = name
     atomic_write_text(root / "labels.json", json.dumps(labels, sort_keys=True))
     return {s: len(list((root / s).glob("*.json"))) for s in ("train", "test")}
@@ -138,7 +146,7 @@ def table(per_query: pd.DataFrame, n_boot: int) -> list[dict[str, Any]]:
 
     tasks = task_table(per_query.assign(seed=0))
     rows = []
-    for group in (*GROUPS, "all"):
+    for group in (*GROUPS, *sorted(set(tasks["category"]) - set(GROUPS)), "all"):
         sel = tasks if group == "all" else tasks[tasks["category"] == group]
         if sel.empty:
             continue
@@ -170,12 +178,13 @@ def report(rows: list[dict[str, Any]], counts: dict[str, int], meta: dict[str, A
         f"**{meta['elapsed_s'] / 60:.1f} min**, {meta['jobs']} worker processes (one torch thread "
         f"each); {meta['machine']}; load average (1 min) at start / end {meta['load']}.",
         "",
-        f"Data: {meta['per_family']} training tasks per trained rule (flip, gravity, swap: the "
-        "test input tells the rule; colour_map: a per-task mapping of 3 colours that only the "
-        "demonstrations tell; 3 demonstrations + 1 test pair each, every pair a training "
-        "query), random 3x3..5x5 grids "
+        f"Data: {meta['per_family']} training tasks per trained rule "
+        f"({', '.join(meta.get('rules', TRAINED))}; flip, gravity and swap: the test input tells "
+        "the rule; colour_map: a per-task mapping of 3 colours that only the demonstrations "
+        "tell; 3 demonstrations + 1 test pair each, every pair a training query), random "
+        f"3x3..{meta.get('max_side', 5)}x{meta.get('max_side', 5)} grids "
         f"(arctax.data.families); {meta['per_group']} fresh test tasks per row (another seed; "
-        "view_reachable: flip_ud and gravity up/left/right, never trained). Models: the "
+        "view_reachable: the trained rules' dihedral conjugates, never trained). Models: the "
         "rungs of `config/ladder.yaml` at the demo sizes (`config/config.yaml` + "
         "`config/demo.yaml` + `config/ladder.yaml`), Trial 69 recipe with at most "
         f"**{meta['epochs']} epochs** (its early stopping on val_loss), seed {meta['seed']}, no "
@@ -193,20 +202,24 @@ def report(rows: list[dict[str, Any]], counts: dict[str, int], meta: dict[str, A
         flag = " **not size-matched**" if abs(ratio) > 0.05 else ""
         lines.append(f"| {EXP[m]} | {m} | {counts[m]:,} ({ratio:+.1%}){flag} | "
                      f"{t['epochs']} | {t['train_s']:.0f} |")  # fmt: skip
-    lines += ["", "| row | rung | tasks solved (95% CI) | step vs rung above (95% CI) | b / c | McNemar p |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        step = (
-            ""
-            if "step" not in r
-            else (
-                f"{100 * r['step']:+.1f} pts ({100 * r['step_lo']:+.1f}, {100 * r['step_hi']:+.1f})"
-            )
-        )
-        bc = "" if "b" not in r else f"{r['b']} / {r['c']}"
-        p = "" if "p" not in r else f"{r['p']:.3g}"
-        lines.append(f"| {r['group']} | {r['model']} | {_pct(r['acc'])} ({_pct(r['lo'])}, "
-                     f"{_pct(r['hi'])}) | {step} | {bc} | {p} |")  # fmt: skip
+    by = {(r["group"], r["model"]): r for r in rows}
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    lines += ["", "Tasks solved (greedy generated answer exact), 95% interval over tasks:", "",
+              "| row | " + " | ".join(f"{EXP[m]} {m}" for m in RUNGS) + " |",
+              "|---|" + "---|" * len(RUNGS)]  # fmt: skip
+    for g in groups:
+        cells = [by[(g, m)] for m in RUNGS]
+        lines.append(f"| {g} (n={cells[0]['n']}) | " + " | ".join(
+            f"{_pct(c['acc'])} ({_pct(c['lo'])}, {_pct(c['hi'])})" for c in cells) + " |")  # fmt: skip
+    lines += ["", "Each step up the ladder: paired difference in points (95% interval), "
+              "b / c discordant tasks, exact McNemar p:", "",
+              "| row | " + " | ".join(f"{b} -> {m}" for b, m in itertools.pairwise(RUNGS)) + " |",
+              "|---|" + "---|" * (len(RUNGS) - 1)]  # fmt: skip
+    for g in groups:
+        cells = [by[(g, m)] for m in RUNGS[1:]]
+        lines.append(f"| {g} | " + " | ".join(
+            f"{100 * c['step']:+.1f} ({100 * c['step_lo']:+.1f}, {100 * c['step_hi']:+.1f}); "
+            f"{c['b']} / {c['c']}; p={c['p']:.2g}" for c in cells) + " |")  # fmt: skip
     lines += ["", meta.get("notes", ""), ""]
     return "\n".join(lines)
 
@@ -218,16 +231,31 @@ def run(argv: list[str] | None = None) -> str:
     ap.add_argument("--epochs", type=int, default=30, help="max epochs (Trial 69: 100)")
     ap.add_argument("--per-family", type=int, default=100, help="training tasks per rule")
     ap.add_argument("--per-group", type=int, default=40, help="test tasks per row")
+    ap.add_argument("--rules", default=",".join(TRAINED), help="trained rules (comma-separated)")
+    ap.add_argument("--max-side", type=int, default=5, help="largest grid side (3..5)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results" / "LADDER.md")
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "results" / "bench-ladder")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--notes", default="", help="a paragraph appended to the report")
+    ap.add_argument(
+        "--render", action="store_true", help="rewrite the report from WORK/ladder.json"
+    )
     args = ap.parse_args(argv)
+    if args.render:
+        blob = json.loads((args.work / "ladder.json").read_text())
+        meta = {**blob["meta"], "notes": args.notes or blob["meta"].get("notes", "")}
+        text = report(blob["rows"], blob["counts"], meta)
+        atomic_write_text(args.out, text)
+        return text
     if args.quick:
         args.epochs, args.per_family, args.per_group = 1, 8, 2
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     work = args.work
-    generate(work / "tasks", args.per_family, args.per_group)
+    rules = tuple(args.rules.split(","))
+    unknown = set(rules) - set(TRAINED)
+    if unknown:
+        ap.error(f"--rules: {sorted(unknown)} not among {', '.join(TRAINED)}")
+    generate(work / "tasks", args.per_family, args.per_group, rules, args.max_side)
     cfg = config(work, args.epochs, args.quick)
     from arctax.data.prepare import prepare
 
@@ -255,6 +283,8 @@ def run(argv: list[str] | None = None) -> str:
         f"{platform.python_version()}, torch {__import__('torch').__version__}",
         "per_family": args.per_family,
         "per_group": args.per_group,
+        "rules": list(rules),
+        "max_side": args.max_side,
         "epochs": args.epochs,
         "seed": cfg["seeds"][0],
         "trained": {d["model"]: {k: v for k, v in d.items() if k != "rows"} for d in done},

@@ -52,3 +52,10 @@ def test_quick_run_writes_the_report(tmp_path):
         assert f"| {m} |" in text
     assert "**not size-matched**" in text  # the tiny encoder-decoders are smaller than the champion
     assert "| colour_map | champion |" in text and "| view_reachable | perminv |" in text
+
+
+def test_the_test_rows_are_the_trained_rules_and_their_conjugates():
+    rows = bench_ladder.groups(("gravity", "colour_map"))
+    assert rows == {"gravity": ("gravity",), "colour_map": ("colour_map",),
+                    "view_reachable": ("gravity_up", "gravity_left", "gravity_right")}  # fmt: skip
+    assert "view_reachable" not in bench_ladder.groups(("swap",))  # swap has no conjugate
