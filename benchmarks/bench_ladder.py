@@ -44,6 +44,11 @@ from arctax.data import families
 from arctax.io import atomic_write_text
 
 RUNGS = ("decoder_only", "encoder_decoder", "grid2d", "perminv", "champion")
+# --controls: one change at a time where the paper's rungs change two. grid2d_unscaled is Exp 0
+# plus Grid2D (and dropout 0.167) without the x sqrt(d_model) embedding scale Exp 1 / 2 ran with
+CONTROLS = {"grid2d_unscaled": {"class": "arctax.models.encoder_decoder:EncoderDecoder",
+                                "extends": "grid2d", "embed_scale": False}}  # fmt: skip
+COMPARE = {"grid2d_unscaled": ("encoder_decoder", "grid2d", "perminv")}
 EXP = {"decoder_only": "Exp -1", "encoder_decoder": "Exp 0", "grid2d": "Exp 1 (+Grid2D)",
        "perminv": "Exp 2 (+PermInv)", "champion": "Exp 3 (+context)"}  # fmt: skip
 # seconds per epoch at 400 tasks per rule, one torch thread (ADAPTATION.md): longest first
@@ -88,7 +93,7 @@ def generate(
     return {s: len(list((root / s).glob("*.json"))) for s in ("train", "test")}
 
 
-def config(work: Path, epochs: int, quick: bool) -> dict[str, Any]:
+def config(work: Path, epochs: int, quick: bool, controls: bool = False) -> dict[str, Any]:
     """The shipped config, demo sizes, the ladder overlay, pointed at the generated tasks."""
     over: dict[str, Any] = {
         "run": "bench-ladder",
@@ -99,8 +104,10 @@ def config(work: Path, epochs: int, quick: bool) -> dict[str, Any]:
         "eval": {"max_new_tokens": 40, "attempts": 1, "views": 1, "bootstrap_samples": 10000},
     }  # fmt: skip
     if quick:
-        over["models"] = TINY
+        over["models"] = dict(TINY)
         over["eval"]["bootstrap_samples"] = 200
+    if controls:
+        over["models"] = {**over.get("models", {}), **CONTROLS}
     files = [
         DEFAULT_CONFIG,
         REPO_ROOT / "config" / "demo.yaml",
@@ -129,14 +136,14 @@ def job(args: tuple[dict[str, Any], str, str, str, int]) -> dict[str, Any]:
             "eval_s": round(time.perf_counter() - t1, 1), "rows": table.to_dict("records")}  # fmt: skip
 
 
-def parameter_counts(cfg: dict[str, Any]) -> dict[str, int]:
+def parameter_counts(cfg: dict[str, Any], models: tuple[str, ...] = RUNGS) -> dict[str, int]:
     """Each rung's parameter count, built from the config as the workflow builds it."""
     from arctax.config import model_class
     from arctax.models import build_model, count_parameters
 
     return {
         m: count_parameters(build_model(m, model_config(cfg, m), model_class(cfg, m)))
-        for m in RUNGS
+        for m in models
     }
 
 
@@ -160,6 +167,16 @@ def table(per_query: pd.DataFrame, n_boot: int) -> list[dict[str, Any]]:
                 d = paired_bootstrap(wide[m].to_numpy(), wide[below].to_numpy(), n_boot, 0.95, 0)
                 b, c, p = mcnemar(wide[m].to_numpy() > 0, wide[below].to_numpy() > 0)
                 row.update(step=d.mean, step_lo=d.lo, step_hi=d.hi, b=b, c=c, p=p)
+            rows.append(row)
+        for m in (c for c in COMPARE if c in wide):
+            est = bootstrap_ci(wide[m].to_numpy(), n_boot, 0.95, 0)
+            row = {"group": group, "model": m, "control": True, "n": est.n, "acc": est.mean,
+                   "lo": est.lo, "hi": est.hi, "vs": {}}  # fmt: skip
+            for other in COMPARE[m]:
+                d = paired_bootstrap(wide[m].to_numpy(), wide[other].to_numpy(), n_boot, 0.95, 0)
+                b, c, p = mcnemar(wide[m].to_numpy() > 0, wide[other].to_numpy() > 0)
+                row["vs"][other] = {"step": d.mean, "step_lo": d.lo, "step_hi": d.hi, "b": b,
+                                    "c": c, "p": p}  # fmt: skip
             rows.append(row)
     return rows
 
@@ -203,6 +220,7 @@ def report(rows: list[dict[str, Any]], counts: dict[str, int], meta: dict[str, A
         lines.append(f"| {EXP[m]} | {m} | {counts[m]:,} ({ratio:+.1%}){flag} | "
                      f"{t['epochs']} | {t['train_s']:.0f} |")  # fmt: skip
     by = {(r["group"], r["model"]): r for r in rows}
+    controls = list(dict.fromkeys(r["model"] for r in rows if r.get("control")))
     groups = list(dict.fromkeys(r["group"] for r in rows))
     lines += ["", "Tasks solved (greedy generated answer exact), 95% interval over tasks:", "",
               "| row | " + " | ".join(f"{EXP[m]} {m}" for m in RUNGS) + " |",
@@ -220,6 +238,17 @@ def report(rows: list[dict[str, Any]], counts: dict[str, int], meta: dict[str, A
         lines.append(f"| {g} | " + " | ".join(
             f"{100 * c['step']:+.1f} ({100 * c['step_lo']:+.1f}, {100 * c['step_hi']:+.1f}); "
             f"{c['b']} / {c['c']}; p={c['p']:.2g}" for c in cells) + " |")  # fmt: skip
+    for m in controls:
+        others = COMPARE[m]
+        lines += ["", f"Control `{m}` ({counts[m]:,} parameters; {meta['trained'][m]['epochs']} "
+                  f"epochs): tasks solved, and its paired difference to each of {', '.join(others)}:",
+                  "", f"| row | {m} | " + " | ".join(f"{m} - {o}" for o in others) + " |",
+                  "|---|---|" + "---|" * len(others)]  # fmt: skip
+        for g in groups:
+            c = by[(g, m)]
+            lines.append(f"| {g} | {_pct(c['acc'])} ({_pct(c['lo'])}, {_pct(c['hi'])}) | " + " | ".join(
+                f"{100 * v['step']:+.1f} ({100 * v['step_lo']:+.1f}, {100 * v['step_hi']:+.1f}); "
+                f"{v['b']} / {v['c']}; p={v['p']:.2g}" for v in (c["vs"][o] for o in others)) + " |")  # fmt: skip
     lines += ["", meta.get("notes", ""), ""]
     return "\n".join(lines)
 
@@ -229,14 +258,17 @@ def run(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny sizes)")
     ap.add_argument("--epochs", type=int, default=30, help="max epochs (Trial 69: 100)")
-    ap.add_argument("--per-family", type=int, default=100, help="training tasks per rule")
+    ap.add_argument("--per-family", type=int, default=300, help="training tasks per rule")
     ap.add_argument("--per-group", type=int, default=40, help="test tasks per row")
-    ap.add_argument("--rules", default=",".join(TRAINED), help="trained rules (comma-separated)")
-    ap.add_argument("--max-side", type=int, default=5, help="largest grid side (3..5)")
+    ap.add_argument(
+        "--rules", default="gravity,colour_map", help="trained rules, of " + ", ".join(TRAINED)
+    )
+    ap.add_argument("--max-side", type=int, default=4, help="largest grid side (3..5)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results" / "LADDER.md")
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "results" / "bench-ladder")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--notes", default="", help="a paragraph appended to the report")
+    ap.add_argument("--controls", action="store_true", help="also train " + ", ".join(CONTROLS))
     ap.add_argument(
         "--render", action="store_true", help="rewrite the report from WORK/ladder.json"
     )
@@ -256,14 +288,15 @@ def run(argv: list[str] | None = None) -> str:
     if unknown:
         ap.error(f"--rules: {sorted(unknown)} not among {', '.join(TRAINED)}")
     generate(work / "tasks", args.per_family, args.per_group, rules, args.max_side)
-    cfg = config(work, args.epochs, args.quick)
+    cfg = config(work, args.epochs, args.quick, args.controls)
+    models = (*RUNGS, *CONTROLS) if args.controls else RUNGS
     from arctax.data.prepare import prepare
 
     data_dir = work / "data"
     prepare(cfg, data_dir)
-    counts = parameter_counts(cfg)
+    counts = parameter_counts(cfg, models)
     threads = 1 if args.jobs > 1 else max(1, os.cpu_count() or 1)
-    order = sorted(RUNGS, key=lambda m: -EPOCH_SECONDS.get(m, 4.3))  # longest first
+    order = sorted(models, key=lambda m: -EPOCH_SECONDS.get(m, 4.3))  # longest first
     jobs = [(cfg, m, str(data_dir), str(work / m), threads) for m in order]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:

@@ -45,13 +45,16 @@ def test_the_table_steps_are_paired_differences_to_the_rung_below():
 @pytest.mark.slow
 def test_quick_run_writes_the_report(tmp_path):
     out = tmp_path / "LADDER.md"
-    text = bench_ladder.run(["--quick", "--jobs", "1", "--work", str(tmp_path / "w"),
-                             "--out", str(out)])  # fmt: skip
+    text = bench_ladder.run(["--quick", "--controls", "--jobs", "1", "--work",
+                             str(tmp_path / "w"), "--out", str(out)])  # fmt: skip
     assert out.read_text() == text
     for m in bench_ladder.RUNGS:
         assert f"| {m} |" in text
     assert "**not size-matched**" in text  # the tiny encoder-decoders are smaller than the champion
-    assert "| colour_map | champion |" in text and "| view_reachable | perminv |" in text
+    assert "| colour_map (n=2) |" in text and "| view_reachable (n=2) |" in text
+    assert "Control `grid2d_unscaled`" in text and "grid2d_unscaled - perminv" in text
+    again = bench_ladder.run(["--render", "--work", str(tmp_path / "w"), "--out", str(out)])
+    assert again == text  # the report again from ladder.json, nothing retrained
 
 
 def test_the_test_rows_are_the_trained_rules_and_their_conjugates():

@@ -153,3 +153,15 @@ def test_the_full_size_ladder_is_size_matched_and_the_demo_is_flagged():
         counts = {m: count_parameters(rung(c, m)) for m in model_names(c)}
         print("\nparameters:", counts)
         assert set(size_flags(counts)) == flagged
+
+
+@pytest.mark.slow
+def test_the_middle_rungs_pass_every_smoke_check(cfg, tiny_data):
+    """Training path, checkpoint reload, cached decoding (Grid2D from the decoded token's real
+    coordinate) and the recipe: the smoke test's checks on grid2d and perminv."""
+    from arctax.training.smoke import format_table, smoke_test
+
+    report = smoke_test(cfg, tiny_data, models=["grid2d", "perminv"])
+    assert report["ok"], format_table(report)
+    assert report["models"]["perminv"]["checks"]["kv_cache_decode"] == "ok"
+    assert report["models"]["perminv"]["parameters"] == report["models"]["grid2d"]["parameters"]
