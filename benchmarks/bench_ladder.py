@@ -268,6 +268,9 @@ def run(argv: list[str] | None = None) -> str:
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "results" / "bench-ladder")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--notes", default="", help="a paragraph appended to the report")
+    ap.add_argument(
+        "--seed", type=int, default=None, help="training seed (default: the ladder's first)"
+    )
     ap.add_argument("--controls", action="store_true", help="also train " + ", ".join(CONTROLS))
     ap.add_argument(
         "--render", action="store_true", help="rewrite the report from WORK/ladder.json"
@@ -290,6 +293,8 @@ def run(argv: list[str] | None = None) -> str:
     generate(work / "tasks", args.per_family, args.per_group, rules, args.max_side)
     cfg = config(work, args.epochs, args.quick, args.controls)
     models = (*RUNGS, *CONTROLS) if args.controls else RUNGS
+    if args.seed is not None:
+        cfg["seeds"] = [args.seed]
     from arctax.data.prepare import prepare
 
     data_dir = work / "data"
