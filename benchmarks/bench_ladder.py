@@ -34,7 +34,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,20 +76,8 @@ def generate(
     root: Path, per_family: int, per_group: int, rules: tuple[str, ...] = TRAINED, hi: int = 5
 ) -> dict[str, int]:
     """Training tasks (seed 1) and test tasks (seed 2) on grids of 3..``hi`` a side."""
-    labels: dict[str, str] = {}
-    for split, seed in (("train", 1), ("test", 2)):
-        out = root / split
-        out.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(seed)
-        rows = {f: (f,) for f in rules} if split == "train" else groups(rules)
-        for name, fams in rows.items():
-            for i in range(per_family if split == "train" else per_group):
-                tid = f"{split}-{name}-{i:03d}"
-                task = families.make_task(fams[i % len(fams)], rng, hi=hi)
-                families.write_task(out / f"{tid}.json", task)
-                labels[tid] = name
-    atomic_write_text(root / "labels.json", json.dumps(labels, sort_keys=True))
-    return {s: len(list((root / s).glob("*.json"))) for s in ("train", "test")}
+    return families.write_families(root, dict.fromkeys(rules, per_family), groups(rules),
+                                   per_group, seed=1, hi=hi)  # fmt: skip
 
 
 def config(work: Path, epochs: int, quick: bool, controls: bool = False) -> dict[str, Any]:
