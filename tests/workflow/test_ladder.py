@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+
+import yaml
 
 from tests.conftest import REPO
 from tests.workflow.test_workflow import SNAKEMAKE, job_counts
@@ -33,3 +36,23 @@ def test_the_ladder_overlay_plans_five_models():
         assert (c["smoke_test"], c["train"], c["evaluate"]) == (5, 5 * seeds, 5 * seeds), out
         for rung in ("decoder_only", "encoder_decoder", "grid2d", "perminv", "champion"):
             assert f"results/{run}/train/{rung}/seed307/best.ckpt" in out
+
+
+def test_the_positive_control_plans_the_whole_workflow_on_generated_families(tmp_path):
+    """`make demo-control`: `arctax families` writes the data source, then config/control.yaml
+    points the demo at it (every model trained, evaluated, voted and adapted per row)."""
+    tasks = tmp_path / "tasks"
+    path = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    subprocess.run([sys.executable, "-m", "arctax.cli", "families", "--out", str(tasks),
+                    "--rules", "flip,gravity", "--per-rule", "5", "--per-row", "2"],
+                   check=True, env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+    over = tmp_path / "here.yaml"
+    over.write_text(yaml.safe_dump({
+        "data": {"source": str(tasks / "train"), "test_source": str(tasks / "test")},
+        "taxonomy": {"labels": str(tasks / "labels.json")},
+    }))  # fmt: skip
+    out = smk("all", "-n", "--forceall", "--configfile", "config/config.yaml",
+              "config/demo.yaml", "config/control.yaml", str(over))  # fmt: skip
+    c = job_counts(out)
+    assert (c["train"], c["evaluate"], c["compare"], c["compare_adapt"]) == (3, 3, 1, 1), out
+    assert "results/control/compare/adaptation.md" in out
