@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import families
 import pandas as pd
 from harness import machine
 
+from arctax.data import families
 from arctax.evaluation.compare import md_table, pct
 from arctax.evaluation.stats import bootstrap_ci, mcnemar, paired_bootstrap
 from arctax.io import atomic_write_text
@@ -243,7 +243,7 @@ HEAD = """# Per-task adaptation on a learnable benchmark
 
 Written by `benchmarks/bench_adapt_science.py` (each section by the command it names; the
 file is rewritten atomically, the other section kept). The benchmark: task families with
-known rules (`benchmarks/families.py`), trained models, and three test conditions;
+known rules (`arctax.data.families`), trained models, and three test conditions;
 `docs/ADAPTATION.md` says how the method works.
 """
 

@@ -6,7 +6,7 @@ Usage::
     python benchmarks/bench_adapt_science.py --ablation  # dev tasks: what each choice is worth
     python benchmarks/bench_adapt_science.py --quick     # seconds: tiny sizes (the test suite)
 
-Task families with known rules (``families.py``) are written as task JSON files, prepared
+Task families with known rules (``arctax.data.families``) are written as task JSON files, prepared
 by ``arctax.data.prepare.prepare`` (``data.source``: the training tasks; ``data.test_source``:
 the test or the dev tasks) and the three demo-size models are trained by
 ``arctax.training.train.train`` on the trained rules. Each model then runs the adaptation
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import families
 from adapt_science_tables import ablation_section, results_section, write_sections
 
 from arctax.config import DEFAULT_CONFIG, REPO_ROOT, deep_merge, load_config
+from arctax.data import families
 
 MODELS = ("champion", "encoder_decoder", "decoder_only")
 TINY = {  # --quick: the same code paths in seconds

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from arctax.data import families
 from arctax.data.augment import Augmentation
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import families  # noqa: E402
 from adapt_science_tables import write_sections  # noqa: E402
 
 

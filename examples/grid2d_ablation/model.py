@@ -3,7 +3,9 @@
 The encoder-decoder of Exp 0 with the champion's 2D grid positions (half the channels encode
 the row, half the column, from each token's real coordinates) on source and target, and no
 context encoder: the row of the paper's ablation ladder between ``encoder_decoder`` (Exp 0)
-and ``champion`` that arctax does not ship. Grid2D has no parameters, so at the
+and ``champion``. arctax now ships it as the ``grid2d`` rung of ``config/ladder.yaml``
+(``EncoderDecoder(positions="grid2d")``, the same positions); this file stays the worked
+example of a model of your own. Grid2D has no parameters, so at the
 encoder-decoder's sizes (``extends: encoder_decoder`` in config.yaml) it has exactly Exp 0's
 parameter count: the two differ in their positions alone.
 

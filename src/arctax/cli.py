@@ -1,5 +1,5 @@
-"""Command line: ``arctax generate-rearc | prepare | smoke | train | evaluate | score | compare |
-inspect | status``.
+"""Command line: ``arctax generate-rearc | families | prepare | smoke | train | evaluate | score |
+compare | inspect | status``.
 
 The Snakemake workflow calls the same library functions; the CLI is for running one step by
 hand. ``--config`` may repeat (merged in order, like Snakemake's ``--configfile``) and
@@ -53,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--repo", default=None, help="re-arc checkout (default: data.rearc.repo)")
     p.add_argument("--out", required=True, help="OUT/re_arc (re-arc's layout) and OUT/.state")
+    p = sub.add_parser(
+        "families", help="write generated task families with known rules (a data.source folder)"
+    )
+    p.add_argument("--out", required=True, help="OUT/train, OUT/test (task JSON), OUT/labels.json")
+    p.add_argument("--rules", default="flip,gravity,swap", help="trained rules, comma-separated")
+    p.add_argument("--per-rule", type=int, default=300, help="training tasks per rule")
+    p.add_argument("--per-row", type=int, default=40, help="test tasks per row")
+    p.add_argument("--max-side", type=int, default=5, help="largest grid side (3..5)")
+    p.add_argument("--seed", type=int, default=1, help="training tasks' seed; test tasks: seed + 1")
     p = sub.add_parser("prepare", help="build the data cache (training data and one test set)")
     p.add_argument("--out", required=True)
     p.add_argument("--test-set", default=None, help="name in data.test_sets (default: the first)")
@@ -130,6 +139,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    if args.cmd == "families":
+        from arctax.data import families
+
+        rules = tuple(r for r in args.rules.split(",") if r)
+        counts = families.write_families(
+            Path(args.out), dict.fromkeys(rules, args.per_rule), families.test_rows(rules),
+            args.per_row, seed=args.seed, hi=args.max_side,
+        )  # fmt: skip
+        print(json.dumps({"out": args.out, **counts}))
+        return 0
     if args.cmd == "generate-rearc":
         from arctax.data import rearc_generate as rg
 

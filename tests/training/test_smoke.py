@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from arctax.training import smoke_checks
-from arctax.training.smoke import format_table, smoke_test
+from arctax.training.smoke import format_table, merge_reports, smoke_test
 from arctax.training.smoke_checks import Step, bitwise_equal, judge_steps
 from tests.conftest import REPO, tiny_overrides
 
@@ -375,3 +375,21 @@ def test_the_protocol_check_names_what_a_model_lacks(tiny_data):
     )
     assert "no start / step for cached decoding" in protocol_check(NoCache(), batch)
     assert protocol_check(type("Fine", (Short,), {"forward": NoCache.forward})(), batch) == OK
+
+
+def test_the_merged_report_gives_parameters_and_flags_a_model_off_the_champions_size(tmp_path):
+    def part(name, n):
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps({"models": {name: {"ok": True, "checks": {"finite_loss": "ok"},
+                                                   "figures": {}, "parameters": n}}}))  # fmt: skip
+        return p
+
+    sizes = {"champion": 1_000_000, "grid2d": 1_040_000, "decoder_only": 900_000}
+    out = tmp_path / "report.json"
+    report = merge_reports([part(m, n) for m, n in sizes.items()], out)
+    assert report["ok"] and set(report["size_flags"]) == {"decoder_only"}
+    assert json.loads(out.read_text()) == report
+    text = format_table(report)
+    assert "grid2d 1,040,000 (+4.0% vs champion)" in text
+    assert "FLAG decoder_only is not size-matched: 900,000 parameters, -10.0%" in text
+    assert "FLAG grid2d" not in text and "FAIL" not in text

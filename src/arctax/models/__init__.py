@@ -11,6 +11,7 @@ model: the class imports, the block fits its constructor, the class has the prot
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,29 @@ def resolve_model(name: str, model_cfg: dict[str, Any], class_path: str | None =
     return ModelSpec(name, cls, dict(model_cfg), class_path)
 
 
+SIZE_TOLERANCE = 0.05  # the paper matched its models to ~1.7M parameters; beyond +-5%: flagged
+
+
+def size_flags(
+    counts: Mapping[str, int], reference: str = "champion", tolerance: float = SIZE_TOLERANCE
+) -> dict[str, str]:
+    """``{model: line}`` for each model whose parameter count is more than ``tolerance`` off
+    ``counts[reference]`` (nothing when the reference is absent: no size to match)."""
+    base = counts.get(reference)
+    if not base:
+        return {}
+    flags = {}
+    for name, n in counts.items():
+        ratio = n / base - 1.0
+        if abs(ratio) > tolerance:
+            flags[name] = (
+                f"{name} is not size-matched: {n:,} parameters, {ratio:+.1%} of the "
+                f"{reference}'s {base:,} (more than +-{tolerance:.0%}); part of any difference "
+                "may be capacity, not architecture"
+            )
+    return flags
+
+
 def build_model(name: str, model_cfg: dict[str, Any], class_path: str | None = None) -> nn.Module:
     """Build model ``name`` from its ``models.<name>`` block (constructor arguments)."""
     spec = resolve_model(name, model_cfg, class_path)
@@ -125,10 +149,12 @@ def build_model(name: str, model_cfg: dict[str, Any], class_path: str | None = N
 __all__ = [
     "FORMATS",
     "REGISTRY",
+    "SIZE_TOLERANCE",
     "ModelError",
     "ModelSpec",
     "build_model",
     "count_parameters",
     "protocol_problems",
     "resolve_model",
+    "size_flags",
 ]

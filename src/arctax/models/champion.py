@@ -77,6 +77,8 @@ class Champion(Grid2DPositions, EncoderDecoder):
     fmt = "champion"
 
     def __init__(self, *, context: dict, max_grid: int = 30, vocab_size: int = 15, **kw) -> None:
+        if kw.get("positions", "grid2d") != "grid2d":
+            raise ValueError(f"the champion's positions are grid2d, not {kw['positions']!r}")
         super().__init__(max_grid=max_grid, vocab_size=vocab_size, **kw)
         d = self.embed.embedding_dim
         dc = context["d_model"]

@@ -1,6 +1,11 @@
 """Encoder-decoder ("Exp 0"): encoder over the input grid, causal decoder over the output grid.
 
-1D sinusoidal positions over each sequence's index. The target is shifted by the batch
+1D sinusoidal positions over each sequence's index (``positions: "1d"``), or Grid2D positions
+from each token's real (row, col) (``positions: "grid2d"``: the paper's "+Grid2D", Exp 1);
+token embedding ``nn.Embedding`` (``embedding: "lookup"``) or the original's plain
+Kaiming-uniform table (``embedding: "perminv_table"``: the paper's "+PermInv", Exp 2, which
+is not colour-permutation invariant: :class:`arctax.models.layers.LookupTable`), optionally
+scaled by ``sqrt(d_model)`` (``embed_scale``, as the paper's Exp 1 and Exp 2 ran). The target is shifted by the batch
 (``tgt_in = [BOS] + out[:-1]``), so the decoder never sees the token it predicts (bug 4 of
 the original). Decoding with a key/value cache lives here once for every subclass.
 
@@ -12,6 +17,7 @@ the batch, e.g. its demonstrations) and ``mix_context`` (how it enters decoder l
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -19,9 +25,10 @@ from torch import nn
 
 from arctax.data.tokenize import BOS, VOCAB_SIZE
 from arctax.models.grid2d_pe import Grid2DPE, SinusoidalPE1D
-from arctax.models.layers import Block, KVCache
+from arctax.models.layers import Block, KVCache, token_embedding
 
 Batch = dict[str, torch.Tensor]
+POSITIONS = ("1d", "grid2d")
 
 
 class EncoderDecoder(nn.Module):
@@ -42,12 +49,19 @@ class EncoderDecoder(nn.Module):
         vocab_size: int = VOCAB_SIZE,
         max_grid: int = 30,
         d_mem: int | None = None,
+        positions: str = "1d",
+        embedding: str = "lookup",
+        embed_scale: bool = False,
     ) -> None:
         super().__init__()
+        if positions not in POSITIONS:
+            raise ValueError(f"positions {positions!r} is not one of {', '.join(POSITIONS)}")
+        self.positions = positions
+        self.embed_scale = math.sqrt(d_model) if embed_scale else 1.0
         enc_p = dropout if encoder_dropout is None else encoder_dropout
         dec_p = dropout if decoder_dropout is None else decoder_dropout
         self.max_len = max_grid * (max_grid + 1) + 1
-        self.embed = nn.Embedding(vocab_size, d_model)
+        self.embed = token_embedding(embedding, vocab_size, d_model)
         self.encoder = nn.ModuleList(
             Block(d_model, n_heads, d_ff, enc_p) for _ in range(n_encoder_layers)
         )
@@ -62,15 +76,26 @@ class EncoderDecoder(nn.Module):
 
     # ---- hooks a variant overrides (the champion; docs/MODELS.md) -------------------------
     def init_positions(self, d_model: int, max_grid: int) -> None:
-        self.pe = SinusoidalPE1D(d_model, self.max_len + 1)
+        if self.positions == "grid2d":
+            self.pe = Grid2DPE(d_model, max_grid)
+        else:
+            self.pe = SinusoidalPE1D(d_model, self.max_len + 1)
+
+    def tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (times ``sqrt(d_model)`` with ``embed_scale``)."""
+        x = self.embed(tokens)
+        return x * self.embed_scale if self.embed_scale != 1.0 else x
 
     def embed_source(self, batch: Batch) -> torch.Tensor:
+        if self.positions == "grid2d":
+            return self.tokens(batch["src"]) + self.pe(batch["src_pos"])
         idx = torch.arange(batch["src"].shape[1], device=batch["src"].device)
-        return self.embed(batch["src"]) + self.pe(idx)
+        return self.tokens(batch["src"]) + self.pe(idx)
 
     def embed_target(self, tokens: torch.Tensor, pos: torch.Tensor, index: torch.Tensor):
-        """Decoder input: ``tokens (B,T)``, real coordinates ``pos (B,T,2)``, step ``index (T,)``."""
-        return self.embed(tokens) + self.pe(index)
+        """Decoder input: ``tokens (B,T)``, real coordinates ``pos (B,T,2)``, step ``index (T,)``
+        (Grid2D: the coordinate of the token to predict)."""
+        return self.tokens(tokens) + self.pe(pos if self.positions == "grid2d" else index)
 
     def task_context(self, batch: Batch) -> torch.Tensor | None:
         return None
@@ -128,15 +153,10 @@ class EncoderDecoder(nn.Module):
 
 
 class Grid2DPositions:
-    """Grid2D positions for an :class:`EncoderDecoder`, from every token's real (row, col) on
-    the source and the target (the champion's; the paper's "+Grid2D" ablation is this on
-    Exp 0: ``class Grid2D(Grid2DPositions, EncoderDecoder)``). Put it before the base class."""
+    """Grid2D positions for an :class:`EncoderDecoder` subclass, whatever its ``positions``
+    argument (the champion's): the same as ``positions: "grid2d"``. A mixin, before the base
+    class; the paper's "+Grid2D" is ``EncoderDecoder(positions="grid2d")``."""
 
     def init_positions(self, d_model: int, max_grid: int) -> None:
+        self.positions = "grid2d"
         self.pe = Grid2DPE(d_model, max_grid)
-
-    def embed_source(self, batch: Batch) -> torch.Tensor:
-        return self.embed(batch["src"]) + self.pe(batch["src_pos"])
-
-    def embed_target(self, tokens: torch.Tensor, pos: torch.Tensor, index: torch.Tensor):
-        return self.embed(tokens) + self.pe(pos)  # the coordinate of the token to predict

@@ -143,6 +143,42 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+class LookupTable(nn.Module):
+    """The original's "PermInvariantEmbedding" (the paper's Exp 2, "+PermInv"), as it ran.
+
+    A plain ``(vocab, d)`` table ``G`` read as ``G[idx]``, Kaiming-uniform initialised
+    (``nn.init.kaiming_uniform_``: bound ``sqrt(6 / d)``), no padding row. Despite its name it
+    is NOT colour-permutation invariant or equivariant: every colour has its own free row, as
+    in ``nn.Embedding``; the two differ in their initialisation alone (``nn.Embedding`` draws
+    N(0, 1)). The weight is called ``weight`` like ``nn.Embedding``'s.
+    """
+
+    def __init__(self, vocab_size: int, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, d))
+        nn.init.kaiming_uniform_(self.weight)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.weight[idx]
+
+
+EMBEDDINGS = ("lookup", "perminv_table")
+
+
+def token_embedding(kind: str, vocab_size: int, d: int) -> nn.Module:
+    """The token embedding ``kind`` names: ``lookup`` (``nn.Embedding``, N(0, 1) init) or
+    ``perminv_table`` (:class:`LookupTable`, the paper's "+PermInv" as it ran)."""
+    if kind == "lookup":
+        return nn.Embedding(vocab_size, d)
+    if kind == "perminv_table":
+        return LookupTable(vocab_size, d)
+    raise ValueError(f"embedding {kind!r} is not one of {', '.join(EMBEDDINGS)}")
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

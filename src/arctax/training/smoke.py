@@ -42,7 +42,7 @@ from arctax.config import flatten, model_names
 from arctax.data.collate import Batch, collate
 from arctax.data.dataset import PreparedSplit, load_split
 from arctax.io import write_json
-from arctax.models import count_parameters
+from arctax.models import count_parameters, size_flags
 from arctax.training.module import ARCLitModule
 from arctax.training.provenance import _same, built_recipe, reference_trial69
 from arctax.training.ranks import join_ranks, process_rank
@@ -286,6 +286,18 @@ def format_table(report: Mapping[str, Any]) -> str:
         )
         if f.get("trial69_deviations"):
             lines.append(f"{m}: deviates from Trial 69: " + "; ".join(f["trial69_deviations"]))
+    counts = {m: r["parameters"] for m, r in models.items() if r.get("parameters")}
+    base = counts.get("champion")
+    if counts:
+        lines.append(
+            "parameters: "
+            + ", ".join(
+                f"{m} {n:,}" + (f" ({n / base - 1:+.1%} vs champion)" if base else "")
+                for m, n in counts.items()
+            )
+        )
+    for line in size_flags(counts).values():
+        lines.append(f"FLAG {line}")
     for m, r in models.items():
         for n, v in r["checks"].items():
             if v != "ok":
@@ -324,6 +336,8 @@ def merge_reports(paths: list[str | Path], out_json: str | Path) -> dict[str, An
     models: dict[str, Any] = {}
     for p in paths:
         models.update(json.loads(Path(p).read_text())["models"])
-    report = {"ok": all(m["ok"] for m in models.values()), "models": models}
+    counts = {m: r["parameters"] for m, r in models.items() if r.get("parameters")}
+    report = {"ok": all(m["ok"] for m in models.values()), "models": models,
+              "size_flags": size_flags(counts)}  # fmt: skip
     write_json(Path(out_json), report)
     return report

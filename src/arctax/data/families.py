@@ -1,7 +1,8 @@
-"""Generated ARC task families with a known rule: the test bed of the adaptation benchmark.
+"""Generated ARC task families with a known rule: the test bed of the adaptation and ladder
+benchmarks and of the positive control (``make demo-control``).
 
 A *family* is one grid rule; a task of a family is ``n_demos`` demonstration pairs plus one
-test pair on small random grids. Three conditions test adaptation (``bench_adapt_science``):
+test pair on small random grids. Three conditions test adaptation (``benchmarks/bench_adapt_science.py``):
 
 - ``in_distribution``: the rules the models were trained on (``TRAINED``): ``flip`` (mirror
   left-right, geometric), ``gravity`` (every cell falls to the bottom of its column, object)
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from arctax.io import atomic_write_text
 
 Grid = np.ndarray
 Pair = tuple[Grid, Grid]
@@ -120,4 +123,46 @@ def make_task(family: str, rng: np.random.Generator, n_demos: int = 3, lo: int =
 def write_task(path: Path, task: dict[str, list[Pair]]) -> None:
     """The task as ARC task JSON (``{"train": [{"input", "output"}], "test": [...]}``)."""
     obj = {k: [{"input": a.tolist(), "output": b.tolist()} for a, b in v] for k, v in task.items()}
-    path.write_text(json.dumps(obj))
+    atomic_write_text(path, json.dumps(obj))
+
+
+def test_rows(trained: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The test rows of a study trained on ``trained``: each trained rule alone, the dihedral
+    conjugates of the trained ones (``view_reachable``) and the untrained rules only the
+    demonstrations tell (``new_rule``)."""
+    unknown = set(trained) - set(RULES) - set(NEW_RULE)
+    if unknown:
+        raise ValueError(f"unknown rules {sorted(unknown)}: known {', '.join([*RULES, *NEW_RULE])}")
+    conj = tuple(f for f in VIEW_REACHABLE if f.split("_")[0] in trained)
+    new = tuple(f for f in NEW_RULE if f not in trained)
+    return {**{f: (f,) for f in trained}, **({"view_reachable": conj} if conj else {}),
+            **({"new_rule": new} if new else {})}  # fmt: skip
+
+
+def write_families(
+    out: Path,
+    train: dict[str, int],
+    rows: dict[str, tuple[str, ...]],
+    per_row: int,
+    seed: int = 1,
+    hi: int = 5,
+) -> dict[str, int]:
+    """Write a study's tasks as ARC task JSON: ``out/train/train-<rule>-<i>.json`` (``train``:
+    tasks per rule, drawn with ``seed``), ``out/test/test-<row>-<i>.json`` (``per_row`` per row,
+    cycling the row's rules, drawn with ``seed + 1``) on grids of 3..``hi`` a side, and
+    ``out/labels.json`` (``{task_id: rule or row}``, a ``taxonomy.labels`` file). Returns the
+    number of tasks written per split."""
+    labels: dict[str, str] = {}
+    plan = (("train", seed, {f: (f,) for f in train}, train),
+            ("test", seed + 1, rows, dict.fromkeys(rows, per_row)))  # fmt: skip
+    for split, s, groups, counts in plan:
+        folder = Path(out) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(s)
+        for name, fams in groups.items():
+            for i in range(counts[name]):
+                tid = f"{split}-{name}-{i:03d}"
+                write_task(folder / f"{tid}.json", make_task(fams[i % len(fams)], rng, hi=hi))
+                labels[tid] = name
+    atomic_write_text(Path(out) / "labels.json", json.dumps(labels, sort_keys=True))
+    return {split: sum(v.startswith(split) for v in labels) for split in ("train", "test")}
