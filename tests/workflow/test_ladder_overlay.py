@@ -48,11 +48,14 @@ def test_the_positive_control_plans_the_whole_workflow_on_generated_families(tmp
                    check=True, env={**os.environ, "PYTHONPATH": path})  # fmt: skip
     over = tmp_path / "here.yaml"
     over.write_text(yaml.safe_dump({
-        "data": {"source": str(tasks / "train"), "test_source": str(tasks / "test")},
+        "data": {"source": str(tasks / "train"),
+                 "test_sets": {"test": str(tasks / "test"), "val": "val"}},
         "taxonomy": {"labels": str(tasks / "labels.json")},
     }))  # fmt: skip
     out = smk("all", "-n", "--forceall", "--configfile", "config/config.yaml",
               "config/demo.yaml", "config/control.yaml", str(over))  # fmt: skip
     c = job_counts(out)
-    assert (c["train"], c["evaluate"], c["compare"], c["compare_adapt"]) == (3, 3, 1, 1), out
+    # the rows and the val split (the paper's metric beside the paper's figures), each compared
+    assert (c["train"], c["evaluate"], c["compare"], c["compare_adapt"]) == (3, 6, 2, 1), out
     assert "results/control/compare/adaptation.md" in out
+    assert "results/control/compare/val/summary.md" in out
