@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from bench_adapt_science import TINY  # --quick: the same tiny sizes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,13 +53,6 @@ EXP = {"decoder_only": "Exp -1", "encoder_decoder": "Exp 0", "grid2d": "Exp 1 (+
        "perminv": "Exp 2 (+PermInv)", "champion": "Exp 3 (+context)"}  # fmt: skip
 # seconds per epoch at 400 tasks per rule, one torch thread (ADAPTATION.md): longest first
 EPOCH_SECONDS = {"decoder_only": 13.0, "champion": 8.4}
-TINY = {  # --quick: the same code paths in seconds
-    "champion": {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
-                 "d_ff": 32, "context": {"d_model": 8, "n_heads": 2}},
-    "encoder_decoder": {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1,
-                        "n_decoder_layers": 1, "d_ff": 32},
-    "decoder_only": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
-}  # fmt: skip
 # Trained: the three rules a test input tells (flip, gravity, swap) and colour_map, a per-task
 # colour mapping only the demonstrations tell (each test task draws a mapping of its own).
 TRAINED = (*families.TRAINED, *families.NEW_RULE)
