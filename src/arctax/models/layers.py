@@ -3,7 +3,10 @@
 All attention goes through ``F.scaled_dot_product_attention``. Key-padding masks are boolean
 ``(B, S)`` (True = real token) broadcast to ``(B, 1, 1, S)``; causal self-attention uses
 ``is_causal=True`` with no explicit mask where right padding makes that safe (a real token
-never sits after a pad), which keeps the fused kernels usable.
+never sits after a pad), which keeps the fused kernels usable. Where this torch's fused CPU
+kernel refuses the CPU it runs on (bf16 on an AMX/avx512-bf16 CPU whose kernels are held below
+avx512 by ``ATEN_CPU_CAPABILITY``: "pack_vnni2 is only supported when avx512 is supported"), the
+process falls back to the math kernel for that device and dtype: same result, slower.
 """
 
 from __future__ import annotations
@@ -13,6 +16,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+_MATH_ONLY: set[tuple[str, torch.dtype]] = set()  # (device, dtype) whose fused kernel refused
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, on the math kernel where the fused CPU one refuses."""
+    dev = q.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else q.dtype
+    if (dev, dtype) not in _MATH_ONLY:
+        try:
+            return F.scaled_dot_product_attention(q, k, v, **kw)
+        except RuntimeError as err:  # a torch kernel-selection bug, not bad input
+            if dev != "cpu" or "only supported when avx512" not in str(err):
+                raise
+            _MATH_ONLY.add((dev, dtype))
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v, **kw)
 
 
 @dataclass
@@ -80,7 +101,7 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.append(k, v)
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(
+        y = attention(
             q,
             k,
             v,
