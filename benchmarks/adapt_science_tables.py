@@ -25,7 +25,10 @@ CONDITION_NAMES = {
     "in_distribution": "in-distribution (the trained rules)",
     "view_reachable": "a rule reachable by a view (dihedral conjugates of the trained rules)",
     "new_rule": "a new rule, learnable only from the demonstrations (per-task colour mapping)",
+    "far_rule": "a far rule: a kind never trained, no view reaches it (transpose, shift, copy)",
 }
+FAR_LIFT = 0.10  # the far condition's target: +adapt above +vote by 10 points, p < 0.05
+FAR_TARGET_MODELS = ("champion",)  # the model that reads its demonstrations
 MARKERS = {"results": "results", "ablation": "ablation"}
 
 
@@ -40,6 +43,19 @@ def load_run(run_dir: Path) -> pd.DataFrame:
         )  # fmt: skip
         frames.append(g.assign(kind=kind).reset_index())
     return pd.concat(frames, ignore_index=True)
+
+
+def steps_by_condition(run_dir: Path) -> dict[str, float]:
+    """Mean optimizer steps the selection kept, per condition (from the shards' records)."""
+    import json
+
+    labels = pd.read_csv(run_dir / "adapt" / "per_task.csv", dtype={"task_id": str})
+    cond = dict(zip(labels["task_id"], labels["category"], strict=False))
+    steps: dict[str, list[int]] = {}
+    for shard in sorted((run_dir / "shards").glob("*.json")):
+        for rec in json.loads(shard.read_text())["records"]:
+            steps.setdefault(cond.get(rec["task_id"], "?"), []).append(rec["steps"])
+    return {c: sum(v) / len(v) for c, v in steps.items()}
 
 
 def compare_rows(df: pd.DataFrame, boot: tuple[int, float, int]) -> dict[str, Any]:
@@ -64,16 +80,20 @@ def _p(v: float) -> str:
     return f"{v:.2g}" if v < 0.01 else f"{v:.3f}"
 
 
-def targets(stats: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, bool, str]]:
+def targets(stats: Mapping[str, Mapping[str, Any]], model: str) -> list[tuple[str, str, bool, str]]:
     """(condition, target, met, the numbers) for one model."""
     rows = []
+    far = "far" if model in FAR_TARGET_MODELS else None
     for cond, rule in (("in_distribution", "not below"), ("view_reachable", "not below"),
-                       ("new_rule", "above")):  # fmt: skip
-        if cond not in stats:
+                       ("new_rule", "above"), ("far_rule", far)):  # fmt: skip
+        if cond not in stats or rule is None:
             continue
         t = stats[cond]["adapt_vs_vote"]
         diff, p = t["diff"][0], t["p"]
-        if rule == "above":
+        if rule == "far":
+            met = diff >= FAR_LIFT - 1e-9 and p < 0.05
+            what = f"+adapt above +vote by >= {FAR_LIFT:.0%} points, p < 0.05"
+        elif rule == "above":
             met = diff > 0 and p < 0.05
             what = "+adapt above +vote, p < 0.05"
         else:
@@ -120,11 +140,14 @@ def _stats(gathered: Mapping[tuple[str, str], Path], variant: str, boot) -> dict
     return out
 
 
-def _steps(run_dir: Path) -> float | None:
+def _summary(run_dir: Path) -> dict[str, Any]:
     import json
 
-    s = json.loads((run_dir / "adapt" / "summary.json").read_text())["adaptation"]
-    return s.get("steps_mean")
+    return json.loads((run_dir / "adapt" / "summary.json").read_text())["adaptation"]
+
+
+def _steps(run_dir: Path) -> float | None:
+    return _summary(run_dir).get("steps_mean")
 
 
 def _setup(meta: Mapping[str, Any]) -> str:
@@ -150,9 +173,59 @@ def _setup(meta: Mapping[str, Any]) -> str:
     )
 
 
+def family_of(task_id: str, condition: str) -> str:
+    """The rule of a generated task: ``<split>-<condition>-<i>`` cycles its condition's rules."""
+    rules = families.CONDITIONS.get(condition, (condition,))
+    return rules[int(task_id.rsplit("-", 1)[1]) % len(rules)]
+
+
+def before_after(gathered: Mapping[tuple[str, str], Path], former: str) -> str:
+    """The former method against the shipped one on the same tasks: pass@2 of +adapt per
+    condition (and per rule of the far condition), steps kept, tasks per second."""
+    rows = []
+    for (name, m), shipped in gathered.items():
+        if name != "shipped defaults" or (former, m) not in gathered:
+            continue
+        old_dir = gathered[(former, m)]
+        runs = {"former": load_run(old_dir), "shipped": load_run(shipped)}
+        steps = {k: steps_by_condition(d) for k, d in (("former", old_dir), ("shipped", shipped))}
+        for cond in families.CONDITIONS:
+            groups = [(cond, None)]
+            if cond == "far_rule":
+                groups += [(cond, r) for r in families.FAR_RULE]
+            for c, rule in groups:
+                cells = []
+                for k in ("former", "shipped"):
+                    df = runs[k][(runs[k]["condition"] == c) & (runs[k]["kind"] == "adapt")]
+                    if rule is not None:
+                        df = df[[family_of(t, c) == rule for t in df["task_id"]]]
+                    if not len(df):
+                        break
+                    cells.append(f"{int(df['pass2'].sum())}/{len(df)} ({df['pass2'].mean():.0%})")
+                if len(cells) < 2:
+                    continue
+                a = runs["former"].query("kind == 'adapt'").set_index("task_id")["pass2"]
+                b = runs["shipped"].query("kind == 'adapt'").set_index("task_id")["pass2"]
+                ids = runs["shipped"].query("kind == 'adapt' and condition == @c")["task_id"]
+                if rule is not None:
+                    ids = [t for t in ids if family_of(t, c) == rule]
+                gained, lost, p = mcnemar(b[ids].to_numpy(bool), a[ids].to_numpy(bool))
+                label = c if rule is None else f"  {c}: {rule}"
+                st = "" if rule else (f"{steps['former'].get(c, 0):.1f} → "
+                                      f"{steps['shipped'].get(c, 0):.1f}")  # fmt: skip
+                rows.append([m, label, *cells, f"+{gained} / −{lost}", _p(p), st])
+        speed = [_summary(d) for d in (old_dir, shipped)]
+        rows.append([m, "all (tasks / s)", *(f"{x['tasks'] / x['seconds']:.2f}" for x in speed),
+                     "", "", ""])  # fmt: skip
+    header = ["model", "condition", "+adapt pass@2, former", "+adapt pass@2, shipped",
+              "gained / lost", "exact McNemar p", "steps kept (mean)"]  # fmt: skip
+    return md_table(header, rows)
+
+
 def results_section(gathered: Mapping[tuple[str, str], Path], cfg: Mapping[str, Any],
-                    meta: Mapping[str, Any]) -> str:  # fmt: skip
-    """The results on the test tasks: targets first, then a table per condition."""
+                    meta: Mapping[str, Any], former: str | None = None) -> str:  # fmt: skip
+    """The results on the test tasks: targets first, then a table per condition, then the
+    former method against the shipped one (``former``: its variant's name)."""
     boot = (meta["settings"]["bootstrap"], 0.95, 0)
     stats = _stats(gathered, "shipped defaults", boot)
     per_model: dict[str, dict] = {}
@@ -161,11 +234,19 @@ def results_section(gathered: Mapping[tuple[str, str], Path], cfg: Mapping[str, 
             per_model.setdefault(m, {})[cond] = s
     target_rows, missed = [], []
     for m, by_cond in per_model.items():
-        for cond, what, met, nums in targets(by_cond):
+        for cond, what, met, nums in targets(by_cond, m):
             target_rows.append([m, cond, what, "**met**" if met else "**NOT met**", nums])
             if not met:
                 missed.append(f"{m} / {cond}")
-    steps = {m: _steps(d) for (_, m), d in gathered.items()}
+    shipped = {m: d for (name, m), d in gathered.items() if name == "shipped defaults"}
+    steps = {m: _steps(d) for m, d in shipped.items()}
+    conds = [c for c in families.CONDITIONS if c in stats]
+    step_rows = []
+    for m, d in shipped.items():
+        by = steps_by_condition(d)
+        summ = _summary(d)
+        step_rows.append([m, *(f"{by[c]:.1f}" if c in by else "" for c in conds),
+                          f"{summ['tasks'] / summ['seconds']:.2f}"])  # fmt: skip
     verdict = (
         "All targets met."
         if not missed
@@ -191,10 +272,19 @@ def results_section(gathered: Mapping[tuple[str, str], Path], cfg: Mapping[str, 
         "",
         "Mean optimizer steps per task after the held-out selection: "
         + ", ".join(f"{m} {v:.1f}" for m, v in steps.items() if v is not None)
-        + ".",
+        + ". Per condition, and the cost (tasks adapted per second of worker time: voting, "
+        "selection, fitting, answering; one torch thread):",
+        "",
+        md_table(["model", *(f"steps kept: {c}" for c in conds), "tasks / s"], step_rows),
     ]
     for cond, by_model in stats.items():
         out += ["", f"### {CONDITION_NAMES[cond]}", "", condition_table(by_model, 0.95)]
+    if former is not None and any(name == former for name, _ in gathered):
+        out += ["", "### Before and after: the former method on the same test tasks", "",
+                f"The former method ({former}) and the shipped one, both run by this command "
+                "on the same tasks and models. gained / lost: tasks only the shipped method "
+                "solves / only the former one solves (pass@2). The far condition is split by "
+                "rule.", "", before_after(gathered, former)]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
@@ -243,7 +333,7 @@ HEAD = """# Per-task adaptation on a learnable benchmark
 
 Written by `benchmarks/bench_adapt_science.py` (each section by the command it names; the
 file is rewritten atomically, the other section kept). The benchmark: task families with
-known rules (`arctax.data.families`), trained models, and three test conditions;
+known rules (`arctax.data.families`), trained models, and four test conditions;
 `docs/ADAPTATION.md` says how the method works.
 """
 

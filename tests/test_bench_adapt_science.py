@@ -48,6 +48,23 @@ def test_each_condition_is_what_it_claims():
         assert not any(_follows(s, r) for s in seen for r in trained)
         shown = {int(c) for x, _ in task["train"] for c in np.unique(x)}
         assert {int(c) for c in np.unique(task["test"][0][0])} <= shown  # learnable from demos
+        for fam in families.FAR_RULE:  # a kind never trained: no view makes it a trained rule
+            task = families.make_task(fam, rng)
+            seen = [
+                {k: [(v.apply(x), v.apply(y)) for x, y in p] for k, p in task.items()}
+                for v in (Augmentation(d) for d in range(8))
+            ]
+            assert not any(_follows(s, r) for s in seen for r in trained), fam
+            if fam != "frame":  # frame's colour is the task's own
+                assert _follows(task, families.RULES[fam]), fam
+    frame = families.make_task("frame", rng)
+    paints = {int(y[0, 0]) for _, y in frame["train"] + frame["test"]}
+    assert len(paints) == 1 and all(
+        (y[[0, -1]] == y[0, 0]).all()
+        and (y[:, [0, -1]] == y[0, 0]).all()
+        and np.array_equal(y[1:-1, 1:-1], x[1:-1, 1:-1])
+        for x, y in frame["train"] + frame["test"]
+    )
 
 
 def test_sections_are_replaced_one_at_a_time(tmp_path):
@@ -70,7 +87,12 @@ def test_quick_run_writes_every_table(tmp_path):
         assert f"| {'champion'} | {cond} |" in text
     for model in bench.MODELS:
         assert f"| {model} | base |" in text
-    assert text.count("| +adapt |") == 3 * len(bench.MODELS)
+    assert text.count("| +adapt |") == len(families.CONDITIONS) * len(bench.MODELS)
+    # the far condition runs, and the former method beside the shipped one, rule by rule
+    assert "| champion | far_rule | +adapt above +vote by >= 10% points" in text
+    assert "### Before and after" in text
+    for rule in families.FAR_RULE:
+        assert f"|   far_rule: {rule} |" in text
     # models are kept while their inputs match: a second run trains nothing
     again = bench.run(["--quick", "--out", str(out), "--work", str(tmp_path / "w"), "--jobs", "1"])
     assert "training: reused from --work" in again

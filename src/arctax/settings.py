@@ -140,6 +140,8 @@ class Adapt(Block):
     select_folds: int = key()
     select_patience: int = key()
     select_metric: str = key()
+    select_min_delta: float = key()
+    select_unsolved: str = key()
     colour_views: bool = key()
     pool: str = key()
     scoring: str = key()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from arctax.adaptation.fit import fit_adapters, select_steps
+from arctax.adaptation.fit import fit_adapters, forward_losses, select_steps
 from arctax.adaptation.lora import inject_lora
 from arctax.adaptation.ttt import TaskData, adapt_tasks, adapter_slots, heldout_folds, loo_examples
 from arctax.data.augment import Augmentation
@@ -28,6 +28,7 @@ ACFG = adapt_settings(
     select_folds=3,
     select_patience=100,
     select_metric="loss",
+    select_unsolved="selected",  # the selection alone (the budget rule: its own tests)
     augment_views=2,
     voting_views=2,
     attempts=2,
@@ -117,3 +118,78 @@ def test_fitting_restores_each_adapter_at_its_own_stop():
     # slot 0 stopped at 6 both times: the same weights, whatever slot 1 did after
     for a, b in zip(runs[6], runs[12], strict=True):
         assert torch.allclose(a[0], b[0], atol=1e-6) and not torch.allclose(a[1], b[1])
+
+
+def _mostly_threes(seed: int = 2) -> TaskData:
+    """Every output is all 3s but one cell of a random colour at a random place: a rule
+    fitting can learn (cell by cell) though no held-out answer can ever be exact."""
+    rng = np.random.default_rng(seed)
+    outputs = []
+    for _ in range(3):
+        y = np.full((3, 3), 3)
+        y[rng.integers(3), rng.integers(3)] = rng.choice([1, 2, 4, 5, 6, 7, 8, 9])
+        outputs.append(y)
+    return _task(outputs)
+
+
+CELLS = ACFG.replace(select_metric="cells", select_min_delta=0.01, select_patience=2, lr=3e-3)
+
+
+def test_cells_selection_keeps_adapting_while_no_held_out_answer_is_exact():
+    """The far-rule case: held-out cells improve while exact answers stay 0. ``exact`` keeps
+    the base model (0 steps); ``cells`` trains on, and stops where the cells stop improving."""
+    task = _mostly_threes()
+    exact, _ = _select(task, ACFG.replace(select_metric="exact", select_patience=2))
+    assert max(exact.exact[0]) == 0.0 and exact.steps[0] == 0
+    cells, _ = _select(task, CELLS)
+    assert max(cells.exact[0]) == 0.0
+    curve = cells.cells[0]
+    assert cells.steps[0] >= 3 * CELLS.select_every, curve  # past the 2 checks `exact` gives
+    at = cells.steps[0] // CELLS.select_every
+    assert curve[at] > curve[0] + 0.3, curve  # it chose a step where most cells are right
+    assert max(curve) <= curve[at] + CELLS.select_min_delta  # the best one, within the margin
+
+
+def test_cells_selection_stops_on_a_task_that_memorises():
+    """Noise outputs: fitting memorises, held-out cells stop improving; the folds stop long
+    before the step budget, at a step no later than the held-out loss's best by much."""
+    sel, _ = _select(_noise_task(), CELLS)
+    curve = sel.cells[0]
+    assert len(curve) < CELLS.steps // CELLS.select_every + 1, curve  # stopped early
+    assert sel.steps[0] < CELLS.steps // 2
+    full, _ = _select(_noise_task(), CELLS.replace(select_patience=100))
+    assert full.loss[0][-1] > min(full.loss[0]) + 0.5  # going on would have memorised
+
+
+def test_budget_trains_on_a_task_the_base_cannot_do_while_cells_improve():
+    """``select_unsolved: budget``: no held-out answer exact before fitting, cells improving:
+    the whole budget (the far rule's case), where the selection alone stops early."""
+    task = _mostly_threes()
+    alone, _ = _select(task, CELLS)
+    budget, _ = _select(task, CELLS.replace(select_unsolved="budget"))
+    assert 0 < alone.steps[0] < CELLS.steps and budget.steps[0] == CELLS.steps
+    assert budget.cells[0] == alone.cells[0]  # the same held-out curves: only the choice differs
+
+
+def test_budget_leaves_a_task_the_base_model_already_answers():
+    """A base model that answers the held-out demonstrations exactly has answers to lose: the
+    budget rule does not apply, the selection keeps the base (0 steps)."""
+    task = _task([np.array([[3]])] * 3)
+    model, slot, layers = _model(1 + CELLS.select_folds)
+    for la in layers:  # train the BASE weights (not the adapters) to answer [[3]]
+        for p in la.base.parameters():
+            p.requires_grad_(True)
+    base_params = [p for la in layers for p in la.base.parameters()]
+    opt = torch.optim.Adam(base_params, lr=1e-2)
+    pool = [dict(e, task_idx=0) for e in loo_examples(task, 2, IDENTITY)]
+    for _ in range(60):
+        opt.zero_grad()
+        forward_losses(model, 2, slot, pool, 1).sum().backward()
+        opt.step()
+    for p in base_params:
+        p.requires_grad_(False)
+    folds = [heldout_folds(task, 2, IDENTITY, IDENTITY, CELLS.select_folds)]
+    sel = select_steps(model, 2, slot, layers, folds, lambda i, j: 1 + j,
+                       lambda i, j: np.random.default_rng(j),
+                       CELLS.replace(select_unsolved="budget", select_metric="cells"))  # fmt: skip
+    assert sel.exact[0][0] == 1.0 and sel.steps[0] == 0

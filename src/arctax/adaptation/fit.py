@@ -8,8 +8,10 @@ and is restored to its state at that step (Adam's momentum would otherwise keep 
 demonstration in turn is held out (a *fold*), an adapter is fitted on the leave-one-out data
 of the other demonstrations only, and every ``select_every`` steps the held-out pair is
 scored as the test input will be (the other demonstrations as context, under the voting
-views): the share of views whose greedy answer would be exact (``select_metric: exact``) or
-the mean loss (``loss``). The step count with the best held-out score, averaged over folds,
+views): the share of views whose greedy answer would be exact (``select_metric: exact``), the
+mean loss (``loss``), or the exact share with the cell accuracy as the sign of progress before
+any answer is exact (``cells``: a rule unlike the trained ones needs more steps than exact
+answers show progress in). The step count with the best held-out score, averaged over folds,
 ties to the fewest steps, is the one the final adapter (fitted on every demonstration) trains for; ``0`` means the adapter does not
 help this task and the base model answers alone. An adapter that memorises its
 demonstrations drives their training loss down while the held-out loss rises: the selection
@@ -67,12 +69,14 @@ def forward_losses(
 @torch.no_grad()
 def heldout_scores(
     model: nn.Module, k: int, slot: AdapterSlot, examples: Sequence[Example], n: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per slot: the share of ``examples`` the model answers exactly, and their mean loss.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per slot: the share of ``examples`` the model answers exactly, their mean loss, and
+    their mean cell accuracy (the share of answer tokens that are the argmax).
 
     Exact means every answer token is the argmax (``PAD``/``SEP``/``BOS`` excluded, as in
     greedy decoding) given the true prefix, which is exactly when greedy decoding emits the
-    target: one forward pass tells what decoding would.
+    target: one forward pass tells what decoding would. Cell accuracy moves before exact
+    answers do: a rule half learnt gets half the cells right and no grid.
     """
     b = _batch(model, k, examples)
     slot.index = b["task_idx"]
@@ -84,10 +88,13 @@ def heldout_scores(
     loss = task_losses(logits, labels, slots, n)
     logits[..., [PAD, SEP, BOS]] = float("-inf")
     mask = labels != IGNORE_INDEX
-    exact = ((logits.argmax(-1) == labels) | ~mask).all(1).float()
+    right = logits.argmax(-1) == labels
+    exact = (right | ~mask).all(1).float()
+    cells = (right & mask).sum(1).float() / mask.sum(1).clamp(min=1).float()
     hits = torch.zeros(n, device=logits.device).index_add(0, slots, exact)
+    cell = torch.zeros(n, device=logits.device).index_add(0, slots, cells)
     count = torch.zeros(n, device=logits.device).index_add(0, slots, torch.ones_like(exact))
-    return hits / count.clamp(min=1.0), loss
+    return hits / count.clamp(min=1.0), loss, cell / count.clamp(min=1.0)
 
 
 @dataclass
@@ -167,12 +174,14 @@ def fit_adapters(
 @dataclass
 class Selection:
     """Chosen step counts, and the held-out curves behind each (``None``: not selected):
-    the share of held-out answers exact, and their loss, at each checkpoint reached."""
+    the share of held-out answers exact, their loss and cell accuracy, at each checkpoint
+    reached."""
 
     steps: list[int]
     checkpoints: list[int]
     exact: list[list[float] | None]
     loss: list[list[float] | None]
+    cells: list[list[float] | None]
 
 
 def select_steps(
@@ -192,13 +201,21 @@ def select_steps(
     task ``i`` trains adapter slot ``fold_slot(i, j)`` (fresh), drawing from ``rngs(i, j)``;
     every fold of every task trains in one batch. The score at a checkpoint is the mean
     over folds of the share of exact held-out answers (``select_metric: exact``; ties broken
-    by the lower loss) or of minus the loss (``loss``). A task's folds stop early when its
-    score is perfect or has not improved for ``select_patience`` checkpoints; the chosen
-    step is the first checkpoint with the best score (the base model, step 0, on a tie).
+    by the lower loss), of minus the loss (``loss``), or the exact share and then the cell
+    accuracy (``cells``: a checkpoint is better when more answers are exact, or as many and
+    its cell accuracy is higher by more than ``select_min_delta``). A task's folds stop early
+    when its score is perfect or has not improved for ``select_patience`` checkpoints; the
+    chosen step is the first checkpoint with the best score (the base model, step 0, on a
+    tie; with ``cells``, the last checkpoint that improved). With ``select_unsolved: budget``
+    a task whose held-out answers the base model never gets exact (step 0), that no check
+    answers all exactly, and whose held-out cell accuracy improved by more than
+    ``select_min_delta`` gets the whole ``steps``.
     """
     steps, every = acfg.steps, acfg.select_every
     patience = acfg.select_patience
     by_loss = acfg.select_metric == "loss"
+    by_cells = acfg.select_metric == "cells"
+    delta = acfg.select_min_delta
     n = len(folds)
     pools, rng_of, stop, owner = {}, {}, {}, {}
     for i, task_folds in enumerate(folds):
@@ -208,8 +225,9 @@ def select_steps(
     held = [dict(e, task_idx=fold_slot(i, j))
             for i, f in enumerate(folds) for j, (_, h) in enumerate(f) for e in h]  # fmt: skip
     n_slots = layers[0].A.shape[0]
-    curves: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+    curves: list[list[tuple[float, float, float]]] = [[] for _ in range(n)]
     best = [(-float("inf"), -float("inf"))] * n
+    best_step = [0] * n
     stale = [0] * n
 
     def check(step: int) -> None:
@@ -217,15 +235,16 @@ def select_steps(
         todo = [e for e in held if owner[e["task_idx"]] in live]
         if not todo:
             return
-        hit, loss = heldout_scores(model, k, slot, todo, n_slots)
+        hit, loss, cell = heldout_scores(model, k, slot, todo, n_slots)
         for i in sorted(live):
             mine = [s for s, o in owner.items() if o == i]
             ex = float(np.mean([float(hit[s]) for s in mine]))
             lo = float(np.mean([float(loss[s]) for s in mine]))
-            curves[i].append((ex, lo))
-            score = (-lo, 0.0) if by_loss else (ex, -lo)
-            if _better(score, best[i]):
-                best[i], stale[i] = score, 0
+            ce = float(np.mean([float(cell[s]) for s in mine]))
+            curves[i].append((ex, lo, ce))
+            score = (-lo, 0.0) if by_loss else (ex, ce) if by_cells else (ex, -lo)
+            if _better(score, best[i], delta if by_cells else 1e-9):
+                best[i], best_step[i], stale[i] = score, step, 0
             else:
                 stale[i] += 1
             perfect = not by_loss and ex >= 1.0
@@ -235,25 +254,30 @@ def select_steps(
 
     fit_adapters(model, k, slot, layers, pools, rng_of, acfg, stop, check, every)
     chosen: list[int] = []
-    ex_curves: list[list[float] | None] = []
-    loss_curves: list[list[float] | None] = []
+    out: dict[str, list[list[float] | None]] = {"ex": [], "lo": [], "ce": []}
     for i in range(n):
         if not folds[i]:
             chosen.append(steps)
-            ex_curves.append(None)
-            loss_curves.append(None)
+            for v in out.values():
+                v.append(None)
             continue
-        ex = np.array([c[0] for c in curves[i]])
-        lo = np.array([c[1] for c in curves[i]])
-        score = -lo if by_loss else ex
-        chosen.append(every * int(np.flatnonzero(score >= score.max() - 1e-9)[0]))
-        ex_curves.append([round(float(c), 5) for c in ex])
-        loss_curves.append([round(float(c), 5) for c in lo])
-    return Selection(chosen, list(range(0, steps + 1, every)), ex_curves, loss_curves)
+        ex, lo, ce = (np.array(c) for c in zip(*curves[i], strict=True))
+        if by_cells:
+            chosen.append(best_step[i])
+        else:
+            score = -lo if by_loss else ex
+            chosen.append(every * int(np.flatnonzero(score >= score.max() - 1e-9)[0]))
+        unsolved = ex[0] <= 1e-9 and ex.max() < 1.0 - 1e-9  # not by the base, nor by fitting
+        if acfg.select_unsolved == "budget" and unsolved and ce.max() > ce[0] + delta:
+            chosen[-1] = steps  # nothing of the base's to lose, and fitting made progress
+        for name, c in (("ex", ex), ("lo", lo), ("ce", ce)):
+            out[name].append([round(float(v), 5) for v in c])
+    return Selection(chosen, list(range(0, steps + 1, every)), out["ex"], out["lo"], out["ce"])
 
 
-def _better(score: tuple[float, float], best: tuple[float, float]) -> bool:
-    """A higher primary score, or the same one with a better tie-break (1e-9 tolerance)."""
+def _better(score: tuple[float, float], best: tuple[float, float], margin: float) -> bool:
+    """A higher primary score, or the same one with a tie-break better by more than
+    ``margin`` (the primary scores compare with a 1e-9 tolerance)."""
     if score[0] > best[0] + 1e-9:
         return True
-    return abs(score[0] - best[0]) <= 1e-9 and score[1] > best[1] + 1e-9
+    return abs(score[0] - best[0]) <= 1e-9 and score[1] > best[1] + margin

@@ -304,6 +304,7 @@ def adapt_tasks(
             "steps": stop[i],
             "heldout_exact": None if selection is None else selection.exact[i],
             "heldout_loss": None if selection is None else selection.loss[i],
+            "heldout_cells": None if selection is None else selection.cells[i],
             "heldout_checkpoints": None if selection is None else selection.checkpoints,
             "loss_first": _finite(fit.loss_first[i]),  # None: not fitted (0 steps)
             "loss_last": _finite(fit.loss_last[i]),

@@ -12,7 +12,14 @@ test pair on small random grids. Three conditions test adaptation (``benchmarks/
   the trained rule, so voting over dihedral views can reach it without any learning;
 - ``new_rule``: ``colour_map``, a per-task colour mapping (each task draws its own mapping of
   three colours to three others): no view turns it into a trained rule, only the
-  demonstrations tell it.
+  demonstrations tell it. It is a *near* new rule: a copy that recolours, a cousin of ``swap``;
+- ``far_rule``: rules of a kind never trained and that no view reaches: ``transpose`` (a
+  reflection across the diagonal: dihedral views conjugate a left-right flip only into flips,
+  never into a transpose, and the output changes shape), ``shift`` (every row rotated one cell
+  to the right: a translation, no trained rule moves cells), ``copy`` (the output is the
+  input: the models only ever saw outputs that differ from their inputs) and ``frame`` (the
+  grid's border cells painted in a colour each task draws: a drawing rule, no trained rule
+  adds cells).
 
 Everything is seeded: ``make_task(family, rng)`` draws from the generator it is given.
 """
@@ -33,10 +40,12 @@ Pair = tuple[Grid, Grid]
 TRAINED = ("flip", "gravity", "swap")
 VIEW_REACHABLE = ("flip_ud", "gravity_up", "gravity_left", "gravity_right")
 NEW_RULE = ("colour_map",)
+FAR_RULE = ("transpose", "shift", "copy", "frame")
 CONDITIONS = {
     "in_distribution": TRAINED,
     "view_reachable": VIEW_REACHABLE,
     "new_rule": NEW_RULE,
+    "far_rule": FAR_RULE,
 }
 
 
@@ -57,6 +66,13 @@ def _swap(g: Grid) -> Grid:
     return out
 
 
+def _frame(g: Grid, colour: int) -> Grid:
+    """The grid with its border cells painted ``colour``."""
+    out = g.copy()
+    out[0, :], out[-1, :], out[:, 0], out[:, -1] = colour, colour, colour, colour
+    return out
+
+
 def _turned(k: int) -> Callable[[Grid], Grid]:
     """Gravity towards another side: gravity down seen through ``k`` quarter turns."""
     return lambda g: np.rot90(_gravity_down(np.rot90(g, k)), -k)
@@ -70,6 +86,9 @@ RULES: dict[str, Callable[[Grid], Grid]] = {
     "gravity_left": _turned(1),
     "gravity_right": _turned(-1),
     "swap": _swap,
+    "transpose": np.transpose,
+    "shift": lambda g: np.roll(g, 1, axis=1),
+    "copy": np.copy,
 }
 
 
@@ -77,7 +96,7 @@ RULES: dict[str, Callable[[Grid], Grid]] = {
 # it), so the two ablations that see no demonstrations (encoder_decoder, decoder_only) can
 # tell the rule from the test input alone; the shifted rules keep their family's count.
 N_COLOURS = {"flip": 1, "flip_ud": 1, "gravity": 3, "gravity_up": 3, "gravity_left": 3,
-             "gravity_right": 3, "swap": 2}  # fmt: skip
+             "gravity_right": 3, "swap": 2, "transpose": 2, "shift": 2, "copy": 2}  # fmt: skip
 
 
 def _random_grid(rng: np.random.Generator, colours: list[int], lo: int, hi: int) -> Grid:
@@ -94,8 +113,12 @@ def _colours(rng: np.random.Generator, n: int) -> list[int]:
 def make_task(family: str, rng: np.random.Generator, n_demos: int = 3, lo: int = 3,
               hi: int = 5) -> dict[str, list[Pair]]:  # fmt: skip
     """One task of ``family``: ``n_demos`` demonstrations and one test pair (never trivial:
-    every output differs from its input)."""
-    if family == "colour_map":
+    every output differs from its input, but for ``copy``, whose output is its input)."""
+    if family == "frame":
+        paint, *pal = _colours(rng, 3)
+        rule = lambda g: _frame(g, paint)  # noqa: E731
+        per_grid = lambda: pal  # noqa: E731
+    elif family == "colour_map":
         src = _colours(rng, 3)
         dst = [int(c) for c in rng.permutation([c for c in range(1, 10) if c not in src])[:3]]
         lut = np.arange(10)
@@ -114,7 +137,7 @@ def make_task(family: str, rng: np.random.Generator, n_demos: int = 3, lo: int =
         if not set(np.unique(g).tolist()) >= set(colours):
             continue  # every colour drawn shows in the grid
         y = np.ascontiguousarray(rule(g))
-        if np.array_equal(y, g) or not (g != 0).any():
+        if (family != "copy" and np.array_equal(y, g)) or not (g != 0).any():
             continue
         pairs.append((g, y))
     return {"train": pairs[:n_demos], "test": pairs[n_demos:]}
