@@ -39,3 +39,16 @@ def test_bf16_attention_runs_under_every_kernel_path(capability):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip().splitlines()[-1]) < 0.05
+
+
+def test_attention_on_meta_tensors_needs_no_autocast_query():
+    """Shape-only passes (the GPU check's memory planning runs the model on ``meta``) must go
+    straight to torch: autocast has no state for ``meta`` and asking for it raises."""
+    import torch
+
+    from arctax.models.layers import attention
+
+    q, k, v = (torch.empty(2, 4, 9, 8, device="meta") for _ in range(3))
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool, device="meta")
+    y = attention(q, k, v, attn_mask=mask, dropout_p=0.1)
+    assert y.shape == (2, 4, 9, 8) and y.device.type == "meta"

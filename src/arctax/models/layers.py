@@ -24,12 +24,14 @@ _MATH_ONLY: set[tuple[str, torch.dtype]] = set()  # (device, dtype) whose fused 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
     """``F.scaled_dot_product_attention``, on the math kernel where the fused CPU one refuses."""
     dev = q.device.type
+    if dev != "cpu":  # only torch's CPU kernels refuse; meta/cuda/mps go straight through
+        return F.scaled_dot_product_attention(q, k, v, **kw)
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else q.dtype
     if (dev, dtype) not in _MATH_ONLY:
         try:
             return F.scaled_dot_product_attention(q, k, v, **kw)
         except RuntimeError as err:  # a torch kernel-selection bug, not bad input
-            if dev != "cpu" or "only supported when avx512" not in str(err):
+            if "only supported when avx512" not in str(err):
                 raise
             _MATH_ONLY.add((dev, dtype))
     with sdpa_kernel(SDPBackend.MATH):
