@@ -16,9 +16,9 @@ from arctax.config import (
     key_tables_text,
     load_config,
 )
-from arctax.settings import METHOD, PLAN, SHARDS, Adapt, Block
+from arctax.settings import METHOD, OBSERVE, PLAN, SHARDS, Adapt, Block, Eval, Trainer
 
-BLOCKS = [Adapt]
+BLOCKS = [Adapt, Eval, Trainer]
 
 
 def _schema_block(name: str) -> dict:
@@ -40,7 +40,14 @@ def test_a_block_built_from_nothing_holds_the_schemas_defaults(cls: type[Block])
     )
     props = _schema_block(cls.BLOCK)["properties"]
     built = cls.of(fill_defaults({cls.BLOCK: {}}))
-    assert built.as_dict() == {k: props[k]["default"] for k in cls.names()}
+    assert built.as_dict() == {k: _default(props[k]) for k in cls.names()}
+
+
+def _default(spec: dict) -> object:
+    """A key's schema default; a sub-block's (default {}) is its own keys' defaults."""
+    if "properties" in spec and spec["default"] == {}:
+        return {k: _default(v) for k, v in spec["properties"].items()}
+    return spec["default"]
 
 
 def test_a_partial_config_is_refused_naming_the_missing_keys():
@@ -92,10 +99,11 @@ def test_a_task_fingerprint_reads_the_method_from_the_block(tiny_data):
 def test_config_readme_key_tables_are_the_schemas():
     """config/README.md's generated tables say what the schema says (make config-doc)."""
     readme = (SCHEMA.parents[2] / "config" / "README.md").read_text()
-    assert "<!-- keys: adapt" in readme
     assert key_tables_text(readme) == readme, "config/README.md is stale: run make config-doc"
-    # the adapt table is there, whole
-    assert key_table("adapt") in readme
+    for cls in BLOCKS:  # each typed block's table is there, whole
+        assert f"<!-- keys: {cls.BLOCK}" in readme
+        assert key_table(cls.BLOCK) in readme
+    assert "| `tracking.project` | `arctax` |" in key_table("trainer")  # a sub-block, one row a key
 
 
 @pytest.mark.parametrize("cls", BLOCKS, ids=lambda c: c.BLOCK)
@@ -104,8 +112,35 @@ def test_every_key_of_a_typed_block_is_documented_once_in_the_schema(cls: type[B
     (a third place that could disagree)."""
     props = _schema_block(cls.BLOCK)["properties"]
     assert all(props[k].get("description") for k in cls.names())
+    for k in cls.names():  # and a sub-block's keys
+        assert all(v.get("description") for v in props[k].get("properties", {}).values()), k
     shipped = yaml.safe_load((SCHEMA.parents[2] / "config" / "config.yaml").read_text())
     restated = [
         k for k, v in (shipped.get(cls.BLOCK) or {}).items() if props[k].get("default") == v
     ]
-    assert restated == ["enabled"]  # the one key shown on purpose: turning it on is a choice
+    on_purpose = {"adapt": ["enabled"]}  # shown: turning adaptation on is a choice
+    assert restated == on_purpose.get(cls.BLOCK, [])
+
+
+def test_the_trainer_keys_that_change_a_training_are_its_method():
+    """Only the method keys reach the workflow's train params (common.smk's recipe): a logger,
+    a tracker or the stop margin never trains again; processes, precision, epochs do."""
+    assert set(Trainer.names(METHOD)) | set(Trainer.names(OBSERVE)) == set(Trainer.names())
+    assert set(Trainer.names(OBSERVE)) == {
+        "log_every_n_steps", "save_margin_s", "loggers", "tracking"
+    }  # fmt: skip
+    base = Trainer.of(load_config())
+    assert base.replace(save_margin_s=60, tracking={"project": "x"}).method() == base.method()
+    for change in ({"devices": 2}, {"max_epochs": 3}, {"cpu_precision": "bf16-mixed"}):
+        assert base.replace(**change).method() != base.method(), change
+
+
+def test_a_partial_trainer_block_is_refused_not_filled_in_by_the_library():
+    """A notebook's hand-made config gets one error naming the missing keys, not the old
+    library fallbacks (accelerator "auto", log_every_n_steps 10)."""
+    from arctax.training.trainer import resolve_launch
+
+    cfg = load_config()
+    cfg["trainer"] = {"accelerator": "cpu", "devices": 1}
+    with pytest.raises(ConfigError, match=r"'trainer.cpu_precision'.*load_config"):
+        resolve_launch(cfg)

@@ -114,11 +114,18 @@ def _md_value(value: Any) -> str:
 def key_table(block: str) -> str:
     """config/README.md's table of ``block``'s keys, made from the schema (key, default,
     description): the schema is the one place a key is documented (``make config-doc``)."""
-    props = _schema()["properties"][block]["properties"]
     rows = ["| key | default | meaning |", "|---|---|---|"]
-    for key, spec in props.items():
-        default = f"`{_md_value(spec['default'])}`" if "default" in spec else "required"
-        rows.append(f"| `{key}` | {default} | {spec.get('description', '')} |")
+
+    def add(props: Mapping[str, Any], prefix: str) -> None:
+        for key, spec in props.items():
+            nested = spec.get("properties")
+            if nested and spec.get("default") == {}:  # a sub-block: one row per key
+                add(nested, f"{prefix}{key}.")
+                continue
+            default = f"`{_md_value(spec['default'])}`" if "default" in spec else "required"
+            rows.append(f"| `{prefix}{key}` | {default} | {spec.get('description', '')} |")
+
+    add(_schema()["properties"][block]["properties"], "")
     return "\n".join(rows) + "\n"
 
 

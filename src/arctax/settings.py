@@ -27,6 +27,7 @@ T = TypeVar("T", bound="Block")
 METHOD = "method"  # how each result is made: part of its fingerprint (a change re-runs it)
 SHARDS = "shards"  # which items are made and how they are cut into jobs (names the job files)
 PLAN = "plan"  # which runs exist at all (the workflow's targets), never a result's content
+OBSERVE = "observe"  # how a job is watched, logged or stopped, never what it computes
 
 
 def key(role: str = METHOD) -> Any:
@@ -109,6 +110,51 @@ class Block:
     def as_dict(self, *roles: str) -> dict[str, Any]:
         """The keys (of ``roles``, or all) as a plain JSON-ready dict, in declaration order."""
         return {k: _plain(getattr(self, k)) for k in self.names(*roles)}
+
+
+@dataclass(frozen=True)
+class Trainer(Block):
+    """``trainer``: where and how training runs (not the recipe: that is ``trial69``).
+
+    Roles: ``method`` keys can change what a training computes (its processes, precision,
+    epochs, data loading): a change trains again. ``observe`` keys only watch or stop it
+    (logging, trackers, the Slurm stop margin): a change re-runs nothing.
+    """
+
+    BLOCK: ClassVar[str] = "trainer"
+
+    accelerator: str = key()
+    devices: int = key()
+    cpu_precision: str = key()
+    num_workers: int = key()
+    compile: bool = key()
+    max_epochs: int | None = key()
+    limit_train_batches: float | None = key()
+    limit_val_batches: float | None = key()
+    log_every_n_steps: int = key(OBSERVE)
+    save_margin_s: float = key(OBSERVE)
+    loggers: tuple[str, ...] = key(OBSERVE)
+    tracking: Mapping[str, Any] = key(OBSERVE)
+
+    def method(self) -> dict[str, Any]:
+        """What a training's results depend on (the workflow's train params)."""
+        return self.as_dict(METHOD)
+
+
+@dataclass(frozen=True)
+class Eval(Block):
+    """``eval``: decoding, attempts, voting views and the statistics of every evaluation."""
+
+    BLOCK: ClassVar[str] = "eval"
+
+    batch_size: int = key()
+    attempts: int = key()
+    max_new_tokens: int = key()
+    bootstrap_samples: int = key()
+    ci: float = key()
+    seed: int = key()
+    gallery_tasks: int = key()
+    views: int = key()
 
 
 @dataclass(frozen=True)

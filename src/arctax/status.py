@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from arctax.lifecycle import STOPPED_EXIT
+from arctax.settings import Trainer
 
 NOT_STARTED = "not started"
 QUEUED = "queued"
@@ -537,7 +538,7 @@ def study_status(
     workdir = Path(workdir)
     sm = Snakemake(workdir, [workdir / "logs" / "slurm", workdir / ".snakemake" / "slurm_logs"])
     jobs = study_jobs(cfg, out)
-    max_epochs = int(cfg["trainer"].get("max_epochs") or cfg["trial69"]["max_epochs"])
+    max_epochs = int(Trainer.of(cfg).max_epochs or cfg["trial69"]["max_epochs"])
     markers = [sm.marker(j) for j in jobs]
     ids = [str((m or {}).get("external_jobid") or "") for m in markers]
     sq = squeue_states(ids) if use_squeue else {}

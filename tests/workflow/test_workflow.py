@@ -508,6 +508,17 @@ def _dry_run_with(root: Path, name: str, overlay: dict) -> dict[str, int]:
 TRAINING_JOBS = {"prepare_data", "smoke_test", "smoke_report", "train", "bootstrap_champion"}
 
 
+def test_a_trainer_key_that_only_watches_trains_nothing_again(e2e):
+    """The train params hold the trainer's method keys only (settings.Trainer roles): the
+    stop margin, logging interval and tracker settings change nothing computed; the epochs do."""
+    root, _ = e2e
+    watch = {"trainer": {"save_margin_s": 60, "log_every_n_steps": 3,
+                         "tracking": {"project": "elsewhere"}}}  # fmt: skip
+    assert _dry_run_with(root, "watch", watch) == {}
+    c = _dry_run_with(root, "epochs", {"trainer": {"max_epochs": 3}})
+    assert c["train"] == 3 and c["bootstrap_champion"] == 1, c
+
+
 @pytest.mark.slow
 def test_changing_or_adding_a_test_set_trains_nothing_again(e2e):
     root, _ = e2e

@@ -30,7 +30,7 @@ from arctax.data.testsets import (
 from arctax.plugins import source_sha256
 from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
 from arctax.search.space import check_space
-from arctax.settings import Adapt
+from arctax.settings import Adapt, Trainer
 
 # `--config key=[1,2]` / `key={"a": 3}` arrive as strings: read THOSE as the schema's types.
 # Values from config files are never converted: a "32" there is an error naming the key.
@@ -168,14 +168,17 @@ def _model_recipe(model):
 def _recipe(model):
     # a JSON string, not a dict: Snakemake iterates a dict returned by a param function
     # (keeping only its keys), which would hide a changed value from the params trigger
-    blocks = {k: config[k] for k in ("trial69", "trainer")}
+    # the trainer keys that can change what is computed (Trainer's method role): a changed
+    # logger, tracker or stop margin trains nothing again
+    blocks = {"trial69": config["trial69"], "trainer": Trainer.of(config).method()}
     blocks["data"] = training_data_config(config)  # never the test sets
     return json.dumps({**_model_recipe(model), **blocks}, sort_keys=True)
 
 
 def get_train_params(wildcards):
-    """What a training run depends on: its model's block, Trial 69, trainer and the training
-    data's settings (not the test sets: adding or changing one trains nothing again)."""
+    """What a training run depends on: its model's block, Trial 69, the trainer's method keys
+    and the training data's settings (not the test sets: adding or changing one trains nothing
+    again)."""
     return _recipe(wildcards.model)
 
 

@@ -26,7 +26,7 @@ from arctax.adaptation.ttt import TaskData, adapt_tasks, adapter_slots
 from arctax.data.dataset import load_manifest, load_split
 from arctax.io import file_sha256, write_json
 from arctax.lifecycle import STOPPED_EXIT, StopFlag
-from arctax.settings import Adapt
+from arctax.settings import Adapt, Eval, Trainer
 
 Grid = np.ndarray
 KINDS = ("base", "vote", "adapt")  # the answers a shard records per task
@@ -60,7 +60,7 @@ def fingerprint(ckpt_sha: str, cfg: Mapping[str, Any], data_dir: str | Path) -> 
             "ckpt": ckpt_sha,
             # the method, not which runs and tasks are adapted nor how they are cut in jobs
             "adapt": Adapt.of(cfg).method(),
-            "max_new_tokens": cfg["eval"]["max_new_tokens"],
+            "max_new_tokens": Eval.of(cfg).max_new_tokens,
             "data": [m["inputs_sha256"], m["config_sha256"]],
         },
         sort_keys=True,
@@ -131,16 +131,16 @@ def adapt_shard(
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(bool(cfg["trial69"]["deterministic"]))
     model, info = load_model(ckpt_path, cfg)
-    accel = cfg.get("trainer", {}).get("accelerator", "auto")
+    accel = Trainer.of(cfg).accelerator
     dev = torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
     model.to(dev)
     per_batch = acfg.tasks_per_batch
     slot, layers = inject_lora(
         model, list(acfg.targets), acfg.rank, float(acfg.alpha), adapter_slots(acfg, per_batch)
     )
-    max_new = int(cfg["eval"]["max_new_tokens"])
+    ev = Eval.of(cfg)
     t0 = time.perf_counter()
-    stop = StopFlag(cfg["trainer"]["save_margin_s"])  # SIGTERM/SIGUSR1 or the job's end
+    stop = StopFlag(Trainer.of(cfg).save_margin_s)  # SIGTERM/SIGUSR1 or the job's end
     stop.watch_slurm_job()
     with stop:
         for start in range(0, len(todo), per_batch):
@@ -152,7 +152,7 @@ def adapt_shard(
                 raise SystemExit(STOPPED_EXIT)
             group = [task_data(ds, t) for t in todo[start : start + per_batch]]
             recs = adapt_tasks(
-                model, info["k"], slot, layers, group, acfg, max_new, int(cfg["eval"]["batch_size"])
+                model, info["k"], slot, layers, group, acfg, ev.max_new_tokens, ev.batch_size
             )
             for i, rec in enumerate(recs):
                 if acfg.save_adapters:

@@ -18,12 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from arctax.config import get
 from arctax.evaluation import plots
 from arctax.evaluation.compare import load_evals, md_table, pct
 from arctax.evaluation.stats import bootstrap_ci, model_row, per_task_matrix, task_table
 from arctax.io import atomic_write_text
-from arctax.settings import METHOD, Adapt
+from arctax.settings import METHOD, Adapt, Eval
 
 PathLike = str | Path
 KINDS = ("", "+vote", "+adapt")
@@ -72,11 +71,8 @@ def compare_adaptation(
     base row); ``eval_dirs`` holds the base evaluations, the reference's included.
     """
     out_dir = Path(out_dir)
-    boot = (
-        int(get(cfg, "eval.bootstrap_samples")),
-        float(get(cfg, "eval.ci")),
-        int(get(cfg, "eval.seed")),
-    )
+    ev = Eval.of(cfg)
+    boot = (ev.bootstrap_samples, float(ev.ci), ev.seed)
     bases = list(adapt_dirs)
     dirs: dict[str, Any] = {}
     for label in dict.fromkeys([reference, *bases]):

@@ -30,6 +30,7 @@ import numpy as np
 
 from arctax import plugins
 from arctax.evaluation.submission import SubmissionError, as_grid
+from arctax.settings import Eval, Trainer
 
 Grid = np.ndarray
 Pair = tuple[np.ndarray, np.ndarray]
@@ -114,10 +115,10 @@ def predict_with_adapter(
     """Run the adapter over the test queries: ``(answers by example index, seconds, device)``."""
     import torch
 
-    accel = cfg.get("trainer", {}).get("accelerator", "auto")
+    accel = Trainer.of(cfg).accelerator
     device = "cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu"
     predictor = load_adapter(spec)(str(checkpoint), device, dict(cfg))
-    batch = int(cfg["eval"]["batch_size"])
+    batch = Eval.of(cfg).batch_size
     todo = queries(ds, order)
     answers: dict[int, list[Grid | None]] = {}
     seconds = 0.0
@@ -150,7 +151,7 @@ def arctax_checkpoint(checkpoint: str, device: str, config: dict) -> Predictor:
 
     model, info = load_model(checkpoint, config)
     model.to(device)
-    max_new = int(config["eval"]["max_new_tokens"])
+    max_new = Eval.of(config).max_new_tokens
 
     def predict(batch: list[Query]) -> list[list[Grid | None]]:
         with torch.inference_mode():

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from arctax.config import get
 from arctax.evaluation import plots
 from arctax.evaluation.paper import load_paper, paper_markdown, paper_rows, paper_set, size_notes
 from arctax.evaluation.stats import example_row, model_row, task_table
 from arctax.io import atomic_write_text
+from arctax.settings import Eval
 
 PathLike = str | Path
 
@@ -145,11 +145,8 @@ def compare(
             f"reference '{reference_label}' is not among the evaluated labels "
             f"({', '.join(eval_dirs)}); evaluate the champion reference first"
         )
-    boot = (
-        int(get(cfg, "eval.bootstrap_samples")),
-        float(get(cfg, "eval.ci")),
-        int(get(cfg, "eval.seed")),
-    )
+    ev = Eval.of(cfg)
+    boot = (ev.bootstrap_samples, float(ev.ci), ev.seed)
     per_query, summaries = load_evals(eval_dirs)
     tasks = task_table(per_query)
     ids = pd.Index(sorted(tasks["task_id"].unique()))
@@ -198,7 +195,7 @@ def compare(
     plots.plot_curves(_curves(train_dirs), out_dir / "curves.png")
     plots.plot_accuracy(summary, out_dir / "accuracy.png", boot[1])
     plots.plot_category_heatmap(per_category, out_dir / "categories.png")
-    items, answers = _gallery(eval_dirs, reference_label, int(get(cfg, "eval.gallery_tasks")))
+    items, answers = _gallery(eval_dirs, reference_label, ev.gallery_tasks)
     plots.plot_gallery(items, answers, out_dir / "gallery.png")
     note = reference_note(reference_label, summaries[reference_label][0], ref_boot)
     note += test_set_note(summaries[reference_label][0], len(ids))

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from arctax.config import get
 from arctax.data.augment import Augmentation, random_augmentation
 from arctax.data.collate import collate
 from arctax.data.dataset import load_split
@@ -42,12 +41,13 @@ from arctax.evaluation.submission import (
 )
 from arctax.evaluation.voting import task_views, voted_attempts
 from arctax.io import atomic_write_text
+from arctax.settings import Eval, Trainer
 
 COLUMNS = [*SCORE_COLUMNS[:-1], "tf_cell_acc", "tf_grid_correct", "attempts"]
 
 
 def _device(cfg: Mapping[str, Any]) -> torch.device:
-    accel = cfg.get("trainer", {}).get("accelerator", "auto")
+    accel = Trainer.of(cfg).accelerator
     return torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
 
 
@@ -136,11 +136,9 @@ def evaluate(
     (``champion.bootstrap``); ``source`` describes where a reference came from (both recorded in
     ``summary.json``, beside ``trained_here``: any weights this workflow trained).
     """
-    batch_size = int(get(cfg, "eval.batch_size"))
-    attempts = int(get(cfg, "eval.attempts"))
-    max_new = int(get(cfg, "eval.max_new_tokens"))
-    eval_seed = int(get(cfg, "eval.seed"))
-    n_views = int(cfg["eval"].get("views", 1))
+    ev = Eval.of(cfg)
+    batch_size, attempts, max_new = ev.batch_size, ev.attempts, ev.max_new_tokens
+    eval_seed, n_views = ev.seed, ev.views
     if attempts not in (1, 2):
         raise ValueError(f"config key 'eval.attempts' must be 1 or 2, got {attempts}")
 
@@ -224,7 +222,7 @@ def write_evaluation(
     to ``summary.json``.
     """
     out_dir = Path(out_dir)
-    attempts = int(attempts or get(cfg, "eval.attempts"))
+    attempts = int(attempts or Eval.of(cfg).attempts)
     by_task: dict[str, dict[int, list[np.ndarray | None]]] = {}
     for i, found in answers.items():
         m = ds.meta(int(i))
@@ -246,7 +244,7 @@ def write_evaluation(
     summary["test_set"] = _test_set(ds)
     summary.update(extra or {})
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    n_gallery = int(get(cfg, "eval.gallery_tasks"))
+    n_gallery = Eval.of(cfg).gallery_tasks
     order = query_order(ds)
     if tasks is not None:
         order = np.array([i for i in order if ds.meta(int(i))["task_id"] in tasks], dtype=np.int64)

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from arctax.data.datamodule import ARCDataModule
 from arctax.search import WorkerStopped
 from arctax.search.space import apply_params
+from arctax.settings import Trainer
 from arctax.training.module import ARCLitModule
 from arctax.training.trackers import Trackers
 from arctax.training.trainer import build_trainer, resolve_precision
@@ -110,11 +111,10 @@ def train_trial(
     precision, _ = resolve_precision(cfg)
     module = ARCLitModule.from_config(cfg, model_name)
     fmt = module.model.fmt  # the batch format the model consumes
-    if cfg["trainer"].get("compile"):
+    tr = Trainer.of(cfg)
+    if tr.compile:
         module.model = torch.compile(module.model)
-    dm = ARCDataModule(
-        data_dir, fmt, t69["batch_size"], k, cfg["trainer"]["num_workers"], t69["seed"]
-    )
+    dm = ARCDataModule(data_dir, fmt, t69["batch_size"], k, tr.num_workers, t69["seed"])
     pruning = PruningCallback(trial)
     work_dir = Path(work_dir)
     shutil.rmtree(work_dir, ignore_errors=True)  # left by a killed earlier attempt

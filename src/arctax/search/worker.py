@@ -36,6 +36,7 @@ from arctax.search import SearchError, WorkerStopped
 from arctax.search.owners import dead_reason, owner_record, slurm_states
 from arctax.search.space import Param, apply_params, parse_space, suggest
 from arctax.search.storage import claim_lock, describe, open_storage, study_name
+from arctax.settings import Trainer
 
 MAX_FAILURES_IN_A_ROW = 3  # then the worker stops: a bug or a broken setup, not a bad value
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -220,7 +221,7 @@ def run_worker(
         n_existing = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(sw, worker, n_existing)
     study.pruner = make_pruner(sw)
-    stop = StopFlag(cfg["trainer"]["save_margin_s"])
+    stop = StopFlag(Trainer.of(cfg).save_margin_s)
     if me["slurm_job_id"]:
         stop.watch_slurm_job(me["slurm_job_id"])
     ran: list[dict[str, Any]] = []

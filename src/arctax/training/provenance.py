@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from arctax.config import DEFAULT_CONFIG, REPO_ROOT, flatten
+from arctax.settings import Trainer
 
 
 def reference_trial69() -> dict[str, Any]:
@@ -163,8 +164,8 @@ def deviation_reasons(cfg: Mapping[str, Any], seed: int, precision_reason: str |
         for k, v in flatten(cfg["trial69"])
         if k in ref and ref[k] != v
     }
-    if cfg["trainer"].get("max_epochs"):
-        reasons["max_epochs"] = override(cfg, "trainer.max_epochs", cfg["trainer"]["max_epochs"])
+    if Trainer.of(cfg).max_epochs:
+        reasons["max_epochs"] = override(cfg, "trainer.max_epochs", Trainer.of(cfg).max_epochs)
     if precision_reason:
         reasons["precision"] = precision_reason
     if seed != ref["seed"]:

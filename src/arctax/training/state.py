@@ -16,6 +16,7 @@ from typing import Any
 from arctax.config import model_class, model_config
 from arctax.io import atomic_write, atomic_write_text
 from arctax.plugins import source_sha256
+from arctax.settings import Trainer
 
 FINISHED = "finished.json"  # in the state dir: training ended normally, outputs written
 
@@ -31,7 +32,7 @@ def fingerprint(cfg: Mapping[str, Any], model_name: str, seed: int, manifest_sha
             "trial69": cfg["trial69"],
             "seed": seed,
             "data": manifest_sha,
-            "limits": [cfg["trainer"].get(k) for k in ("limit_train_batches", "limit_val_batches")],
+            "limits": [Trainer.of(cfg).limit_train_batches, Trainer.of(cfg).limit_val_batches],
         },
         sort_keys=True,
     )

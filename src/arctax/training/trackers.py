@@ -30,6 +30,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from arctax.io import atomic_write_text
+from arctax.settings import Trainer
 
 RECORD = "tracker.json"  # in the state dir: the tracker runs' ids, the last epoch logged
 METRICS = ["train_loss", "val_loss", "train_token_acc", "val_token_acc", "val_tf_grid_acc",
@@ -76,7 +77,7 @@ class Trackers(pl.Callback):
         job_type: str = "train",
     ) -> None:
         self.cfg, self.model, self.seed = cfg, model, seed
-        self.names = [n for n in cfg["trainer"].get("loggers") or [] if n != "csv"]
+        self.names = [n for n in Trainer.of(cfg).loggers if n != "csv"]
         self.state_dir, self.dir = Path(state_dir), Path(trackers_dir)
         self.params = dict(params or {})
         self.name = name or run_name(cfg, model, seed)  # a sweep trial: its own name and group
@@ -168,12 +169,12 @@ class Trackers(pl.Callback):
     def _start_wandb(self, config: Mapping[str, Any]) -> None:
         import wandb
 
-        tracking = self.cfg["trainer"].get("tracking") or {}
+        tracking = Trainer.of(self.cfg).tracking
         folder = self.dir / "wandb"
         folder.mkdir(parents=True, exist_ok=True)
         self._wandb = wandb.init(
-            project=tracking.get("project", "arctax"),
-            entity=tracking.get("wandb_entity"),
+            project=tracking["project"],
+            entity=tracking["wandb_entity"],
             name=self.name,
             id=self.record["wandb_id"],
             resume="allow",  # the same run on every attempt
@@ -182,7 +183,7 @@ class Trackers(pl.Callback):
             tags=[self.model, f"seed{self.seed}"],
             dir=str(folder),
             config=flat(config),
-            mode=tracking.get("wandb_mode", "offline"),
+            mode=tracking["wandb_mode"],
             settings=wandb.Settings(console="off", silent=True),
         )
 
@@ -190,8 +191,8 @@ class Trackers(pl.Callback):
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        tracking = self.cfg["trainer"].get("tracking") or {}
-        uri = tracking.get("mlflow_uri")
+        tracking = Trainer.of(self.cfg).tracking
+        uri = tracking["mlflow_uri"]
         if not uri:  # the file store, which MLflow 3 keeps (maintenance mode) behind this flag
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             uri = (self.dir / "mlruns").resolve().as_uri()

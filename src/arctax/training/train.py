@@ -27,6 +27,7 @@ from arctax.io import write_json
 from arctax.lifecycle import STOPPED_EXIT
 from arctax.models import count_parameters
 from arctax.plugins import source_sha256
+from arctax.settings import Trainer
 from arctax.training.audit import data_audit, model_audit
 from arctax.training.callbacks import Preempted, PreemptionGuard
 from arctax.training.logs import attach_log
@@ -93,12 +94,13 @@ def train(
     module = ARCLitModule.from_config(cfg, model_name)
     fmt = module.model.fmt  # the batch format the model consumes
     n_params = count_parameters(module.model)
-    if cfg["trainer"].get("compile"):
+    tr = Trainer.of(cfg)
+    if tr.compile:
         module.model = torch.compile(module.model)
     dm = ARCDataModule(  # the global batch: each of N ranks takes batch_size / N
-        data_dir, fmt, t69["batch_size"], k, cfg["trainer"]["num_workers"], seed
+        data_dir, fmt, t69["batch_size"], k, tr.num_workers, seed
     )
-    guard = PreemptionGuard(cfg["trainer"]["save_margin_s"])
+    guard = PreemptionGuard(tr.save_margin_s)
     trackers = Trackers(
         cfg, model_name, seed, state_dir,
         trackers_dir or Path("results") / str(cfg["run"]) / "trackers",
@@ -183,8 +185,8 @@ def processes(trainer: pl.Trainer, cfg: Mapping[str, Any], launch: Launch) -> di
     strategy = trainer.strategy
     env = getattr(strategy, "cluster_environment", None)
     return {
-        "devices_requested": cfg["trainer"]["devices"],
-        "accelerator_requested": cfg["trainer"]["accelerator"],
+        "devices_requested": Trainer.of(cfg).devices,
+        "accelerator_requested": Trainer.of(cfg).accelerator,
         "devices_used": trainer.world_size,
         "accelerator_used": launch.accelerator,
         "strategy": type(strategy).__name__,

@@ -16,6 +16,7 @@ import torch
 
 from arctax.config import check_global_batch
 from arctax.io import atomic_write
+from arctax.settings import Trainer
 from arctax.training.callbacks import EpochMetrics, RNGState
 
 _warned_precision = False
@@ -27,7 +28,7 @@ def resolve_precision(cfg: Mapping[str, Any]) -> tuple[str, str | None]:
     wanted = cfg["trial69"]["precision"]
     if torch.cuda.is_available() or "16-mixed" not in wanted or wanted.startswith("bf16"):
         return wanted, None
-    used = cfg["trainer"]["cpu_precision"]
+    used = Trainer.of(cfg).cpu_precision
     reason = f"no CUDA on this machine: {wanted} needs a GPU, used {used}"
     if not _warned_precision:
         warnings.warn(f"precision: {reason} (recorded in provenance.json)", stacklevel=2)
@@ -70,8 +71,8 @@ def resolve_launch(cfg: Mapping[str, Any]) -> Launch:
     must divide it. ``devices: N`` never silently becomes 1: without CUDA, ``auto`` runs N CPU
     processes (DDP over gloo) and says so; ``gpu``/``cuda`` without CUDA is an error.
     """
-    tr, batch = cfg["trainer"], cfg["trial69"]["batch_size"]
-    n, wanted = tr["devices"], tr["accelerator"]
+    tr, batch = Trainer.of(cfg), cfg["trial69"]["batch_size"]
+    n, wanted = tr.devices, tr.accelerator
     check_global_batch(cfg)
     cuda = torch.cuda.is_available()
     note = None
@@ -112,7 +113,7 @@ def build_trainer(
     launch: Launch | None = None,
 ) -> pl.Trainer:
     """The Trial 69 Trainer (precision already resolved for this machine)."""
-    t69, tr = cfg["trial69"], cfg["trainer"]
+    t69, tr = cfg["trial69"], Trainer.of(cfg)
     launch = launch or resolve_launch(cfg)
     es = t69["early_stopping"]
     tty = sys.stdout.isatty()
@@ -147,7 +148,7 @@ def build_trainer(
         plugins.append(env or LightningEnvironment())
         strategy = DDPStrategy(process_group_backend=launch.backend)
     return pl.Trainer(
-        max_epochs=tr.get("max_epochs") or t69["max_epochs"],
+        max_epochs=tr.max_epochs or t69["max_epochs"],
         precision=precision,
         gradient_clip_val=t69["gradient_clip_val"],
         deterministic=t69["deterministic"],
@@ -158,9 +159,9 @@ def build_trainer(
         use_distributed_sampler=False,  # the length-grouped sampler shards global batches itself
         callbacks=callbacks,
         logger=loggers,
-        limit_train_batches=tr.get("limit_train_batches"),
-        limit_val_batches=tr.get("limit_val_batches"),
-        log_every_n_steps=tr.get("log_every_n_steps", 10),
+        limit_train_batches=tr.limit_train_batches,
+        limit_val_batches=tr.limit_val_batches,
+        log_every_n_steps=tr.log_every_n_steps,
         num_sanity_val_steps=0,
         enable_progress_bar=tty,
         enable_model_summary=False,
