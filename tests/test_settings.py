@@ -16,9 +16,9 @@ from arctax.config import (
     key_tables_text,
     load_config,
 )
-from arctax.settings import METHOD, OBSERVE, PLAN, SHARDS, Adapt, Block, Eval, Trainer
+from arctax.settings import METHOD, OBSERVE, PLAN, SHARDS, Adapt, Block, Eval, Sweep, Trainer
 
-BLOCKS = [Adapt, Eval, Trainer]
+BLOCKS = [Adapt, Eval, Trainer, Sweep]
 
 
 def _schema_block(name: str) -> dict:
@@ -112,8 +112,9 @@ def test_every_key_of_a_typed_block_is_documented_once_in_the_schema(cls: type[B
     (a third place that could disagree)."""
     props = _schema_block(cls.BLOCK)["properties"]
     assert all(props[k].get("description") for k in cls.names())
-    for k in cls.names():  # and a sub-block's keys
-        assert all(v.get("description") for v in props[k].get("properties", {}).values()), k
+    for k in cls.names():  # and a sub-block's keys (its table rows)
+        if props[k].get("default") == {} and "properties" in props[k]:
+            assert all(v.get("description") for v in props[k]["properties"].values()), k
     shipped = yaml.safe_load((SCHEMA.parents[2] / "config" / "config.yaml").read_text())
     restated = [
         k for k, v in (shipped.get(cls.BLOCK) or {}).items() if props[k].get("default") == v
@@ -144,3 +145,18 @@ def test_a_partial_trainer_block_is_refused_not_filled_in_by_the_library():
     cfg["trainer"] = {"accelerator": "cpu", "devices": 1}
     with pytest.raises(ConfigError, match=r"'trainer.cpu_precision'.*load_config"):
         resolve_launch(cfg)
+
+
+def test_the_sweep_workers_params_are_the_sweeps_method_keys():
+    """Which studies run, how many workers share one and a best.yaml's origin never re-run a
+    study's workers; what the trials train does."""
+    assert set(Sweep.names(PLAN)) == {"models", "workers"}
+    assert set(Sweep.names(OBSERVE)) == {"origin"}
+    base = Sweep.of(load_config())
+    origin = {"study": "s", "trial": 1, "value": 0.5}
+    same = base.replace(workers=base.workers + 1, models=["champion", "x"], origin=origin)
+    assert same.method() == base.method()
+    assert base.replace(max_epochs=3).method() != base.method()
+    assert base.trial_training() == {
+        "max_epochs": 20, "limit_train_batches": None, "limit_val_batches": None
+    }  # fmt: skip

@@ -27,7 +27,7 @@ T = TypeVar("T", bound="Block")
 METHOD = "method"  # how each result is made: part of its fingerprint (a change re-runs it)
 SHARDS = "shards"  # which items are made and how they are cut into jobs (names the job files)
 PLAN = "plan"  # which runs exist at all (the workflow's targets), never a result's content
-OBSERVE = "observe"  # how a job is watched, logged or stopped, never what it computes
+OBSERVE = "observe"  # how a job is watched, logged, stopped or labelled, never what it computes
 
 
 def key(role: str = METHOD) -> Any:
@@ -139,6 +139,42 @@ class Trainer(Block):
     def method(self) -> dict[str, Any]:
         """What a training's results depend on (the workflow's train params)."""
         return self.as_dict(METHOD)
+
+
+@dataclass(frozen=True)
+class Sweep(Block):
+    """``sweep``: the hyper-parameter search, one Optuna study per model (``snakemake sweep``).
+
+    Roles: ``method`` keys make a study's trials (the workers' params: a change re-runs the
+    workers, which add only the missing trials); ``plan`` keys choose the studies and how many
+    worker jobs share each; ``origin`` (written by a study's ``best.yaml``) only labels the
+    trainings that use its values.
+    """
+
+    BLOCK: ClassVar[str] = "sweep"
+
+    models: tuple[str, ...] = key(PLAN)
+    n_trials: int = key()
+    workers: int = key(PLAN)
+    seed: int = key()
+    sampler: str = key()
+    n_startup_trials: int = key()
+    pruner: str = key()
+    max_epochs: int = key()
+    limit_train_batches: float | None = key()
+    limit_val_batches: float | None = key()
+    max_retries: int = key()
+    space: Mapping[str, Any] = key()
+    origin: Mapping[str, Any] | None = key(OBSERVE)
+
+    def method(self) -> dict[str, Any]:
+        """What a study's trials depend on (the sweep workers' params)."""
+        return self.as_dict(METHOD)
+
+    def trial_training(self) -> dict[str, Any]:
+        """The short training each trial runs (``trainer`` keys it replaces)."""
+        keys = ("max_epochs", "limit_train_batches", "limit_val_batches")
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ import os
 import optuna
 import pytest
 
+from arctax.config import load_config
 from arctax.search.objective import train_trial, trial_config
 from arctax.search.space import parse_space, suggest
 from arctax.search.worker import make_pruner
+from arctax.settings import Sweep
 from tests.search.helpers import MODEL, sweep_cfg
 
 
@@ -69,7 +71,8 @@ def test_a_pruned_trial_stops_after_the_epoch_the_pruner_rejects(tiny_data, tmp_
     ],
 )
 def test_pruner_from_config(name, kind):
-    assert isinstance(make_pruner({"pruner": name, "max_epochs": 5}), kind)
+    sweep = Sweep.of(load_config(overrides={"sweep": {"pruner": name, "max_epochs": 5}}))
+    assert isinstance(make_pruner(sweep), kind)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from arctax.data.testsets import (
 from arctax.plugins import source_sha256
 from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
 from arctax.search.space import check_space
-from arctax.settings import Adapt, Trainer
+from arctax.settings import Adapt, Sweep, Trainer
 
 # `--config key=[1,2]` / `key={"a": 3}` arrive as strings: read THOSE as the schema's types.
 # Values from config files are never converted: a "32" there is an error naming the key.
@@ -365,7 +365,7 @@ def get_final_outputs():
     return [f"{OUT}/smoke/report.json", *files]
 
 
-SWEEP = config["sweep"]
+SWEEP = Sweep.of(config)  # typed; owns which keys the workers depend on
 SWEEP_FILES = [
     "trials.csv",
     "best.yaml",
@@ -379,7 +379,7 @@ def get_sweep_params(wildcards):
     """What a study's trials depend on (its space, n_trials, per-trial training, the recipe
     and data of its model): a change re-runs the workers, which add only missing trials.
     """
-    sweep = {k: v for k, v in SWEEP.items() if k not in ("models", "workers", "origin")}
+    sweep = SWEEP.method()  # not which studies, their worker count or origin
     blocks = {"trial69": config["trial69"], "data": training_data_config(config)}
     recipe = {**_model_recipe(wildcards.model), **blocks}
     return json.dumps({"sweep": sweep, **recipe}, sort_keys=True)
@@ -388,14 +388,13 @@ def get_sweep_params(wildcards):
 def get_sweep_workers(wildcards):
     """The records of a study's `sweep.workers` workers."""
     return [
-        f"{OUT}/sweep/{wildcards.model}/workers/{i}.json"
-        for i in range(SWEEP["workers"])
+        f"{OUT}/sweep/{wildcards.model}/workers/{i}.json" for i in range(SWEEP.workers)
     ]
 
 
 def get_sweep_outputs():
     """Targets of the `sweep` target rule, each study's trials, best overlay and plots."""
-    return [f"{OUT}/sweep/{m}/{f}" for m in SWEEP["models"] for f in SWEEP_FILES]
+    return [f"{OUT}/sweep/{m}/{f}" for m in SWEEP.models for f in SWEEP_FILES]
 
 
 # The reference is checked now, while parsing, so `snakemake -n` refuses a bad one with the

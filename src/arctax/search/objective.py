@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from arctax.data.datamodule import ARCDataModule
 from arctax.search import WorkerStopped
 from arctax.search.space import apply_params
-from arctax.settings import Trainer
+from arctax.settings import Sweep, Trainer
 from arctax.training.module import ARCLitModule
 from arctax.training.trackers import Trackers
 from arctax.training.trainer import build_trainer, resolve_precision
@@ -76,12 +76,9 @@ class StopCallback(pl.Callback):
 
 def trial_config(cfg: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """The config a trial trains with: the searched values and the sweep's short training."""
-    sw = cfg["sweep"]
     tcfg = apply_params(cfg, params)
     tcfg["trainer"].update(
-        max_epochs=sw["max_epochs"],
-        limit_train_batches=sw.get("limit_train_batches"),
-        limit_val_batches=sw.get("limit_val_batches"),
+        **Sweep.of(cfg).trial_training(),
         devices=1,  # one trial per GPU; pruning under DDP would need an RDB storage
     )
     return tcfg

@@ -24,6 +24,7 @@ from arctax.io import atomic_write, atomic_write_text
 from arctax.search import SearchError
 from arctax.search.space import Param, apply_params, parse_space
 from arctax.search.storage import describe, load_study
+from arctax.settings import Sweep
 
 FIXED_COLUMNS = [
     "number",
@@ -192,7 +193,7 @@ def write_report(
 ) -> dict[str, Any]:
     """Write the study's outputs; refuse a study short of ``sweep.n_trials`` finished trials."""
     study = load_study(sweep_dir, cfg["run"], model)
-    n_trials = cfg["sweep"]["n_trials"]
+    n_trials = Sweep.of(cfg).n_trials
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     if len(finished) < n_trials:
         raise SearchError(

@@ -36,7 +36,7 @@ from arctax.search import SearchError, WorkerStopped
 from arctax.search.owners import dead_reason, owner_record, slurm_states
 from arctax.search.space import Param, apply_params, parse_space, suggest
 from arctax.search.storage import claim_lock, describe, open_storage, study_name
-from arctax.settings import Trainer
+from arctax.settings import Sweep, Trainer
 
 MAX_FAILURES_IN_A_ROW = 3  # then the worker stops: a bug or a broken setup, not a bad value
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -62,10 +62,7 @@ def study_setup(
     setup = {
         "model": model,
         "space": {k: p.as_dict() for k, p in space.items()},
-        "training": {
-            k: cfg["sweep"].get(k)
-            for k in ("max_epochs", "limit_train_batches", "limit_val_batches")
-        },
+        "training": Sweep.of(cfg).trial_training(),
         "recipe": {"trial69": base["trial69"], "model": base["models"][model]},
         "data": manifest["inputs_sha256"] + ":" + manifest["config_sha256"],
     }
@@ -94,26 +91,24 @@ def open_study(cfg: Mapping[str, Any], model: str, sweep_dir: Path, setup: dict)
     return study
 
 
-def make_sampler(
-    sweep: Mapping[str, Any], worker: int, n_existing: int
-) -> optuna.samplers.TPESampler:
+def make_sampler(sweep: Sweep, worker: int, n_existing: int) -> optuna.samplers.TPESampler:
     """TPE, seeded per worker start: ``seed + worker + workers * trials already in the study``.
 
     Workers started together draw different random start-up trials (the same seed would draw
     the same ones), a restarted worker does not repeat its earlier draws, and one fresh worker
     on an empty study always draws the same first trials.
     """
-    seed = sweep["seed"] + worker + sweep["workers"] * n_existing
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=sweep["n_startup_trials"])
+    seed = sweep.seed + worker + sweep.workers * n_existing
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=sweep.n_startup_trials)
 
 
-def make_pruner(sweep: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
     """``sweep.pruner``: median (after 5 finished trials, never on the first epoch), hyperband
     (epochs as the resource), or none."""
-    if sweep["pruner"] == "median":
+    if sweep.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if sweep["pruner"] == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sweep["max_epochs"])
+    if sweep.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sweep.max_epochs)
     return optuna.pruners.NopPruner()
 
 
@@ -209,7 +204,7 @@ def run_worker(
     Writes and returns this worker's record (the trials it ran). Exits 75
     (``SystemExit``) when stopped by a signal or the Slurm time limit.
     """
-    sw = cfg["sweep"]
+    sw = Sweep.of(cfg)
     sweep_dir = Path(sweep_dir)
     state_dir = Path(state_dir) if state_dir else sweep_dir / ".trials"
     space = parse_space(cfg, model)
@@ -227,7 +222,7 @@ def run_worker(
     ran: list[dict[str, Any]] = []
     failures = 0
     log(f"worker {worker} of study {study.study_name} ({describe(sweep_dir)})")
-    log(f"{n_existing} trials so far, n_trials {sw['n_trials']}")
+    log(f"{n_existing} trials so far, n_trials {sw.n_trials}")
     with stop:
         objective = objective or training_objective(cfg, model, data_dir, state_dir, space, stop)
         while True:
@@ -235,12 +230,12 @@ def run_worker(
                 log(f"worker stopped between trials ({stop()}); run again to go on")
                 raise SystemExit(STOPPED_EXIT)
             with claim_lock(sweep_dir):
-                trial = claim(study, sw["n_trials"], me, sw["max_retries"])
+                trial = claim(study, sw.n_trials, me, sw.max_retries)
             if trial is None:
                 break
             t0 = time.time()
             state, value, reason = _run_one(
-                study, trial, objective, stop, sweep_dir, sw["max_retries"]
+                study, trial, objective, stop, sweep_dir, sw.max_retries
             )
             seconds = round(time.time() - t0, 1)
             ran.append(
@@ -274,7 +269,7 @@ def run_worker(
         "finished": _now(),
         "trials": ran,
         "study_finished_trials": finished,
-        "n_trials": sw["n_trials"],
+        "n_trials": sw.n_trials,
     }
     log(f"study {study.study_name}: {finished} finished trials; this worker ran {len(ran)}")
     if record_path:
