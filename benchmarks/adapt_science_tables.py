@@ -25,7 +25,7 @@ CONDITION_NAMES = {
     "in_distribution": "in-distribution (the trained rules)",
     "view_reachable": "a rule reachable by a view (dihedral conjugates of the trained rules)",
     "new_rule": "a new rule, learnable only from the demonstrations (per-task colour mapping)",
-    "far_rule": "a far rule: a kind never trained, no view reaches it (transpose, shift, copy)",
+    "far_rule": "a far rule: a kind never trained, no view reaches it (transpose, shift, copy, frame)",
 }
 FAR_LIFT = 0.10  # the far condition's target: +adapt above +vote by 10 points, p < 0.05
 FAR_TARGET_MODELS = ("champion",)  # the model that reads its demonstrations
