@@ -241,3 +241,17 @@ def test_every_stop_line_of_the_lifecycle_reads_as_stopped_will_resume(line):
     from arctax.status import STOPPED, exit_reason
 
     assert exit_reason(f"some output\n{line}\n") == (STOPPED, "exit 75: received SIGTERM")
+
+
+def test_adaptation_shards_of_a_prepared_test_set_and_no_dropped_model(tree):
+    """With adaptation on and the test set prepared, the shards are counted from its manifest
+    (this crashed: the shard count took the typed block and status passed a dict); a model set
+    to null is not a job."""
+    workdir, run = tree
+    cfg = load_config(overrides={**OVERRIDES, "models": {"decoder_only": None},
+                                 "adapt": {"enabled": True, "tasks_per_job": 4}})  # fmt: skip
+    tasks = [f"t{i}" for i in range(10)]
+    write(run / "data/test/arcagi1_eval/manifest.json", json.dumps({"splits": {"test": tasks}}))
+    got = rows(cfg, run, workdir)
+    assert {"adapt champion/seed0 0-of-3", "adapt encoder_decoder/seed0 2-of-3"} <= set(got)
+    assert not any("decoder_only" in name for name in got), sorted(got)

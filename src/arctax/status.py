@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arctax.config import model_names
 from arctax.lifecycle import STOPPED_EXIT
-from arctax.settings import Trainer
+from arctax.settings import Adapt, Sweep, Trainer
 
 NOT_STARTED = "not started"
 QUEUED = "queued"
@@ -135,15 +136,15 @@ def expected_jobs(cfg: Mapping[str, Any], out: Path) -> list[Job]:
                 logs / "prepare_test" / f"{t}.log",
             )
         )
-    models = list(cfg.get("models", {}))
+    models = model_names(cfg)  # a model set to null is dropped, as the workflow does
     for m in models:
         jobs.append(
             Job("smoke_test", f"smoke {m}", [m], [out / "smoke" / f"{m}.json"],
                 logs / "smoke_test" / f"{m}.log")
         )  # fmt: skip
-    seeds = list(cfg.get("seeds", []))
+    seeds = list(cfg["seeds"])
     jobs += [_train_job(out, m, s) for m in models for s in seeds]
-    if (cfg.get("champion") or {}).get("bootstrap"):
+    if cfg["champion"]["bootstrap"]:
         state = out / ".state" / "bootstrap"
         jobs.append(
             Job("bootstrap_champion", "bootstrap champion", [],
@@ -169,10 +170,10 @@ def expected_jobs(cfg: Mapping[str, Any], out: Path) -> list[Job]:
                 logs / "compare" / f"{t}.log")
         )  # fmt: skip
     jobs += _adapt_jobs(cfg, out, models, seeds, test_sets, ref)
-    sweep = cfg.get("sweep") or {}
+    sweep = Sweep.of(cfg)
     if (out / "sweep").is_dir() or (logs / "sweep").is_dir():
-        for m in sweep.get("models", []):
-            for w in range(int(sweep.get("workers", 0))):
+        for m in sweep.models:
+            for w in range(sweep.workers):
                 jobs.append(_sweep_job(out, m, w))
     return jobs
 
@@ -194,16 +195,16 @@ def _adapt_job(out: Path, label: str, tag: str, shard: int, n: int) -> Job:
 
 def _adapt_jobs(cfg, out, models, seeds, test_sets, ref) -> list[Job]:
     """Adaptation shards: their count comes from the prepared test set (as in the workflow)."""
-    acfg = cfg.get("adapt") or {}
-    if not acfg.get("enabled") or not test_sets:
+    acfg = Adapt.of(cfg)
+    if not acfg.enabled or not test_sets:
         return []
     from arctax.adaptation.shards import n_shards
 
-    runs = [(m, f"seed{s}") for m in acfg.get("models", []) if m in models for s in seeds]
-    champ = cfg.get("champion") or {}
-    if acfg.get("reference") and not champ.get("predictions") and not champ.get("adapter"):
+    runs = [(m, f"seed{s}") for m in acfg.models if m in models for s in seeds]
+    champ = cfg["champion"]
+    if acfg.reference and not champ["predictions"] and not champ["adapter"]:
         runs.append((ref, "reference"))
-    test_set = acfg.get("test_set") or test_sets[0]
+    test_set = acfg.test_set or test_sets[0]
     manifest = out / "data" / "test" / test_set / "manifest.json"
     try:
         n = n_shards(len(json.loads(manifest.read_text())["splits"]["test"]), acfg)
