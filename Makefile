@@ -95,14 +95,14 @@ config-doc: setup
 	$(BIN)/python -c "from arctax.config import write_key_tables; write_key_tables('config/README.md')"
 
 lint: setup
-	$(BIN)/ruff check src tests workflow/scripts benchmarks examples
-	$(BIN)/ruff format --check src tests workflow/scripts benchmarks examples
+	$(BIN)/ruff check src tests workflow/scripts benchmarks checks experiments examples
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks checks experiments examples
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile $(DEMO_CONFIG)
 
 fmt: setup
-	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks examples
-	$(BIN)/ruff format src tests workflow/scripts benchmarks examples
+	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks checks experiments examples
+	$(BIN)/ruff format src tests workflow/scripts benchmarks checks experiments examples
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 dag: setup
@@ -127,7 +127,7 @@ bench-epoch: setup
 GPU_CHECK_ARGS ?=
 LADDER_ARGS ?=
 gpu-check: setup
-	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+	$(BIN)/python checks/gpu_check.py $(GPU_CHECK_ARGS)
 
 ## re-arc on a real checkout: generation figures, prepare time and peak memory (400 x 150:
 ## about 15 min on a shared core; REARC_OUT keeps the generation, resumed next time).
@@ -140,18 +140,18 @@ bench-rearc: setup
 ## conditions (docs/results/ADAPTATION.md, "Results"; ~42 min on 2 cores; trained models kept in
 ## results/bench-adapt-science/ and reused).
 bench-adapt-science: setup
-	$(BIN)/python benchmarks/bench_adapt_science.py
+	$(BIN)/python experiments/bench_adapt_science.py
 
 ## The paper's ablation ladder (config/ladder.yaml) on generated rules with known answers:
 ## per rung and rule, 95% intervals (docs/results/LADDER.md). The reduced run (about 15 min on
 ## 2 cores); every rule at the issue's budget: LADDER_ARGS="--rules flip,gravity,swap,colour_map
 ## --max-side 5 --per-family 400 --per-group 60 --epochs 100".
 bench-ladder: setup
-	$(BIN)/python benchmarks/bench_ladder.py --controls $(LADDER_ARGS)
+	$(BIN)/python experiments/bench_ladder.py --controls $(LADDER_ARGS)
 
 ## What each adaptation choice is worth, on the dev tasks (docs/results/ADAPTATION.md, "Ablation").
 bench-adapt-ablation: setup
-	$(BIN)/python benchmarks/bench_adapt_science.py --ablation
+	$(BIN)/python experiments/bench_adapt_science.py --ablation
 
 clean-demo:
 	rm -rf results/$(RUN) .snakemake

@@ -125,14 +125,15 @@ def test_quick_epoch_estimate_reports_the_ratio(epoch_estimate, tmp_path):
 @pytest.mark.parametrize(
     ("script", "report"),
     [
-        ("bench.py", "BENCHMARKS.md"),
-        ("epoch_estimate.py", "BENCHMARKS_EPOCH.md"),
-        ("bench_adapt_science.py", "ADAPTATION.md"),
+        ("benchmarks/bench.py", "BENCHMARKS.md"),
+        ("benchmarks/epoch_estimate.py", "BENCHMARKS_EPOCH.md"),
+        ("experiments/bench_adapt_science.py", "ADAPTATION.md"),
+        ("experiments/bench_ladder.py", "LADDER.md"),
     ],
 )
 def test_measured_results_live_in_docs_results(script, report):
     """Each benchmark writes its report under docs/results/ by default, where it is kept."""
-    source = (REPO / "benchmarks" / script).read_text()
+    source = (REPO / script).read_text()
     assert re.search(rf'"--out".*default=REPO\w* / "docs" / "results" / "{report}"', source), script
     assert (REPO / "docs" / "results" / report).is_file()
     assert not (REPO / report).exists(), f"{report} belongs in docs/results/, not the root"

@@ -2,7 +2,7 @@
 benchmarks and of the positive control (``make demo-control``).
 
 A *family* is one grid rule; a task of a family is ``n_demos`` demonstration pairs plus one
-test pair on small random grids. Three conditions test adaptation (``benchmarks/bench_adapt_science.py``):
+test pair on small random grids. Three conditions test adaptation (``experiments/bench_adapt_science.py``):
 
 - ``in_distribution``: the rules the models were trained on (``TRAINED``): ``flip`` (mirror
   left-right, geometric), ``gravity`` (every cell falls to the bottom of its column, object)

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/gpu_check.py                  # on one GPU node (exit 2 without CUDA)
-    python benchmarks/gpu_check.py --data results/trial69/data   # reuse a prepared cache
-    python benchmarks/gpu_check.py --cpu --quick    # the same code on CPU, tiny sizes (tests)
+    python checks/gpu_check.py                  # on one GPU node (exit 2 without CUDA)
+    python checks/gpu_check.py --data results/trial69/data   # reuse a prepared cache
+    python checks/gpu_check.py --cpu --quick    # the same code on CPU, tiny sizes (tests)
 
 Sections, each timed, each failure a FAIL row (exit 1): the machine (device, driver, torch,
 CUDA, cuDNN, NCCL); dense fp16 / bf16 / fp32 matmul throughput (the MFU reference: the faster
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print(no_cuda_line(), file=sys.stderr)
         return 2
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = Path(__file__).resolve().parent
+    # checks/ and benchmarks/ (the measuring harness and the benchmarks it reuses) on the path
+    sys.path[:0] = [str(here), str(here.parent / "benchmarks")]
     from gpu_sections import run_all  # the heavy imports (arctax, Lightning) only from here
 
     return run_all(args)

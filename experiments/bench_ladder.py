@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/bench_ladder.py              # the reduced run (make bench-ladder)
-    python benchmarks/bench_ladder.py --epochs 100 # the full budget (Trial 69's max_epochs)
-    python benchmarks/bench_ladder.py --quick      # seconds: tiny sizes (the test suite)
+    python experiments/bench_ladder.py              # the reduced run (make bench-ladder)
+    python experiments/bench_ladder.py --epochs 100 # the full budget (Trial 69's max_epochs)
+    python experiments/bench_ladder.py --quick      # seconds: tiny sizes (the test suite)
 
 The five rungs of ``config/ladder.yaml`` (decoder_only, encoder_decoder, grid2d, perminv,
 champion), at the demo sizes (``config/config.yaml`` + ``config/demo.yaml`` +
@@ -292,7 +292,7 @@ def run(argv: list[str] | None = None) -> str:
     per_query = pd.DataFrame([r for d in done for r in d["rows"]])
     rows = table(per_query, int(cfg["eval"]["bootstrap_samples"]))
     meta = {
-        "command": "python benchmarks/bench_ladder.py"
+        "command": "python experiments/bench_ladder.py"
         + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": round(time.perf_counter() - t0),

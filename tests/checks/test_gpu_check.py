@@ -12,13 +12,13 @@ import torch
 
 from tests.conftest import REPO, TINY_MODELS
 
-BENCH = REPO / "benchmarks"
+CHECKS = REPO / "checks"
 
 
 @pytest.fixture(scope="module")
 def gpu():
-    """benchmarks/ on the path, as the script puts it; its modules."""
-    sys.path.insert(0, str(BENCH))
+    """checks/ and benchmarks/ on the path, as the script puts them; its modules."""
+    sys.path[:0] = [str(CHECKS), str(REPO / "benchmarks")]
     import gpu_env
     import gpu_sections
     import gpu_train
@@ -30,7 +30,7 @@ def gpu():
 def test_refuses_without_cuda_in_one_line(tmp_path):
     out = tmp_path / "GPU_CHECK.md"
     res = subprocess.run(
-        [sys.executable, str(BENCH / "gpu_check.py"), "--out", str(out)],
+        [sys.executable, str(CHECKS / "gpu_check.py"), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,

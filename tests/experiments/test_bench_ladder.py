@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "experiments"), str(REPO / "benchmarks")]
 
 import bench_ladder  # noqa: E402
 

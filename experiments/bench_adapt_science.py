@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/bench_adapt_science.py             # test tasks: the results table
-    python benchmarks/bench_adapt_science.py --ablation  # dev tasks: what each choice is worth
-    python benchmarks/bench_adapt_science.py --quick     # seconds: tiny sizes (the test suite)
+    python experiments/bench_adapt_science.py             # test tasks: the results table
+    python experiments/bench_adapt_science.py --ablation  # dev tasks: what each choice is worth
+    python experiments/bench_adapt_science.py --quick     # seconds: tiny sizes (the test suite)
 
 Task families with known rules (``arctax.data.families``) are written as task JSON files, prepared
 by ``arctax.data.prepare.prepare`` (``data.source``: the training tasks; ``data.test_source``:
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the shared harness
 from adapt_science_tables import ablation_section, results_section, write_sections
 
 from arctax.config import DEFAULT_CONFIG, REPO_ROOT, deep_merge, load_config
@@ -251,7 +252,7 @@ def run(argv: list[str] | None = None) -> str:
                base_dir=run_dir / "base")  # fmt: skip
         gathered[(name, m)] = run_dir
     meta = {
-        "command": "python benchmarks/bench_adapt_science.py" + "".join(
+        "command": "python experiments/bench_adapt_science.py" + "".join(
             f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": round(time.perf_counter() - t0),

@@ -11,8 +11,8 @@ import numpy as np
 from arctax.data import families
 from arctax.data.augment import Augmentation
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "experiments"), str(REPO / "benchmarks")]
 
 from adapt_science_tables import write_sections  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""gpu-check's sections, their sizes and the report (``benchmarks/gpu_check.py`` runs them)."""
+"""gpu-check's sections, their sizes and the report (``checks/gpu_check.py`` runs them)."""
 
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ def run_all(args: argparse.Namespace) -> int:
         for name, fn in plan:
             sections.append(run_section(name, fn))
     meta = {
-        "command": "python benchmarks/gpu_check.py " + " ".join(_argv(args)),
+        "command": "python checks/gpu_check.py " + " ".join(_argv(args)),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed": f"{time.perf_counter() - t0:.0f} s",
         "device": next((r[2] for r in sections[0].rows if r[1] == "device"), str(dev)),

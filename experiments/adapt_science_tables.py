@@ -331,7 +331,7 @@ def ablation_section(gathered: Mapping[tuple[str, str], Path], variants: Mapping
 
 HEAD = """# Per-task adaptation on a learnable benchmark
 
-Written by `benchmarks/bench_adapt_science.py` (each section by the command it names; the
+Written by `experiments/bench_adapt_science.py` (each section by the command it names; the
 file is rewritten atomically, the other section kept). The benchmark: task families with
 known rules (`arctax.data.families`), trained models, and four test conditions;
 `docs/ADAPTATION.md` says how the method works.
