@@ -400,11 +400,12 @@ def get_sweep_outputs():
 # The reference is checked now, while parsing, so `snakemake -n` refuses a bad one with the
 # ways forward. Later would be too late: Snakemake skips a failing input function when the
 # job's outputs exist, which would hide a bad reference behind old results. Not checked in a
-# job's own process (`--target-jobs`: the main process did it) nor for a search alone
-# (`snakemake sweep`, which never reads the reference).
+# job's own process (the main process did it) nor for a search alone (`snakemake sweep`, which
+# never reads the reference). Snakemake gives the targets to the workflow only after parsing,
+# so the command line is the one place they can be read from here.
 _ARGV = sys.argv[1:]
 _SWEEP_ONLY = "all" not in _ARGV and any(
     a == "sweep" or a.startswith(f"{OUT}/sweep/") for a in _ARGV
 )
-if "--target-jobs" not in _ARGV and not _SWEEP_ONLY:
+if workflow.is_main_process and not _SWEEP_ONLY:
     get_reference()
