@@ -164,8 +164,8 @@ def deviation_reasons(cfg: Mapping[str, Any], seed: int, precision_reason: str |
         for k, v in flatten(cfg["trial69"])
         if k in ref and ref[k] != v
     }
-    if Trainer.of(cfg).max_epochs:
-        reasons["max_epochs"] = override(cfg, "trainer.max_epochs", Trainer.of(cfg).max_epochs)
+    if max_epochs := Trainer.of(cfg).max_epochs:
+        reasons["max_epochs"] = override(cfg, "trainer.max_epochs", max_epochs)
     if precision_reason:
         reasons["precision"] = precision_reason
     if seed != ref["seed"]:

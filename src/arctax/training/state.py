@@ -23,6 +23,7 @@ FINISHED = "finished.json"  # in the state dir: training ended normally, outputs
 
 def fingerprint(cfg: Mapping[str, Any], model_name: str, seed: int, manifest_sha: str) -> str:
     """What a resumable state must match to be resumed."""
+    tr = Trainer.of(cfg)
     blob = json.dumps(
         {
             "model": model_name,
@@ -32,7 +33,7 @@ def fingerprint(cfg: Mapping[str, Any], model_name: str, seed: int, manifest_sha
             "trial69": cfg["trial69"],
             "seed": seed,
             "data": manifest_sha,
-            "limits": [Trainer.of(cfg).limit_train_batches, Trainer.of(cfg).limit_val_batches],
+            "limits": [tr.limit_train_batches, tr.limit_val_batches],
         },
         sort_keys=True,
     )

@@ -77,7 +77,8 @@ class Trackers(pl.Callback):
         job_type: str = "train",
     ) -> None:
         self.cfg, self.model, self.seed = cfg, model, seed
-        self.names = [n for n in Trainer.of(cfg).loggers if n != "csv"]
+        self.trainer = Trainer.of(cfg)
+        self.names = [n for n in self.trainer.loggers if n != "csv"]
         self.state_dir, self.dir = Path(state_dir), Path(trackers_dir)
         self.params = dict(params or {})
         self.name = name or run_name(cfg, model, seed)  # a sweep trial: its own name and group
@@ -169,7 +170,7 @@ class Trackers(pl.Callback):
     def _start_wandb(self, config: Mapping[str, Any]) -> None:
         import wandb
 
-        tracking = Trainer.of(self.cfg).tracking
+        tracking = self.trainer.tracking
         folder = self.dir / "wandb"
         folder.mkdir(parents=True, exist_ok=True)
         self._wandb = wandb.init(
@@ -191,7 +192,7 @@ class Trackers(pl.Callback):
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        tracking = Trainer.of(self.cfg).tracking
+        tracking = self.trainer.tracking
         uri = tracking["mlflow_uri"]
         if not uri:  # the file store, which MLflow 3 keeps (maintenance mode) behind this flag
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -184,9 +184,10 @@ def processes(trainer: pl.Trainer, cfg: Mapping[str, Any], launch: Launch) -> di
     """What ran, read back from the Trainer: processes, devices, DDP backend, batch split."""
     strategy = trainer.strategy
     env = getattr(strategy, "cluster_environment", None)
+    tr = Trainer.of(cfg)
     return {
-        "devices_requested": Trainer.of(cfg).devices,
-        "accelerator_requested": Trainer.of(cfg).accelerator,
+        "devices_requested": tr.devices,
+        "accelerator_requested": tr.accelerator,
         "devices_used": trainer.world_size,
         "accelerator_used": launch.accelerator,
         "strategy": type(strategy).__name__,
