@@ -223,6 +223,7 @@ class Adapt(Block):
     select_patience: int = key()
     select_metric: str = key()
     select_min_delta: float = key()
+    select_tiebreak: str = key()
     select_unsolved: str = key()
     colour_views: bool = key()
     pool: str = key()

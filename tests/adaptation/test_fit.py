@@ -193,3 +193,24 @@ def test_budget_leaves_a_task_the_base_model_already_answers():
                        lambda i, j: np.random.default_rng(j),
                        CELLS.replace(select_unsolved="budget", select_metric="cells"))  # fmt: skip
     assert sel.exact[0][0] == 1.0 and sel.steps[0] == 0
+
+
+def test_tiebreak_unsolved_lets_cells_break_ties_only_while_no_answer_is_exact():
+    """``select_tiebreak: unsolved`` (the in-distribution guard): once a third of the held-out
+    answers are exact, a check with as many exact and better cells is not an improvement (the
+    earlier checkpoint stays); while none is exact, better cells still are; more exact
+    answers always are. ``always`` lets cells break every tie."""
+    from arctax.adaptation.fit import improves
+
+    guard, always = (
+        CELLS.replace(select_tiebreak="unsolved"),
+        CELLS.replace(select_tiebreak="always"),
+    )
+    some, none = (1 / 3, 0.80), (0.0, 0.80)
+    assert improves((1 / 3, 0.85), some, always) and not improves((1 / 3, 0.85), some, guard)
+    assert improves((0.0, 0.85), none, guard) and improves((0.0, 0.85), none, always)
+    assert improves((2 / 3, 0.10), some, guard)  # more exact answers, whatever the cells
+    assert not improves((0.0, 0.805), none, guard)  # within select_min_delta: no progress
+    # the guard is the cells metric's: `exact` breaks its ties by the loss (here minus it)
+    exact = ACFG.replace(select_metric="exact", select_tiebreak="unsolved")
+    assert improves((1 / 3, -0.5), (1 / 3, -0.9), exact)

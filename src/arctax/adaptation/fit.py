@@ -203,7 +203,8 @@ def select_steps(
     over folds of the share of exact held-out answers (``select_metric: exact``; ties broken
     by the lower loss), of minus the loss (``loss``), or the exact share and then the cell
     accuracy (``cells``: a checkpoint is better when more answers are exact, or as many and
-    its cell accuracy is higher by more than ``select_min_delta``). A task's folds stop early
+    its cell accuracy is higher by more than ``select_min_delta``; with ``select_tiebreak:
+    unsolved`` the cell accuracy counts only while no answer is exact). A task's folds stop early
     when its score is perfect or has not improved for ``select_patience`` checkpoints; the
     chosen step is the first checkpoint with the best score (the base model, step 0, on a
     tie; with ``cells``, the last checkpoint that improved). With ``select_unsolved: budget``
@@ -243,7 +244,7 @@ def select_steps(
             ce = float(np.mean([float(cell[s]) for s in mine]))
             curves[i].append((ex, lo, ce))
             score = (-lo, 0.0) if by_loss else (ex, ce) if by_cells else (ex, -lo)
-            if _better(score, best[i], delta if by_cells else 1e-9):
+            if improves(score, best[i], acfg):
                 best[i], best_step[i], stale[i] = score, step, 0
             else:
                 stale[i] += 1
@@ -275,9 +276,16 @@ def select_steps(
     return Selection(chosen, list(range(0, steps + 1, every)), out["ex"], out["lo"], out["ce"])
 
 
-def _better(score: tuple[float, float], best: tuple[float, float], margin: float) -> bool:
-    """A higher primary score, or the same one with a tie-break better by more than
-    ``margin`` (the primary scores compare with a 1e-9 tolerance)."""
+def improves(score: tuple[float, float], best: tuple[float, float], acfg: Adapt) -> bool:
+    """Whether a held-out check's ``score`` (primary, tie-break) beats the ``best`` so far: a
+    higher primary score (1e-9 tolerance), or the same one with a tie-break better by more
+    than its margin: ``select_min_delta`` for cell accuracy (which with ``select_tiebreak:
+    unsolved`` breaks no tie once some answers are exact), 1e-9 otherwise."""
     if score[0] > best[0] + 1e-9:
         return True
+    margin = 1e-9
+    if acfg.select_metric == "cells":
+        margin = acfg.select_min_delta
+        if acfg.select_tiebreak == "unsolved" and best[0] > 1e-9:
+            return False  # the model already answers some: only more exact answers count
     return abs(score[0] - best[0]) <= 1e-9 and score[1] > best[1] + margin
