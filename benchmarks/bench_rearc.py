@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from arctax.config import load_config
 from arctax.data import rearc_generate as rg
 
 PREPARE = """
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-rearc-"))
     ids = rg.task_ids(args.repo)[: args.tasks]
-    s = rg.Settings(n_examples=args.n)
+    s = rg.settings(load_config(overrides={"data": {"rearc": {"n_examples": args.n}}}))
     t0 = time.perf_counter()
     rec = rg.generate_shard(
         args.repo, ids, s, out / ".state", out / ".state/shard.json", log=lambda m: None

@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from arctax.data.dataset import PreparedSplit
 from arctax.models import build_model
+from arctax.settings import Trial69
 from arctax.training.module import answer_metrics
 from arctax.training.optim import build_optimizer
 
@@ -98,7 +99,7 @@ def bench_training(
     for label, make, batches in variants:
         torch.manual_seed(0)
         model = make().to(dev)
-        opt = build_optimizer(model.parameters(), cfg["trial69"])
+        opt = build_optimizer(model.parameters(), Trial69.of(cfg))
         on_dev = [to_device(b, dev) for b in batches]
         real, padded = map(sum, zip(*(token_counts(b) for b in batches), strict=True))
         info[label] = {

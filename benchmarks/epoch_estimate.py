@@ -42,6 +42,7 @@ from arctax.data.dataset import load_split
 from arctax.data.prepare import prepare
 from arctax.io import atomic_write_text
 from arctax.models import build_model
+from arctax.settings import Trial69
 from arctax.training.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> str:
         picks = strata(batches, padded, args.strata)
         torch.manual_seed(0)
         model = make().to(dev)
-        opt = build_optimizer(model.parameters(), cfg["trial69"])
+        opt = build_optimizer(model.parameters(), Trial69.of(cfg))
         on_dev = [to_device(b, dev) for b, _ in picks]
         info[name] = {
             "batches": len(batches),

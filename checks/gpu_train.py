@@ -23,6 +23,7 @@ from torch import nn
 
 from arctax.data.dataset import PreparedSplit
 from arctax.models import build_model
+from arctax.settings import Trial69
 from arctax.training.module import answer_metrics
 from arctax.training.optim import build_optimizer
 from arctax.training.smoke_checks import attention_kernels, bitwise_equal
@@ -114,7 +115,7 @@ def throughput(
             for precision in precisions or list(PRECISIONS):
                 torch.manual_seed(0)
                 model = build_model(name, mcfg).to(dev)
-                opt = build_optimizer(model.parameters(), cfg["trial69"])
+                opt = build_optimizer(model.parameters(), Trial69.of(cfg))
                 amp = Amp.of(precision, dev)
                 label = f"{name}, {precision}"
                 info[label] = {"flops": flops, "real": real, "samples": len(idx)}

@@ -16,31 +16,74 @@ from arctax.config import (
     key_tables_text,
     load_config,
 )
-from arctax.settings import METHOD, OBSERVE, PLAN, SHARDS, Adapt, Block, Eval, Sweep, Trainer
+from arctax.settings import (
+    METHOD,
+    OBSERVE,
+    PLAN,
+    SHARDS,
+    Adapt,
+    Augment,
+    Block,
+    Champion,
+    Data,
+    EarlyStopping,
+    Eval,
+    Optimizer,
+    Rearc,
+    Scheduler,
+    Sweep,
+    Taxonomy,
+    Trainer,
+    Trial69,
+)
 
+# blocks whose every key has a schema default (config/config.yaml gives them as `{}`)
 BLOCKS = [Adapt, Eval, Trainer, Sweep]
+# every typed block, sub-blocks included: data, trial69 and champion hold keys the schema
+# requires (config/config.yaml holds their values: Trial 69's exact recipe, the data source)
+ALL_BLOCKS = [*BLOCKS, Data, Rearc, Augment, Trial69, Optimizer, Scheduler, EarlyStopping,
+              Taxonomy, Champion]  # fmt: skip
 
 
 def _schema_block(name: str) -> dict:
-    return yaml.safe_load(SCHEMA.read_text())["properties"][name]
+    spec = yaml.safe_load(SCHEMA.read_text())
+    for part in name.split("."):
+        spec = spec["properties"][part]
+    return spec
 
 
-@pytest.mark.parametrize("cls", BLOCKS, ids=lambda c: c.BLOCK)
+@pytest.mark.parametrize("cls", ALL_BLOCKS, ids=lambda c: c.BLOCK)
 def test_a_block_has_exactly_the_schemas_keys(cls: type[Block]):
     assert set(cls.names()) == set(_schema_block(cls.BLOCK)["properties"])
 
 
-@pytest.mark.parametrize("cls", BLOCKS, ids=lambda c: c.BLOCK)
-def test_a_block_built_from_nothing_holds_the_schemas_defaults(cls: type[Block]):
-    """No default lives in the dataclass: an empty block filled by the schema builds it, and
-    every value is the schema's default."""
+@pytest.mark.parametrize("cls", ALL_BLOCKS, ids=lambda c: c.BLOCK)
+def test_a_block_holds_the_schemas_defaults_and_none_of_its_own(cls: type[Block]):
+    """No default lives in a dataclass: the block of a config giving only its required keys
+    (their values from config/config.yaml), filled by the schema, holds every key the schema
+    gives a default with that default (a sub-block: its own keys' defaults)."""
     assert not any(
         f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         for f in dataclasses.fields(cls)
     )
-    props = _schema_block(cls.BLOCK)["properties"]
-    built = cls.of(fill_defaults({cls.BLOCK: {}}))
-    assert built.as_dict() == {k: _default(props[k]) for k in cls.names()}
+    *parents, name = cls.BLOCK.split(".")
+    spec = _schema_block(cls.BLOCK)
+    shipped = load_config()
+    for p in parents:
+        shipped = shipped[p]
+    raw = {k: shipped[name][k] for k in spec.get("required", [])}
+    for p in reversed(parents):  # a sub-block's parent: its required keys from the config too
+        pspec, pshipped = _schema_block(p), load_config()[p]
+        raw = {**{k: pshipped[k] for k in pspec.get("required", [])}, name: raw}
+        name = p
+    filled = fill_defaults({name: raw})
+    for p in cls.BLOCK.split(".")[:-1]:
+        filled = filled[p]
+    built = cls.from_block(filled[cls.BLOCK.split(".")[-1]]).as_dict()
+    props = spec["properties"]
+    defaults = {k: _default(props[k]) for k in cls.names() if "default" in props[k]}
+    assert {k: built[k] for k in defaults} == defaults
+    assert set(defaults) | set(spec.get("required", [])) == set(cls.names())  # none unset
 
 
 def _default(spec: dict) -> object:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from arctax.config import ConfigError, load_config
+from arctax.settings import Data, Trial69
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -152,10 +153,11 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     if args.cmd == "generate-rearc":
         from arctax.data import rearc_generate as rg
 
-        repo = args.repo or cfg["data"]["rearc"].get("repo")
+        rearc = Data.of(cfg).rearc
+        repo = args.repo or rearc.repo
         if not repo:
             raise ConfigError(f"generate-rearc: give --repo or data.rearc.repo ({rg.CLONE})")
-        ids = rg.task_ids(repo, cfg["data"]["rearc"].get("tasks"))
+        ids = rg.task_ids(repo, rearc.tasks)
         out = Path(args.out)
         rec = rg.generate_shard(
             repo, ids, rg.settings(cfg), out / ".state", out / ".state" / "shard.json",
@@ -178,7 +180,7 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     elif args.cmd == "train":
         from arctax.training.train import train
 
-        seed = args.seed if args.seed is not None else cfg["trial69"]["seed"]
+        seed = args.seed if args.seed is not None else Trial69.of(cfg).seed
         state = args.state or str(Path(args.out) / ".state")
         trackers = args.trackers or str(Path(args.out) / "trackers")
         result = train(cfg, args.model, seed, args.data, args.out, state, trackers)

@@ -228,11 +228,6 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]
             yield name, value
 
 
-def trial69(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The Trial 69 block of the config (the reference recipe)."""
-    return copy.deepcopy(dict(get(cfg, "trial69")))
-
-
 def model_names(cfg: Mapping[str, Any]) -> list[str]:
     """The models of the study, in config order: every ``models`` entry (``null`` drops one)."""
     return [name for name, block in (cfg.get("models") or {}).items() if block is not None]

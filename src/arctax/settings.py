@@ -30,9 +30,10 @@ PLAN = "plan"  # which runs exist at all (the workflow's targets), never a resul
 OBSERVE = "observe"  # how a job is watched, logged, stopped or labelled, never what it computes
 
 
-def key(role: str = METHOD) -> Any:
-    """A field of a settings block, with the role of its key (no default: the schema has it)."""
-    return field(metadata={"role": role})
+def key(role: str = METHOD, block: type[Block] | None = None) -> Any:
+    """A field of a settings block, with the role of its key (no default: the schema has it);
+    ``block``: the field is a sub-block (a nested mapping of its own keys, e.g. ``data.rearc``)."""
+    return field(metadata={"role": role, "block": block})
 
 
 def _frozen(value: Any) -> Any:
@@ -45,7 +46,9 @@ def _frozen(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """The JSON-ready form of a field value (tuples back to lists)."""
+    """The JSON-ready form of a field value (tuples back to lists, sub-blocks to dicts)."""
+    if isinstance(value, Block):
+        return value.as_dict()
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
@@ -92,7 +95,16 @@ class Block:
                 "validated config (arctax.config.load_config fills every default from "
                 "workflow/schemas/config.schema.yaml), not from a partial dict"
             )
-        return cls(**{n: _frozen(raw[n]) for n in names})
+        values = {}
+        for f in dataclasses.fields(cls):
+            sub, value = f.metadata.get("block"), raw[f.name]
+            if sub is not None and value is not None:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"config key '{sub.BLOCK}' must be a mapping, got {value!r}")
+                values[f.name] = sub.from_block(value)
+            else:
+                values[f.name] = _frozen(value)
+        return cls(**values)
 
     @classmethod
     def names(cls, *roles: str) -> tuple[str, ...]:
@@ -247,3 +259,138 @@ class Adapt(Block):
         """What a shard job's output depends on: the method and how tasks are cut into jobs
         (not which runs are adapted: adding a model to ``models`` adapts only it)."""
         return self.as_dict(METHOD, SHARDS)
+
+
+@dataclass(frozen=True)
+class Optimizer(Block):
+    """``trial69.optimizer``: Adam's settings."""
+
+    BLOCK: ClassVar[str] = "trial69.optimizer"
+
+    name: str = key()
+    lr: float = key()
+    betas: tuple[float, float] = key()
+    weight_decay: float = key()
+
+
+@dataclass(frozen=True)
+class Scheduler(Block):
+    """``trial69.scheduler``: CosineAnnealingWarmRestarts, stepped per ``interval``."""
+
+    BLOCK: ClassVar[str] = "trial69.scheduler"
+
+    name: str = key()
+    T_0: int = key()
+    T_mult: int = key()
+    eta_min: float = key()
+    interval: str = key()
+
+
+@dataclass(frozen=True)
+class EarlyStopping(Block):
+    """``trial69.early_stopping``: Lightning's EarlyStopping."""
+
+    BLOCK: ClassVar[str] = "trial69.early_stopping"
+
+    monitor: str = key()
+    patience: int = key()
+    mode: str = key()
+
+
+@dataclass(frozen=True)
+class Trial69(Block):
+    """``trial69``: the champion's training recipe. Its values live in ``config/config.yaml``
+    (one place, asserted by tests); the schema requires every key and gives no default."""
+
+    BLOCK: ClassVar[str] = "trial69"
+
+    optimizer: Optimizer = key(block=Optimizer)
+    scheduler: Scheduler = key(block=Scheduler)
+    batch_size: int = key()
+    precision: str = key()
+    gradient_clip_val: float = key()
+    early_stopping: EarlyStopping = key(block=EarlyStopping)
+    seed: int = key()
+    deterministic: bool = key()
+    max_epochs: int = key()
+
+
+@dataclass(frozen=True)
+class Rearc(Block):
+    """``data.rearc``: generating re-arc in the workflow (``data.source: rearc``).
+
+    Roles: ``method`` keys make the examples; ``observe`` keys say where the generators are,
+    how the work is cut into jobs and when a call is given up (not what it makes)."""
+
+    BLOCK: ClassVar[str] = "data.rearc"
+
+    repo: str | None = key(OBSERVE)
+    n_examples: int | None = key()
+    seed: int = key()
+    diff_lb: float = key()
+    diff_ub: float = key()
+    tasks: tuple[str, ...] | None = key()
+    tasks_per_job: int = key(OBSERVE)
+    attempts_per_example: int = key()
+    call_timeout_s: float = key(OBSERVE)
+
+
+@dataclass(frozen=True)
+class Augment(Block):
+    """``data.augment``: augmented copies of the training examples."""
+
+    BLOCK: ClassVar[str] = "data.augment"
+
+    copies: int = key()
+    dihedral: bool = key()
+    colours: bool = key()
+
+
+@dataclass(frozen=True)
+class Data(Block):
+    """``data``: the training source, its split and examples, and the test sets.
+
+    Roles: ``method`` keys make the training data (its fingerprint); ``plan`` keys choose the
+    test sets (adding or changing one trains nothing again)."""
+
+    BLOCK: ClassVar[str] = "data"
+
+    source: str = key()
+    examples_per_task: int | None = key()
+    rearc: Rearc = key(block=Rearc)
+    test_sets: Mapping[str, str | None] | None = key(PLAN)
+    test_source: str | None = key(PLAN)
+    held_out_fraction: float | None = key()
+    test_fraction: float = key(PLAN)
+    manifest: str | None = key()
+    on_invalid: str = key()
+    val_fraction: float = key()
+    split_seed: int = key()
+    context_pairs: int = key()
+    example_seed: int = key()
+    max_grid: int = key()
+    max_tasks: int | None = key()
+    max_cells: int | None = key()
+    augment: Augment = key(block=Augment)
+
+
+@dataclass(frozen=True)
+class Taxonomy(Block):
+    """``taxonomy``: the task categories every result is broken down by."""
+
+    BLOCK: ClassVar[str] = "taxonomy"
+
+    labels: str | None = key()
+
+
+@dataclass(frozen=True)
+class Champion(Block):
+    """``champion``: the reference, given one way (docs/REFERENCE.md)."""
+
+    BLOCK: ClassVar[str] = "champion"
+
+    checkpoint: str = key()
+    bootstrap: bool = key()
+    bootstrap_seed: int = key()
+    predictions: str | None = key()
+    adapter: str | None = key()

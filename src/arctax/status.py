@@ -37,7 +37,7 @@ from typing import Any
 
 from arctax.config import model_names
 from arctax.lifecycle import STOPPED_EXIT
-from arctax.settings import Adapt, Sweep, Trainer
+from arctax.settings import Adapt, Sweep, Trainer, Trial69
 
 NOT_STARTED = "not started"
 QUEUED = "queued"
@@ -539,13 +539,13 @@ def study_status(
     workdir = Path(workdir)
     sm = Snakemake(workdir, [workdir / "logs" / "slurm", workdir / ".snakemake" / "slurm_logs"])
     jobs = study_jobs(cfg, out)
-    max_epochs = int(Trainer.of(cfg).max_epochs or cfg["trial69"]["max_epochs"])
+    t69 = Trial69.of(cfg)
+    max_epochs = int(Trainer.of(cfg).max_epochs or t69.max_epochs)
     markers = [sm.marker(j) for j in jobs]
     ids = [str((m or {}).get("external_jobid") or "") for m in markers]
     sq = squeue_states(ids) if use_squeue else {}
     rows = [job_row(j, sm, max_epochs, sq, now) for j in jobs]
-    patience = ((cfg.get("trial69") or {}).get("early_stopping") or {}).get("patience")
-    return Study(out, rows, sm.running, bool(sq), patience)
+    return Study(out, rows, sm.running, bool(sq), t69.early_stopping.patience)
 
 
 def format_status(study: Study, width: int = 52) -> str:

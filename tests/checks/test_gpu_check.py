@@ -69,6 +69,7 @@ def test_a_step_under_each_precision(gpu, precision, tiny_cfg, tiny_data):
     from arctax.data.collate import collate
     from arctax.data.dataset import load_split
     from arctax.models import build_model
+    from arctax.settings import Trial69
     from arctax.training.optim import build_optimizer
 
     _, train, _ = gpu
@@ -76,7 +77,7 @@ def test_a_step_under_each_precision(gpu, precision, tiny_cfg, tiny_data):
     assert (amp.scaler is not None) == (precision == "16-mixed")
     torch.manual_seed(0)
     model = build_model("encoder_decoder", TINY_MODELS["encoder_decoder"])
-    opt = build_optimizer(model.parameters(), tiny_cfg["trial69"])
+    opt = build_optimizer(model.parameters(), Trial69.of(tiny_cfg))
     ds = load_split(tiny_data, "train")
     batch = collate([ds[i] for i in range(8)], model.fmt)
     before = [p.detach().clone() for p in model.parameters()]

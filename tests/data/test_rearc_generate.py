@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from arctax.config import load_config
 from arctax.data import rearc_generate as rg
 from arctax.data.sources import load_source
 from tests.conftest import REPO
@@ -22,6 +23,12 @@ from tests.conftest import REPO
 FAKE = REPO / "tests" / "fake_rearc"
 FAKE_IDS = ["007bbfb7", "00d62c1b", "017c7c7b", "025d127b", "045e512c"]
 REAL = os.environ.get("ARCTAX_REARC_REPO")
+
+
+def settings(**data_rearc) -> rg.Settings:
+    """The generation settings of the default config with ``data.rearc`` overrides (the schema's
+    defaults for the rest: no test restates them)."""
+    return rg.settings(load_config(overrides={"data": {"rearc": data_rearc}}))
 
 
 def test_task_ids_come_from_the_checkout_and_a_bad_path_names_the_fix(tmp_path):
@@ -37,7 +44,7 @@ def test_task_ids_come_from_the_checkout_and_a_bad_path_names_the_fix(tmp_path):
 
 def test_kept_examples_are_verified_unique_and_not_degenerate():
     gens, vers, utils = rg.load_checkout(FAKE)
-    s = rg.Settings(n_examples=40)
+    s = settings(n_examples=40)
     seen_outcomes = set()
     for tid in FAKE_IDS[:4]:
         examples, st = rg.generate_task(tid, gens[tid], vers[tid], s, utils)
@@ -54,13 +61,13 @@ def test_kept_examples_are_verified_unique_and_not_degenerate():
     assert seen_outcomes == set(rg.OUTCOMES) - {"duplicate"}  # duplicates: the next task
     # 9 distinct inputs, one degenerate (5 -> 5): the task stops short after its attempts
     examples, st = rg.generate_task("045e512c", gens["045e512c"], vers["045e512c"],
-                                    rg.Settings(n_examples=12, attempts_per_example=5), utils)  # fmt: skip
+                                    settings(n_examples=12, attempts_per_example=5), utils)  # fmt: skip
     assert len(examples) == 8 and not st["complete"] and st["stopped"] == "attempts"
     assert st["attempts"] == 60 and st["degenerate"] > 0 and st["duplicate"] > 40
 
 
 def _generate(tmp_path: Path, shards: int, n: int = 15, seed: int = 0) -> Path:
-    s = rg.Settings(n_examples=n, seed=seed, attempts_per_example=4)
+    s = settings(n_examples=n, seed=seed, attempts_per_example=4)
     state = tmp_path / "state"
     records = []
     for i in range(shards):
@@ -84,7 +91,7 @@ def test_a_tasks_examples_do_not_depend_on_the_sharding(tmp_path):
         one / "tasks/007bbfb7.json"
     ).read_bytes()
     alone = tmp_path / "alone"
-    rg.generate_shard(FAKE, ["00d62c1b"], rg.Settings(15, attempts_per_example=4), alone,
+    rg.generate_shard(FAKE, ["00d62c1b"], settings(n_examples=15, attempts_per_example=4), alone,
                       alone / "r.json", log=lambda m: None)  # fmt: skip
     assert (alone / "tasks/00d62c1b.json").read_bytes() == (
         one / "tasks/00d62c1b.json"
@@ -106,7 +113,7 @@ def test_the_gathered_folder_is_re_arcs_layout_with_statistics(tmp_path):
 
 
 def test_a_shard_resumes_every_task_it_had_made(tmp_path):
-    s = rg.Settings(n_examples=10, attempts_per_example=4)
+    s = settings(n_examples=10, attempts_per_example=4)
     state, rec = tmp_path / "state", tmp_path / "rec.json"
     first = rg.generate_shard(FAKE, FAKE_IDS, s, state, rec, log=lambda m: None)
     assert first["resumed"] == []
@@ -117,7 +124,7 @@ def test_a_shard_resumes_every_task_it_had_made(tmp_path):
     (state / "tasks" / "017c7c7b.json").write_text("[]")  # a damaged file is made again
     third = rg.generate_shard(FAKE, FAKE_IDS, s, state, rec, log=lambda m: None)
     assert "017c7c7b" not in third["resumed"] and len(third["resumed"]) == 4
-    other = rg.generate_shard(FAKE, FAKE_IDS, rg.Settings(n_examples=11), state, rec,
+    other = rg.generate_shard(FAKE, FAKE_IDS, settings(n_examples=11), state, rec,
                               log=lambda m: None)  # fmt: skip
     assert other["resumed"] == []  # other settings: nothing reused
 
@@ -138,7 +145,7 @@ def test_a_hanging_generator_stops_its_task_and_modules_of_the_same_names_surviv
         sys.modules.pop("utils", None)
     t0 = time.perf_counter()
     ex, st = rg.generate_task("0000aaaa", gens["0000aaaa"], vers["0000aaaa"],
-                              rg.Settings(n_examples=3, call_timeout_s=0.3))  # fmt: skip
+                              settings(n_examples=3, call_timeout_s=0.3))  # fmt: skip
     assert time.perf_counter() - t0 < 5
     assert ex == [] and st["stopped"] == "timeout" and not st["complete"]
 
@@ -149,7 +156,7 @@ def test_the_real_generators(tmp_path):
     verifier, and three tasks generated apart equal to the same tasks generated together."""
     ids = rg.task_ids(REAL)
     assert len(ids) == 400
-    s = rg.Settings(n_examples=5)
+    s = settings(n_examples=5)
     t0 = time.perf_counter()
     rec = rg.generate_shard(
         REAL, ids, s, tmp_path / "state", tmp_path / "r.json", log=lambda m: None

@@ -21,6 +21,7 @@ from arctax.evaluation.reference import (
     evaluate_reference,
     resolve_reference,
 )
+from arctax.settings import Champion
 
 SMALL = {
     "data": {"max_tasks": 8, "max_cells": 64},
@@ -47,9 +48,9 @@ def _original(path):
     torch.save({"state_dict": sd, "hyper_parameters": {"model": {"d_model": 160}}}, path)
 
 
-def champion(**kw):
-    return {"checkpoint": "champion_bootstrap.ckpt", "bootstrap": False, "predictions": None,
-            "adapter": None, **kw}  # fmt: skip
+def champion(**kw) -> Champion:
+    """The default config's champion block with ``kw`` changed."""
+    return Champion.of(load_config()).replace(**kw)
 
 
 def test_two_ways_at_once_name_both_keys(tmp_path):

@@ -4,6 +4,7 @@ import pytorch_lightning as pl
 import torch
 
 from arctax.config import load_config
+from arctax.settings import Trial69
 from arctax.training.optim import build_optimizer, build_scheduler
 from arctax.training.trainer import build_trainer
 
@@ -29,12 +30,12 @@ def test_config_holds_trial69_exactly():
 
 
 def test_built_optimizer_and_scheduler():
-    t = load_config()["trial69"]
+    t = Trial69.of(load_config())
     p = [torch.nn.Parameter(torch.zeros(3))]
     opt = build_optimizer(p, t)
     assert type(opt) is torch.optim.Adam  # not AdamW (the seed note's "before")
     g = opt.param_groups[0]
-    assert g["lr"] == t["optimizer"]["lr"] == 0.0018498849832733245
+    assert g["lr"] == t.optimizer.lr == 0.0018498849832733245
     assert g["betas"] == (0.95, 0.999) and g["weight_decay"] == 0.0
     cfg = build_scheduler(opt, t)
     s = cfg["scheduler"]
@@ -46,7 +47,7 @@ def test_built_optimizer_and_scheduler():
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         s.step()
-    assert lrs[0] == lrs[6] == lrs[12] == t["optimizer"]["lr"]  # warm restart every 6 epochs
+    assert lrs[0] == lrs[6] == lrs[12] == t.optimizer.lr  # warm restart every 6 epochs
     assert min(lrs) > 1.6816632143867157e-06
 
 

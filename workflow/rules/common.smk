@@ -30,7 +30,7 @@ from arctax.data.testsets import (
 from arctax.plugins import source_sha256
 from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
 from arctax.search.space import check_space
-from arctax.settings import Adapt, Sweep, Trainer
+from arctax.settings import Adapt, Champion, Sweep, Trainer
 
 # `--config key=[1,2]` / `key={"a": 3}` arrive as strings: read THOSE as the schema's types.
 # Values from config files are never converted: a "32" there is an error naming the key.
@@ -86,7 +86,7 @@ RUN = config["run"]
 OUT = f"results/{RUN}"
 # Which way the reference is given; the file itself is checked at the end of this file.
 try:
-    WAY = reference_way(config["champion"])
+    WAY = reference_way(Champion.of(config))
 except ReferenceError as e:
     raise WorkflowError(str(e)) from None
 _REFERENCE = []  # resolve_reference's result, once per parse
@@ -137,7 +137,7 @@ def get_reference():
     """
     if not _REFERENCE:
         try:
-            _REFERENCE.append(resolve_reference(config["champion"], config))
+            _REFERENCE.append(resolve_reference(Champion.of(config), config))
         except ReferenceError as e:
             raise WorkflowError(str(e)) from None
     return _REFERENCE[0]

@@ -19,6 +19,7 @@ from arctax.data.augment import Augmentation, random_augmentation
 from arctax.data.sources import Task
 from arctax.data.splits import UNLABELLED
 from arctax.io import atomic_write, file_sha256, write_json
+from arctax.settings import Data
 
 CACHE_FORMAT = 3  # 2: demonstration pairs stored (demo_*); 3: test sets in folders of their own
 
@@ -118,21 +119,21 @@ def left_out_reason(task: Task, max_cells: int | None) -> str | None:
 
 
 def build_split(
-    tasks: list[Task], query_mode: str, d: Mapping[str, Any], labels: dict[str, str]
+    tasks: list[Task], query_mode: str, d: Data, labels: dict[str, str]
 ) -> tuple[Builder, list[str]]:
     """Examples of one split. ``query_mode``: ``train`` (augmented), ``all`` (val) or ``test``.
 
     Context pairs of an example are drawn from its own task only: for ``train``/``all`` the
     task's other pairs, for ``test`` its demonstrations (never a test output).
     """
-    k = d["context_pairs"]
+    k = d.context_pairs
     b = Builder(k)
-    aug_cfg = d.get("augment") or {"copies": 0}
-    copies = aug_cfg["copies"] if query_mode == "train" else 0
-    max_cells = d.get("max_cells")
+    aug = d.augment
+    copies = aug.copies if query_mode == "train" else 0
+    max_cells = d.max_cells
     dropped = []
     for task in tasks:
-        rng = task_rng(d["example_seed"], task.task_id)
+        rng = task_rng(d.example_seed, task.task_id)
         # enumerate before filtering so ex_pair stays the index of the pair in the task file
         if query_mode == "test":  # every test input, or the task is not here (left_out_reason)
             queries = list(enumerate(task.test))
@@ -155,13 +156,13 @@ def build_split(
             context = [others[j] for j in sorted(pick)]
             b.example(t_idx, qi, query, context, Augmentation(), 0)
             for c in range(1, copies + 1):
-                aug = random_augmentation(rng, aug_cfg["dihedral"], aug_cfg["colours"])
-                b.example(t_idx, qi, query, context, aug, c)
+                view = random_augmentation(rng, aug.dihedral, aug.colours)
+                b.example(t_idx, qi, query, context, view, c)
     return b, dropped
 
 
 def build_splits(
-    plan: Mapping[str, tuple[list[Task], str]], d: Mapping[str, Any], labels: dict[str, str]
+    plan: Mapping[str, tuple[list[Task], str]], d: Data, labels: dict[str, str]
 ) -> dict[str, tuple[Builder, list[str], dict[str, np.ndarray]]]:
     """Every split of ``plan`` (``split -> (tasks, query mode)``), refusing an empty one."""
     built = {}

@@ -24,6 +24,7 @@ from arctax.data.sources import SourceData, Task, held_out_pool, load_source
 from arctax.data.splits import load_labels, read_manifest, split_tasks
 from arctax.data.testsets import VAL, held_out_fraction, named_sets, training_data_config
 from arctax.data.validate import InvalidTaskError
+from arctax.settings import Data, Taxonomy
 
 GENERATED = "rearc"  # data.source when the workflow generates re-arc (data.rearc.repo)
 
@@ -32,7 +33,7 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
     """Hash of what the training data depend on: ``data`` without the test sets' keys
     (:func:`~arctax.data.testsets.training_data_config`) and ``taxonomy``."""
     blob = json.dumps(
-        {"data": training_data_config(cfg), "taxonomy": cfg["taxonomy"]}, sort_keys=True
+        {"data": training_data_config(cfg), "taxonomy": Taxonomy.of(cfg).as_dict()}, sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -55,32 +56,30 @@ class TrainingPlan:
 def plan_training(cfg: Mapping[str, Any], source_path: str | Path | None = None) -> TrainingPlan:
     """Read ``data.source`` (or ``source_path``: the workflow's generated re-arc folder), reserve
     the held-out share, sample ``data.examples_per_task`` per task and split train/val by task."""
-    d = cfg["data"]
-    source = str(source_path or d["source"])
+    d = Data.of(cfg)
+    source = str(source_path or d.source)
     if source == GENERATED:
         raise InvalidTaskError(
             "data.source: rearc is made by the workflow (snakemake runs generate_rearc with "
             "data.rearc.repo); to prepare by hand, generate it (arctax generate-rearc) and give "
             "its folder as data.source"
         )
-    labels_path = cfg["taxonomy"].get("labels")
+    labels_path = Taxonomy.of(cfg).labels
     labels = load_labels(labels_path)
-    max_cells = d.get("max_cells")
-    sample = Sample(d.get("examples_per_task"), d["example_seed"], max_cells)
-    src = load_source(
-        source, "train", on_invalid=d["on_invalid"], max_grid=d["max_grid"], sample=sample
-    )
+    max_cells = d.max_cells
+    sample = Sample(d.examples_per_task, d.example_seed, max_cells)
+    src = load_source(source, "train", on_invalid=d.on_invalid, max_grid=d.max_grid, sample=sample)
     tasks = src.tasks
     reserved: list[str] = []
     fraction = held_out_fraction(cfg)
     if fraction > 0:  # a seeded share of the tasks testable as held out, per category
-        pool = held_out_pool(src, max_grid=d["max_grid"])
+        pool = held_out_pool(src, max_grid=d.max_grid)
         candidates = [
             pool[t.task_id]
             for t in tasks
             if t.task_id in pool and left_out_reason(pool[t.task_id], max_cells) is None
         ]
-        _, reserved = split_tasks(candidates, fraction, d["split_seed"] + 1, labels)
+        _, reserved = split_tasks(candidates, fraction, d.split_seed + 1, labels)
         tasks = [t for t in tasks if t.task_id not in set(reserved)]
     tasks = [Task(t.task_id, sample_pairs(t.pairs, t.task_id, sample), [], t.origin)
              if sample.n is not None and len(t.pairs) > sample.n else t for t in tasks]  # fmt: skip
@@ -91,16 +90,14 @@ def plan_training(cfg: Mapping[str, Any], source_path: str | Path | None = None)
     originals = {t.task_id: t for t in tasks}
     by_id = {t.task_id: originals[t.task_id] for t in filt if len(t.pairs) >= 2}
     unusable = sorted(t.task_id for t in filt if len(t.pairs) < 2)
-    if d.get("manifest"):
-        train_ids, val_ids = read_manifest(d["manifest"], {t.task_id for t in src.tasks})
+    if d.manifest:
+        train_ids, val_ids = read_manifest(d.manifest, {t.task_id for t in src.tasks})
         train_ids = [i for i in train_ids if i in by_id]
         val_ids = [i for i in val_ids if i in by_id]
     else:
-        train_ids, val_ids = split_tasks(
-            list(by_id.values()), d["val_fraction"], d["split_seed"], labels
-        )
-    n = d.get("max_tasks")
-    extra = [Path(p) for p in (labels_path, d.get("manifest")) if p]
+        train_ids, val_ids = split_tasks(list(by_id.values()), d.val_fraction, d.split_seed, labels)
+    n = d.max_tasks
+    extra = [Path(p) for p in (labels_path, d.manifest) if p]
     return TrainingPlan(
         src, source, labels, [by_id[i] for i in train_ids][:n], [by_id[i] for i in val_ids][:n],
         sorted(reserved), unusable, short, extra,
@@ -109,7 +106,7 @@ def plan_training(cfg: Mapping[str, Any], source_path: str | Path | None = None)
 
 def training_manifest(cfg: Mapping[str, Any], plan: TrainingPlan) -> dict[str, Any]:
     """The training data's manifest, before the splits are written (see docs/ARCHITECTURE.md)."""
-    d, src = cfg["data"], plan.source
+    d, src = Data.of(cfg), plan.source
     h = hashlib.sha256(src.sha256.encode())
     for p in plan.extra_inputs:
         h.update(p.read_bytes())
@@ -120,8 +117,8 @@ def training_manifest(cfg: Mapping[str, Any], plan: TrainingPlan) -> dict[str, A
         "source_kind": src.kind,
         "source_path": plan.source_path,
         "version": src.version,
-        "k": d["context_pairs"],
-        "examples_per_task": d.get("examples_per_task"),
+        "k": d.context_pairs,
+        "examples_per_task": d.examples_per_task,
         "short_tasks": plan.short,  # tasks with fewer examples than examples_per_task
         "held_out_fraction": held_out_fraction(cfg),
         "held_out": plan.reserved,  # reserved from train/val: a held_out test set's tasks
@@ -148,7 +145,7 @@ def prepare_training(
     t0 = time.perf_counter()
     plan = plan_training(cfg, source_path)
     built = build_splits(
-        {"train": (plan.train, "train"), "val": (plan.val, "all")}, cfg["data"], plan.labels
+        {"train": (plan.train, "train"), "val": (plan.val, "all")}, Data.of(cfg), plan.labels
     )
     return write_cache(out_dir, built, training_manifest(cfg, plan), t0)
 
@@ -160,7 +157,7 @@ def prepare(
     ``{train,val,test}.npz`` and one ``manifest.json`` (training's keys, plus ``test_source``,
     ``test_version``, ``test_set``, ``test_left_out`` and the test split); return the manifest."""
     t0 = time.perf_counter()
-    d = cfg["data"]
+    d = Data.of(cfg)
     name = test_set or next(iter(named_sets(cfg)))
     if name not in named_sets(cfg):
         raise InvalidTaskError(

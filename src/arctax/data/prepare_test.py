@@ -25,6 +25,7 @@ from arctax.data.splits import load_labels
 from arctax.data.testsets import HELD_OUT, VAL, named_sets, set_config
 from arctax.data.validate import InvalidTaskError
 from arctax.io import atomic_write, file_sha256, write_json
+from arctax.settings import Data, Taxonomy
 
 
 @dataclass
@@ -52,9 +53,9 @@ def plan_test(
     ``held_out`` takes the tasks the training data reserved (``training["held_out"]``) from the
     training source (``train_src``, or read again from ``training["source_path"]``).
     """
-    d = cfg["data"]
+    d = Data.of(cfg)
     source = named_sets(cfg)[name]
-    max_cells = d.get("max_cells")
+    max_cells = d.max_cells
     if source == HELD_OUT:
         ids = list(training["held_out"])
         if not ids:
@@ -64,14 +65,14 @@ def plan_test(
             )
         if train_src is None and training["source_kind"] == "re-arc":
             # re-arc tasks are tested as their ARC-AGI-1 originals: no need to read re-arc again
-            arc1 = load_source("arcagi", "train", max_grid=d["max_grid"])
+            arc1 = load_source("arcagi", "train", max_grid=d.max_grid)
             pool = {t.task_id: t for t in arc1.tasks if t.task_id in set(ids)}
         else:
             if train_src is None:
                 train_src = load_source(
-                    training["source_path"], on_invalid=d["on_invalid"], max_grid=d["max_grid"]
+                    training["source_path"], on_invalid=d.on_invalid, max_grid=d.max_grid
                 )
-            pool = held_out_pool(train_src, set(ids), d["max_grid"])
+            pool = held_out_pool(train_src, set(ids), d.max_grid)
         pool_tasks = [pool[i] for i in ids if i in pool]
         origin = f"{training['source']} (held out)"
         digest = hashlib.sha256(
@@ -82,8 +83,8 @@ def plan_test(
         src = load_source(
             source,
             "eval" if is_bundle(source) else "train",
-            on_invalid=d["on_invalid"],
-            max_grid=d["max_grid"],
+            on_invalid=d.on_invalid,
+            max_grid=d.max_grid,
         )
         trained = set(training["source_task_ids"]) - set(training["held_out"])
         for t in src.tasks:
@@ -98,7 +99,7 @@ def plan_test(
     usable = sorted(
         (t for t in pool_tasks if left_out_reason(t, max_cells) is None), key=lambda t: t.task_id
     )
-    plan.tasks = usable[: d.get("max_tasks")]
+    plan.tasks = usable[: d.max_tasks]
     ok = {t.task_id for t in usable}
     plan.left_out = dict(
         sorted(
@@ -112,12 +113,13 @@ def set_manifest(
     cfg: Mapping[str, Any], plan: SetPlan, training: Mapping[str, Any]
 ) -> dict[str, Any]:
     """A test set's manifest, before its split is written."""
-    labels_path = cfg["taxonomy"].get("labels")
+    labels_path = Taxonomy.of(cfg).labels
     h = hashlib.sha256(plan.sha256.encode())
     if labels_path:
         h.update(Path(labels_path).read_bytes())
     blob = json.dumps(
-        {"test_set": set_config(cfg, plan.name), "taxonomy": cfg["taxonomy"]}, sort_keys=True
+        {"test_set": set_config(cfg, plan.name), "taxonomy": Taxonomy.of(cfg).as_dict()},
+        sort_keys=True,
     )
     return {
         "cache_format": CACHE_FORMAT,
@@ -126,7 +128,7 @@ def set_manifest(
         "source": plan.source,
         "source_kind": plan.kind,
         "version": plan.version,
-        "k": cfg["data"]["context_pairs"],
+        "k": Data.of(cfg).context_pairs,
         "splits": {},
         "counts": {},
         "dropped_tasks": {},
@@ -158,8 +160,8 @@ def prepare_test_set(
     if named_sets(cfg)[name] == VAL:
         return prepare_val_set(cfg, name, out_dir, training_dir, training, t0)
     plan = plan_test(cfg, name, training)
-    labels = load_labels(cfg["taxonomy"].get("labels"))
-    built = build_splits({"test": (plan.tasks, "test")}, cfg["data"], labels)
+    labels = load_labels(Taxonomy.of(cfg).labels)
+    built = build_splits({"test": (plan.tasks, "test")}, Data.of(cfg), labels)
     return write_cache(out_dir, built, set_manifest(cfg, plan, training), t0)
 
 
@@ -186,7 +188,7 @@ def prepare_val_set(
     ds = load_split(out, "test")
     ids = [str(t) for t in ds.task_ids]
     blob = json.dumps(
-        {"test_set": set_config(cfg, name), "taxonomy": cfg["taxonomy"]}, sort_keys=True
+        {"test_set": set_config(cfg, name), "taxonomy": Taxonomy.of(cfg).as_dict()}, sort_keys=True
     )
     manifest = {
         "cache_format": CACHE_FORMAT,

@@ -38,6 +38,7 @@ from types import ModuleType
 from typing import Any
 
 from arctax.io import atomic_write_text, file_sha256, write_json
+from arctax.settings import Data
 
 CLONE = "git clone https://github.com/michaelhodel/re-arc && git -C re-arc checkout e5b7f1d"
 PINNED_COMMIT = "e5b7f1d"  # the re-arc commit arctax was checked against (docs/DATA.md)
@@ -57,11 +58,11 @@ class Settings:
     """What a task's examples depend on (``data.rearc`` and ``data.examples_per_task``)."""
 
     n_examples: int
-    seed: int = 0
-    diff_lb: float = 0.0
-    diff_ub: float = 1.0
-    attempts_per_example: int = 50
-    call_timeout_s: float = 60.0
+    seed: int
+    diff_lb: float
+    diff_ub: float
+    attempts_per_example: int
+    call_timeout_s: float
 
     @property
     def max_attempts(self) -> int:
@@ -72,26 +73,26 @@ class Settings:
 def settings(cfg: Mapping[str, Any]) -> Settings:
     """The generation settings of a config (``data.rearc``; N from ``data.examples_per_task``
     unless ``data.rearc.n_examples`` is given)."""
-    d = cfg["data"]
-    r = d.get("rearc") or {}
-    n = r.get("n_examples") or d.get("examples_per_task")
+    d = Data.of(cfg)
+    r = d.rearc
+    n = r.n_examples or d.examples_per_task
     if not n:
         raise RearcError(
             "re-arc generation needs a count per task: set data.examples_per_task "
             "(Trial 69: 150) or data.rearc.n_examples"
         )
-    if not 0 <= r.get("diff_lb", 0.0) <= r.get("diff_ub", 1.0) <= 1:
+    if not 0 <= r.diff_lb <= r.diff_ub <= 1:
         raise RearcError(
-            f"data.rearc.diff_lb {r.get('diff_lb')} / diff_ub {r.get('diff_ub')}: "
+            f"data.rearc.diff_lb {r.diff_lb} / diff_ub {r.diff_ub}: "
             "need 0 <= diff_lb <= diff_ub <= 1"
         )
     return Settings(
         n_examples=int(n),
-        seed=int(r.get("seed", 0)),
-        diff_lb=float(r.get("diff_lb", 0.0)),
-        diff_ub=float(r.get("diff_ub", 1.0)),
-        attempts_per_example=int(r.get("attempts_per_example", 50)),
-        call_timeout_s=float(r.get("call_timeout_s", 60.0)),
+        seed=int(r.seed),
+        diff_lb=float(r.diff_lb),
+        diff_ub=float(r.diff_ub),
+        attempts_per_example=int(r.attempts_per_example),
+        call_timeout_s=float(r.call_timeout_s),
     )
 
 

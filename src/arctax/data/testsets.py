@@ -23,31 +23,27 @@ the same task, so it is never adapted (``adapt.test_set``).
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from arctax.config import ConfigError
+from arctax.settings import METHOD, Adapt, Data
 
 HELD_OUT = "held_out"
 VAL = "val"  # the training data's own validation split
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-# keys of `data` that only the test sets read (never part of what training depends on)
-TEST_KEYS = ("test_source", "test_sets", "test_fraction")
-# keys of `data.rearc` that change how the generation runs, not what it makes
-RUN_KEYS = ("repo", "tasks_per_job", "call_timeout_s")
 # bundle stem -> short name of its evaluation half
 _BUNDLE_NAMES = {"arcagi_aa922be": "arcagi1", "arcagi2_f3283f7": "arcagi2"}
 
 
-def default_test_source(data: Mapping[str, Any]) -> str:
+def default_test_source(data: Data) -> str:
     """The one-set form's source when ``data.test_source`` is null: the evaluation half of the
     ``source`` bundle, or ARC-AGI-1's (``arcagi``) for a directory, re-arc or generated source."""
     from arctax.data.sources import is_bundle
 
-    return data["source"] if is_bundle(data["source"]) else "arcagi"
+    return data.source if is_bundle(data.source) else "arcagi"
 
 
 def set_name(source: str) -> str:
@@ -70,15 +66,15 @@ def named_sets(cfg: Mapping[str, Any]) -> dict[str, str]:
     Raises :class:`ConfigError` for both forms at once, a bad name, or a ``held_out`` test set
     without tasks reserved for it.
     """
-    d = cfg["data"]
-    sets = {k: v for k, v in (d.get("test_sets") or {}).items() if v is not None}
-    if sets and d.get("test_source"):
+    d = Data.of(cfg)
+    sets = {k: v for k, v in (d.test_sets or {}).items() if v is not None}
+    if sets and d.test_source:
         raise ConfigError(
             "config keys 'data.test_sets' and 'data.test_source' exclude each other: give the "
             "test sets one way (data.test_sets: {name: source}, or data.test_source for one)"
         )
     if not sets:
-        source = d.get("test_source") or default_test_source(d)
+        source = d.test_source or default_test_source(d)
         sets = {set_name(source): source}
     for name, source in sets.items():
         if not NAME.match(name):
@@ -106,28 +102,28 @@ def held_out_fraction(cfg: Mapping[str, Any]) -> float:
     ``data.held_out_fraction`` when given; otherwise ``data.test_fraction`` for the one-set
     form ``data.test_source: held_out`` (its meaning before test sets), else none (0).
     """
-    d = cfg["data"]
-    if d.get("held_out_fraction") is not None:
-        return float(d["held_out_fraction"])
-    if d.get("test_source") == HELD_OUT and not d.get("test_sets"):
-        return float(d.get("test_fraction", 0.2))
+    d = Data.of(cfg)
+    if d.held_out_fraction is not None:
+        return float(d.held_out_fraction)
+    if d.test_source == HELD_OUT and not d.test_sets:
+        return float(d.test_fraction)
     return 0.0
 
 
 def generating(cfg: Mapping[str, Any]) -> bool:
     """True when the workflow generates the source with re-arc (``data.source: rearc``)."""
-    d = cfg["data"]
-    repo = (d.get("rearc") or {}).get("repo")
-    if d["source"] == "rearc" and not repo:
+    d = Data.of(cfg)
+    repo = d.rearc.repo
+    if d.source == "rearc" and not repo:
         raise ConfigError(
             "config key 'data.source' is rearc (generate re-arc in the workflow) but "
             "'data.rearc.repo' is not set: give the path of a re-arc checkout (docs/DATA.md, re-arc)"
         )
-    if repo and d["source"] != "rearc":
+    if repo and d.source != "rearc":
         raise ConfigError(
-            f"config key 'data.rearc.repo' is set but 'data.source' is {d['source']!r}: set "
+            f"config key 'data.rearc.repo' is set but 'data.source' is {d.source!r}: set "
             "data.source: rearc to generate re-arc with it, or data.rearc.repo: null to read "
-            f"{d['source']!r}"
+            f"{d.source!r}"
         )
     return bool(repo)
 
@@ -136,13 +132,12 @@ def training_data_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What training depends on of ``data``: everything but the test sets' own keys, with the
     effective reservation ``held_out_fraction`` (and, for a generated source, only what the
     examples depend on: not the checkout's path, the job size or the call timeout)."""
-    d = copy.deepcopy(dict(cfg["data"]))
-    for k in TEST_KEYS:
-        d.pop(k, None)
+    data = Data.of(cfg)
+    d = data.as_dict(METHOD)  # the test sets' keys are `plan` keys: left out
     d["held_out_fraction"] = held_out_fraction(cfg)
-    rearc = d.pop("rearc", None) or {}
-    if d["source"] == "rearc":
-        d["rearc"] = {k: v for k, v in rearc.items() if k not in RUN_KEYS}
+    del d["rearc"]
+    if data.source == "rearc":
+        d["rearc"] = data.rearc.as_dict(METHOD)  # not where the checkout is, nor the job sizes
     return d
 
 
@@ -150,9 +145,9 @@ def set_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     """What test set ``name``'s preparation depends on: its source and the shared settings
     (context pairs, filters, seeds). A ``held_out`` set also reads the training data's manifest,
     which names the reserved tasks."""
-    d = cfg["data"]
+    d = Data.of(cfg)
     shared = ("context_pairs", "example_seed", "max_grid", "max_tasks", "max_cells", "on_invalid")
-    return {"name": name, "source": named_sets(cfg)[name], **{k: d.get(k) for k in shared}}
+    return {"name": name, "source": named_sets(cfg)[name], **{k: getattr(d, k) for k in shared}}
 
 
 def val_sets(sets: Mapping[str, str]) -> list[str]:
@@ -163,7 +158,7 @@ def val_sets(sets: Mapping[str, str]) -> list[str]:
 def check_adapt_set(cfg: Mapping[str, Any], name: str) -> None:
     """Refuse adapting a ``val`` test set: its context pairs are other examples of the same
     task, so a per-task adaptation would train on the answers of the queries it is scored on."""
-    if cfg["adapt"].get("enabled") and named_sets(cfg).get(name) == VAL:
+    if Adapt.of(cfg).enabled and named_sets(cfg).get(name) == VAL:
         raise ConfigError(
             f"config key 'adapt.test_set': test set {name!r} is the val split (source val), whose "
             "examples are each other's context: adapting on it would train on its answers. Set "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from arctax.evaluation.inspection import inspect_checkpoint
+from arctax.settings import Champion
 
 WAYS = ("checkpoint", "bootstrap", "predictions", "adapter")
 SWITCHES = ("bootstrap", "predictions", "adapter")  # set at most one; none = checkpoint
@@ -61,10 +62,10 @@ class Reference:
         return f"{self.path}: {self.detail}"
 
 
-def reference_way(champion: Mapping[str, Any]) -> str:
+def reference_way(champion: Champion) -> str:
     """Which of :data:`WAYS` the ``champion`` block chooses (no file is read); two at once
     is an error naming both keys."""
-    active = [k for k in SWITCHES if champion.get(k)]
+    active = [k for k in SWITCHES if getattr(champion, k)]
     if len(active) > 1:
         keys = " and ".join(f"'champion.{k}'" for k in active)
         raise ReferenceError(
@@ -74,22 +75,20 @@ def reference_way(champion: Mapping[str, Any]) -> str:
     return active[0] if active else "checkpoint"
 
 
-def resolve_reference(
-    champion: Mapping[str, Any], cfg: Mapping[str, Any] | None = None
-) -> Reference:
+def resolve_reference(champion: Champion, cfg: Mapping[str, Any] | None = None) -> Reference:
     """The reference the ``champion`` config block gives, checked; raise if it is unusable.
 
     With ``cfg`` (the run's config), a checkpoint must also ask for code the config names
     (:mod:`arctax.evaluation.model_code`): a checkpoint never chooses the code that runs.
     """
     way = reference_way(champion)
-    ckpt = str(champion.get("checkpoint") or "")
+    ckpt = champion.checkpoint
     if way == "bootstrap":
         return Reference("bootstrap", None, None, "trained here under Trial 69")
     if way == "predictions":
-        return _predictions(str(champion["predictions"]))
+        return _predictions(str(champion.predictions))
     if way == "adapter":
-        return _adapter(str(champion["adapter"]), ckpt)
+        return _adapter(str(champion.adapter), ckpt)
     found = inspect_checkpoint(ckpt)
     if not found.is_arctax:
         raise ReferenceError(

@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from arctax.data.datamodule import ARCDataModule
 from arctax.search import WorkerStopped
 from arctax.search.space import apply_params
-from arctax.settings import Sweep, Trainer
+from arctax.settings import Data, Sweep, Trainer, Trial69
 from arctax.training.module import ARCLitModule
 from arctax.training.trackers import Trackers
 from arctax.training.trainer import build_trainer, resolve_precision
@@ -103,21 +103,21 @@ def train_trial(
     parameters, under ``trackers_dir`` (default ``results/<run>/trackers``).
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    t69, k = cfg["trial69"], cfg["data"]["context_pairs"]
-    pl.seed_everything(t69["seed"], workers=True)  # every trial the same seed: only values differ
+    t69, k = Trial69.of(cfg), Data.of(cfg).context_pairs
+    pl.seed_everything(t69.seed, workers=True)  # every trial the same seed: only values differ
     precision, _ = resolve_precision(cfg)
     module = ARCLitModule.from_config(cfg, model_name)
     fmt = module.model.fmt  # the batch format the model consumes
     tr = Trainer.of(cfg)
     if tr.compile:
         module.model = torch.compile(module.model)
-    dm = ARCDataModule(data_dir, fmt, t69["batch_size"], k, tr.num_workers, t69["seed"])
+    dm = ARCDataModule(data_dir, fmt, t69.batch_size, k, tr.num_workers, t69.seed)
     pruning = PruningCallback(trial)
     work_dir = Path(work_dir)
     shutil.rmtree(work_dir, ignore_errors=True)  # left by a killed earlier attempt
     sweep = f"{cfg['run']}-sweep-{model_name}"
     trackers = Trackers(
-        cfg, model_name, t69["seed"], work_dir,
+        cfg, model_name, t69.seed, work_dir,
         trackers_dir or Path("results") / str(cfg["run"]) / "trackers",
         {"trial": trial.number, **{f"trial.{k}": v for k, v in trial.params.items()}},
         name=f"{sweep}-trial{trial.number}", group=sweep, job_type="sweep",

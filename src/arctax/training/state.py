@@ -16,7 +16,7 @@ from typing import Any
 from arctax.config import model_class, model_config
 from arctax.io import atomic_write, atomic_write_text
 from arctax.plugins import source_sha256
-from arctax.settings import Trainer
+from arctax.settings import Trainer, Trial69
 
 FINISHED = "finished.json"  # in the state dir: training ended normally, outputs written
 
@@ -30,7 +30,7 @@ def fingerprint(cfg: Mapping[str, Any], model_name: str, seed: int, manifest_sha
             "model_cfg": model_config(cfg, model_name),
             "model_class": model_class(cfg, model_name),
             "model_code": source_sha256(model_class(cfg, model_name)),
-            "trial69": cfg["trial69"],
+            "trial69": Trial69.of(cfg).as_dict(),
             "seed": seed,
             "data": manifest_sha,
             "limits": [tr.limit_train_batches, tr.limit_val_batches],

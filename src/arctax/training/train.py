@@ -27,7 +27,7 @@ from arctax.io import write_json
 from arctax.lifecycle import STOPPED_EXIT
 from arctax.models import count_parameters
 from arctax.plugins import source_sha256
-from arctax.settings import Trainer
+from arctax.settings import Data, Trainer, Trial69
 from arctax.training.audit import data_audit, model_audit
 from arctax.training.callbacks import Preempted, PreemptionGuard
 from arctax.training.logs import attach_log
@@ -89,8 +89,7 @@ def train(
 
     pl.seed_everything(seed, workers=True)
     precision, precision_reason = resolve_precision(cfg)
-    t69 = cfg["trial69"]
-    k = cfg["data"]["context_pairs"]
+    t69, k = Trial69.of(cfg), Data.of(cfg).context_pairs
     module = ARCLitModule.from_config(cfg, model_name)
     fmt = module.model.fmt  # the batch format the model consumes
     n_params = count_parameters(module.model)
@@ -98,7 +97,7 @@ def train(
     if tr.compile:
         module.model = torch.compile(module.model)
     dm = ARCDataModule(  # the global batch: each of N ranks takes batch_size / N
-        data_dir, fmt, t69["batch_size"], k, tr.num_workers, seed
+        data_dir, fmt, t69.batch_size, k, tr.num_workers, seed
     )
     guard = PreemptionGuard(tr.save_margin_s)
     trackers = Trackers(

@@ -16,7 +16,7 @@ import torch
 
 from arctax.config import check_global_batch
 from arctax.io import atomic_write
-from arctax.settings import Trainer
+from arctax.settings import Trainer, Trial69
 from arctax.training.callbacks import EpochMetrics, RNGState
 
 _warned_precision = False
@@ -25,7 +25,7 @@ _warned_precision = False
 def resolve_precision(cfg: Mapping[str, Any]) -> tuple[str, str | None]:
     """Trial 69's precision, or the CPU fallback with the reason (16-mixed needs CUDA)."""
     global _warned_precision
-    wanted = cfg["trial69"]["precision"]
+    wanted = Trial69.of(cfg).precision
     if torch.cuda.is_available() or "16-mixed" not in wanted or wanted.startswith("bf16"):
         return wanted, None
     used = Trainer.of(cfg).cpu_precision
@@ -71,7 +71,7 @@ def resolve_launch(cfg: Mapping[str, Any]) -> Launch:
     must divide it. ``devices: N`` never silently becomes 1: without CUDA, ``auto`` runs N CPU
     processes (DDP over gloo) and says so; ``gpu``/``cuda`` without CUDA is an error.
     """
-    tr, batch = Trainer.of(cfg), cfg["trial69"]["batch_size"]
+    tr, batch = Trainer.of(cfg), Trial69.of(cfg).batch_size
     n, wanted = tr.devices, tr.accelerator
     check_global_batch(cfg)
     cuda = torch.cuda.is_available()
@@ -113,12 +113,12 @@ def build_trainer(
     launch: Launch | None = None,
 ) -> pl.Trainer:
     """The Trial 69 Trainer (precision already resolved for this machine)."""
-    t69, tr = cfg["trial69"], Trainer.of(cfg)
+    t69, tr = Trial69.of(cfg), Trainer.of(cfg)
     launch = launch or resolve_launch(cfg)
-    es = t69["early_stopping"]
+    es = t69.early_stopping
     tty = sys.stdout.isatty()
     callbacks = [
-        pl.callbacks.EarlyStopping(monitor=es["monitor"], patience=es["patience"], mode=es["mode"]),
+        pl.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode),
         pl.callbacks.ModelCheckpoint(
             dirpath=state_dir,
             filename="best",
@@ -129,7 +129,7 @@ def build_trainer(
             enable_version_counter=False,
         ),
         EpochMetrics(state_dir / "metrics.csv", echo=not tty),
-        RNGState(t69["seed"]),
+        RNGState(t69.seed),
         *extra_callbacks,
     ]
     # Lightning's per-step CSV log; the trackers of trainer.loggers log each epoch through
@@ -148,10 +148,10 @@ def build_trainer(
         plugins.append(env or LightningEnvironment())
         strategy = DDPStrategy(process_group_backend=launch.backend)
     return pl.Trainer(
-        max_epochs=tr.max_epochs or t69["max_epochs"],
+        max_epochs=tr.max_epochs or t69.max_epochs,
         precision=precision,
-        gradient_clip_val=t69["gradient_clip_val"],
-        deterministic=t69["deterministic"],
+        gradient_clip_val=t69.gradient_clip_val,
+        deterministic=t69.deterministic,
         accelerator=launch.accelerator,
         devices=launch.devices,
         strategy=strategy,
