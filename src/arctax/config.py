@@ -169,7 +169,7 @@ def check_trackers(cfg: Mapping[str, Any]) -> None:
     time and by ``arctax train``; ``csv`` needs nothing)."""
     import importlib.util
 
-    for name in cfg["trainer"].get("loggers") or []:
+    for name in cfg["trainer"]["loggers"]:
         module = TRACKER_MODULES.get(name)
         if module is not None and importlib.util.find_spec(module) is None:
             raise ConfigError(
@@ -200,7 +200,7 @@ def check_model_lists(cfg: Mapping[str, Any]) -> None:
             "give your model another name"
         )
     for key in ("adapt", "sweep"):
-        for name in (cfg.get(key) or {}).get("models", []):
+        for name in cfg[key]["models"]:
             if name not in names:
                 raise ConfigError(
                     f"config key '{key}.models': '{name}' is not one of the config's models "
@@ -230,12 +230,12 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]
 
 def model_names(cfg: Mapping[str, Any]) -> list[str]:
     """The models of the study, in config order: every ``models`` entry (``null`` drops one)."""
-    return [name for name, block in (cfg.get("models") or {}).items() if block is not None]
+    return [name for name, block in cfg["models"].items() if block is not None]
 
 
 def _model_block(cfg: Mapping[str, Any], name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """``models.<name>`` with ``extends`` applied (the named block first, then this one's keys)."""
-    models = cfg.get("models") or {}
+    models = cfg["models"]
     if name not in models or models[name] is None:
         known = ", ".join(model_names(cfg))
         where = f"config key 'models.{seen[-1]}.extends': " if seen else ""

@@ -118,9 +118,8 @@ def model_code(
             )
         return ModelCode(name, None)
     key = f"models.{name}.class"
-    models = cfg.get("models") or {}
-    block = models.get(name) if isinstance(models, Mapping) else None
-    configured = block.get("class") if isinstance(block, Mapping) else None
+    block = cfg["models"].get(name)  # None: not a model of the config
+    configured = block.get("class") if isinstance(block, Mapping) else None  # optional key
     if asked_class is None or configured is None or not _same_class(asked_class, configured):
         asks = f"class {asked_class!r}" if asked_class else "no class"
         has = f"names class {configured!r} for it" if configured else f"has no model '{name}'"

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from arctax.config import ConfigError, model_config, model_names, validate_config
+from arctax.settings import Sweep
 
 TYPES = ("float", "int", "categorical")
 
@@ -136,7 +137,7 @@ def parse_param(cfg: Mapping[str, Any], name: str, spec: Any) -> Param:
         if extra:
             raise _err(name, f"a categorical entry takes only choices, not {', '.join(extra)}")
         choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
+        if not isinstance(choices, list | tuple) or not choices:
             raise _err(name, "type categorical needs a non-empty list of choices")
         if any(c is not None and not isinstance(c, (bool, int, float, str)) for c in choices):
             raise _err(name, f"choices must be numbers, strings, booleans or null, got {choices}")
@@ -175,7 +176,7 @@ def parse_param(cfg: Mapping[str, Any], name: str, spec: Any) -> Param:
 
 def parse_space(cfg: Mapping[str, Any], model: str | None = None) -> dict[str, Param]:
     """The searched entries (of ``model``'s study when given, else all), in config order."""
-    entries = (cfg.get("sweep") or {}).get("space") or {}
+    entries = Sweep.of(cfg).space
     out = {}
     for name, spec in entries.items():
         if spec is None:
@@ -206,7 +207,7 @@ def check_space(cfg: Mapping[str, Any]) -> None:
                 validate_config(apply_params(cfg, {name: value}))
             except ConfigError as e:
                 raise _err(name, f"the value {value!r} is not allowed: {e}") from None
-    for model in (cfg.get("sweep") or {}).get("models", []):
+    for model in Sweep.of(cfg).models:
         if not parse_space(cfg, model):
             raise ConfigError(
                 f"config key 'sweep.space': nothing to search for model '{model}' "

@@ -32,7 +32,7 @@ def _defaults() -> dict[str, Any]:
 
 def override(cfg: Mapping[str, Any], key: str, value: Any) -> str:
     """``config override: <key> = <value>``, naming the preset (``preset``) that set it."""
-    preset = cfg.get("preset")
+    preset = cfg["preset"]
     return f"config override: {key} = {value!r}" + (f" ({preset} preset)" if preset else "")
 
 
@@ -161,7 +161,7 @@ def model_audit(cfg: Mapping[str, Any], name: str, n_params: int) -> list[dict[s
         why = notes.get(f"{name}.parameters", UNEXPLAINED)
     else:
         changed = ", ".join(f"{k} = {v!r}" for k, v in mine.items() if default.get(k) != v)
-        preset = cfg.get("preset")
+        preset = cfg["preset"]
         why = f"config override: models.{name}: {changed}" + (
             f" ({preset} preset)" if preset else ""
         )
