@@ -30,7 +30,7 @@ from arctax.data.testsets import (
 from arctax.plugins import source_sha256
 from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
 from arctax.search.space import check_space
-from arctax.settings import Adapt, Champion, Sweep, Trainer
+from arctax.settings import Adapt, Champion, Data, Sweep, Taxonomy, Trainer, Trial69
 
 # `--config key=[1,2]` / `key={"a": 3}` arrive as strings: read THOSE as the schema's types.
 # Values from config files are never converted: a "32" there is an error naming the key.
@@ -117,8 +117,8 @@ COMPARE_FILES = [
 ADAPT_COMPARE_FILES = ["adaptation.csv", "gap.csv", "gap.png"]
 
 
-ADAPT = config["adapt"]
 ADAPT_SETTINGS = Adapt.of(config)  # typed; owns which keys a shard depends on
+TRIAL69 = Trial69.of(config)
 
 
 wildcard_constraints:
@@ -170,7 +170,7 @@ def _recipe(model):
     # (keeping only its keys), which would hide a changed value from the params trigger
     # the trainer keys that can change what is computed (Trainer's method role): a changed
     # logger, tracker or stop margin trains nothing again
-    blocks = {"trial69": config["trial69"], "trainer": Trainer.of(config).method()}
+    blocks = {"trial69": TRIAL69.as_dict(), "trainer": Trainer.of(config).method()}
     blocks["data"] = training_data_config(config)  # never the test sets
     return json.dumps({**_model_recipe(model), **blocks}, sort_keys=True)
 
@@ -185,7 +185,10 @@ def get_train_params(wildcards):
 def get_training_data_params(wildcards):
     """What the training data depend on (the test sets' keys left out)."""
     return json.dumps(
-        {"data": training_data_config(config), "taxonomy": config["taxonomy"]},
+        {
+            "data": training_data_config(config),
+            "taxonomy": Taxonomy.of(config).as_dict(),
+        },
         sort_keys=True,
     )
 
@@ -193,7 +196,10 @@ def get_training_data_params(wildcards):
 def get_test_set_params(wildcards):
     """What one test set's preparation depends on: its source and the shared settings."""
     return json.dumps(
-        {"set": set_config(config, wildcards.test_set), "taxonomy": config["taxonomy"]},
+        {
+            "set": set_config(config, wildcards.test_set),
+            "taxonomy": Taxonomy.of(config).as_dict(),
+        },
         sort_keys=True,
     )
 
@@ -218,19 +224,19 @@ def get_test_set_files(wildcards):
 
 
 # ---- re-arc generated in the workflow (data.source: rearc, data.rearc.repo) ----
-REARC = config["data"]["rearc"]
+REARC = Data.of(config).rearc
 REARC_DIR = f"{OUT}/rearc/re_arc"
 REARC_SHARDS = []
 if GENERATE_REARC:
     from arctax.data import rearc_generate
 
     try:
-        _REARC_IDS = rearc_generate.task_ids(REARC["repo"], REARC["tasks"])
+        _REARC_IDS = rearc_generate.task_ids(REARC.repo, REARC.tasks)
         _REARC_SETTINGS = rearc_generate.settings(config)
-        _REARC_CODE = rearc_generate.checkout_version(REARC["repo"])["code_sha256"]
+        _REARC_CODE = rearc_generate.checkout_version(REARC.repo)["code_sha256"]
     except ValueError as e:
         raise WorkflowError(str(e)) from None
-    _N = rearc_generate.n_shards(len(_REARC_IDS), REARC["tasks_per_job"])
+    _N = rearc_generate.n_shards(len(_REARC_IDS), REARC.tasks_per_job)
     REARC_SHARDS = [f"{OUT}/rearc/shards/{i}-of-{_N}.json" for i in range(_N)]
 
 
@@ -284,10 +290,10 @@ def get_provenance(wildcards):
 def adapted_runs():
     """(label, tag) of every adapted run: each seed of `adapt.models`, and the reference when
     it is a checkpoint (`adapt.reference`); none when `adapt.enabled` is off."""
-    if not ADAPT["enabled"]:
+    if not ADAPT_SETTINGS.enabled:
         return []
-    runs = [(m, f"seed{s}") for m in ADAPT["models"] for s in SEEDS]
-    if ADAPT["reference"] and WAY in ("checkpoint", "bootstrap"):
+    runs = [(m, f"seed{s}") for m in ADAPT_SETTINGS.models for s in SEEDS]
+    if ADAPT_SETTINGS.reference and WAY in ("checkpoint", "bootstrap"):
         runs.append((REFERENCE, "reference"))
     return runs
 
@@ -380,7 +386,7 @@ def get_sweep_params(wildcards):
     and data of its model): a change re-runs the workers, which add only missing trials.
     """
     sweep = SWEEP.method()  # not which studies, their worker count or origin
-    blocks = {"trial69": config["trial69"], "data": training_data_config(config)}
+    blocks = {"trial69": TRIAL69.as_dict(), "data": training_data_config(config)}
     recipe = {**_model_recipe(wildcards.model), **blocks}
     return json.dumps({"sweep": sweep, **recipe}, sort_keys=True)
 

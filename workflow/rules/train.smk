@@ -47,7 +47,7 @@ rule bootstrap_champion:
     threads: 1
     params:
         recipe=get_bootstrap_params,
-        seed=config["champion"]["bootstrap_seed"],
+        seed=Champion.of(config).bootstrap_seed,
         state=f"{OUT}/.state/bootstrap",
     script:
         "../scripts/bootstrap_champion.py"
