@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from slurm_utils import JOBNAME_ARGS, SUBMITTED, copy_tree, run_snakemake, sacct_field
 
+from arctax.config import load_config
 from arctax.data import rearc_generate as rg
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -97,7 +99,7 @@ def test_the_generated_folder_is_read_by_prepare_data(first_run: str, workdir: P
 def test_the_examples_do_not_depend_on_the_sharding(
     first_run: str, workdir: Path, tmp_path
 ) -> None:
-    s = rg.settings({"data": {"examples_per_task": 12, "rearc": {}}})
+    s = rg.settings(load_config(overrides=yaml.safe_load(OVERLAY)))  # the run's own settings
     rg.generate_shard(workdir / "tests/fake_rearc", IDS, s, tmp_path, tmp_path / "r.json",
                       log=lambda m: None)  # fmt: skip
     for tid in IDS:
