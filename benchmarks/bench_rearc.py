@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         ("checkout", gen["version"]),
         ("tasks x examples", f"{gen['n_tasks']} x {args.n} = {gen['n_examples']} examples"),
         ("generation (recorded per task)", f"{gen['generation_seconds']:.1f} s, "
-         f"{gen['tasks_per_s']:.3f} tasks/s, {gen['n_examples'] / gen['generation_seconds']:.1f} examples/s"),
+         f"{gen['tasks_per_s']:.3f} tasks/s, {gen['n_examples'] / max(gen['generation_seconds'], 1e-3):.1f} examples/s"),
         ("this run", f"{wall:.1f} s wall, {cpu:.1f} s CPU, {len(rec['resumed'])} tasks resumed"),
         ("verified share", f"{gen['verified_share']:.4f} of {gen['calls']} calls"),
         ("outcomes", ", ".join(f"{k} {v}" for k, v in gen["outcomes"].items())),
