@@ -109,6 +109,14 @@ def plan_test(
     return plan
 
 
+def set_config_hash(cfg: Mapping[str, Any], name: str) -> str:
+    """Hash of what test set ``name``'s preparation depends on (its ``set_config``, taxonomy)."""
+    blob = json.dumps(
+        {"test_set": set_config(cfg, name), "taxonomy": Taxonomy.of(cfg).as_dict()}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def set_manifest(
     cfg: Mapping[str, Any], plan: SetPlan, training: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -117,10 +125,6 @@ def set_manifest(
     h = hashlib.sha256(plan.sha256.encode())
     if labels_path:
         h.update(Path(labels_path).read_bytes())
-    blob = json.dumps(
-        {"test_set": set_config(cfg, plan.name), "taxonomy": Taxonomy.of(cfg).as_dict()},
-        sort_keys=True,
-    )
     return {
         "cache_format": CACHE_FORMAT,
         "kind": "test",
@@ -139,7 +143,7 @@ def set_manifest(
         "test_left_out": plan.left_out,  # task id -> why; left out whole
         "files": {},
         "inputs_sha256": h.hexdigest(),
-        "config_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        "config_sha256": set_config_hash(cfg, plan.name),
         "training": {k: training[k] for k in ("source", "inputs_sha256", "config_sha256")},
     }
 
@@ -187,9 +191,6 @@ def prepare_val_set(
     atomic_write(out / "test.npz", lambda tmp: shutil.copyfile(src, tmp))
     ds = load_split(out, "test")
     ids = [str(t) for t in ds.task_ids]
-    blob = json.dumps(
-        {"test_set": set_config(cfg, name), "taxonomy": Taxonomy.of(cfg).as_dict()}, sort_keys=True
-    )
     manifest = {
         "cache_format": CACHE_FORMAT,
         "kind": "test",
@@ -210,7 +211,7 @@ def prepare_val_set(
         "test_left_out": {},
         "files": {"test.npz": file_sha256(out / "test.npz")},
         "inputs_sha256": training["files"].get("val.npz") or file_sha256(src),
-        "config_sha256": hashlib.sha256(blob.encode()).hexdigest(),
+        "config_sha256": set_config_hash(cfg, name),
         "training": {k: training[k] for k in ("source", "inputs_sha256", "config_sha256")},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.perf_counter() - t0, 3),
