@@ -23,8 +23,85 @@ MODEL_NAMES = ("champion", "encoder_decoder", "decoder_only")  # the built-in mo
 RESERVED_MODEL_KEYS = ("class", "extends", "accept_changed_code")
 
 
+MAX_YAML_BYTES = 4 * 2**20  # a config overlay is a few KB
+MAX_YAML_DEPTH = 32  # config/config.yaml nests 5 deep
+MAX_YAML_NODES = 200_000  # after aliases: each use of an anchor counts its whole node again
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or wrong; the message names the key and the fix."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a depth bound while composing and, before anything is
+    constructed, a bound on the document's size with every alias expanded (a "billion
+    laughs" document is a few hundred bytes; a recursive anchor never ends)."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                self.peek_event().start_mark,
+            )  # fmt: skip
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_document(self, node: Any) -> Any:
+        sizes: dict[int, tuple[int, int] | None] = {}
+
+        def size(n: Any) -> tuple[int, int]:  # (nodes, depth) with aliases expanded
+            if id(n) in sizes:
+                got = sizes[id(n)]
+                if got is None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "an anchor that contains itself", n.start_mark
+                    )
+                return got
+            sizes[id(n)] = None
+            kids = [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else (
+                n.value if isinstance(n, yaml.SequenceNode) else []
+            )  # fmt: skip
+            count, deep = 1, 0
+            for k in kids:
+                c, d = size(k)
+                count, deep = count + c, max(deep, d)
+                if count > MAX_YAML_NODES or deep >= MAX_YAML_DEPTH:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"over {MAX_YAML_NODES} values or {MAX_YAML_DEPTH} levels "
+                        "once its aliases are expanded", n.start_mark,
+                    )  # fmt: skip
+            sizes[id(n)] = (count, deep + 1)
+            return count, deep + 1
+
+        size(node)
+        return super().construct_document(node)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file from elsewhere (a config overlay, ``best.yaml``): a regular file of at most
+    :data:`MAX_YAML_BYTES`, composed under the depth and size bounds of :class:`_BoundedLoader`;
+    any failure is one :class:`ConfigError` naming the file."""
+    from arctax.io import ReadError, read_bytes
+
+    try:
+        text = read_bytes(path, MAX_YAML_BYTES, "config file")
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except ReadError as e:
+        raise ConfigError(str(e)) from None
+    except yaml.MarkedYAMLError as e:
+        at = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ConfigError(f"{path}: not valid YAML ({e.problem or e.context}{at})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    except (ValueError, RecursionError, OSError) as e:  # an int over 4300 digits, a bad read
+        raise ConfigError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,12 +127,7 @@ def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) 
     ]
     cfg: dict[str, Any] = {}
     for f in files:
-        if not f.is_file():
-            raise ConfigError(f"config file not found: {f}")
-        try:
-            data = yaml.safe_load(f.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{f}: not valid YAML ({e})") from e
+        data = load_yaml(f) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{f}: top level must be a mapping of keys")
         cfg = deep_merge(cfg, data)
@@ -153,6 +225,15 @@ def validate_config(cfg: Mapping[str, Any], schema: Path = SCHEMA) -> None:
     """
     import jsonschema
 
+    from arctax.io import unsafe_name
+
+    run = cfg.get("run")
+    why = unsafe_name(run) if isinstance(run, str) else None
+    if why:  # the schema's pattern says the same; this check does not depend on it
+        raise ConfigError(
+            f"config key 'run': {run!r} cannot name the folder results/<run>/ ({why}); "
+            "give a plain name, e.g. run: trial69"
+        )
     spec = yaml.safe_load(schema.read_text())
     validator = jsonschema.Draft202012Validator(spec)
     errors = sorted(validator.iter_errors(dict(cfg)), key=lambda e: list(e.absolute_path))

@@ -1,9 +1,13 @@
-"""Atomic file writes: a temp file in the target's folder, then a rename.
+"""Atomic file writes (a temp file in the target's folder, then a rename) and bounded reads.
 
 A reader (or a Snakemake job killed mid-write) never sees a half-written file. The temp file
 ``mkstemp`` creates is private (0600); it gets the mode a plain ``open()`` would give
 (0666 minus the umask) before the rename, so results stay readable by the user's group on a
 shared cluster file system.
+
+A file from elsewhere is read through :func:`open_regular` / :func:`read_bytes` /
+:func:`read_json`: regular files only, a size cap each, JSON refused before parsing when its
+depth or the memory it would take is over a bound; every refusal one :class:`ReadError` line.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _default_mode() -> int:
@@ -58,9 +64,137 @@ def unsafe_name(name: str) -> str | None:
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (read in chunks)."""
+    """Hex SHA-256 of a regular file (read in chunks; a device or a FIFO is refused, as
+    :func:`open_regular` does)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---- bounded reads of files from elsewhere ---------------------------------------------------
+# A file from elsewhere (a checkpoint, a submission, a task file, a prepared cache) is checked
+# in bytes, items and depth BEFORE it is parsed, so no file can make a reader allocate more
+# than its bound or run longer than a pass over its bytes (docs/REFERENCE.md, "What each
+# reader of a file from elsewhere trusts").
+
+MAX_JSON_DEPTH = 32  # arctax's own JSON nests 6 deep at most (a submission: 5)
+# What json.loads may allocate, from counts made before parsing (json_cost): measured on
+# CPython 3.11, an item costs at most 64 bytes per bracket, comma or colon of the text (an
+# empty list in a list: 64 B for 3 bytes of "[],"; a dict entry {"a":0}: 192 B for 3 of them)
+# and a string or a large int at most 4 bytes per byte (UCS-4), plus the text and its decoding.
+JSON_ITEM_BYTES = 64
+JSON_BYTE_FACTOR = 6
+MAX_JSON_COST = 384 * 2**20
+MAX_JSON_BYTES = MAX_JSON_COST // JSON_BYTE_FACTOR  # 64 MiB: more could not be parsed anyway
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+
+
+class ReadError(ValueError):
+    """A file from elsewhere is refused before or while it is parsed: one line naming it,
+    what is wrong and the fix."""
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` is, in words (for "not a regular file" messages)."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISCHR(mode):
+        return "a character device (such as /dev/zero)"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def open_regular(path: str | Path, what: str = "file") -> BinaryIO:
+    """``path`` opened for reading, refused unless it is a regular file (a link to
+    ``/dev/zero``, a FIFO or a directory would never end or never start). The open does not
+    block on a FIFO; the check is on the opened file, so a swap after it changes nothing.
+    A missing file raises :class:`FileNotFoundError`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ReadError(f"{path}: {file_kind(mode)}, not a regular file; give the {what}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path``, refused over ``max_bytes`` (declared, and
+    while reading: a file that grows)."""
+    with open_regular(path, what) as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(max_bytes + 1) if size <= max_bytes else b""
+    if size > max_bytes or len(data) > max_bytes:
+        raise ReadError(
+            f"{path}: {max(size, len(data))} bytes, over the {max_bytes} a {what} may have; "
+            "give the right file"
+        )
+    return data
+
+
+def json_cost(data: bytes) -> int:
+    """An upper bound on the bytes ``json.loads(data)`` allocates (see :data:`JSON_ITEM_BYTES`),
+    from counts made at C speed."""
+    items = sum(data.count(c) for c in (b"[", b"{", b",", b":"))
+    return JSON_ITEM_BYTES * items + JSON_BYTE_FACTOR * len(data)
+
+
+def json_too_deep(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``data`` nests brackets deeper than ``limit`` (strings ignored): each pass
+    drops the innermost pairs, at most ``limit`` passes. Unbalanced text is left to the
+    parser's own message."""
+    b = _JSON_STRING.sub(b"", data).translate(_SQUARE, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not b:
+            return False
+        shorter = b.replace(b"[]", b"")
+        if len(shorter) == len(b):
+            return False
+        b = shorter
+    return bool(b)
+
+
+def loads_json(
+    data: bytes, origin: str, *, max_cost: int = MAX_JSON_COST, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
+    """``json.loads(data)``, refused before parsing when it would nest deeper than
+    ``max_depth`` or allocate more than ``max_cost`` bytes; every failure one
+    :class:`ReadError` naming ``origin``."""
+    cost = json_cost(data)
+    if cost > max_cost:
+        raise ReadError(
+            f"{origin}: its {len(data)} bytes of JSON would take up to {cost >> 20} MiB to parse "
+            f"(brackets, commas and colons at {JSON_ITEM_BYTES} bytes each), over the "
+            f"{max_cost >> 20} MiB a file may take; give the right file"
+        )
+    if json_too_deep(data, max_depth):
+        raise ReadError(
+            f"{origin}: JSON nested deeper than {max_depth} levels; give the right file"
+        )
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise ReadError(f"{origin}: not valid JSON ({type(e).__name__}: {e})") from None
+    except ValueError as e:  # JSONDecodeError, or an integer over Python's 4300 digits
+        raise ReadError(f"{origin}: not valid JSON ({str(e).splitlines()[0]})") from None
+
+
+def read_json(
+    path: str | Path, what: str = "JSON file", max_bytes: int | None = None, **bounds: int
+) -> Any:
+    """A JSON file from elsewhere: a regular file of at most ``max_bytes`` (default: what
+    ``max_cost`` can parse, :data:`MAX_JSON_BYTES`), parsed under :func:`loads_json`'s bounds."""
+    limit = max_bytes or bounds.get("max_cost", MAX_JSON_COST) // JSON_BYTE_FACTOR
+    return loads_json(read_bytes(path, limit, what), str(path), **bounds)

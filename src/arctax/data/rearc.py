@@ -13,14 +13,19 @@ never sit in memory at once.
 
 A zip is read, never extracted: members are read by name into memory, one at a time. An
 archive with a member that could not be a re-arc file is refused whole, before any is read: a
-name that is absolute or climbs out (``../x``, ``C:\\x``), a symlink, or a member over
-:data:`MAX_MEMBER_BYTES` (declared, and checked again while reading: a zip bomb).
+name that is absolute or climbs out (``../x``, ``C:\\x``), a symlink, an encrypted member or
+one compressed by a method Python cannot read, a member over :data:`MAX_MEMBER_BYTES`
+(declared, and checked again while reading: a zip bomb), more than :data:`MAX_MEMBERS` members
+or :data:`MAX_ARCHIVE_BYTES` in all. A task file's JSON is parsed only under
+:func:`arctax.io.loads_json`'s bounds (depth, and the memory its brackets and commas would
+take), so one file costs at most about :data:`arctax.io.MAX_JSON_COST` however it is built.
+A task id is its file's or member's name: one that is not one file name (``.``, ``..``, a
+separator, NUL) is refused, naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import zipfile
 import zlib
@@ -31,12 +36,25 @@ from typing import Any
 
 import numpy as np
 
-from arctax.data.validate import InvalidTaskError, validate_grid
+from arctax.data.validate import InvalidTaskError, short, validate_grid
+from arctax.io import (
+    JSON_BYTE_FACTOR,
+    MAX_JSON_COST,
+    ReadError,
+    loads_json,
+    read_bytes,
+    unsafe_name,
+)
 
 _TASK = re.compile(r"(?:^|/)tasks/([^/]+)\.json$")
 _META = re.compile(r"(?:^|/)metadata\.json$")
 _GENERATION = re.compile(r"(?:^|/)generation\.json$")
-MAX_MEMBER_BYTES = 256 * 2**20  # one re-arc task file is a few MB (1000 examples, 30x30 grids)
+# One re-arc task file is at most ~5.6 MB (1000 examples of two 30x30 grids); a bigger one
+# could not be parsed within MAX_JSON_COST anyway (JSON_BYTE_FACTOR bytes per byte at least).
+MAX_MEMBER_BYTES = MAX_JSON_COST // JSON_BYTE_FACTOR
+MAX_MEMBERS = 100_000  # re-arc has 400 tasks
+MAX_ARCHIVE_BYTES = 16 * 2**30  # declared, all members: re-arc's zip holds ~1 GB
+READABLE_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 _S_IFMT, _S_IFLNK = 0o170000, 0o120000
 
 
@@ -48,6 +66,10 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
         return "a name that is absolute or climbs out of the archive"
     if (info.external_attr >> 16) & _S_IFMT == _S_IFLNK:
         return "a symbolic link"
+    if info.flag_bits & 0x1:
+        return "encrypted"
+    if info.compress_type not in READABLE_METHODS:
+        return f"compressed by method {info.compress_type}, which Python's zipfile cannot read"
     if info.file_size > MAX_MEMBER_BYTES:
         return f"{info.file_size} bytes uncompressed, over the {MAX_MEMBER_BYTES} a file may have"
     return None
@@ -56,19 +78,32 @@ def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
 def read_file(path: str | Path) -> bytes:
     """A task file's bytes; refuses, before reading, what is not a regular file (a link to
     ``/dev/zero``, a FIFO) or is over :data:`MAX_MEMBER_BYTES`."""
-    p = Path(path)
-    if not p.is_file():
+    try:
+        return read_bytes(path, MAX_MEMBER_BYTES, "task file")
+    except (ReadError, OSError) as e:
+        msg = str(e) if isinstance(e, ReadError) else f"{path}: unreadable ({e})"
+        raise InvalidTaskError(f"{msg}; remove it from the folder (fix data.source)") from None
+
+
+def parse_task_json(data: bytes, origin: str) -> Any:
+    """A task file's JSON under :func:`arctax.io.loads_json`'s bounds; :class:`InvalidTaskError`
+    naming ``origin`` otherwise."""
+    try:
+        return loads_json(data, origin)
+    except ReadError as e:
+        raise InvalidTaskError(str(e)) from None
+
+
+def task_id_of(name: str, origin: str) -> str:
+    """``name`` (a file or member stem) as a task id, refused when it is not one file name
+    (task ids name files of ours: ``adapters/<task_id>.pt``)."""
+    why = unsafe_name(name)
+    if why:
         raise InvalidTaskError(
-            f"{p}: not a regular file (a link to a device or a pipe?); a task file is a JSON "
-            "file: remove it from the folder (fix data.source)"
+            f"{origin}: task id {short(name)} cannot name a file ({why}); rename or remove the "
+            "file (fix data.source)"
         )
-    size = p.stat().st_size
-    if size > MAX_MEMBER_BYTES:
-        raise InvalidTaskError(
-            f"{p}: {size} bytes, over the {MAX_MEMBER_BYTES} a task file may have; remove it "
-            "from the folder (fix data.source)"
-        )
-    return p.read_bytes()
+    return name
 
 
 def read_member(z: zipfile.ZipFile, name: str, origin: Path) -> bytes:
@@ -77,7 +112,8 @@ def read_member(z: zipfile.ZipFile, name: str, origin: Path) -> bytes:
     try:
         with z.open(name) as f:
             data = f.read(MAX_MEMBER_BYTES + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # e.g. a size or CRC that lies
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+        # a size or CRC that lies, a cut stream, a method or encryption zipfile cannot read
         raise InvalidTaskError(
             f"{origin}: member {name!r} is corrupt ({e}); give re-arc's own re_arc.zip or its "
             "folder (fix data.source)"
@@ -164,25 +200,43 @@ class Layout:
             yield tid, f, read_file(f)
 
 
+def _zip_infos(path: Path) -> list[zipfile.ZipInfo]:
+    """The members of the zip at ``path``, every one checked (:func:`_unsafe_member`) before
+    any is read; the archive refused whole, in one line, otherwise."""
+    fix = "give re-arc's own zip or its folder (fix data.source)"
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise InvalidTaskError(f"{path}: a broken zip archive ({e}); {fix}") from None
+    if len(infos) > MAX_MEMBERS:
+        raise InvalidTaskError(f"{path}: {len(infos)} members, over {MAX_MEMBERS}; {fix}")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_ARCHIVE_BYTES:
+        raise InvalidTaskError(
+            f"{path}: its members declare {total} bytes in all, over {MAX_ARCHIVE_BYTES}; {fix}"
+        )
+    for info in infos:
+        why = _unsafe_member(info)
+        if why:
+            raise InvalidTaskError(
+                f"{path}: member {short(info.filename)} is {why}; refusing the whole archive "
+                f"(it is not re-arc's re_arc.zip): {fix}"
+            )
+    return infos
+
+
 def find_layout(path: Path) -> Layout | None:
     """re-arc's layout at ``path``: a zip, a folder holding ``tasks/`` (or ``re_arc/tasks/``);
     ``None`` when ``path`` is neither (a plain folder of task files is read elsewhere)."""
     if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            infos = z.infolist()
-        for info in infos:
-            why = _unsafe_member(info)
-            if why:
-                raise InvalidTaskError(
-                    f"{path}: member {info.filename!r} is {why}; refusing the whole archive "
-                    "(it is not re-arc's re_arc.zip): give re-arc's own zip or folder "
-                    "(fix data.source)"
-                )
+        infos = _zip_infos(path)
         members = [i.filename for i in infos]
         names: dict[str, str] = {}
         for m in members:
             hit = _TASK.search(m)
             if hit:
+                task_id_of(hit.group(1), f"{path}: member {short(m)}")
                 if hit.group(1) in names:
                     raise InvalidTaskError(
                         f"{path}: task {hit.group(1)} twice ({names[hit.group(1)]} and {m}); "
@@ -209,7 +263,7 @@ def find_layout(path: Path) -> Layout | None:
             return Layout(
                 root,
                 "folder",
-                {f.stem: str(f) for f in files},
+                {task_id_of(f.stem, str(f)): str(f) for f in files},
                 str(meta) if meta.is_file() else None,
                 str(gen) if gen.is_file() else None,
             )
@@ -230,10 +284,7 @@ def read_layout(
     for tid, origin, data in layout.tasks():
         h.update(f"{tid}.json".encode() + b"\0" + data)
         try:
-            try:
-                obj = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise InvalidTaskError(f"{origin}: task {tid}: not valid JSON ({e})") from e
+            obj = parse_task_json(data, f"{origin}: task {tid}")
             if not is_example_list(obj):
                 raise InvalidTaskError(
                     f"{origin}: task {tid}: a re-arc task file is a non-empty JSON list of "
@@ -250,9 +301,23 @@ def read_layout(
     h.update(b"metadata.json\0" + meta)
     version = "re-arc:" + (hashlib.sha256(meta).hexdigest()[:12] if meta else "no-metadata")
     if layout.generation:
-        with_gen = json.loads(layout.read(layout.generation))
-        version = with_gen.get("version") or version
+        version = generation_version(layout) or version
     return out, skipped, h.hexdigest(), version
+
+
+def generation_version(layout: Layout) -> str | None:
+    """The ``version`` the workflow's ``generation.json`` records (None: none recorded)."""
+    gen = str(layout.generation)
+    where = f"{layout.path}:{gen}" if layout.kind == "zip" else gen
+    rec = parse_task_json(layout.read(gen), where)
+    version = rec.get("version") if isinstance(rec, dict) else None
+    if not isinstance(rec, dict) or not isinstance(version, str | None):
+        got = type(version).__name__ if isinstance(rec, dict) else f"a {type(rec).__name__}"
+        raise InvalidTaskError(
+            f"{where}: not the workflow's generation record (an object whose 'version' is a "
+            f"string; got {got}); remove it or generate re-arc again (fix data.source)"
+        )
+    return version
 
 
 def sample_pairs(

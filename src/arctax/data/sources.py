@@ -22,9 +22,11 @@ from arctax.data.rearc import (
     Sample,
     find_layout,
     is_example_list,
+    parse_task_json,
     read_file,
     read_layout,
     sample_examples,
+    task_id_of,
 )
 from arctax.data.validate import InvalidTaskError, validate_task
 
@@ -135,17 +137,15 @@ def _load_directory(path: Path, on_invalid: str, max_grid: int, sample: Sample) 
     bad: list[str] = []
     invalid: list[str] = []
     for f in files:
+        task_id_of(f.stem, str(f))  # "..json" would be task "."
         data = read_file(f)
         h.update(f.name.encode() + b"\0" + data)
         try:
-            obj = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            msg = (
-                f"{f}: task {f.stem}: not valid JSON ({e}); move the file out of {path} "
-                "or set data.on_invalid: skip"
-            )
+            obj = parse_task_json(data, f"{f}: task {f.stem}")
+        except InvalidTaskError as e:
+            msg = f"{e}; move the file out of {path} or set data.on_invalid: skip"
             if on_invalid == "error":
-                raise InvalidTaskError(msg) from e
+                raise InvalidTaskError(msg) from None
             bad.append(f.stem)
             continue
         if is_split_manifest(obj):  # the original's re-arc layout keeps it beside the tasks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from arctax.data.sources import Task
 from arctax.data.validate import InvalidTaskError
+from arctax.io import ReadError, read_json
 
 UNLABELLED = "unlabelled"
 
@@ -20,11 +20,11 @@ def load_labels(path: str | Path | None) -> dict[str, str]:
         return {}
     p = Path(path)
     try:
-        labels = json.loads(p.read_text())
+        labels = read_json(p, "taxonomy labels file")
     except FileNotFoundError as e:
         raise InvalidTaskError(f"{p}: taxonomy labels file not found (fix taxonomy.labels)") from e
-    except json.JSONDecodeError as e:
-        raise InvalidTaskError(f"{p}: taxonomy labels are not valid JSON ({e})") from e
+    except (ReadError, OSError) as e:
+        raise InvalidTaskError(f"{e} (fix taxonomy.labels)") from None
     if not isinstance(labels, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
@@ -64,12 +64,14 @@ def read_manifest(path: str | Path, known: set[str]) -> tuple[list[str], list[st
     """Train/val task ids from a split manifest (``train_files`` / ``val_files``)."""
     p = Path(path)
     try:
-        m = json.loads(p.read_text())
+        m = read_json(p, "split manifest")
         train = [Path(f).stem for f in m["train_files"]]
         val = [Path(f).stem for f in m["val_files"]]
     except FileNotFoundError as e:
         raise InvalidTaskError(f"{p}: split manifest not found (fix data.manifest)") from e
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ReadError, OSError) as e:
+        raise InvalidTaskError(f"{e} (fix data.manifest)") from None
+    except (KeyError, TypeError) as e:
         raise InvalidTaskError(
             f"{p}: split manifest must be JSON with 'train_files' and 'val_files' lists ({e})"
         ) from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,16 @@ import numpy as np
 
 class InvalidTaskError(ValueError):
     """A task file or object is malformed; the message says where and what."""
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlong = 2, 4, 4, 100, 40
+
+
+def short(value: Any) -> str:
+    """A short ``repr`` of a value from a file (nested or long ones cut): one line, never
+    the size of the file."""
+    return _SHORT.repr(value)
 
 
 def validate_grid(grid: Any, where: str, max_grid: int = 30) -> np.ndarray:
@@ -26,7 +37,7 @@ def validate_grid(grid: Any, where: str, max_grid: int = 30) -> np.ndarray:
     for r in grid:  # per row at C speed (re-arc sources hold tens of thousands of grids)
         if set(map(type, r)) != {int} or min(r) < 0 or max(r) > 9:
             bad = next(v for v in r if type(v) is not int or not 0 <= v <= 9)
-            raise InvalidTaskError(f"{where}: colour {bad!r} outside 0..9")
+            raise InvalidTaskError(f"{where}: colour {short(bad)} outside 0..9")
     return np.array(grid, dtype=np.uint8)
 
 
