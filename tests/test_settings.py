@@ -28,6 +28,7 @@ from arctax.settings import (
     Data,
     EarlyStopping,
     Eval,
+    Limits,
     Optimizer,
     Rearc,
     Scheduler,
@@ -38,7 +39,7 @@ from arctax.settings import (
 )
 
 # blocks whose every key has a schema default (config/config.yaml gives them as `{}`)
-BLOCKS = [Adapt, Eval, Trainer, Sweep]
+BLOCKS = [Adapt, Eval, Trainer, Sweep, Limits]
 # every typed block, sub-blocks included: data, trial69 and champion hold keys the schema
 # requires (config/config.yaml holds their values: Trial 69's exact recipe, the data source)
 ALL_BLOCKS = [*BLOCKS, Data, Rearc, Augment, Trial69, Optimizer, Scheduler, EarlyStopping,

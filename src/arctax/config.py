@@ -241,6 +241,31 @@ def validate_config(cfg: Mapping[str, Any], schema: Path = SCHEMA) -> None:
         raise ConfigError(_message(errors[0]))
 
 
+def model_block_error(name: str, block: Mapping[str, Any], schema: Path = SCHEMA) -> str | None:
+    """Why ``block`` (constructor arguments, e.g. a checkpoint's ``model_cfg``) is not a valid
+    ``models.<name>`` block of the schema: the built-in's definition (its keys, types and
+    ranges), or any block for a model of one's own (its class checks it); None when it is.
+    Read from the schema, so a key added there is checked here too."""
+    import jsonschema
+
+    spec = yaml.safe_load(schema.read_text())
+    models = spec["properties"]["models"]
+    sub = models["properties"].get(name)
+    if sub is None:  # a model of one's own: the reserved keys are not constructor arguments
+        sub = {k: v for k, v in models["additionalProperties"].items() if k != "required"}
+    validator = jsonschema.Draft202012Validator({"$defs": spec.get("$defs", {}), **sub})
+    errors = sorted(validator.iter_errors(dict(block)), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    e = errors[0]
+    key = ".".join(str(x) for x in e.absolute_path)
+    if e.validator == "additionalProperties" and isinstance(e.instance, Mapping):
+        allowed = set(e.schema.get("properties", {}))
+        unknown = sorted(str(k) for k in e.instance if k not in allowed)
+        return f"has unknown key(s) {', '.join(unknown)[:120]} for {name}"
+    return f"{key + ': ' if key else ''}{e.message[:200]}"
+
+
 TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 

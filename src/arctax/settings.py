@@ -394,3 +394,14 @@ class Champion(Block):
     bootstrap_seed: int = key()
     predictions: str | None = key()
     adapter: str | None = key()
+
+
+@dataclass(frozen=True)
+class Limits(Block):
+    """``limits``: how much a file from elsewhere (a checkpoint's hyper-parameters) may make
+    arctax allocate, checked before anything is (docs/REFERENCE.md). A bound refuses or lets
+    through; it never changes what a job computes (``observe``)."""
+
+    BLOCK: ClassVar[str] = "limits"
+
+    max_model_elements: int = key(OBSERVE)

@@ -267,7 +267,10 @@ def test_a_task_file_that_is_a_link_to_a_device_is_refused_before_reading(rearc,
     folder = rearc / "tasks" if layout == "rearc" else tmp_path / "plain"
     folder.mkdir(exist_ok=True)
     (folder / "abcd1234.json").symlink_to("/dev/zero")  # read_bytes() would never end
-    with pytest.raises(InvalidTaskError, match=r"abcd1234\.json: a character device \(such as /dev/zero\), not a regular file"):
+    with pytest.raises(
+        InvalidTaskError,
+        match=r"abcd1234\.json: a character device \(such as /dev/zero\), not a regular file",
+    ):
         load_source(str(rearc if layout == "rearc" else folder))
 
 

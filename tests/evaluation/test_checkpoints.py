@@ -45,7 +45,14 @@ def test_arctax_checkpoint_round_trips(tmp_path, name):
         assert k == k2 and torch.equal(v, v2)
     assert info["model_name"] == name and info["k"] == 2 and len(info["sha256"]) == 64
     assert info["trained_here"] is False  # no provenance.json beside it: not trained here
+    # a provenance.json of any content is no proof (issue 36); one recording THIS file's bytes is
     (tmp_path / "provenance.json").write_text('{"model": "x", "seed": 1}')
+    assert load_model(path, CFG)[1]["trained_here"] is False
+    record = {"model": name, "checkpoints_sha256": {path.name: "0" * 64}}
+    (tmp_path / "provenance.json").write_text(json.dumps(record))
+    assert load_model(path, CFG)[1]["trained_here"] is False  # another file's bytes
+    record["checkpoints_sha256"][path.name] = info["sha256"]
+    (tmp_path / "provenance.json").write_text(json.dumps(record))
     assert load_model(path, CFG)[1]["trained_here"] is True
     assert "bootstrapped" not in info  # only a reference can be bootstrapped (evaluate says)
 
@@ -297,7 +304,10 @@ def test_hyper_parameters_that_do_not_fit_the_weights_allocate_nothing(tmp_path)
     ckpt = torch.load(path, weights_only=True)
     ckpt["hyper_parameters"]["model_cfg"] = {**TINY_MODELS["encoder_decoder"], "d_model": 65536}
     torch.save(ckpt, path)
-    # 65536-wide layers would need tens of GB; built on the meta device they need none
+    # 65536-wide layers would need tens of GB: sized from the hyper-parameters, refused first
+    refused(path, "the checkpoint's own", "over config key 'limits.max_model_elements'")
+    ckpt["hyper_parameters"]["model_cfg"] = {**TINY_MODELS["encoder_decoder"], "d_model": 64}
+    torch.save(ckpt, path)  # within the bound: built on the meta device, it needs nothing
     refused(path, "do not fit", "shape")
     ckpt["hyper_parameters"]["k"] = 10**9
     torch.save(ckpt, path)

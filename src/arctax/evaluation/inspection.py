@@ -9,14 +9,28 @@ would run code on load, a checkpoint of the original internal codebase (``core_m
 in milliseconds, so the workflow can check the reference when it starts (``snakemake -n``)
 instead of failing hours later in the evaluation job; :mod:`arctax.evaluation.checkpoints` uses
 it before its ``torch.load(weights_only=True)``.
+
+torch reads a checkpoint's zip with its own reader (miniz), not Python's, so :func:`torch_zip`
+reads the zip directory itself and holds it to what ``torch.save`` writes, so that both readers
+see the same members and no member costs more than its bytes: the end-of-directory record
+exactly at the end of the file (no comment, nothing before the directory that would shift
+offsets), every member stored (not compressed: no inflation, no unknown method), none
+encrypted, every member's bytes inside the file and apart from the others' (no member read
+twice), unique names, all in the one folder torch takes from the FIRST member's name, and the
+pickle torch loads, ``<that folder>/data.pkl``, is the one read here. Its pickle is capped in
+bytes (:data:`MAX_PICKLE_BYTES`) and opcodes (:data:`MAX_PICKLE_OPS`: unpickling allocates at
+most ~100 bytes per opcode, measured), so the structure ``torch.load`` builds stays small.
 """
 
 from __future__ import annotations
 
+import os
 import pickletools
-import zipfile
+import stat
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 MODEL_NAMES = ("champion", "encoder_decoder", "decoder_only")
 # Top-level state_dict names that only the original internal codebase has.
@@ -37,7 +51,9 @@ SAFE_GLOBALS = {
 WATCHED = ("model_class", "model_code_sha256")  # hyper-parameters read by value
 NOT_STR = "<not a string>"
 NOT_PUSHES = {"BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE", "FRAME", "PROTO", "MARK"}
-MAX_PICKLE_BYTES = 64 * 2**20  # data.pkl holds the structure, not the tensors: KBs in practice
+MAX_PICKLE_BYTES = 8 * 2**20  # data.pkl holds the structure, not the tensors: ~200 B a tensor
+MAX_PICKLE_OPS = 2_000_000  # ~30 opcodes a tensor; unpickling makes at most ~100 B an opcode
+MAX_MEMBERS = 100_000  # a Lightning checkpoint has one member per tensor storage (+ 6)
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of torch's pre-1.6 (non-zip) format
 KINDS = (
     "arctax", "original", "foreign", "missing", "not_a_file", "empty", "truncated",
@@ -88,7 +104,9 @@ def _scan(data: bytes | memoryview, start: int = 0) -> tuple[_Scan, int]:
     recent: list[str | None] = []  # the values pushed last (strings, or None for anything else)
     end = start
     watching: str | None = None
-    for op, arg, pos in pickletools.genops(stream):
+    for n_ops, (op, arg, pos) in enumerate(pickletools.genops(stream)):
+        if n_ops > MAX_PICKLE_OPS:
+            raise ValueError(f"over {MAX_PICKLE_OPS} pickle opcodes (a pickle bomb?)")
         name = op.name
         if watching is not None and name not in NOT_PUSHES:
             if name == "NONE":
@@ -214,10 +232,14 @@ def inspect_checkpoint(path: str | Path) -> Inspection:
     """Tell what ``path`` is without unpickling it (see the module docstring)."""
     p = Path(path)
     s = str(p)
-    if not p.exists():
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
         return Inspection(s, "missing", "not found (no such file)")
-    if not p.is_file():
-        return Inspection(s, "not_a_file", "it is a directory, not a file")
+    except OSError as e:
+        return Inspection(s, "missing", f"cannot be read ({e.strerror})")
+    if not stat.S_ISREG(mode):
+        return Inspection(s, "not_a_file", f"it is {_kind(mode)}, not a file")
     if p.stat().st_size == 0:
         return Inspection(s, "empty", "the file is empty (0 bytes)")
     with open(p, "rb") as f:
@@ -231,31 +253,162 @@ def inspect_checkpoint(path: str | Path) -> Inspection:
     )
 
 
+def _kind(mode: int) -> str:
+    """A non-regular file in words (as :func:`arctax.io.file_kind`, which this torch-free,
+    arctax-free module does not import)."""
+    for test, what in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device (such as /dev/zero)"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+class ZipRefused(ValueError):
+    """The zip is not one ``torch.save`` writes; ``kind`` is the :data:`KINDS` entry."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a checkpoint's zip: its name and where its (stored) bytes lie."""
+
+    name: str
+    header: int  # where its local header starts
+    start: int  # where its bytes start
+    size: int
+
+
+_EOCD, _EOCD64, _LOC64 = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
+_CENTRAL, _LOCAL = b"PK\x01\x02", b"PK\x03\x04"
+
+
+def _zip64(extra: bytes, values: list[int]) -> list[int]:
+    """``values`` (uncompressed size, compressed size, local offset) with those stored as
+    0xFFFFFFFF taken, in order, from the zip64 extra field."""
+    at = 0
+    while at + 4 <= len(extra):
+        tag, n = struct.unpack_from("<HH", extra, at)
+        if tag == 1:
+            field_ = extra[at + 4 : at + 4 + n]
+            out, k = [], 0
+            for v in values:
+                if v == 0xFFFFFFFF:
+                    if k + 8 > len(field_):
+                        raise ZipRefused("corrupt", "a zip64 field shorter than it says")
+                    v = struct.unpack_from("<Q", field_, k)[0]
+                    k += 8
+                out.append(v)
+            return out
+        at += 4 + n
+    if 0xFFFFFFFF in values:
+        raise ZipRefused("corrupt", "a zip64 size without its zip64 field")
+    return values
+
+
+def torch_zip(f: BinaryIO, size: int) -> tuple[list[Member], str]:
+    """The members of a torch zip as both torch and Python read it, and the name of the
+    pickle torch loads; :class:`ZipRefused` for anything ``torch.save`` would not write."""
+    if size < 22:
+        raise ZipRefused("truncated", "truncated (its zip directory is missing)")
+    f.seek(size - 22)
+    eocd = f.read(22)
+    if eocd[:4] != _EOCD or struct.unpack_from("<H", eocd, 20)[0] != 0:
+        raise ZipRefused(
+            "truncated", "truncated (its zip directory is not at its end: the save was "
+            "interrupted, or bytes were added after it)",
+        )  # fmt: skip
+    n, cd_size, cd_off = struct.unpack_from("<HII", eocd, 10)
+    cd_end = size - 22
+    if size >= 42:
+        f.seek(size - 42)
+        loc = f.read(20)
+        if loc[:4] == _LOC64:
+            at64 = struct.unpack_from("<Q", loc, 8)[0]
+            f.seek(at64)
+            rec = f.read(56)
+            if rec[:4] != _EOCD64 or at64 + 56 > size - 42:
+                raise ZipRefused("corrupt", "corrupt zip archive (a broken zip64 record)")
+            n, cd_size, cd_off = struct.unpack_from("<QQQ", rec, 32)
+            cd_end = at64
+    if cd_off + cd_size != cd_end or n > MAX_MEMBERS:
+        why = f"{n} members" if n > MAX_MEMBERS else "a central directory that is not where it ends"
+        raise ZipRefused("corrupt", f"not a zip torch.save writes ({why})")
+    f.seek(cd_off)
+    cd = f.read(cd_size)
+    members, names, at = [], set(), 0
+    for _ in range(n):
+        if cd[at : at + 4] != _CENTRAL or at + 46 > len(cd):
+            raise ZipRefused("corrupt", "corrupt zip archive (a broken central directory)")
+        flags, method = struct.unpack_from("<HH", cd, at + 8)
+        csize, usize, nlen, elen, clen = struct.unpack_from("<IIHHH", cd, at + 20)
+        local = struct.unpack_from("<I", cd, at + 42)[0]
+        name = cd[at + 46 : at + 46 + nlen].decode("utf-8", "replace")
+        usize, csize, local = _zip64(
+            cd[at + 46 + nlen : at + 46 + nlen + elen], [usize, csize, local]
+        )
+        at += 46 + nlen + elen + clen
+        if flags & 1 or method != 0 or csize != usize:
+            what = "encrypted" if flags & 1 else f"compressed (method {method})"
+            raise ZipRefused(
+                "corrupt", f"its member {name[:80]!r} is {what}; torch.save stores every "
+                "member as it is, so this file was not written by it (a zip bomb?)",
+            )  # fmt: skip
+        if name in names:
+            raise ZipRefused("corrupt", f"its member {name[:80]!r} is there twice")
+        names.add(name)
+        f.seek(local)
+        head = f.read(30)
+        if head[:4] != _LOCAL:
+            raise ZipRefused("corrupt", f"corrupt zip archive (member {name[:80]!r} is not there)")
+        lnlen, lelen = struct.unpack_from("<HH", head, 26)
+        members.append(Member(name, local, local + 30 + lnlen + lelen, usize))
+    end = 0
+    for m in sorted(members, key=lambda m: m.header):
+        if m.header < end or m.start + m.size > cd_off:
+            raise ZipRefused(
+                "corrupt", f"its member {m.name[:80]!r} overlaps another or the directory "
+                "(bytes read twice: a zip bomb?)",
+            )  # fmt: skip
+        end = m.start + m.size
+    first = members[0].name if members else ""
+    folder = first.split("/")[0] + "/" if "/" in first else ""
+    stray = next((m.name for m in members if not folder or not m.name.startswith(folder)), None)
+    pkl = folder + "data.pkl"
+    if stray is not None or pkl not in names:
+        shown = ", ".join(m.name[:40] for m in members[:3])
+        what = (
+            f"{stray[:80]!r} outside {folder!r}" if folder and stray else f"no {pkl or 'data.pkl'}"
+        )
+        raise ZipRefused(
+            "not_torch", f"a zip archive but not a PyTorch checkpoint ({what}; holds {shown})"
+        )
+    return members, pkl
+
+
 def _inspect_zip(p: Path) -> Inspection:
     s = str(p)
     try:
-        with zipfile.ZipFile(p) as z:
-            names = z.namelist()
-            pkl = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            if pkl is None:
+        with open(p, "rb") as f:
+            members, pkl = torch_zip(f, os.fstat(f.fileno()).st_size)
+            info = next(m for m in members if m.name == pkl)
+            if info.size > MAX_PICKLE_BYTES:
                 return Inspection(
-                    s,
-                    "not_torch",
-                    f"a zip archive but not a PyTorch checkpoint (no data.pkl; holds "
-                    f"{', '.join(names[:3])})",
-                )
-            size = z.getinfo(pkl).file_size
-            if size > MAX_PICKLE_BYTES:  # declared; read() stops at the declared size
-                return Inspection(
-                    s, "corrupt", f"its {pkl} declares {size} bytes uncompressed, over the "
-                    f"{MAX_PICKLE_BYTES} a checkpoint's pickle may have (a zip bomb?)",
+                    s, "corrupt", f"its {pkl} declares {info.size} bytes, over the "
+                    f"{MAX_PICKLE_BYTES} a checkpoint's pickle may have (a pickle bomb?)",
                 )  # fmt: skip
-            data = z.read(pkl)
-    except zipfile.BadZipFile:
-        return Inspection(
-            s, "truncated", "truncated (its zip directory is missing: the save was interrupted)"
-        )
-    except (OSError, EOFError, ValueError) as e:  # a CRC error, a cut member
+            f.seek(info.start)
+            data = f.read(info.size)
+    except ZipRefused as e:
+        return Inspection(s, e.kind, str(e))
+    except (OSError, struct.error) as e:
         return Inspection(s, "corrupt", f"corrupt zip archive ({type(e).__name__}: {e})")
     try:
         scan, _ = _scan(data)
@@ -266,7 +419,8 @@ def _inspect_zip(p: Path) -> Inspection:
 
 def _inspect_pickle(p: Path) -> Inspection:
     s = str(p)
-    data = p.read_bytes()
+    with open(p, "rb") as f:  # the pickles come first; the storages after them are never read
+        data = f.read(MAX_PICKLE_BYTES)
     try:
         first, end = _scan(data)
     except (ValueError, EOFError):

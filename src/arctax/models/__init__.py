@@ -11,6 +11,7 @@ model: the class imports, the block fits its constructor, the class has the prot
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,18 +100,20 @@ def _class(name: str, class_path: str | None) -> type[nn.Module]:
     return cls
 
 
-def resolve_model(name: str, model_cfg: dict[str, Any], class_path: str | None = None) -> ModelSpec:
-    """Check that ``model_cfg`` (the block's constructor arguments) gives a working model."""
+def resolve_model(
+    name: str, model_cfg: dict[str, Any], class_path: str | None = None, where: str | None = None
+) -> ModelSpec:
+    """Check that ``model_cfg`` (the block's constructor arguments) gives a working model;
+    ``where`` names the block in errors (default: the config's ``models.<name>``)."""
     cls = _class(name, class_path)
+    where = where or f"config block 'models.{name}'"
     try:
         inspect.signature(cls).bind(**model_cfg)
     except TypeError as e:
         params = ", ".join(
             p.name for p in inspect.signature(cls).parameters.values() if p.kind != p.VAR_KEYWORD
         )
-        raise ModelError(
-            f"config block 'models.{name}' does not fit {cls.__name__}({params}): {e}"
-        ) from None
+        raise ModelError(f"{where} does not fit {cls.__name__}({params}): {e}") from None
     return ModelSpec(name, cls, dict(model_cfg), class_path)
 
 
@@ -137,13 +140,52 @@ def size_flags(
     return flags
 
 
-def build_model(name: str, model_cfg: dict[str, Any], class_path: str | None = None) -> nn.Module:
-    """Build model ``name`` from its ``models.<name>`` block (constructor arguments)."""
-    spec = resolve_model(name, model_cfg, class_path)
+def build_model(
+    name: str, model_cfg: dict[str, Any], class_path: str | None = None, where: str | None = None
+) -> nn.Module:
+    """Build model ``name`` from its ``models.<name>`` block (constructor arguments); ``where``
+    names the block in errors (default: the config's ``models.<name>``)."""
+    where = where or f"config block 'models.{name}'"
+    spec = resolve_model(name, model_cfg, class_path, where)
     try:
         return spec.build()
-    except (TypeError, ValueError) as e:
-        raise ModelError(f"config block 'models.{name}' does not build: {e}") from e
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        raise ModelError(f"{where} does not build: {e}") from e
+
+
+LAYER_COUNT = re.compile(r"^n_(?:\w+_)?layers$")  # n_layers, n_encoder_layers, ...
+MODULE_ELEMENTS = 1024  # a module's own memory (Python objects, ~4 KB measured) in elements
+
+
+def model_elements(
+    name: str, model_cfg: dict[str, Any], class_path: str | None = None, where: str | None = None
+) -> int:
+    """What building the model costs, from its block alone: parameters + buffers (the
+    non-persistent position tables too) + :data:`MODULE_ELEMENTS` per module, counted on the
+    meta device (nothing allocated). A layer count over 3 (``n_layers``, ``n_encoder_layers``,
+    ...) is sized at 1, 2 and 3 layers and extrapolated when the cost is linear in it (every
+    built-in's), so 20000 layers are sized in milliseconds; otherwise it is counted whole."""
+    import torch
+
+    def cost(cfg: dict[str, Any]) -> int:
+        with torch.device("meta"):
+            m = build_model(name, cfg, class_path, where)
+        tensors = [*m.parameters(), *m.buffers()]
+        return sum(t.numel() for t in tensors) + MODULE_ELEMENTS * sum(1 for _ in m.modules())
+
+    big = {
+        k: v for k, v in model_cfg.items()
+        if LAYER_COUNT.match(k) and type(v) is int and v > 3
+    }  # fmt: skip
+    base = {**model_cfg, **dict.fromkeys(big, 1)}
+    one = cost(base)
+    total = one
+    for k, n in big.items():
+        two, three = cost({**base, k: 2}), cost({**base, k: 3})
+        if three - two != two - one:  # not linear in this count: size it whole
+            return cost(model_cfg)
+        total += (two - one) * (n - 1)
+    return total
 
 
 __all__ = [
@@ -154,6 +196,7 @@ __all__ = [
     "ModelSpec",
     "build_model",
     "count_parameters",
+    "model_elements",
     "protocol_problems",
     "resolve_model",
     "size_flags",

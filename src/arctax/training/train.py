@@ -23,7 +23,7 @@ import torch
 from arctax.config import check_trackers, model_class, model_config
 from arctax.data.datamodule import ARCDataModule
 from arctax.data.dataset import load_manifest
-from arctax.io import write_json
+from arctax.io import file_sha256, write_json
 from arctax.lifecycle import STOPPED_EXIT
 from arctax.models import count_parameters
 from arctax.plugins import source_sha256
@@ -159,6 +159,8 @@ def train(
         model_code_sha256=source_sha256(model_class(cfg, model_name)),
         **processes(trainer, cfg, launch),
         data_manifest_sha256=manifest_sha,
+        # what makes these weights "trained here" (evaluation.checkpoints.trained_here_flag)
+        checkpoints_sha256={n: file_sha256(out_dir / n) for n in ("best.ckpt", "last.ckpt")},
         started=started,
         finished=now(),
     )
