@@ -72,7 +72,7 @@ def test_files_that_are_not_json(tmp_path):
         read_submission(tmp_path / "none.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(SubmissionError, match=f"{bad}: not a readable JSON"):
+    with pytest.raises(SubmissionError, match=f"{bad}: not valid JSON"):
         read_submission(bad)
 
 

@@ -89,6 +89,10 @@ def test_a_study_short_of_n_trials_is_not_reported(study_dir, tmp_path):
         ({"models.champion.class": "evil.py:Champion"}, "not a key sweep.space searches"),
         ({"run": "../../elsewhere"}, "not a key sweep.space searches"),
         ({"trial69.optimizer.lr": 1e9}, "outside its range"),
+        ({"models.champion.d_model": 36}, "off its grid (32 + a multiple of step 16)"),
+        ({"models.champion.d_model": 32.0}, "a float, not an integer"),
+        ({"trial69.batch_size": 8.0}, "not one of its choices"),
+        ({"trial69.batch_size": True}, "not one of its choices"),
     ],
 )
 def test_best_yaml_takes_from_the_storage_only_what_the_config_searches(params, fragment):

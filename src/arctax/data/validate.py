@@ -22,6 +22,13 @@ def short(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+def plain(name: Any) -> str:
+    """A name from a file (a task id) as it is when it is short and printable, else as
+    :func:`short` quotes it: one line either way."""
+    ok = isinstance(name, str) and name.isprintable() and len(name) <= 100
+    return name if ok else short(name)
+
+
 def validate_grid(grid: Any, where: str, max_grid: int = 30) -> np.ndarray:
     """Return ``grid`` as a uint8 array or raise naming ``where`` and the problem."""
     if not isinstance(grid, list) or not grid:

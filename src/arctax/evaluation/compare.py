@@ -28,7 +28,7 @@ import pandas as pd
 from arctax.evaluation import plots
 from arctax.evaluation.paper import load_paper, paper_markdown, paper_rows, paper_set, size_notes
 from arctax.evaluation.stats import example_row, model_row, task_table
-from arctax.io import atomic_write_text
+from arctax.io import atomic_write_text, read_json
 from arctax.settings import Eval
 
 PathLike = str | Path
@@ -54,12 +54,19 @@ def load_evals(eval_dirs: Mapping[str, PathLike | Sequence[PathLike]]) -> tuple[
             df["seed"] = df["seed"].fillna(-(i + 1)).astype(int)
             frames.append(df)
             sj = d / "summary.json"
-            summaries.setdefault(label, []).append(
-                json.loads(sj.read_text()) if sj.is_file() else {}
-            )
+            summaries.setdefault(label, []).append(_record(sj) if sj.exists() else {})
     if not frames:
         raise ValueError("compare: no evaluation folders given")
     return pd.concat(frames, ignore_index=True), summaries
+
+
+def _record(path: Path) -> dict[str, Any]:
+    """A ``summary.json`` / ``provenance.json`` (bounded: :func:`arctax.io.read_json`), which
+    must be a JSON object."""
+    rec = read_json(path, path.name)
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path}: a {type(rec).__name__}, not a JSON object; re-run its step")
+    return rec
 
 
 MATCH = {True: "match", False: "DEVIATION", None: "n/a"}  # n/a: recorded, not compared
@@ -73,8 +80,8 @@ def audit_table(train_dirs: Sequence[PathLike]) -> pd.DataFrame:
     for d in map(Path, train_dirs):
         prov = d / "provenance.json"
         try:
-            rec = json.loads(prov.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            rec = _record(prov)
+        except (OSError, ValueError) as e:
             raise FileNotFoundError(f"{prov}: missing or unreadable ({e}); re-run training") from e
         run = f"{rec['model']}_s{rec['seed']}" if "model" in rec and "seed" in rec else d.name
         if run in seen:  # e.g. a bootstrapped reference and a compared champion, same seed
@@ -97,8 +104,8 @@ def _curves(train_dirs: Sequence[PathLike]) -> dict[str, pd.DataFrame]:
             continue
         name = d.name
         prov = d / "provenance.json"
-        if prov.is_file():
-            rec = json.loads(prov.read_text())
+        if prov.exists():
+            rec = _record(prov)
             name = f"{rec.get('model', d.name)}_s{rec.get('seed', '?')}"
         runs[name if name not in runs else f"{name} ({d})"] = plots.read_metrics(m)
     return runs
@@ -109,7 +116,10 @@ def _gallery(eval_dirs: Mapping[str, Any], ref: str, n: int) -> tuple[list, dict
 
     def load(label: str) -> list[dict]:
         p = _dirs(eval_dirs[label])[0] / "predictions.json"
-        return json.loads(p.read_text()) if p.is_file() else []
+        items = read_json(p, "predictions.json") if p.exists() else []
+        if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
+            raise ValueError(f"{p}: not a list of predictions; re-run the evaluate step")
+        return items
 
     ref_items = load(ref)
     keep = set(sorted({it["task_id"] for it in ref_items})[:n])

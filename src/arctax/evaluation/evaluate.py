@@ -257,9 +257,11 @@ def _manifest(ds: Any) -> dict[str, Any]:
     """The ``manifest.json`` beside the test split (empty when there is none)."""
     path = getattr(ds, "path", None)
     manifest = Path(path).parent / "manifest.json" if path is not None else None
-    if manifest is None or not manifest.is_file():
+    if manifest is None or not manifest.exists():
         return {}
-    return json.loads(manifest.read_text())
+    from arctax.data.dataset import load_manifest
+
+    return load_manifest(manifest.parent)
 
 
 def _test_set(ds: Any) -> dict[str, Any]:

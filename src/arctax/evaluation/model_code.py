@@ -21,13 +21,13 @@ workflow runs it while parsing (``snakemake -n``), on what :mod:`.inspection` re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from arctax.config import MODEL_NAMES
+from arctax.io import read_json
 from arctax.plugins import PluginError, parse_spec, source_sha256
 
 ACCEPT = "accept_changed_code"  # models.<name>.accept_changed_code
@@ -78,8 +78,8 @@ def recorded_sha256(hp: Mapping[str, Any], path: Path) -> str | None:
         return str(sha)
     prov = path.parent / "provenance.json"
     try:
-        rec = json.loads(prov.read_text()) if prov.is_file() else None
-    except (OSError, ValueError):
+        rec = read_json(prov, "provenance.json", max_bytes=2**24) if prov.exists() else None
+    except (OSError, ValueError):  # unreadable, a device, too deep or too big: no sha256
         return None
     if isinstance(rec, dict) and rec.get("model_class") == hp.get("model_class"):
         sha = rec.get("model_code_sha256")

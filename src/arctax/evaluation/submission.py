@@ -16,7 +16,6 @@ exactly the same code as arctax's own models.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from arctax.data.validate import InvalidTaskError, validate_grid
+from arctax.data.validate import InvalidTaskError, plain, short, validate_grid
+from arctax.io import ReadError, read_json
 
 Grid = np.ndarray
 ATTEMPT_KEYS = ("attempt_1", "attempt_2")
@@ -65,31 +65,37 @@ def parse_submission(obj: Any, origin: str) -> dict[str, list[list[Grid | None]]
     for task_id, inputs in obj.items():
         if not isinstance(inputs, list) or not inputs:
             raise SubmissionError(
-                f"{origin}: task {task_id}: expected a non-empty list with one "
+                f"{origin}: task {plain(task_id)}: expected a non-empty list with one "
                 f"{{'attempt_1': grid, 'attempt_2': grid}} per test input; {fix}"
             )
         answers = []
         for i, entry in enumerate(inputs):
-            where = f"{origin}: task {task_id} test input {i}"
+            where = f"{origin}: task {plain(task_id)} test input {i}"
             if not isinstance(entry, dict) or "attempt_1" not in entry:
                 raise SubmissionError(f"{where}: expected an object with 'attempt_1'; {fix}")
             extra = sorted(set(entry) - set(ATTEMPT_KEYS))
             if extra:
-                raise SubmissionError(f"{where}: unknown keys {extra}; {fix}")
+                raise SubmissionError(f"{where}: unknown keys {short(extra)}; {fix}")
             answers.append([as_grid(entry.get(k), f"{where} {k}") for k in ATTEMPT_KEYS])
         out[str(task_id)] = answers
     return out
 
 
 def read_submission(path: str | Path) -> dict[str, list[list[Grid | None]]]:
-    """Read and validate a ``submission.json``; one :class:`SubmissionError` for any problem."""
+    """Read and validate a ``submission.json``; one :class:`SubmissionError` for any problem.
+
+    A file from elsewhere: a regular file (never a device or a FIFO, which would never end),
+    at most :data:`arctax.io.MAX_JSON_BYTES`, parsed under :func:`arctax.io.loads_json`'s
+    depth and memory bounds."""
     p = Path(path)
     try:
-        obj = json.loads(p.read_text())
+        obj = read_json(p, "predictions file (submission.json)")
     except FileNotFoundError as e:
         raise SubmissionError(f"{p}: predictions file not found; check the path") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SubmissionError(f"{p}: not a readable JSON file ({e})") from e
+    except ReadError as e:
+        raise SubmissionError(str(e)) from None
+    except OSError as e:
+        raise SubmissionError(f"{p}: not a readable file ({e})") from e
     return parse_submission(obj, str(p))
 
 

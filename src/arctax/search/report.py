@@ -109,13 +109,22 @@ def best_overlay(cfg: Mapping[str, Any], model: str, study: optuna.Study, storag
 
 
 def _outside(param: Param, value: Any) -> str | None:
-    """Why ``value`` is not one ``param`` can take (None: it is)."""
+    """Why ``value`` is not one ``param`` can take (None: it is): one of its choices (of the
+    same type: ``True`` is not ``1``), else a number of its type (an int for ``type: int``,
+    never ``16.0``), within its range and on its grid (``low`` + a multiple of ``step``)."""
     if param.type == "categorical":
-        return None if value in param.choices else f"not one of its choices {list(param.choices)}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        same = any(type(value) is type(c) and value == c for c in param.choices)
+        return None if same else f"not one of its choices {list(param.choices)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         return "not a number"
+    if param.type == "int" and not isinstance(value, int):
+        return f"a {type(value).__name__}, not an integer (the entry is type: int)"
     if not param.low <= value <= param.high:  # type: ignore[operator]
         return f"outside its range [{param.low}, {param.high}]"
+    if param.step is not None:
+        k = (value - param.low) / param.step  # type: ignore[operator]
+        if abs(k - round(k)) > 1e-9 * max(1.0, abs(k)):
+            return f"off its grid ({param.low} + a multiple of step {param.step})"
     return None
 
 
