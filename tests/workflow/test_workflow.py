@@ -215,6 +215,8 @@ def test_rule_order_in_the_dag():
             "unknown config key 'bogus' in the top level; allowed keys: run,",
         ),
         (["--config", "seeds=[-1]"], "seeds"),
+        # results/../data/train.npz would be the workflow's own folder (issue 36)
+        (["--config", "run=.."], "config key 'run': '..' cannot name the folder results/<run>/"),
         (["--config", 'eval={"attempts": 3}'], "attempts"),
         (["--config", 'trial69={"batch_size": "many"}'], "batch_size"),
         (

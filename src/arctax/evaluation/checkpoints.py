@@ -94,6 +94,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{p}: holds OmegaConf objects, which cannot load under weights_only=True "
                 f"(loading them would run arbitrary code); {ORIGINAL_HINT}"
             ) from e
+        if "Unsupported operand" in msg:  # e.g. LONG4: an integer of over 255 bytes
+            op = msg.split("Unsupported operand")[-1].split()[0]
+            raise CheckpointError(
+                f"{p}: its pickle uses opcode {op}, which torch's weights-only loader does not "
+                "read (an integer of over 255 bytes?); not a checkpoint of plain values: give "
+                "a .ckpt written by training"
+            ) from None
         if "Unsupported global" in msg or "Weights only load failed" in msg:
             what = msg.split("Unsupported global:")[-1].split(" was not")[0].strip()
             raise CheckpointError(
