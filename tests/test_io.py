@@ -35,3 +35,91 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
         atomic_write(target, half_then_crash)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+# ---- bounded reads (issue 36) ---------------------------------------------------------------
+
+
+def _finishes(fn, timeout: float = 10.0):
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return."""
+    import threading
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "hung: a FIFO or a device was read"
+    return out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory"])
+def test_only_regular_files_are_read_and_the_kind_is_named(tmp_path, kind):
+    from arctax.io import ReadError, file_sha256, read_bytes, read_json
+
+    p = tmp_path / "x"
+    if kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "dev_zero":
+        p.symlink_to("/dev/zero")
+    else:
+        p.mkdir()
+    words = {
+        "fifo": "a named pipe (FIFO)",
+        "dev_zero": "a character device",
+        "directory": "a directory",
+    }
+    for fn in (lambda: file_sha256(p), lambda: read_bytes(p, 10), lambda: read_json(p)):
+        got = _finishes(fn)
+        assert isinstance(got.get("error"), ReadError), got
+        assert str(got["error"]).startswith(f"{p}: {words[kind]}")
+
+
+def test_read_bytes_refuses_a_file_over_its_cap(tmp_path):
+    from arctax.io import ReadError, read_bytes
+
+    (tmp_path / "f").write_bytes(b"x" * 11)
+    assert read_bytes(tmp_path / "f", 11) == b"x" * 11
+    with pytest.raises(ReadError, match="11 bytes, over the 10 a file may have"):
+        read_bytes(tmp_path / "f", 10)
+
+
+def test_json_is_refused_before_parsing_when_deep_costly_or_a_huge_int():
+    from arctax.io import MAX_JSON_COST, ReadError, json_cost, loads_json
+
+    assert loads_json(b'{"a": ["]]]]", 1]}', "f") == {"a": ["]]]]", 1]}  # strings never count
+    with pytest.raises(ReadError, match=r"^f: JSON nested deeper than 32 levels"):
+        loads_json(b"[" * 10**5 + b"]" * 10**5, "f")
+    assert loads_json(b"[" * 32 + b"]" * 32, "f") is not None
+    costly = b"[" + b"[]," * (MAX_JSON_COST // 128) + b"[]]"
+    assert json_cost(costly) > MAX_JSON_COST
+    with pytest.raises(ReadError, match=r"would take up to .* over the 384 MiB"):
+        loads_json(costly, "f")
+    with pytest.raises(ReadError, match=r"^f: not valid JSON .*4300 digits"):
+        loads_json(b"[" + b"9" * 5000 + b"]", "f")
+
+
+def test_json_cost_bounds_what_json_loads_allocates():
+    """The estimate is an upper bound on the memory json.loads takes, for the shapes that
+    cost the most per byte (measured with tracemalloc)."""
+    import json
+    import tracemalloc
+
+    from arctax.io import json_cost
+
+    n = 20_000
+    shapes = ["[]", "{}", "[0]", "300", "0.5", '"ab"', '"\U0001f600"', '{"a":0}', "1" * 18]
+    for item in shapes:
+        text = "[" + ",".join([item] * n) + "]"
+        tracemalloc.start()
+        value = json.loads(text)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        del value
+        assert peak <= json_cost(text.encode()), item

@@ -118,10 +118,23 @@ def build(root: Path, data: Path) -> list[Case]:
     legacy = d / "legacy.ckpt"
     torch.save(c.ckpt_dict(), legacy, _use_new_zipfile_serialization=False)
     evaluate("ckpt_legacy_format", legacy, "1", "zip format only", "a legacy (pre-1.6)")
-    decoy = c.rezip(good, d / "decoy.ckpt", extra={"decoy/data.pkl": b"\x80\x02}q\x00."},
-                    order=lambda n: [n[0], "decoy/data.pkl", *[x for x in n[1:] if x != "decoy/data.pkl"]])
-    cases.append(Case("inspect_decoy_data_pkl", "8", "the member torch loads",
-                      ["inspect", str(decoy)], "'decoy/data.pkl' outside 'good/'", 1, "stdout"))
+    decoy = c.rezip(
+        good,
+        d / "decoy.ckpt",
+        extra={"decoy/data.pkl": b"\x80\x02}q\x00."},
+        order=lambda n: [n[0], "decoy/data.pkl", *[x for x in n[1:] if x != "decoy/data.pkl"]],
+    )
+    cases.append(
+        Case(
+            "inspect_decoy_data_pkl",
+            "8",
+            "the member torch loads",
+            ["inspect", str(decoy)],
+            "'decoy/data.pkl' outside 'good/'",
+            1,
+            "stdout",
+        )
+    )
 
     sub = submission(data)
     pred = d / "pred.json"
@@ -131,7 +144,7 @@ def build(root: Path, data: Path) -> list[Case]:
     score("pred_fifo", c.fifo(d / "fifo.json"), data, "3", "regular files only", "a named pipe")
     (d / "deep.json").write_bytes(c.deep_json())
     score("pred_deep_json", d / "deep.json", data, "7", "JSON depth 32", "nested deeper than 32")
-    (d / "bigint.json").write_text("{\"t\": [{\"attempt_1\": [[" + "9" * 5000 + "]]}]}")
+    (d / "bigint.json").write_text('{"t": [{"attempt_1": [[' + "9" * 5000 + "]]}]}")
     score("pred_5000_digit_int", d / "bigint.json", data, "7", "Python's 4300 digits",
           "bigint.json: not valid JSON (Exceeds the limit")  # fmt: skip
     (d / "costly.json").write_bytes(c.costly_json(16))
@@ -187,6 +200,14 @@ def build(root: Path, data: Path) -> list[Case]:
     cases.append(Case("overlay_billion_laughs", "7", "YAML 200k values after aliases",
                       ["--config", str(d / "laughs.yaml"), "inspect", str(good)],
                       "once its aliases are expanded", 2))  # fmt: skip
-    cases.append(Case("run_dotdot", "5", "run is one folder name",
-                      ["--set", "run=..", "inspect", str(good)], "cannot name the folder", 2))
+    cases.append(
+        Case(
+            "run_dotdot",
+            "5",
+            "run is one folder name",
+            ["--set", "run=..", "inspect", str(good)],
+            "cannot name the folder",
+            2,
+        )
+    )
     return cases

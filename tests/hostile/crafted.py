@@ -51,7 +51,10 @@ def save(obj: Any, path: Path) -> Path:
 
 def stride0(shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
     """Each shape as a view of ONE stored element (stride 0): a few bytes pose as a model."""
-    return {f"model.{k}": torch.zeros(1).expand(s) if len(s) else torch.zeros(()) for k, s in shapes.items()}
+    return {
+        f"model.{k}": torch.zeros(1).expand(s) if len(s) else torch.zeros(())
+        for k, s in shapes.items()
+    }
 
 
 def meta_shapes(name: str, cfg: dict) -> dict[str, torch.Size]:
@@ -81,7 +84,9 @@ def patch_members(src: Path, dst: Path, flags: int = 0, method: int | None = Non
     for at in _central(bytes(data)):
         local = struct.unpack_from("<I", data, at + 42)[0]
         for off, f_at, m_at in ((at, 8, 10), (local, 6, 8)):
-            struct.pack_into("<H", data, off + f_at, struct.unpack_from("<H", data, off + f_at)[0] | flags)
+            struct.pack_into(
+                "<H", data, off + f_at, struct.unpack_from("<H", data, off + f_at)[0] | flags
+            )
             if method is not None:
                 struct.pack_into("<H", data, off + m_at, method)
     dst.write_bytes(bytes(data))
@@ -105,9 +110,15 @@ def overlapping(src: Path, dst: Path) -> Path:
     return dst
 
 
-def rezip(src: Path, dst: Path, *, order: Callable[[list[str]], list[str]] | None = None,
-          extra: dict[str, bytes] | None = None, deflate_zeros: dict[str, int] | None = None,
-          compression: int = zipfile.ZIP_STORED) -> Path:
+def rezip(
+    src: Path,
+    dst: Path,
+    *,
+    order: Callable[[list[str]], list[str]] | None = None,
+    extra: dict[str, bytes] | None = None,
+    deflate_zeros: dict[str, int] | None = None,
+    compression: int = zipfile.ZIP_STORED,
+) -> Path:
     """``src``'s members written again: reordered, with ``extra`` members, or with members of
     ``n`` zero bytes deflated (a zip bomb)."""
     with zipfile.ZipFile(src) as z:
@@ -160,8 +171,12 @@ def cells_bomb(src_dir: Path, dst_dir: Path, n: int = GIB) -> Path:
     dst_dir.mkdir(parents=True)
     a = npz_arrays(src_dir / "test.npz")
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (n,)})
-    with zipfile.ZipFile(dst_dir / "test.npz", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (n,)}
+    )
+    with zipfile.ZipFile(
+        dst_dir / "test.npz", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
+    ) as z:
         for k, v in a.items():
             if k != "cells":
                 buf = io.BytesIO()
@@ -187,7 +202,9 @@ def npy_shape_lie(src_dir: Path, dst_dir: Path) -> Path:
             np.lib.format.write_array(buf, v, allow_pickle=False)
             raw = buf.getvalue()
             if k == "cells":
-                raw = raw.replace(f"({len(v)},)".encode(), b"(1099511627776,)".ljust(len(f"({len(v)},)")))
+                raw = raw.replace(
+                    f"({len(v)},)".encode(), b"(1099511627776,)".ljust(len(f"({len(v)},)"))
+                )
             z.writestr(f"{k}.npy", raw)
     (dst_dir / "manifest.json").write_bytes((src_dir / "manifest.json").read_bytes())
     return dst_dir
@@ -198,7 +215,9 @@ def npy_shape_lie(src_dir: Path, dst_dir: Path) -> Path:
 EXAMPLE = {"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}
 
 
-def rearc_zip(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+def rearc_zip(
+    path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED
+) -> Path:
     """A re-arc zip: two good tasks plus ``members`` (name -> bytes)."""
     good = json.dumps([EXAMPLE] * 4).encode()
     with zipfile.ZipFile(path, "w", compression=compression, compresslevel=1) as z:
@@ -239,5 +258,3 @@ def fifo(path: Path) -> Path:
 def link(path: Path, target: str = "/dev/zero") -> Path:
     path.symlink_to(target)
     return path
-
-

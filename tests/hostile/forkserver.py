@@ -18,7 +18,7 @@ import tempfile
 import time
 import traceback
 
-import torch  # noqa: F401  (imported once, here: a child's memory excludes it)
+import torch  # imported once, here: a child's memory excludes it
 
 import arctax.cli as cli
 import arctax.data.prepare
@@ -29,10 +29,16 @@ import arctax.evaluation.reference  # noqa: F401
 
 def _status(field: str) -> int:
     """``VmRSS`` / ``VmSize`` of this process, in bytes."""
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
     raise RuntimeError(field)
+
+
+def _read(path: str) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()
 
 
 def _child(req: dict, out: str, err: str) -> None:
@@ -49,7 +55,7 @@ def _child(req: dict, out: str, err: str) -> None:
         rc = cli.main(req["argv"])
     except SystemExit as e:
         rc = e.code if isinstance(e.code, int) else 1
-    except BaseException:  # noqa: BLE001  (a traceback is what the suite looks for)
+    except BaseException:  # a traceback is what the suite looks for
         traceback.print_exc()
         rc = 70
     sys.stdout.flush()
@@ -74,8 +80,8 @@ def serve() -> None:
                 "rc": os.waitstatus_to_exitcode(status),
                 "wall_s": wall,
                 "peak_mb": (usage.ru_maxrss * 1024 - rss) / 2**20,
-                "stdout": open(out, errors="replace").read(),
-                "stderr": open(err, errors="replace").read(),
+                "stdout": _read(out),
+                "stderr": _read(err),
             }
         print(json.dumps(answer), flush=True)
 
