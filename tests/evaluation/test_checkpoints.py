@@ -327,3 +327,45 @@ def test_a_provenance_json_beside_decides_no_code(tmp_path):
         assert info["model_class"] == spec and info["model_code"]["recorded_sha256"] is None
     prov.write_text(json.dumps({"model_class": spec, "model_code_sha256": "0" * 64}))
     refused(tmp_path / "mine.ckpt", "accept_changed_code", cfg=own_cfg(spec))
+
+
+# ---- a checkpoint costs what it weighs (issue 36) -------------------------------------------
+
+
+def test_a_dense_but_transposed_weight_loads_and_an_overlapping_view_does_not(tmp_path):
+    path = tmp_path / "m.ckpt"
+    model = save_arctax_ckpt(path)
+    ckpt = torch.load(path, weights_only=True)
+    key = next(k for k, v in ckpt["state_dict"].items() if v.ndim == 2)
+    w = ckpt["state_dict"][key]
+    ckpt["state_dict"][key] = w.t().contiguous().t()  # another layout, every element apart
+    torch.save(ckpt, path)
+    assert not ckpt["state_dict"][key].is_contiguous()
+    loaded, _ = load_model(path, CFG)
+    assert torch.equal(
+        loaded.state_dict()[key.removeprefix("model.")],
+        model.state_dict()[key.removeprefix("model.")],
+    )
+    flat = w.reshape(-1).clone()
+    ckpt["state_dict"][key] = flat.as_strided(w.shape, (1, 1))  # elements share places
+    torch.save(ckpt, path)
+    refused(path, "a view of shape", "overlapping")
+
+
+def test_the_size_bound_is_a_config_key_named_in_the_refusal(tmp_path):
+    path = tmp_path / "m.ckpt"
+    save_arctax_ckpt(path)
+    small = load_config(overrides={"limits": {"max_model_elements": 1000}})
+    refused(path, r"over config key 'limits.max_model_elements' \(1,000\)", cfg=small)
+    assert load_model(path, CFG)[0] is not None  # the default bound holds a tiny model
+
+
+def test_a_provenance_json_that_is_deep_or_a_device_is_no_proof_and_no_error(tmp_path):
+    path = tmp_path / "m.ckpt"
+    save_arctax_ckpt(path)
+    prov = tmp_path / "provenance.json"
+    prov.write_bytes(b"[" * 10**5 + b"]" * 10**5)
+    assert load_model(path, CFG)[1]["trained_here"] is False
+    prov.unlink()
+    prov.symlink_to("/dev/zero")
+    assert load_model(path, CFG)[1]["trained_here"] is False

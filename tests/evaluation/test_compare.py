@@ -194,3 +194,16 @@ def test_on_the_val_split_the_papers_figures_stand_beside_ours(setup):
     assert "stand-in trained here" in section and "21 examples" in section
     a2 = compare(_cfg(), evals, trains, out, "champion", test_source="arcagi2")["paper"]
     assert a2["set"] == "arcagi2" and {r["paper"] for r in a2["rows"]} == {0.0034, 0.89}
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"[" * 10**5 + b"]" * 10**5, "nested deeper than 32"), (b"[1, 2]", "not a JSON object")],
+)
+def test_a_hostile_provenance_json_is_one_line_naming_it(tmp_path, content, says):
+    """provenance.json nested 100k deep was a RecursionError traceback (issue 36)."""
+    (tmp_path / "provenance.json").write_bytes(content)
+    with pytest.raises(FileNotFoundError) as e:
+        audit_table([tmp_path])
+    msg = str(e.value)
+    assert msg.startswith(str(tmp_path / "provenance.json")) and says in msg and "\n" not in msg

@@ -134,3 +134,28 @@ def test_a_decoy_model_class_makes_it_foreign(tmp_path):
     torch.save(ckpt, path)
     found = inspect_checkpoint(path)
     assert found.kind == "foreign" and "model_class is not one string" in found.detail
+
+
+def test_a_name_twice_or_a_member_outside_the_first_folder_is_not_read(tmp_path):
+    """torch takes its folder from the FIRST member and looks names up in its own reader: a
+    name written twice, or a data.pkl in another folder, would let inspect and torch read
+    different pickles (issue 36), so neither is read."""
+    import warnings
+
+    good = tmp_path / "good.ckpt"
+    save_arctax_ckpt(good)
+    with zipfile.ZipFile(good) as z:
+        members = [(i.filename, z.read(i)) for i in z.infolist()]
+    twice, other = tmp_path / "twice.ckpt", tmp_path / "other.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(twice, "w") as z:
+            for name, data in [*members, members[0]]:
+                z.writestr(name, data)
+    with zipfile.ZipFile(other, "w") as z:  # torch's folder is good/, the second pickle another
+        for name, data in [members[0], ("other/data.pkl", members[0][1]), *members[1:]]:
+            z.writestr(name, data)
+    found = inspect_checkpoint(twice)
+    assert found.kind == "corrupt" and "is there twice" in found.detail
+    found = inspect_checkpoint(other)
+    assert found.kind == "not_torch" and "'other/data.pkl' outside 'good/'" in found.detail

@@ -128,6 +128,31 @@ def test_bad_predictions_are_refused_at_start(tmp_path):
         resolve_reference(champion(predictions=str(p)))
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_predictions_that_never_end_are_refused_when_the_workflow_starts(tmp_path, kind):
+    """champion.predictions is read at parse time (snakemake -n): a FIFO or a link to
+    /dev/zero is refused at once, naming it (issue 36: it spun, or grew to MemoryError)."""
+    import os
+    import threading
+
+    p = tmp_path / "preds.json"
+    os.mkfifo(p) if kind == "fifo" else p.symlink_to("/dev/zero")
+    got: dict = {}
+
+    def run():
+        try:
+            resolve_reference(champion(predictions=str(p)))
+        except ReferenceError as e:
+            got["error"] = str(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "hung reading the predictions"
+    word = "a named pipe (FIFO)" if kind == "fifo" else "a character device"
+    assert got["error"].startswith(f"config key 'champion.predictions': {p}: {word}")
+
+
 @pytest.fixture(scope="module")
 def model_eval(cfg, data_dir, tmp_path_factory):
     """A tiny champion's checkpoint and its own evaluation (with its submission.json)."""

@@ -38,6 +38,20 @@ class NoDecoding(nn.Module):
 
     def forward(self, batch):
         return batch
+
+
+class Quadratic(nn.Module):
+    """A size that grows with the square of its layer count (not extrapolated)."""
+
+    fmt = "seq2seq"
+    supports_cache = False
+
+    def __init__(self, n_layers: int = 2):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(n_layers, n_layers) for _ in range(n_layers))
+
+    def forward(self, batch):
+        return batch
 '''
 
 

@@ -95,3 +95,35 @@ def test_fallback_decoding_equals_cached_decoding_for_a_builtin(arc1):
     assert (steps_c == steps_f).all() and steps_c.max() > 1
     for a, g in zip(grids_c, grids_f, strict=True):
         assert (a is None and g is None) or (a.shape == g.shape and (a == g).all())
+
+
+@pytest.mark.parametrize("name", ["champion", "encoder_decoder", "decoder_only"])
+def test_model_elements_is_what_building_the_model_takes(name):
+    """Sized from the block alone (layer counts extrapolated from 1, 2 and 3 layers), it is
+    exactly the built model's parameters + buffers + MODULE_ELEMENTS per module."""
+    import torch
+
+    from arctax.config import load_config, model_config
+    from arctax.models import MODULE_ELEMENTS, build_model, model_elements
+
+    block = model_config(load_config(), name)
+    block = {k: 5 if "layers" in k else v for k, v in block.items()}
+    with torch.device("meta"):
+        m = build_model(name, block)
+    tensors = [*m.parameters(), *m.buffers()]
+    built = sum(t.numel() for t in tensors) + MODULE_ELEMENTS * sum(1 for _ in m.modules())
+    assert model_elements(name, block) == built
+
+
+def test_model_elements_counts_a_class_whole_when_its_cost_is_not_linear(own):
+    """A class of one's own whose size is not linear in a layer count is built (on meta) and
+    counted whole, never extrapolated."""
+    import torch
+
+    from arctax.models import MODULE_ELEMENTS, build_model, model_elements
+
+    spec = f"{own}:Quadratic"
+    with torch.device("meta"):
+        m = build_model("q", {"n_layers": 4}, spec)
+    built = sum(p.numel() for p in m.parameters()) + MODULE_ELEMENTS * sum(1 for _ in m.modules())
+    assert model_elements("q", {"n_layers": 4}, spec) == built
