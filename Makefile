@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: config-doc setup demo demo-control status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check clean-demo
+.PHONY: config-doc hostile-table setup demo demo-control status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -91,6 +91,10 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
 ## config/README.md's key tables, generated from the schema's descriptions (one place per key).
+## The hostile-input table (issue 36): every crafted file, its bound, memory, time and line.
+hostile-table: setup
+	$(BIN)/python -m tests.hostile.table
+
 config-doc: setup
 	$(BIN)/python -c "from arctax.config import write_key_tables; write_key_tables('config/README.md')"
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import pandas as pd
 from arctax.evaluation import plots
 from arctax.evaluation.paper import load_paper, paper_markdown, paper_rows, paper_set, size_notes
 from arctax.evaluation.stats import example_row, model_row, task_table
-from arctax.io import atomic_write_text, read_json
+from arctax.io import atomic_write_text, open_regular, read_json
 from arctax.settings import Eval
 
 PathLike = str | Path
@@ -48,7 +49,7 @@ def load_evals(eval_dirs: Mapping[str, PathLike | Sequence[PathLike]]) -> tuple[
                 raise FileNotFoundError(
                     f"{csv}: missing; run the evaluate step for '{label}' first"
                 )
-            df = pd.read_csv(csv, dtype={"task_id": str})
+            df = _csv(csv)
             df["model"] = label
             # a run without a recorded seed still needs a distinct one to be averaged correctly
             df["seed"] = df["seed"].fillna(-(i + 1)).astype(int)
@@ -58,6 +59,20 @@ def load_evals(eval_dirs: Mapping[str, PathLike | Sequence[PathLike]]) -> tuple[
     if not frames:
         raise ValueError("compare: no evaluation folders given")
     return pd.concat(frames, ignore_index=True), summaries
+
+
+MAX_CSV_BYTES = 256 * 2**20  # a per_task.csv is ~100 bytes a query: KBs
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    """A ``per_task.csv``: a regular file of at most :data:`MAX_CSV_BYTES`."""
+    with open_regular(path, "per_task.csv") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CSV_BYTES:
+            raise ValueError(
+                f"{path}: {size} bytes, over {MAX_CSV_BYTES}; re-run its evaluate step"
+            )
+        return pd.read_csv(f, dtype={"task_id": str})
 
 
 def _record(path: Path) -> dict[str, Any]:
