@@ -81,13 +81,14 @@ def file_sha256(path: str | Path) -> str:
 
 MAX_JSON_DEPTH = 32  # arctax's own JSON nests 6 deep at most (a submission: 5)
 # What json.loads may allocate, from counts made before parsing (json_cost): measured on
-# CPython 3.11, an item costs at most 64 bytes per bracket, comma or colon of the text (an
-# empty list in a list: 64 B for 3 bytes of "[],"; a dict entry {"a":0}: 192 B for 3 of them)
-# and a string or a large int at most 4 bytes per byte (UCS-4), plus the text and its decoding.
+# CPython 3.11 (tests/test_io.py), an item costs at most 64 bytes per bracket, comma or colon of
+# the text (an empty list in a list: 64 B for the 3 bytes of "[],"; a dict entry {"a":0}: 192 B
+# for 3 of them), and the text itself at most 10 bytes per byte: the bytes read, their decoding
+# and the strings made of them (UCS-4 once one character needs it: 8 B a byte measured).
 JSON_ITEM_BYTES = 64
-JSON_BYTE_FACTOR = 6
-MAX_JSON_COST = 384 * 2**20
-MAX_JSON_BYTES = MAX_JSON_COST // JSON_BYTE_FACTOR  # 64 MiB: more could not be parsed anyway
+JSON_BYTE_FACTOR = 10
+MAX_JSON_COST = 400 * 2**20
+MAX_JSON_BYTES = MAX_JSON_COST // JSON_BYTE_FACTOR  # 40 MiB: more could not be parsed anyway
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _SQUARE = bytes.maketrans(b"{}", b"[]")
