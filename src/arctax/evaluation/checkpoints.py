@@ -170,9 +170,10 @@ def state_dict_diff(expected: dict[str, torch.Tensor], actual: dict[str, torch.T
 def trained_here_flag(path: Path, sha256: str | None = None) -> bool:
     """Whether the weights were trained by an arctax training rather than supplied by the
     user: the ``provenance.json`` beside the checkpoint (every arctax training writes one, a
-    trained model and a bootstrapped reference alike) records THIS file's sha256 under its
-    name (``checkpoints_sha256``). A provenance of any other content, or one that names other
-    bytes, is no proof. (A claim bound to these bytes, not a signature: who writes both files
+    trained model and a bootstrapped reference alike) records THIS file's sha256 among the
+    checkpoints it wrote (``checkpoints_sha256``; by bytes, so a renamed ``best.ckpt``, the
+    bootstrapped ``champion_bootstrap.ckpt``, still counts). A provenance of any other
+    content, or one that names other bytes, is no proof. (A claim bound to these bytes, not a signature: who writes both files
     can write both.) The original Trial 69 weights cannot load at all (see
     :data:`ORIGINAL_HINT`), so a loadable champion without one was converted by the user.
     """
@@ -181,9 +182,9 @@ def trained_here_flag(path: Path, sha256: str | None = None) -> bool:
     except (OSError, ReadError):
         return False
     recorded = rec.get("checkpoints_sha256") if isinstance(rec, dict) else None
-    if not isinstance(recorded, dict) or not isinstance(recorded.get(path.name), str):
+    if not isinstance(recorded, dict):
         return False
-    return recorded[path.name] == (sha256 or file_sha256(path))
+    return (sha256 or file_sha256(path)) in [v for v in recorded.values() if isinstance(v, str)]
 
 
 def _check_plain(value: Any, where: str, p: Path, budget: list[int], depth: int = 0) -> None:
