@@ -24,7 +24,7 @@ from arctax.data.sources import SourceData, Task, held_out_pool, is_bundle, load
 from arctax.data.splits import load_labels
 from arctax.data.testsets import HELD_OUT, VAL, named_sets, set_config
 from arctax.data.validate import InvalidTaskError
-from arctax.io import atomic_write, file_sha256, write_json
+from arctax.io import ReadError, atomic_write, file_sha256, read_json, write_json
 from arctax.settings import Data, Taxonomy
 
 
@@ -156,11 +156,13 @@ def prepare_test_set(
     t0 = time.perf_counter()
     path = Path(training_dir) / "manifest.json"
     try:
-        training = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        training = read_json(path, "training data's manifest.json")
+    except (OSError, ReadError) as e:
         raise InvalidTaskError(
             f"{path}: missing or unreadable ({e}); prepare the training data first"
         ) from e
+    if not isinstance(training, dict):
+        raise InvalidTaskError(f"{path}: not a cache manifest; prepare the training data again")
     if named_sets(cfg)[name] == VAL:
         return prepare_val_set(cfg, name, out_dir, training_dir, training, t0)
     plan = plan_test(cfg, name, training)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from arctax.config import model_block_error
+from arctax.data.validate import short
 from arctax.evaluation.inspection import ORIGINAL_PREFIXES, inspect_checkpoint
 from arctax.evaluation.model_code import ModelCodeError, model_code, recorded_sha256
 from arctax.io import ReadError, file_sha256, read_json
@@ -173,9 +174,10 @@ def trained_here_flag(path: Path, sha256: str | None = None) -> bool:
     trained model and a bootstrapped reference alike) records THIS file's sha256 among the
     checkpoints it wrote (``checkpoints_sha256``; by bytes, so a renamed ``best.ckpt``, the
     bootstrapped ``champion_bootstrap.ckpt``, still counts). A provenance of any other
-    content, or one that names other bytes, is no proof. (A claim bound to these bytes, not a signature: who writes both files
-    can write both.) The original Trial 69 weights cannot load at all (see
-    :data:`ORIGINAL_HINT`), so a loadable champion without one was converted by the user.
+    content, or one that names other bytes, is no proof. (A claim bound to these bytes, not a
+    signature: who writes both files can write both.) The original Trial 69 weights cannot
+    load at all (see :data:`ORIGINAL_HINT`), so a loadable champion without one was converted
+    by the user.
     """
     try:
         rec = read_json(path.parent / "provenance.json", "provenance.json", max_bytes=2**24)
@@ -306,8 +308,13 @@ def load_model(path: str | Path, cfg: Mapping[str, Any]) -> tuple[nn.Module, dic
     ckpt = load_checkpoint(p)
     hp = _hparams(ckpt, p)
     _check_plain(hp, "hyper_parameters", p, [MAX_HP_ITEMS])
-    for key in ("epoch", "global_step"):
-        _check_plain(ckpt.get(key), key, p, [1])
+    for key in ("epoch", "global_step"):  # written into summary.json: a count or nothing
+        n = ckpt.get(key)
+        if n is not None and (type(n) is not int or not 0 <= n <= MAX_INT):
+            raise CheckpointError(
+                f"{p}: its {key} is {short(n)}, not a count of 64 bits; not a checkpoint of "
+                "arctax training"
+            )
     try:
         code = model_code(cfg, p, hp["model_name"], hp.get("model_class"), recorded_sha256(hp, p))
     except ModelCodeError as e:
