@@ -46,8 +46,8 @@ REMAINING = (
     "Their decoder-only figure (0.55%) covers the whole [input] SEP [output] sequence: every "
     "input cell must be right too, which moves a figure **down**; it is like for like only "
     "against a `decoder_only` with `loss_over: sequence` (config/ladder_as_run.yaml).",
-    "Their val split is theirs: the audit's `data.val_tasks` row says whether ours is the same "
-    "92 tasks; another 92 moves a figure either way.",
+    "Their val split is theirs: the audit's `data.val_tasks_sha256` row says whether ours is the "
+    "same 92 tasks; another 92 moves a figure either way.",
 )
 ROW_KEYS = ("rung", "model", "metric", "value", "seeds", "caveat")
 
