@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: config-doc setup demo demo-control status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check clean-demo
+.PHONY: config-doc setup demo demo-control status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-stats bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -117,6 +117,10 @@ report: setup
 ## Throughput benchmarks (~3-6 min on 2 cores): writes docs/results/BENCHMARKS.md.
 bench: setup
 	$(BIN)/python benchmarks/bench.py
+
+## The comparison's statistics at the paper's scale (92 tasks x 150 examples x 3 seeds; seconds).
+bench-stats: setup
+	$(BIN)/python benchmarks/bench_stats.py
 
 ## Whole-epoch grouping vs random batches on all ARC-AGI-1 sizes (~8 min on 2 cores):
 ## writes docs/results/BENCHMARKS_EPOCH.md.

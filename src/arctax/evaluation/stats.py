@@ -286,17 +286,32 @@ def seed_sums(
     """``(num (T, S), den (T,))`` for :func:`two_level_ci`: per task of ``ids`` and seed, the sum
     of ``col`` over the task's rows; per task, its rows in one seed (or the sum of ``den_col``:
     cells, for a pooled cell accuracy). NaN in ``col`` gives NaN (no such score)."""
+    nums, dens = seed_sums_many(frame, [col], ids, {col: den_col})
+    return nums[col], dens[col]
+
+
+def seed_sums_many(
+    frame: pd.DataFrame, cols: list[str], ids: pd.Index, den_cols: dict[str, str | None]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """:func:`seed_sums` of several columns from ONE grouping (the seeds in sorted order)."""
     seeds = sorted(frame["seed"].unique())
-    vals = frame[col].astype(float)
-    if vals.isna().any() or not seeds:
-        return np.full((len(ids), max(1, len(seeds))), math.nan), np.ones(len(ids))
-    num = frame.assign(_v=vals).pivot_table(index="task_id", columns="seed", values="_v",
-                                            aggfunc="sum", dropna=False)  # fmt: skip
-    one = frame[frame["seed"] == seeds[0]]
-    den = (
-        one.groupby("task_id").size() if den_col is None else one.groupby("task_id")[den_col].sum()
+    shape = (len(ids), max(1, len(seeds)))
+    extra = sorted({d for d in den_cols.values() if d} - set(cols))
+    vals = frame[[*cols, *extra]].astype(float)
+    sums = vals.assign(task_id=frame["task_id"], seed=frame["seed"]).groupby(
+        ["task_id", "seed"], sort=True
     )
-    return num.reindex(index=ids, columns=seeds).to_numpy(float), den.reindex(ids).to_numpy(float)
+    total = sums.sum()
+    rows = sums.size().unstack("seed").reindex(index=ids, columns=seeds)
+    nums, dens = {}, {}
+    for col in cols:
+        bad = vals[col].isna().any() or not seeds
+        grid = total[col].unstack("seed").reindex(index=ids, columns=seeds)
+        nums[col] = np.full(shape, math.nan) if bad else grid.to_numpy(float)
+        d = den_cols.get(col)
+        first = rows.iloc[:, 0] if d is None else total[d].unstack("seed").reindex(ids).iloc[:, 0]
+        dens[col] = np.ones(len(ids)) if bad else first.to_numpy(float)
+    return nums, dens
 
 
 def _set(row: dict[str, Any], name: str, est: Estimate, ci: float) -> None:
@@ -354,20 +369,21 @@ def example_row(
     n, ci, seed = boot
     sub = per_query[per_query["model"] == model]
     ids = pd.Index(sorted(sub["task_id"].unique()))
+    seeds = sorted(sub["seed"].unique())
     row: dict[str, Any] = {
         "model": model,
         "n_tasks": len(ids),
         "n_examples": len(sub[["task_id", "query"]].drop_duplicates()),
-        "n_seeds": int(sub["seed"].nunique()),
+        "n_seeds": len(seeds),
     }
-    for col, (name, den_col) in EXAMPLE_METRICS.items():
-        _set(row, name, two_level_ci(*seed_sums(sub, col, ids, den_col), n, ci, seed), ci)
-    per_seed = []
-    for s, part in sub.groupby("seed", sort=True):
-        entry: dict[str, Any] = {"seed": int(s)}
-        for col, (name, den_col) in EXAMPLE_METRICS.items():
-            _set(entry, name, two_level_ci(*seed_sums(part, col, ids, den_col), n, ci, seed), ci)
-        per_seed.append(entry)
+    dens = {col: den for col, (_, den) in EXAMPLE_METRICS.items()}
+    nums, denoms = seed_sums_many(sub, list(EXAMPLE_METRICS), ids, dens)
+    per_seed: list[dict[str, Any]] = [{"seed": int(s)} for s in seeds]
+    for col, (name, _) in EXAMPLE_METRICS.items():
+        num, den = nums[col], denoms[col]
+        _set(row, name, two_level_ci(num, den, n, ci, seed), ci)
+        for j, entry in enumerate(per_seed):
+            _set(entry, name, two_level_ci(num[:, j], den, n, ci, seed), ci)
     row["per_seed"] = per_seed
     for name, _ in EXAMPLE_METRICS.values():
         mean, std = seed_spread(np.array([e[name] for e in per_seed]))
