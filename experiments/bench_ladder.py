@@ -207,7 +207,7 @@ def _p(v: float) -> str:
 
 
 def _pair(p: dict[str, Any]) -> str:
-    star = " **" if p["p_holm"] < 0.05 else ""
+    star = "**" if p["p_holm"] < 0.05 else ""
     return (f"{star}{100 * p['diff']:+.1f} ({100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}){star}; "
             f"±{100 * p['mdd']:.1f}; p={_p(p['p'])}, Holm {_p(p['p_holm'])}")  # fmt: skip
 
@@ -274,7 +274,7 @@ def report(res: dict[str, Any], counts: dict[str, dict[str, int]], meta: dict[st
             n = cells[0]["grid_correct"]["n"]
             lines.append(f"| {r} (n={n}) | "
                          + " | ".join(_ci(c["grid_correct"]) for c in cells) + " |")  # fmt: skip
-        lines += ["", f"Teacher-forced, all rows ({TITLE[ladder]}):", "",
+        lines += ["", f"Teacher-forced, all rows, the ladder {TITLE[ladder]}:", "",
                   "| measurement | " + " | ".join(m for m in RUNGS) + " |",
                   "|---|" + "---|" * len(RUNGS)]  # fmt: skip
         for col in ("paper_grid_correct", "tf_grid_correct"):
@@ -286,9 +286,9 @@ def report(res: dict[str, Any], counts: dict[str, dict[str, int]], meta: dict[st
         f"### Paired differences (Holm's correction across all {m} comparisons of this report)",
         "",
         "Each cell: the difference in points, a - b (95% interval); the smallest difference this "
-        "test set detects with 80% power; p (two-sided, recentred bootstrap) and Holm's adjusted "
-        "p. **Bold**: Holm p < 0.05. Generated answers on every row; the teacher-forced "
-        "measurements on all rows together.",
+        "test set detects with 80% power; p (two-sided, recentred bootstrap; its floor is "
+        f"1 / ({meta['n_boot']} + 1)) and Holm's adjusted p. **Bold**: Holm p < 0.05. Generated "
+        "answers on every row; the teacher-forced measurements on all rows together.",
     ]
     for ladder in LADDERS:
         steps = [(f"{ladder}:{hi}", f"{ladder}:{lo}") for lo, hi in itertools.pairwise(RUNGS)]

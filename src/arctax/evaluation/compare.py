@@ -581,9 +581,10 @@ def summary_markdown(
         "",
         f"Scores are over ARC **tasks** (a task is solved when every test query is answered "
         f"exactly); answers are generated greedily (KV cache){', pass@2' if attempts == 2 else ''}. "
-        f"Intervals: {c}, percentile bootstrap over tasks. Teacher-forced numbers (`tf_*`) score "
-        "the argmax of each token given the true prefix: they are **not** generated answers and "
-        "overstate what a model produces.",
+        f"Intervals: {c}, percentile bootstrap over tasks (and, with several seeds, the seeds "
+        "within each task). Teacher-forced numbers (`tf_*`: ours; `paper_*`: as the paper's code "
+        "measured it) score the argmax of each token given the true prefix: they are **not** "
+        "generated answers and overstate what a model produces.",
         "",
         "## Generated answers",
         "",

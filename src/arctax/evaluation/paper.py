@@ -252,7 +252,8 @@ def paper_markdown(
         "",
         md_table(header, table),
         "",
-        "What still differs from the paper's measurement, and which way each moves our figure:",
+        "What still differs from the paper's measurement, and which way each moves our figure "
+        "(expected from the code, not measured):",
         "",
         *[f"- {line}" for line in REMAINING],
     ]
