@@ -209,7 +209,11 @@ def _p(v: float) -> str:
 def _pair(p: dict[str, Any]) -> str:
     star = "**" if p["p_holm"] < 0.05 else ""
     return (f"{star}{100 * p['diff']:+.1f} ({100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}){star}; "
-            f"±{100 * p['mdd']:.1f}; p={_p(p['p'])}, Holm {_p(p['p_holm'])}")  # fmt: skip
+            f"{_mdd(p['mdd'])}; p={_p(p['p'])}, Holm {_p(p['p_holm'])}")  # fmt: skip
+
+
+def _mdd(v: float) -> str:
+    return f"±{100 * v:.1f}" if v > 0 else "no spread"
 
 
 def report(res: dict[str, Any], counts: dict[str, dict[str, int]], meta: dict[str, Any]) -> str:

@@ -438,7 +438,11 @@ def paired_markdown(paired: pd.DataFrame, ci: float) -> list[str]:
 
 
 def _points(v: float) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"±{100 * v:.2f} pts"
+    """The smallest detectable difference; none where the sample has no spread at all (every
+    replicate the same: the bootstrap cannot say what a difference would look like)."""
+    if v is None or math.isnan(v):
+        return "n/a"
+    return f"±{100 * v:.2f} pts" if v > 0 else "n/a (no spread)"
 
 
 def _p(v: float) -> str:

@@ -222,7 +222,7 @@ def paper_markdown(
         [r.rung, r.ours + (f" ({r.options})" if r.options else ""), r.metric, _figure(r.paper),
          f"{_pct(r.ours_mean)} [{_pct(r.ours_lo)}, {_pct(r.ours_hi)}]",
          f"{_pct(r.seed_mean)} ± {_pct(r.seed_std)} ({r.n_seeds})",
-         f"{r.verdict} (detectable: ±{_points(r.mdd)})",
+         f"{r.verdict} (detectable: {_points(r.mdd)})",
          f"{_pct(r.own_mean)} [{_pct(r.own_lo)}, {_pct(r.own_hi)}]", r.caveat]
         for r in rows.itertuples()
     ]  # fmt: skip
@@ -260,4 +260,6 @@ def paper_markdown(
 
 
 def _points(v: float) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f} pts"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"±{100 * v:.2f} pts" if v > 0 else "n/a, no spread"
