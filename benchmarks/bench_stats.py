@@ -18,11 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import median_time
 
 from arctax.evaluation.stats import (
     example_row,
@@ -53,13 +56,9 @@ def per_query(n_tasks: int, n_ex: int, seeds: int, models: int, rng) -> pd.DataF
 
 
 def median_s(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of ``fn`` over ``reps`` runs after one warm-up run."""
+    fn()
+    return median_time(fn, reps)
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
