@@ -137,3 +137,16 @@ def test_measured_results_live_in_docs_results(script, report):
     assert re.search(rf'"--out".*default=REPO\w* / "docs" / "results" / "{report}"', source), script
     assert (REPO / "docs" / "results" / report).is_file()
     assert not (REPO / report).exists(), f"{report} belongs in docs/results/, not the root"
+
+
+def test_the_statistics_benchmark_reports_each_figure(capsys):
+    """``benchmarks/bench_stats.py --quick``: every timed statistic once, a positive time."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_stats", REPO / "benchmarks" / "bench_stats.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--quick"])
+    assert len(rows) == 8 and all(s > 0 for _, s in rows)
+    out = capsys.readouterr().out
+    assert "paired_two_level, 10000 resamples" in out and "10 tasks x 5 examples" in out

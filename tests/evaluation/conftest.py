@@ -55,7 +55,8 @@ def synthetic_per_query(
                 "model": model, "seed": seed, "task_id": task, "category": categories[task],
                 "query": q, "gen_shape": "3x3", "target_shape": "3x3",
                 "shape_correct": True, "grid_correct": ok, "grid_correct_first": ok,
-                "cell_acc": 1.0 if ok else 0.5, "tf_cell_acc": 0.9, "tf_grid_correct": ok,
+                "cell_acc": 1.0 if ok else 0.5, "tf_token_acc": 0.9, "tf_grid_correct": ok,
+                "paper_grid_correct": ok, "paper_cells_right": 8 if ok else 6, "paper_cells": 8,
                 "attempts": 1,
             })  # fmt: skip
     return pd.DataFrame(rows)

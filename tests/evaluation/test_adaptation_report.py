@@ -7,6 +7,7 @@ import pandas as pd
 
 from arctax.config import load_config
 from arctax.evaluation.adaptation_report import compare_adaptation
+from arctax.evaluation.evaluate import TF_COLUMNS
 from arctax.evaluation.submission import SCORE_COLUMNS
 
 TASKS = ["t1", "t2", "t3", "t4"]
@@ -23,10 +24,10 @@ def _write(folder, first: dict[str, bool], second: dict[str, bool], tasks=TASKS)
             "model": "m", "seed": 1, "task_id": t, "category": "c", "query": 0,
             "gen_shape": "1x1", "target_shape": "1x1", "shape_correct": True,
             "grid_correct": ok, "grid_correct_first": ok1, "cell_acc": float(ok),
-            "attempts": 2, "tf_cell_acc": float("nan"), "tf_grid_correct": float("nan"),
+            "attempts": 2, **dict.fromkeys(TF_COLUMNS, float("nan")),
         })  # fmt: skip
     folder.mkdir(parents=True)
-    pd.DataFrame(rows, columns=[*SCORE_COLUMNS, "tf_cell_acc", "tf_grid_correct"]).to_csv(
+    pd.DataFrame(rows, columns=[*SCORE_COLUMNS, *TF_COLUMNS]).to_csv(
         folder / "per_task.csv", index=False
     )
     return str(folder)

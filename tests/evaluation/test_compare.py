@@ -187,7 +187,20 @@ def test_on_the_val_split_the_papers_figures_stand_beside_ours(setup):
     section = md[md.index("## Against the paper") :]
     assert section.index("**Not like for like**") < section.index("| paper rung")
     assert '`precision` ("32-true" vs "16-mixed")' in section
-    assert "teacher-forced, per example (the paper's metric)" in md
+    assert "grid acc, as the paper's code measured it [95% CI]" in md  # beside ours
+    assert "grid acc, ours (shape, markers and first cell scored: stricter) [95% CI]" in md
+    assert "the paper's metric" not in md  # ours is not called theirs
+    # the paired rung table: decoder_only and champion are the ladder's rungs present here
+    paired = md[md.index("## Paired differences") : md.index("## Against the paper")]
+    assert "Holm's correction across the 3 comparisons" in paired
+    gen = [r for r in doc["paired"] if r["metric"] == "generated grid acc"]
+    assert [(r["a"], r["b"]) for r in gen] == [("champion", "decoder_only")]
+    assert gen[0]["diff"] == pytest.approx((11 - (20 + 18) / 2) / 21)  # seeds averaged per query
+    assert gen[0]["lo"] < gen[0]["diff"] < gen[0]["hi"] < 0 and gen[0]["p_holm"] >= gen[0]["p"]
+    assert (
+        "| champion − decoder_only (ladder, skipping encoder_decoder, grid2d, perminv) |" in paired
+    )
+    assert (out / "paired.csv").is_file()
     seeds = md[md.index("Each seed on its own:") : md.index("## Against the paper")]
     assert "| decoder_only | 1 |" in seeds and "| decoder_only | 2 |" in seeds
     assert "| champion |" not in seeds  # one seed: no table of its own

@@ -42,6 +42,31 @@ def test_start_step_logits_equal_forward(name, test_examples):
             logits = model.step(cache, tok, pos)
 
 
+AS_RUN_EXP2 = {**TINY_MODELS["encoder_decoder"], "positions": "grid2d_flat", "init": "xavier",
+               "embed_scale": True, "embedding": "perminv_table"}  # fmt: skip
+
+
+def test_start_step_equals_forward_with_flat_positions_over_whole_answers(test_examples):
+    """``grid2d_flat`` needs the grid's width, which decoding learns when row 0 ends: the cached
+    logits equal the forward's on every token of every answer (all rows, not only the first)."""
+    torch.manual_seed(0)
+    model = build_model("perminv", AS_RUN_EXP2, "arctax.models.encoder_decoder:EncoderDecoder")
+    model = model.double().eval()
+    b = collate(test_examples, "seq2seq")
+    labels = b["labels"]
+    n = int((labels != -100).sum(1).min())
+    assert n > int(b["tgt_pos"][:, :, 1].max()) + 1  # past the end of row 0 everywhere
+    with torch.no_grad():
+        full = model(b)
+        logits, cache = model.start(b)
+        tracker = PositionTracker(len(labels))
+        for t in range(n):
+            assert torch.allclose(logits, full[:, t], atol=1e-10), t
+            tok = labels[:, t]
+            pos = torch.from_numpy(tracker.advance(tok.numpy()).copy())
+            logits = model.step(cache, tok, pos)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_cached_equals_naive(name, test_examples):
     # float64, so that no argmax is a near-tie that kernel differences between CPUs could flip

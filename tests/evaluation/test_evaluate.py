@@ -165,10 +165,12 @@ def test_voting_over_views_keeps_the_plain_answer_in_pass_at_2(data_dir, memoris
 
 def test_val_test_set_teacher_forced_per_example_is_a_hand_count(data_dir, tmp_path):
     """The val split as a test set (a copy of val.npz), scored from constructed logits: right
-    on every token of a known set of examples, one token wrong on each of the others."""
+    on every token of a known set of examples, the FIRST CELL wrong on each of the others. Ours
+    counts those grids wrong (the first cell is scored); the paper's measurement, which gives
+    the first cell, counts them right: both per query, from the same pass."""
     from arctax.data.prepare_test import prepare_test_set
     from arctax.data.tokenize import VOCAB_SIZE
-    from arctax.evaluation.evaluate import _teacher_forced, write_evaluation
+    from arctax.evaluation.evaluate import teacher_forced, write_evaluation
     from arctax.evaluation.stats import example_row
 
     cfg = load_config(overrides={**SMALL, "data": {**SMALL["data"], "test_sets": {"v": "val"}}})
@@ -184,20 +186,34 @@ def test_val_test_set_teacher_forced_per_example_is_a_hand_count(data_dir, tmp_p
     labels = batch["labels"]
     logits = torch.nn.functional.one_hot(labels.clamp(min=0), VOCAB_SIZE).float()
     n_tokens = (labels != -100).sum(1)
+    cells = ((labels >= 0) & (labels < 10)).sum(1) - 1  # the first cell is given, not scored
     for i in set(range(n)) - right:  # the first answer token's argmax is another token
         logits[i, 0, (labels[i, 0] + 1) % VOCAB_SIZE] = 2.0
-    acc, ok = _teacher_forced(logits, labels)
-    tf = {i: (float(acc[i]), bool(ok[i])) for i in range(n)}
+    rows = teacher_forced(logits, labels, batch["tgt_in"])
+    tf = dict(enumerate(rows))
     table = write_evaluation(cfg, ds, {i: [None] for i in range(n)}, tmp_path / "e", "m", 1,
                              identity={}, tf=tf)  # fmt: skip
     summary = json.loads((tmp_path / "e/summary.json").read_text())
     hand_grid = len(right) / n
-    hand_cell = np.mean([1.0 if i in right else 1 - 1 / int(n_tokens[i]) for i in range(n)])
+    hand_token = np.mean([1.0 if i in right else 1 - 1 / int(n_tokens[i]) for i in range(n)])
+    hand_paper = np.mean([int(cells[i]) > 0 for i in range(n)])  # a 1x1 answer is never right
     assert summary["n_queries"] == n and summary["test_set"]["name"] == "v"
     assert summary["query_tf_grid_acc"] == pytest.approx(hand_grid)
-    assert summary["query_tf_cell_acc"] == pytest.approx(hand_cell)
+    assert summary["query_tf_token_acc"] == pytest.approx(hand_token)
+    assert summary["query_paper_grid_acc"] == pytest.approx(hand_paper)
+    assert hand_paper > hand_grid  # the first cell wrong: their grid right, ours wrong
+    assert summary["paper_cell_acc"] == 1.0  # every scored cell right: the first one is given
+    assert table["paper_cells"].tolist() == [int(cells[i]) for i in _order(table, ds)]
     # per task (all examples right) only task 0 counts: a different number
     assert summary["tf_grid_acc"] == pytest.approx(1 / len(set(tasks.tolist())))
     row = example_row(table.assign(model="m"), "m", (200, 0.95, 0))
     assert row["ex_tf_grid_acc"] == pytest.approx(hand_grid) and row["n_examples"] == n
     assert row["ex_tf_grid_acc_lo"] <= hand_grid <= row["ex_tf_grid_acc_hi"]
+    assert row["ex_paper_grid_acc"] == pytest.approx(hand_paper)
+    assert row["ex_paper_cell_acc"] == 1.0
+
+
+def _order(table, ds) -> list[int]:
+    """Example index of each row of a per-query table (by task id and query)."""
+    key = {(ds.meta(i)["task_id"], ds.meta(i)["pair"]): i for i in range(len(ds))}
+    return [key[(t, q)] for t, q in zip(table["task_id"], table["query"], strict=True)]

@@ -85,12 +85,16 @@ def test_verdict_inside_or_outside_our_ci(figure, expected):
 
 
 def _examples(**models: tuple[float, float, float]) -> pd.DataFrame:
-    """example_row-like rows: tf grid accuracy (mean, lo, hi) per model."""
+    """example_row-like rows: the like-for-like grid accuracy (mean, lo, hi) per model; our own
+    (stricter) measurement far below it, so a verdict read off the wrong column shows."""
     return pd.DataFrame([
-        {"model": m, "ex_tf_grid_acc": v[0], "ex_tf_grid_acc_lo": v[1], "ex_tf_grid_acc_hi": v[2],
-         "ex_tf_cell_acc": 0.8, "ex_tf_cell_acc_lo": 0.75, "ex_tf_cell_acc_hi": 0.85,
-         "n_seeds": 1, "n_tasks": 10, "n_examples": 1500, "ex_tf_grid_acc_seed_mean": v[0],
-         "ex_tf_grid_acc_seed_std": math.nan}
+        {"model": m, "ex_paper_grid_acc": v[0], "ex_paper_grid_acc_lo": v[1],
+         "ex_paper_grid_acc_hi": v[2], "ex_paper_grid_acc_mdd": 0.011,
+         "ex_paper_cell_acc": 0.8, "ex_paper_cell_acc_lo": 0.75, "ex_paper_cell_acc_hi": 0.85,
+         "ex_tf_grid_acc": v[0] / 10, "ex_tf_grid_acc_lo": 0.0, "ex_tf_grid_acc_hi": v[0] / 5,
+         "ex_tf_token_acc": 0.5, "ex_tf_token_acc_lo": 0.45, "ex_tf_token_acc_hi": 0.55,
+         "n_seeds": 1, "n_tasks": 10, "n_examples": 1500, "ex_paper_grid_acc_seed_mean": v[0],
+         "ex_paper_grid_acc_seed_std": math.nan}
         for m, v in models.items()
     ])  # fmt: skip
 
@@ -114,6 +118,8 @@ def test_paper_rows_mark_each_figure_against_our_ci():
         ("champion", "teacher-forced cell acc"): "inside",  # 82% in 75-85%
         ("ref", "teacher-forced cell acc"): "inside",
     }
+    enc = rows[rows["ours"] == "encoder_decoder"].iloc[0]
+    assert (enc.ours_mean, enc.own_mean, enc.mdd) == (0.02, 0.002, 0.011)  # like for like first
     assert list(rows.loc[rows["ours"] == "—", "paper_model"]) == ["grid2d", "perminv"]
     # a study with a grid2d model gets its row
     with_grid2d = paper_rows(block, _examples(grid2d=(0.03, 0.025, 0.035)), {})
@@ -133,6 +139,10 @@ def test_the_table_says_first_when_the_comparison_is_not_like_for_like():
     head = md[: md.index("| paper rung")]
     assert "**Not like for like**" in head and "`trainer.max_epochs` (8 vs 100)" in head
     assert "optimizer.lr" not in head and "Our test set has 10 tasks." in head
-    assert "teacher-forced grid acc, per example (the paper's metric)" in md
+    assert "ours, as the paper's code measured it [95% CI]" in md
+    assert "inside (detectable: ±1.10 pts)" in md  # what the test set could detect, beside it
+    assert "the paper's metric" not in md  # ours is not called theirs any more
+    tail = md[md.index("What still differs") :]
+    assert "moves ours **up**" in tail and "loss_over: sequence" in tail
     clean = "\n".join(paper_markdown(block, rows, audit.iloc[1:], [], 0.95))
     assert "Not like for like" not in clean and "Like for like" in clean

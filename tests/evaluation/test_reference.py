@@ -171,13 +171,14 @@ def test_a_models_submission_as_predictions_reproduces_its_scores(
     ref = resolve_reference(champion(predictions=str(sub))).as_dict()
     again = evaluate_reference(cfg, ref, sub, data_dir, tmp_path / "ref", "champion_bootstrap")
     pd.testing.assert_frame_equal(table[SCORES], again[SCORES])
-    assert again["tf_cell_acc"].isna().all()  # nothing was run: no teacher-forced scores
+    assert again[["tf_token_acc", "paper_grid_correct"]].isna().all().all()  # nothing was run
     s = json.loads((tmp_path / "ref" / "summary.json").read_text())
     mine = json.loads((eval_dir / "summary.json").read_text())
     for key in ("grid_acc", "shape_acc", "cell_acc", "n_tasks", "n_queries"):
         assert s[key] == mine[key], key
     assert s["source"]["way"] == "predictions" and len(s["source"]["sha256"]) == 64
     assert s["tf_grid_acc"] is None and s["decode_tasks_per_s"] is None
+    assert s["paper_cell_acc"] is None and s["query_paper_grid_acc"] is None
     assert (tmp_path / "ref" / "submission.json").read_text() == sub.read_text()
 
 

@@ -12,12 +12,16 @@ from conftest import synthetic_per_query
 from arctax.evaluation.stats import (
     bootstrap_ci,
     cluster_bootstrap_ci,
+    detectable,
     example_row,
+    holm,
     mcnemar,
     mcnemar_exact,
     paired_bootstrap,
+    paired_two_level,
     seed_spread,
     task_table,
+    two_level_ci,
 )
 
 
@@ -139,4 +143,67 @@ def test_example_row_pools_seeds_per_query_and_keeps_each_seeds_ci():
     assert [s["ex_grid_acc"] for s in row["per_seed"]] == pytest.approx([2 / 3, 1 / 3])
     assert row["ex_grid_acc_seed_mean"] == pytest.approx(0.5)
     assert row["ex_grid_acc_seed_std"] == pytest.approx(np.std([2 / 3, 1 / 3], ddof=1))
-    assert row["ex_tf_cell_acc"] == pytest.approx(0.9)
+    assert row["ex_tf_token_acc"] == pytest.approx(0.9)
+    # pooled over cells: (8 + 8 + 6) right of 3 x 8 (seed 1), (8 + 6 + 6) of 24 (seed 2)
+    assert row["ex_paper_cell_acc"] == pytest.approx((22 + 20) / 2 / 24)
+    assert row["ex_paper_grid_acc"] == pytest.approx((1 + 0.5 + 0) / 3)
+
+
+def _null_and_gain(rng, gain: float, n_tasks: int = 92, n_ex: int = 150):
+    """Per task sums ``(T, 1)`` of two models' right answers on the same examples: ``b`` is
+    ``a`` with 2% of examples re-drawn at random (both ways) and ``gain`` of all examples
+    turned from wrong to right."""
+    p = rng.beta(0.5, 6, size=n_tasks)[:, None]  # tasks of very different difficulty
+    a = rng.random((n_tasks, n_ex)) < p
+    b = a.copy()
+    redraw = rng.random(b.shape) < 0.02
+    b[redraw] = (rng.random(b.shape) < p)[redraw]
+    wrong = np.argwhere(~b)
+    pick = wrong[rng.choice(len(wrong), round(gain * b.size), replace=False)]
+    b[tuple(pick.T)] = True
+    return a.sum(1)[:, None].astype(float), b.sum(1)[:, None].astype(float)
+
+
+def test_the_paired_bootstrap_sees_a_one_point_gain_and_not_a_null_one():
+    """92 tasks x 150 examples: a constructed +1 point per-example gain is found (CI above 0,
+    p < 0.05); with no gain, at most 10% of seeded draws are flagged."""
+    den = np.full(92, 150.0)
+    rng = np.random.default_rng(0)
+    a, b = _null_and_gain(rng, 0.01)
+    d = paired_two_level(b, a, den, 2000, 0.95, 0)
+    assert d.diff == pytest.approx((b.sum() - a.sum()) / 13800)
+    assert d.lo > 0 and d.p < 0.05 and d.mdd < 0.01  # the test set can see a point
+    flagged = 0
+    for i in range(40):
+        a, b = _null_and_gain(np.random.default_rng(100 + i), 0.0)
+        flagged += paired_two_level(b, a, den, 2000, 0.95, i).p < 0.05
+    assert flagged <= 4, flagged
+    unpaired = two_level_ci(b, den, 2000, 0.95, 0)
+    assert 2 * unpaired.se > d.se  # pairing removes the tasks' own spread
+
+
+def test_seed_variance_is_in_the_interval_once_there_are_two_seeds():
+    """Two seeds that disagree task by task: averaging them first hides their spread; the
+    two-level bootstrap keeps it (a wider interval), and one seed is the plain task bootstrap."""
+    rng = np.random.default_rng(3)
+    s1 = (rng.random(50) < 0.5).astype(float)
+    s2 = 1 - s1  # every task right in exactly one seed
+    both = two_level_ci(np.stack([s1, s2], 1), np.ones(50), 4000, 0.95, 0)
+    pooled = two_level_ci((s1 + s2)[:, None] / 2, np.ones(50), 4000, 0.95, 0)
+    assert both.mean == pooled.mean == 0.5 and pooled.hi - pooled.lo == 0  # no spread left
+    assert both.hi - both.lo > 0.15
+    one = two_level_ci(s1, np.ones(50), 4000, 0.95, 0)
+    plain = bootstrap_ci(s1, 4000, 0.95, 0)
+    assert one.mean == plain.mean and abs((one.hi - one.lo) - (plain.hi - plain.lo)) < 0.05
+
+
+def test_holm_on_a_known_case():
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> 0.06
+    got = holm([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert got[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and math.isnan(got[4])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 capped; 0.9 kept monotone
+    assert holm([]).size == 0
+
+
+def test_the_smallest_detectable_difference_is_the_normal_rule():
+    assert detectable(0.01, 0.95) == pytest.approx((1.959964 + 0.841621) * 0.01, rel=1e-5)

@@ -1,5 +1,6 @@
-"""The paper's ablation ladder (config/ladder.yaml): the +Grid2D and +PermInv rungs as built-in
-code configured by the config, their checkpoints, and the size-match flag."""
+"""The paper's ablation ladder (config/ladder.yaml: corrected; config/ladder_as_run.yaml: as its
+code ran it): the +Grid2D and +PermInv rungs as built-in code configured by the config, their
+checkpoints, and the size-match flag."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from arctax.data.collate import collate
 from arctax.evaluation.checkpoints import load_model
 from arctax.models import ModelError, build_model, count_parameters, size_flags
 from arctax.models.encoder_decoder import EncoderDecoder, Grid2DPositions
-from arctax.models.layers import LookupTable
+from arctax.models.layers import LookupTable, token_embedding
 from arctax.training.module import ARCLitModule
 from tests.conftest import REPO, TINY_MODELS, make_example
 
 LADDER = REPO / "config" / "ladder.yaml"
+AS_RUN = REPO / "config" / "ladder_as_run.yaml"
 RUNGS = {"decoder_only", "encoder_decoder", "grid2d", "perminv", "champion"}
 
 
@@ -46,23 +48,38 @@ def test_the_ladder_has_five_rungs_built_from_the_config(cfg):
     assert type(grid2d) is EncoderDecoder and grid2d.positions == "grid2d"
     assert isinstance(grid2d.embed, torch.nn.Embedding)
     assert isinstance(perminv.embed, LookupTable) and perminv.positions == "grid2d"
-    assert grid2d.embed_scale == perminv.embed_scale == math.sqrt(32)  # as the paper ran
-    assert rung(cfg, "encoder_decoder").positions == "1d"
+    exp0 = rung(cfg, "encoder_decoder")
+    assert grid2d.embed_scale == perminv.embed_scale == exp0.embed_scale == math.sqrt(32)
+    assert exp0.positions == "1d"
+    # each rung changes one thing from the rung below: positions, then the embedding table
+    ed, g, p = (model_config(cfg, m) for m in ("encoder_decoder", "grid2d", "perminv"))
+    assert {k for k in {**ed, **g} if ed.get(k) != g.get(k)} == {"positions"}
+    assert {k for k in {**g, **p} if g.get(k) != p.get(k)} == {"embedding"}
+    as_run = load_config(DEFAULT_CONFIG, AS_RUN, overrides={"models": TINY_MODELS})
+    assert rung(as_run, "grid2d").positions == rung(as_run, "perminv").positions == "grid2d_flat"
+    assert {k: v for k, v in model_config(as_run, "perminv").items() if k != "positions"} == {
+        k: v for k, v in p.items() if k != "positions"}  # fmt: skip
     # the paper's Exp 1 / Exp 2 sizes at full size: Exp 0's, dropout 0.167
     full = load_config(DEFAULT_CONFIG, LADDER)
-    block = model_config(full, "perminv")
-    assert (block["d_model"], block["n_encoder_layers"], block["n_decoder_layers"]) == (168, 1, 3)
-    assert (block["n_heads"], block["d_ff"], block["dropout"]) == (4, 672, 0.167)
+    for name in ("encoder_decoder", "grid2d", "perminv"):
+        block = model_config(full, name)
+        assert (block["d_model"], block["n_encoder_layers"], block["n_decoder_layers"]) == (
+            168, 1, 3)  # fmt: skip
+        assert (block["n_heads"], block["d_ff"], block["dropout"]) == (4, 672, 0.167)
+        assert (block["init"], block["embed_scale"]) == ("xavier", True)
 
 
 def test_perminv_is_the_originals_plain_kaiming_table():
-    """G[idx], Kaiming-uniform (bound sqrt(6 / d)), no padding row: every token, the pad
-    included, has its own trainable row, and permuting colours is not undone by it."""
+    """G[idx], kaiming_uniform_(G, a=sqrt(5)) as the original (bound 1 / sqrt(d)), no padding
+    row: every token, the pad included, has its own trainable row, and permuting colours is not
+    undone by it. ``kaiming_a0`` is the 2.45x larger table arctax had before."""
     torch.manual_seed(0)
     table = LookupTable(15, 64)
-    bound = math.sqrt(6 / 64)
+    bound = 1 / math.sqrt(64)
     assert table.weight.shape == (15, 64) and table.weight.abs().max() <= bound
     assert table.weight.abs().max() > 0.9 * bound  # uniform up to the bound, not N(0, 1)
+    wide = token_embedding("perminv_table", 15, 64, "kaiming_a0").weight
+    assert bound < wide.abs().max() <= math.sqrt(6 / 64)
     idx = torch.tensor([[3, 10, 1]])
     assert torch.equal(table(idx), table.weight[idx])
     assert table(torch.tensor([10])).abs().sum() > 0  # the pad token: no zero padding row
@@ -107,7 +124,9 @@ def test_grid2d_option_equals_the_grid2d_mixin(cfg, batch):
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
     [("embedding", "perm_inv", "embedding 'perm_inv' is not one of lookup, perminv_table"),
-     ("positions", "2d", "positions '2d' is not one of 1d, grid2d")],
+     ("positions", "2d", "positions '2d' is not one of 1d, grid2d, grid2d_flat"),
+     ("init", "he", "init 'he' is not one of torch, xavier"),
+     ("table_init", "x", "table_init 'x' is not one of kaiming_a_sqrt5, kaiming_a0")],
 )  # fmt: skip
 def test_a_bad_option_is_one_line_naming_the_block(cfg, key, value, fragment):
     with pytest.raises(ModelError) as e:
@@ -145,8 +164,9 @@ def test_size_flag_fires_on_a_mismatch_only():
 
 
 def test_the_full_size_ladder_is_size_matched_and_the_demo_is_flagged():
-    """At the paper's sizes every rung is within +-5% of the champion; the demo's are not."""
-    for files, flagged in (((DEFAULT_CONFIG, LADDER), set()),
+    """At the paper's sizes every rung of both ladders is within +-5% of the champion (printed);
+    the demo's are not."""
+    for files, flagged in (((DEFAULT_CONFIG, LADDER), set()), ((DEFAULT_CONFIG, AS_RUN), set()),
                            ((DEFAULT_CONFIG, REPO / "config" / "demo.yaml", LADDER),
                             {"encoder_decoder", "grid2d", "perminv", "decoder_only"})):  # fmt: skip
         c = load_config(*files)

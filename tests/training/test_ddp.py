@@ -189,8 +189,11 @@ def test_sums_add_up_across_a_split_batch_and_padding_counts_nothing():
     labels = torch.randint(0, 15, (6, 9), generator=g)
     labels[:, 7:] = -100
     labels[1, 3:] = -100
-    whole = answer_sums(logits, labels)
-    halves = [answer_sums(logits[i::2], labels[i::2]) for i in (0, 1)]
+    inputs = torch.randint(0, 15, (6, 9), generator=g)
+    inputs[:, 0] = 12  # BOS: the first cell, given in the paper's measurement
+    whole = answer_sums(logits, labels, inputs)
+    halves = [answer_sums(logits[i::2], labels[i::2], inputs[i::2]) for i in (0, 1)]
+    assert set(whole) == set(SUMS)  # the paper's sums too: DDP reduces them all
     for k in SUMS:
         assert torch.allclose(whole[k].double(), halves[0][k].double() + halves[1][k].double())
     padded = torch.cat([labels, torch.full((1, 9), -100)])  # a padding sample: no labels

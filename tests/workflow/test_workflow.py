@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -541,6 +542,33 @@ def test_changing_or_adding_a_test_set_trains_nothing_again(e2e):
                      "test_sets": {"arcagi1_eval": "arcagi", "held_out": "held_out"}}}  # fmt: skip
     c = _dry_run_with(root, "held_out", held)
     assert c["prepare_data"] == 1 and c["train"] == 3 and c["prepare_test"] == 2, c
+
+
+@pytest.mark.slow
+def test_the_val_test_set_shows_both_measurements_and_the_paired_rung_table(e2e):
+    """The val split as a test set through the workflow (no training again): its summary.md
+    puts the paper's measurement beside ours, compares every adjacent rung example by example
+    with Holm's correction, and sets the paper's figures against the like-for-like column."""
+    root, _ = e2e
+    val = {"data": {"test_sets": {"arcagi1_eval": "arcagi", "val": "val"}}}
+    path = root / "config/val.yaml"
+    path.write_text(yaml.safe_dump(val))
+    res = smk("all", "--profile", "profiles/local", "--cores", "2", "--configfile",
+              "config/demo.yaml", "config/e2e.yaml", str(path), cwd=root, timeout=900)  # fmt: skip
+    assert not TRAINING_JOBS & set(job_counts(res.output)), res.output[-2000:]
+    md = (root / "results/e2e/compare/val/summary.md").read_text()
+    print("\n" + md)  # the report, for the record (pytest -s)
+    assert "grid acc, as the paper's code measured it [95% CI]" in md
+    assert "grid acc, ours (shape, markers and first cell scored: stricter) [95% CI]" in md
+    paired = md[md.index("## Paired differences") : md.index("## Against the paper")]
+    assert "| encoder_decoder − decoder_only (ladder step) |" in paired
+    assert "Holm's correction across the" in paired and "detectable (80% power)" in paired
+    against = md[md.index("## Against the paper") :]
+    assert "ours, as the paper's code measured it [95% CI]" in against
+    assert "(detectable: ±" in against and "`data.val_tasks_sha256`" in against
+    paired_csv = pd.read_csv(root / "results/e2e/compare/val/paired.csv")
+    assert {"diff", "lo", "hi", "mdd", "p", "p_holm"} <= set(paired_csv.columns)
+    assert (paired_csv["p_holm"].dropna() >= paired_csv["p"].dropna()).all()
 
 
 def _summary_rows(root: Path) -> dict[str, dict]:

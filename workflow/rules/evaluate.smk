@@ -76,6 +76,12 @@ rule compare:
             category="2. Comparison",
             subcategory="{test_set}",
         ),
+        paired=report(
+            f"{OUT}/compare/{{test_set}}/paired.csv",
+            caption="../report/paired.rst",
+            category="2. Comparison",
+            subcategory="{test_set}",
+        ),
         audit=report(
             f"{OUT}/compare/{{test_set}}/audit.csv",
             caption="../report/audit.rst",

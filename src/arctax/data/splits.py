@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def split_tasks(
         val += ids[:n_val]
         train += ids[n_val:]
     return sorted(train), sorted(val)
+
+
+def task_list_sha256(task_ids: list[str] | set[str]) -> str:
+    """sha256 of a split's task ids, sorted, one per line (which tasks, not how many)."""
+    return hashlib.sha256("\n".join(sorted(task_ids)).encode()).hexdigest()
 
 
 def read_manifest(path: str | Path, known: set[str]) -> tuple[list[str], list[str]]:

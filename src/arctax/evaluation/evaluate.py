@@ -1,8 +1,10 @@
 """Evaluate one checkpoint on the prepared ``test`` split with generated (greedy) answers.
 
 An answer is correct only when the generated grid has the target's shape and every cell
-(bug 6 of the original scored a teacher-forced argmax instead). Teacher-forced scores sit
-beside it, named ``tf_*``. With ``eval.attempts: 2`` a second answer comes from another
+(bug 6 of the original scored a teacher-forced argmax instead). Teacher-forced scores from one
+pass sit beside it (:mod:`arctax.evaluation.measures`): ours, named ``tf_*`` (every answer
+token, markers and first cell included), and the paper's as its code measured it, named
+``paper_*`` (output cells only, the first one given). With ``eval.attempts: 2`` a second answer comes from another
 augmentation view of the task, mapped back through its inverse, scored as ARC does (pass@2).
 With ``eval.views: N`` (N > 1) the answers are voted over N views of each task instead
 (:mod:`arctax.evaluation.voting`): attempt 1 (and 2) are the most voted.
@@ -32,6 +34,7 @@ from arctax.data.dataset import load_split
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.checkpoints import load_model
 from arctax.evaluation.decode import answer_inputs, greedy_decode
+from arctax.evaluation.measures import decoder_inputs, ours, paper_counts, scored_labels
 from arctax.evaluation.stats import task_table
 from arctax.evaluation.submission import (
     SCORE_COLUMNS,
@@ -41,9 +44,14 @@ from arctax.evaluation.submission import (
 )
 from arctax.evaluation.voting import task_views, voted_attempts
 from arctax.io import atomic_write_text
+from arctax.models import option_labels
 from arctax.settings import Eval, Trainer
 
-COLUMNS = [*SCORE_COLUMNS[:-1], "tf_cell_acc", "tf_grid_correct", "attempts"]
+# teacher-forced, per query: ours (token acc, markers included; every token right), then the
+# paper's measurement (every scored cell right; right and scored cells, to pool over cells)
+TF_COLUMNS = ("tf_token_acc", "tf_grid_correct", "paper_grid_correct", "paper_cells_right",
+              "paper_cells")  # fmt: skip
+COLUMNS = [*SCORE_COLUMNS[:-1], *TF_COLUMNS, "attempts"]
 
 
 def _device(cfg: Mapping[str, Any]) -> torch.device:
@@ -70,12 +78,17 @@ def _second_view(seed: int, task_id: str, pair: int) -> Augmentation:
             return aug
 
 
-def _teacher_forced(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample teacher-forced token accuracy and all-tokens-right flag."""
-    mask = labels != IGNORE_INDEX
-    right = (logits.argmax(-1) == labels) & mask
-    acc = right.sum(1).float() / mask.sum(1).clamp(min=1).float()
-    return acc.cpu().numpy(), (right | ~mask).all(1).cpu().numpy()
+def teacher_forced(
+    logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
+) -> list[tuple[float, bool, bool, int, int]]:
+    """Per sample, the :data:`TF_COLUMNS`: our token accuracy and all-tokens-right flag, then
+    the paper's all-scored-cells-right flag, right and scored cells (one pass, two measures)."""
+    pred = logits.argmax(-1)
+    o, p = ours(pred, labels, IGNORE_INDEX), paper_counts(pred, labels, inputs)
+    acc = (o["right"].float() / o["tokens"].clamp(min=1).float()).tolist()
+    cols = (o["grid"], p["grid"], p["right"], p["cells"])
+    grid, pgrid, pright, pcells = (c.tolist() for c in cols)
+    return list(zip(acc, grid, pgrid, pright, pcells, strict=True))
 
 
 def _to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
@@ -150,14 +163,15 @@ def evaluate(
     idx = query_order(ds)
 
     answers: dict[int, list[np.ndarray | None]] = {}
-    tf: dict[int, tuple[float, bool]] = {}
+    tf: dict[int, tuple[float, bool, bool, int, int]] = {}
     decode_s = 0.0
     for start in range(0, len(idx), batch_size):
         chunk = [int(i) for i in idx[start : start + batch_size]]
         examples = [ds[i] for i in chunk]
         batch = _to(collate(examples, fmt, k), dev)
         with torch.inference_mode():
-            tf_acc, tf_ok = _teacher_forced(model(batch), batch["labels"])
+            labels = scored_labels(model, batch)  # the decoder-only's loss_over: its own
+            tf_rows = teacher_forced(model(batch), labels, decoder_inputs(batch))
         t0 = time.perf_counter()
         if n_views > 1:
             found = vote_answers(model, k, examples, [ds.meta(i)["task_id"] for i in chunk],
@@ -177,7 +191,7 @@ def evaluate(
         decode_s += time.perf_counter() - t0
         for j, i in enumerate(chunk):
             answers[i] = found[j]
-            tf[i] = (float(tf_acc[j]), bool(tf_ok[j]))
+            tf[i] = tf_rows[j]
 
     identity = {
         "model_name": info["model_name"],
@@ -189,6 +203,7 @@ def evaluate(
         "model_class": info.get("model_class"),
         "model_code": info.get("model_code"),  # the config's class; a changed file accepted?
         "parameters": sum(p.numel() for p in model.parameters()),
+        "model_options": option_labels(info["model_cfg"]),  # the rung options it ran with
     }
     return write_evaluation(
         cfg, ds, answers, out_dir, label, seed,
@@ -205,7 +220,7 @@ def write_evaluation(
     seed: int | None,
     *,
     identity: Mapping[str, Any],
-    tf: Mapping[int, tuple[float, bool]] | None = None,
+    tf: Mapping[int, tuple[float, bool, bool, int, int]] | None = None,
     decode_s: float | None = None,
     device: str | None = None,
     attempts: int | None = None,
@@ -216,8 +231,8 @@ def write_evaluation(
     content with :func:`score_submission`, and write ``per_task.csv``, ``summary.json`` and
     ``predictions.json``. Every evaluation, of a model or of a reference, ends here.
 
-    ``tf`` holds teacher-forced ``(token acc, all right)`` per example where a model was run;
-    without it the ``tf_*`` columns are empty (NaN). ``attempts`` overrides ``eval.attempts``
+    ``tf`` holds the teacher-forced :data:`TF_COLUMNS` per example where a model was run
+    (:func:`teacher_forced`); without it those columns are empty (NaN). ``attempts`` overrides ``eval.attempts``
     (voting rows are pass@2), ``tasks`` scores a subset of the test tasks, ``extra`` adds keys
     to ``summary.json``.
     """
@@ -235,8 +250,8 @@ def write_evaluation(
     tf = tf or {}
     key = {(ds.meta(int(i))["task_id"], ds.meta(int(i))["pair"]): int(i) for i in answers}
     rows = [key[(t, q)] for t, q in zip(table["task_id"], table["query"], strict=True)]
-    table["tf_cell_acc"] = [tf[i][0] if i in tf else np.nan for i in rows]
-    table["tf_grid_correct"] = [tf[i][1] if i in tf else np.nan for i in rows]
+    for j, col in enumerate(TF_COLUMNS):
+        table[col] = [tf[i][j] if i in tf else np.nan for i in rows]
     table = table[COLUMNS]
     atomic_write_text(out_dir / "per_task.csv", table.to_csv(index=False))
     summary = _summary(table, label, seed, identity, decode_s, device, attempts)
@@ -318,6 +333,7 @@ def _summary(
         # the config's class for the checkpoint; accepted_change: models.<name>.accept_changed_code
         "model_code": identity.get("model_code"),
         "parameters": identity.get("parameters"),  # None: answers without a model (predictions)
+        "model_options": list(identity.get("model_options") or []),
         "source": dict(identity.get("source") or {}),
         "attempts": attempts,
         "n_tasks": n_tasks,
@@ -328,17 +344,32 @@ def _summary(
         "query_grid_acc": mean(table, "grid_correct"),
         "first_attempt_grid_acc": mean(table, "grid_correct_first"),
         "tf_grid_acc": mean(tasks, "tf_grid_correct"),
-        "tf_cell_acc": mean(tasks, "tf_cell_acc"),
-        # per example (a mean over queries): the paper's unit; query_tf_grid_acc is its metric
+        "tf_token_acc": mean(tasks, "tf_token_acc"),
+        # per example (a mean over queries): the paper's unit
         "query_cell_acc": mean(table, "cell_acc"),
         "query_tf_grid_acc": mean(table, "tf_grid_correct"),
-        "query_tf_cell_acc": mean(table, "tf_cell_acc"),
-        "teacher_forced_note": "tf_* are teacher-forced argmax scores, not generated answers",
+        "query_tf_token_acc": mean(table, "tf_token_acc"),
+        # as the paper's code measured it: grids per example, cells pooled over cells
+        "query_paper_grid_acc": mean(table, "paper_grid_correct"),
+        "paper_cell_acc": _pooled(table),
+        "teacher_forced_note": (
+            "tf_* and paper_* are teacher-forced argmax scores, not generated answers; tf_*: "
+            "ours (markers and first cell scored; token acc includes the markers); paper_*: as "
+            "the paper's code measured it (output cells only, first cell given, cells pooled)"
+        ),
         "decode_seconds": None if decode_s is None else round(decode_s, 4),
         "decode_tasks_per_s": n_tasks / decode_s if decode_s else None,
         "decode_queries_per_s": n_queries / decode_s if decode_s else None,
         "device": device,
     }
+
+
+def _pooled(table: pd.DataFrame) -> float | None:
+    """Right cells over scored cells, every query together (the paper's cell accuracy)."""
+    cells = table["paper_cells"].astype(float)
+    if not cells.notna().any() or cells.sum() == 0:
+        return None
+    return float(table["paper_cells_right"].astype(float).sum() / cells.sum())
 
 
 def _gallery(ds, idx: np.ndarray, preds: Mapping[int, list], n_tasks: int) -> list[dict[str, Any]]:

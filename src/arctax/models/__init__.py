@@ -140,6 +140,44 @@ def size_flags(
     return flags
 
 
+# The rung options (docs/MODELS.md, "The paper's ablation ladder"): a label for each value that
+# is not the constructor's default, shown wherever the model appears (reports, the audit)
+OPTION_LABELS: dict[str, dict[Any, str]] = {
+    "positions": {"grid2d": "Grid2D positions from each token's real (row, col)",
+                  "grid2d_flat": "Grid2D positions from the flat index against a 30-wide table "
+                                 "(bug 3 of the original, on purpose)"},
+    "init": {"xavier": "Xavier-uniform init of every >= 2-D parameter (the original's)"},
+    "embed_scale": {True: "token embedding x sqrt(d_model)"},
+    "embedding": {"perminv_table": "the original's PermInv lookup table (not colour-invariant)"},
+    "table_init": {"kaiming_a0": "its table Kaiming-uniform a=0 (not the original's a=sqrt(5))"},
+    "loss_over": {"sequence": "loss and accuracy over the whole [input] SEP [output] sequence "
+                              "(the original's other decoder-only measurement)"},
+}  # fmt: skip
+
+
+def option_labels(model_cfg: Mapping[str, Any]) -> list[str]:
+    """What the rung options of a model block change from the defaults, one label each."""
+    return [
+        labels[model_cfg[key]]
+        for key, labels in OPTION_LABELS.items()
+        if key in model_cfg and model_cfg[key] in labels
+    ]
+
+
+def rung_options(
+    name: str, model_cfg: dict[str, Any], class_path: str | None = None
+) -> dict[str, Any]:
+    """The rung options (:data:`OPTION_LABELS`' keys and ``dropout``) a model block runs with,
+    its constructor's defaults filled in: what the provenance audit lists."""
+    spec = resolve_model(name, model_cfg, class_path)
+    bound = inspect.signature(spec.cls).bind(**spec.kwargs)
+    bound.apply_defaults()
+    out = {k: v for k, v in bound.arguments.items() if k in OPTION_LABELS or k == "dropout"}
+    if out.get("embedding") != "perminv_table":
+        out.pop("table_init", None)  # the table's init: nothing without the table
+    return out
+
+
 def build_model(
     name: str, model_cfg: dict[str, Any], class_path: str | None = None, where: str | None = None
 ) -> nn.Module:
@@ -190,6 +228,7 @@ def model_elements(
 
 __all__ = [
     "FORMATS",
+    "OPTION_LABELS",
     "REGISTRY",
     "SIZE_TOLERANCE",
     "ModelError",
@@ -197,7 +236,9 @@ __all__ = [
     "build_model",
     "count_parameters",
     "model_elements",
+    "option_labels",
     "protocol_problems",
     "resolve_model",
+    "rung_options",
     "size_flags",
 ]

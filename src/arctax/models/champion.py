@@ -79,6 +79,8 @@ class Champion(Grid2DPositions, EncoderDecoder):
     def __init__(self, *, context: dict, max_grid: int = 30, vocab_size: int = 15, **kw) -> None:
         if kw.get("positions", "grid2d") != "grid2d":
             raise ValueError(f"the champion's positions are grid2d, not {kw['positions']!r}")
+        if kw.get("init", "torch") != "torch":  # its own code is not public: torch's init
+            raise ValueError(f"the champion's init is torch, not {kw['init']!r}")
         super().__init__(max_grid=max_grid, vocab_size=vocab_size, **kw)
         d = self.embed.embedding_dim
         dc = context["d_model"]

@@ -5,6 +5,12 @@ its own sequence as cross-attention memory, so every position saw the future: bu
 positional encoding (the original had none: bug 2). We use 1D sinusoidal positions over the
 sequence index: it is the ablation baseline, so it gets the plainest standard encoding and
 no grid structure; the encoder-decoder adds an encoder, the champion adds Grid2D and context.
+
+``loss_over: "output"`` (ours) trains and scores the output tokens only, as for the
+encoder-decoders. ``loss_over: "sequence"`` is the original's other measurement
+(``baseline_decoder_only_lightning.py``, read for facts): loss and accuracy over the whole
+``[input] SEP [output]`` sequence, every token after the first one scored (the input's too;
+their SEP was the pad token, so never a target): :meth:`DecoderOnly.loss_labels`.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from arctax.data.tokenize import PAD, VOCAB_SIZE
+from arctax.data.tokenize import IGNORE_INDEX, PAD, VOCAB_SIZE
 from arctax.models.grid2d_pe import SinusoidalPE1D
 from arctax.models.layers import Block, KVCache
 
 Batch = dict[str, torch.Tensor]
+LOSS_OVER = ("output", "sequence")
 
 
 class DecoderOnly(nn.Module):
@@ -35,8 +42,12 @@ class DecoderOnly(nn.Module):
         dropout: float = 0.1,
         vocab_size: int = VOCAB_SIZE,
         max_grid: int = 30,
+        loss_over: str = "output",
     ) -> None:
         super().__init__()
+        if loss_over not in LOSS_OVER:
+            raise ValueError(f"loss_over {loss_over!r} is not one of {', '.join(LOSS_OVER)}")
+        self.loss_over = loss_over
         max_len = 2 * (max_grid * (max_grid + 1) + 1)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pe = SinusoidalPE1D(d_model, max_len + 1)
@@ -59,6 +70,19 @@ class DecoderOnly(nn.Module):
         for blk in self.blocks:
             x = blk(x, causal=True)  # right padding: a real token never follows a pad
         return self._logits(x)
+
+    def loss_labels(self, batch: Batch) -> torch.Tensor:
+        """The labels training and teacher-forced scores cover: ``batch["labels"]`` (the output),
+        or with ``loss_over: "sequence"`` also the input tokens after the first (position ``i``
+        predicts ``seq[i + 1]``; the SEP is never a target)."""
+        labels = batch["labels"]
+        if self.loss_over == "output":
+            return labels
+        seq = batch["seq"]
+        nxt = torch.cat([seq[:, 1:], torch.full_like(seq[:, :1], IGNORE_INDEX)], dim=1)
+        idx = torch.arange(seq.shape[1], device=seq.device)
+        inp = idx[None, :] < (batch["prompt_len"] - 2)[:, None]  # input tokens 1..n-1
+        return torch.where(inp, nxt, labels)
 
     def start(self, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         """Run the prompts (``[input] SEP``, lengths differ per sample) and fill the cache."""

@@ -11,6 +11,7 @@ process falls back to the math kernel for that device and dtype: same result, sl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -169,17 +170,19 @@ class Block(nn.Module):
 class LookupTable(nn.Module):
     """The original's "PermInvariantEmbedding" (the paper's Exp 2, "+PermInv"), as it ran.
 
-    A plain ``(vocab, d)`` table ``G`` read as ``G[idx]``, Kaiming-uniform initialised
-    (``nn.init.kaiming_uniform_``: bound ``sqrt(6 / d)``), no padding row. Despite its name it
-    is NOT colour-permutation invariant or equivariant: every colour has its own free row, as
-    in ``nn.Embedding``; the two differ in their initialisation alone (``nn.Embedding`` draws
+    A plain ``(vocab, d)`` table ``G`` read as ``G[idx]``, no padding row, initialised
+    ``nn.init.kaiming_uniform_(G, a=a)``: the original's ``a = sqrt(5)`` (bound ``1 / sqrt(d)``,
+    ``table_init: kaiming_a_sqrt5``), or ``a = 0`` (bound ``sqrt(6 / d)``, 2.45x larger:
+    ``table_init: kaiming_a0``, what arctax's ``perminv`` had before). Despite its name it is
+    NOT colour-permutation invariant or equivariant: every colour has its own free row, as in
+    ``nn.Embedding``; the two differ in their initialisation alone (``nn.Embedding`` draws
     N(0, 1)). The weight is called ``weight`` like ``nn.Embedding``'s.
     """
 
-    def __init__(self, vocab_size: int, d: int) -> None:
+    def __init__(self, vocab_size: int, d: int, a: float = math.sqrt(5)) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab_size, d))
-        nn.init.kaiming_uniform_(self.weight)
+        nn.init.kaiming_uniform_(self.weight, a=a)
 
     @property
     def embedding_dim(self) -> int:
@@ -190,15 +193,21 @@ class LookupTable(nn.Module):
 
 
 EMBEDDINGS = ("lookup", "perminv_table")
+TABLE_INITS = {"kaiming_a_sqrt5": math.sqrt(5), "kaiming_a0": 0.0}  # the table's Kaiming ``a``
 
 
-def token_embedding(kind: str, vocab_size: int, d: int) -> nn.Module:
+def token_embedding(
+    kind: str, vocab_size: int, d: int, table_init: str = "kaiming_a_sqrt5"
+) -> nn.Module:
     """The token embedding ``kind`` names: ``lookup`` (``nn.Embedding``, N(0, 1) init) or
-    ``perminv_table`` (:class:`LookupTable`, the paper's "+PermInv" as it ran)."""
+    ``perminv_table`` (:class:`LookupTable`, the paper's "+PermInv" as it ran, initialised as
+    ``table_init`` says: one of :data:`TABLE_INITS`)."""
+    if table_init not in TABLE_INITS:
+        raise ValueError(f"table_init {table_init!r} is not one of {', '.join(TABLE_INITS)}")
     if kind == "lookup":
         return nn.Embedding(vocab_size, d)
     if kind == "perminv_table":
-        return LookupTable(vocab_size, d)
+        return LookupTable(vocab_size, d, TABLE_INITS[table_init])
     raise ValueError(f"embedding {kind!r} is not one of {', '.join(EMBEDDINGS)}")
 
 

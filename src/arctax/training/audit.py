@@ -1,5 +1,8 @@
 """The audit's data and model rows: what a run trained on and how big its model was, against
-Trial 69's data and the paper's model sizes (``config/trial69_reference.yaml``).
+Trial 69's data and the paper's model sizes (``config/trial69_reference.yaml``): which val
+tasks (a sha256 of the task list against the original split's), each model's sizes and
+parameter count, and its rung options (initialisation, embedding scale and table, positions,
+dropout, the decoder-only's loss) against the paper's rung as its code ran it.
 
 Rows have the recipe rows' shape (:func:`arctax.training.provenance.audit`): ``key``,
 ``expected``, ``actual``, ``match`` and the ``reason`` of a deviation; ``match`` is ``None`` for a
@@ -14,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from arctax.config import DEFAULT_CONFIG, REPO_ROOT, flatten
+from arctax.config import DEFAULT_CONFIG, REPO_ROOT, flatten, model_config
+from arctax.data.splits import read_manifest, task_list_sha256
 from arctax.settings import Data
 
 REFERENCE = REPO_ROOT / "config" / "trial69_reference.yaml"
@@ -134,18 +138,50 @@ def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, A
              f"{len(m.get('held_out') or [])} tasks reserved from train/val for a held_out test "
              "set (data.held_out_fraction, or data.test_fraction with test_source: held_out)"),
     ]  # fmt: skip
-    return rows
+    return [*rows, val_tasks_row(cfg, m, ref["val_tasks_sha256"])]
 
 
-def model_audit(cfg: Mapping[str, Any], name: str, n_params: int) -> list[dict[str, Any]]:
-    """Rows for model ``name``'s size keys and parameter count against the paper's (none for a
-    model the paper does not have)."""
+def val_tasks_row(cfg: Mapping[str, Any], m: Mapping[str, Any], paper: str) -> dict[str, Any]:
+    """Whether the val split is the paper's 92 tasks: the sha256 of its task list against the
+    original split's (``paper``), and against ``data.manifest``'s when one is given."""
+    d = Data.of(cfg)
+    val = list(m["splits"]["val"])
+    ours = task_list_sha256(val)
+    if not d.manifest:
+        why = (
+            f"not the paper's {reference()['data']['tasks']['val']} tasks: no data.manifest "
+            f"given (a seeded split: data.val_fraction {d.val_fraction}, data.split_seed "
+            f"{d.split_seed}); give the original split_manifest.json to use theirs"
+        )
+    else:
+        _, listed = read_manifest(d.manifest, set(m.get("source_task_ids") or []))
+        given = task_list_sha256(listed)
+        why = f"data.manifest {d.manifest}: " + (
+            "the original split_manifest.json's val tasks"
+            if given == paper
+            else "not the original split_manifest.json (its val tasks differ)"
+        )
+        if given != ours:
+            why += (
+                f"; {len(set(listed) - set(val))} of its {len(listed)} val tasks are not in "
+                "the prepared val split"
+            )
+    return _row("data.val_tasks_sha256", paper, ours, why)
+
+
+def model_audit(
+    cfg: Mapping[str, Any], name: str, n_params: int, options: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rows for model ``name``'s size keys and parameter count against the paper's, and its rung
+    ``options`` (:func:`arctax.models.rung_options`: the values it ran with) against the
+    paper's rung as its code ran them (recorded, not compared, where the reference has none).
+    A model the paper does not have gets its options recorded only."""
     ref = reference()
     paper = ref["models"].get(name)
     if paper is None:
-        return []
+        return [_info(f"models.{name}.{k}", "—", v) for k, v in (options or {}).items()]
     notes = ref.get("notes") or {}
-    mine = dict(flatten(cfg["models"][name]))
+    mine = dict(flatten(model_config(cfg, name)))
     default = dict(flatten(_defaults()["models"].get(name, {})))
     rows = []
     for key, expected in paper["sizes"].items():
@@ -157,7 +193,8 @@ def model_audit(cfg: Mapping[str, Any], name: str, n_params: int) -> list[dict[s
         rows.append(_row(f"models.{name}.{key}", expected, got, why))
     expected = paper["parameters"]
     pct = (n_params - expected) / expected
-    if mine == default:
+    paper_sizes = all(mine.get(k) == v for k, v in paper["sizes"].items())
+    if mine == default or paper_sizes:  # the count differs by the layers, not the sizes
         why = notes.get(f"{name}.parameters", UNEXPLAINED)
     else:
         changed = ", ".join(f"{k} = {v!r}" for k, v in mine.items() if default.get(k) != v)
@@ -166,4 +203,29 @@ def model_audit(cfg: Mapping[str, Any], name: str, n_params: int) -> list[dict[s
             f" ({preset} preset)" if preset else ""
         )
     rows.append(_row(f"models.{name}.parameters", expected, n_params, f"{pct:+.1%}: {why}"))
+    return rows + _option_rows(cfg, name, paper.get("options") or {}, options or {}, notes)
+
+
+def _option_rows(
+    cfg: Mapping[str, Any],
+    name: str,
+    paper: Mapping[str, Any],
+    options: Mapping[str, Any],
+    notes: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """The rung options against the paper's rung as its code ran (recorded where it has none):
+    a deviation names the config override, or the reference's note for the default."""
+    block = model_config(cfg, name)  # its own keys and those it extends
+    rows = []
+    for key, got in options.items():
+        if key not in paper:
+            rows.append(_info(f"models.{name}.{key}", "—", got))
+            continue
+        if f"{name}.{key}={got}" in notes:  # a correction on purpose (bug 3 fixed)
+            why = notes[f"{name}.{key}={got}"]
+        elif key in block:
+            why = override(cfg, f"models.{name}.{key}", got)
+        else:
+            why = notes.get(f"{name}.options", UNEXPLAINED) + " (the constructor's default)"
+        rows.append(_row(f"models.{name}.{key}", paper[key], got, why))
     return rows

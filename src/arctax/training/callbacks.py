@@ -29,6 +29,8 @@ METRIC_COLUMNS = [
     "train_token_acc",
     "val_token_acc",
     "val_tf_grid_acc",
+    "val_paper_grid_acc",
+    "val_paper_cell_acc",
     "lr",
     "seconds",
 ]
@@ -86,6 +88,8 @@ class EpochMetrics(pl.Callback):
             "train_token_acc": val("train_token_acc"),
             "val_token_acc": val("val_token_acc"),
             "val_tf_grid_acc": val("val_tf_grid_acc"),
+            "val_paper_grid_acc": val("val_paper_grid_acc"),
+            "val_paper_cell_acc": val("val_paper_cell_acc"),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - self._t0, 3),
         }
@@ -95,6 +99,7 @@ class EpochMetrics(pl.Callback):
             print(
                 f"epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
                 f"val_loss {row['val_loss']:.4f}  val_tf_grid_acc {row['val_tf_grid_acc']:.4f}  "
+                f"val_paper_grid_acc {row['val_paper_grid_acc']:.4f}  "
                 f"lr {row['lr']:.3g}  {row['seconds']:.1f}s",
                 flush=True,
             )

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from arctax.config import model_class, model_config
 from arctax.data.tokenize import IGNORE_INDEX
+from arctax.evaluation.measures import decoder_inputs, paper_counts, scored_labels
 from arctax.models import build_model
 from arctax.plugins import source_sha256
 from arctax.settings import Data, Trial69
@@ -20,41 +21,59 @@ from arctax.training.optim import build_optimizer, build_scheduler
 Batch = dict[str, torch.Tensor]
 
 
-SUMS = ("loss_sum", "tokens", "right", "grids", "samples")
+SUMS = ("loss_sum", "tokens", "right", "grids", "samples", "paper_cells", "paper_right",
+        "paper_grids")  # fmt: skip
 
 
-def answer_sums(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+def answer_sums(
+    logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Sums over a batch's answer tokens, from which every metric is a ratio.
 
     ``loss_sum`` (cross-entropy, keeps its graph), ``tokens`` (answer tokens), ``right``
     (argmax right), ``grids`` (samples whose every answer token is right) and ``samples``
-    (samples with an answer token: a padding sample, all labels ignored, is not one). Sums add
-    up across ranks, means do not: DDP reduces these, then divides (:meth:`ARCLitModule._shared`).
+    (samples with an answer token: a padding sample, all labels ignored, is not one). With the
+    decoder's ``inputs`` also the paper's measurement (:mod:`arctax.evaluation.measures`):
+    ``paper_cells`` scored, ``paper_right``, ``paper_grids``. Sums add up across ranks, means do
+    not: DDP reduces these, then divides (:meth:`ARCLitModule._shared`).
     """
     mask = labels != IGNORE_INDEX
     loss_sum = F.cross_entropy(
         logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
     )
-    right = (logits.argmax(-1) == labels) & mask
+    pred = logits.argmax(-1)
+    right = (pred == labels) & mask
     real = mask.any(dim=1)
     grids = (right | ~mask).all(dim=1) & real
-    return {
+    sums = {
         "loss_sum": loss_sum,
         "tokens": mask.sum(),
         "right": right.sum(),
         "grids": grids.sum(),
         "samples": real.sum(),
     }
+    if inputs is not None:
+        paper = paper_counts(pred, labels, inputs)
+        sums.update(paper_cells=paper["cells"].sum(), paper_right=paper["right"].sum(),
+                    paper_grids=(paper["grid"] & real).sum())  # fmt: skip
+    return sums
 
 
 def ratios(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Mean loss and token accuracy per answer token, teacher-forced grid accuracy per sample."""
+    """Mean loss and token accuracy per answer token (markers included), teacher-forced grid
+    accuracy per sample (ours: markers and first cell scored); with the paper's sums also its
+    grid accuracy per sample and its cell accuracy pooled over cells."""
     tokens = sums["tokens"].clamp(min=1)
-    return {
+    samples = sums["samples"].clamp(min=1)
+    out = {
         "loss": sums["loss_sum"] / tokens,
         "token_acc": sums["right"] / tokens,
-        "tf_grid_acc": sums["grids"] / sums["samples"].clamp(min=1),
+        "tf_grid_acc": sums["grids"] / samples,
     }
+    if "paper_cells" in sums:
+        out["paper_grid_acc"] = sums["paper_grids"] / samples
+        out["paper_cell_acc"] = sums["paper_right"] / sums["paper_cells"].clamp(min=1)
+    return out
 
 
 def answer_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -63,6 +82,7 @@ def answer_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torc
     ``tf_grid_acc`` counts a sample when the argmax of EVERY answer token is right given the
     true prefix (teacher forcing). It overstates what the model generates (bug 6 of the
     original called it "grid accuracy"); generated answers are scored in evaluation.
+    ``token_acc`` counts the markers too: it is not cell accuracy.
     """
     return ratios(answer_sums(logits, labels))
 
@@ -105,7 +125,8 @@ class ARCLitModule(pl.LightningModule):
         return self.model(batch)
 
     def _shared(self, batch: Batch, stage: str) -> torch.Tensor:
-        sums = answer_sums(self.model(batch), batch["labels"])
+        labels = scored_labels(self.model, batch)  # the decoder-only's loss_over: its own
+        sums = answer_sums(self.model(batch), labels, decoder_inputs(batch))
         world = self.trainer.world_size if self._trainer is not None else 1
         if world > 1:
             # The GLOBAL batch's sums, one small all-reduce per step (no collective on one
@@ -130,9 +151,8 @@ class ARCLitModule(pl.LightningModule):
             f"{stage}_loss", m["loss"], prog_bar=True, on_step=on_step, on_epoch=True, batch_size=bs
         )
         self.log(f"{stage}_token_acc", m["token_acc"], on_step=False, on_epoch=True, batch_size=bs)
-        self.log(
-            f"{stage}_tf_grid_acc", m["tf_grid_acc"], on_step=False, on_epoch=True, batch_size=bs
-        )
+        for key in ("tf_grid_acc", "paper_grid_acc", "paper_cell_acc"):
+            self.log(f"{stage}_{key}", m[key], on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
     def setup(self, stage: str) -> None:

@@ -25,7 +25,7 @@ from arctax.data.datamodule import ARCDataModule
 from arctax.data.dataset import load_manifest
 from arctax.io import file_sha256, write_json
 from arctax.lifecycle import STOPPED_EXIT
-from arctax.models import count_parameters
+from arctax.models import count_parameters, rung_options
 from arctax.plugins import source_sha256
 from arctax.settings import Data, Trainer, Trial69
 from arctax.training.audit import data_audit, model_audit
@@ -131,7 +131,8 @@ def train(
     ckpt_cb = trainer.checkpoint_callback
     actual = built_values(trainer, dm.batch_size, seed)
     rows = audit(actual, deviation_reasons(cfg, seed, precision_reason))
-    rows += data_audit(cfg, manifest) + model_audit(cfg, model_name, n_params)
+    options = rung_options(model_name, model_config(cfg, model_name), model_class(cfg, model_name))
+    rows += data_audit(cfg, manifest) + model_audit(cfg, model_name, n_params, options)
     best_score = ckpt_cb.best_model_score
     result = {
         "model": model_name,
