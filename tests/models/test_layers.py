@@ -173,3 +173,41 @@ def tiny_model_batch(arc1):
     train = list(arc1[0])
     batch = collate([make_example(train[i], idx=i) for i in (0, 1)], "champion", 2)
     return model, batch
+
+
+@pytest.mark.parametrize("name", ["champion", "encoder_decoder", "decoder_only"])
+def test_models_with_padded_heads_equal_unpadded(name, arc1, monkeypatch):
+    """The CUDA layout run on CPU (every head padded, the key/value cache held padded): the
+    training logits, their gradients and KV-cache decoding equal the unpadded model's."""
+    import torch
+
+    from arctax.data.collate import MODEL_FORMAT, collate
+    from arctax.evaluation.decode import greedy_tokens
+    from arctax.models import build_model, layers
+    from tests.conftest import TINY_MODELS, make_example
+
+    cfg = {**TINY_MODELS[name]}
+    cfg["d_model"] = 36  # 4 heads of 9: padded to 16
+    if name == "champion":
+        cfg["context"] = {"d_model": 12, "n_heads": 4}  # heads of 3: padded to 8
+    torch.manual_seed(0)
+    model = build_model(name, cfg).eval()
+    train = list(arc1[0])
+    batch = collate([make_example(train[i], idx=i) for i in (0, 1, 5)], MODEL_FORMAT[name], 2)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        logits = model(batch)
+        logits.square().mean().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        return logits.detach(), grads, greedy_tokens(model, batch, 12)[0]
+
+    ref = run()
+    monkeypatch.setattr(layers, "PAD_DEVICES", {"cuda", "cpu"})
+    with layers.watch_attention() as w:
+        got = run()
+    assert {c[4] for c in w.calls} == {16} | ({8} if name == "champion" else set())
+    torch.testing.assert_close(got[0], ref[0])
+    for a, b in zip(got[1], ref[1], strict=True):
+        torch.testing.assert_close(a, b)
+    assert (got[2] == ref[2]).all()

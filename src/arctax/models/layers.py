@@ -228,6 +228,21 @@ def _cpu_or_direct(q, k, v, kw) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v, **kw)
 
 
+PAD_DEVICES = {"cuda"}  # device types whose attention heads are padded (module docstring)
+
+
+def pads(device: torch.device) -> bool:
+    """Whether attention heads on ``device`` are padded: CUDA, and ``meta`` in an estimate."""
+    return device.type in PAD_DEVICES or (device.type == "meta" and bool(_ESTIMATE))
+
+
+def pad_heads(t: torch.Tensor, multiple: int = HEAD_DIM_MULTIPLE) -> torch.Tensor:
+    """``(B, H, T, hd)`` zero-padded to a head dim that is a multiple of ``multiple``, laid
+    out ``(B, T, H, D)`` in memory (the layout the fused kernels read without a copy)."""
+    extra = -t.shape[-1] % multiple
+    return F.pad(t.transpose(1, 2), (0, extra)).transpose(1, 2) if extra else t
+
+
 def padded_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -235,22 +250,17 @@ def padded_attention(
     attn_mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     is_causal: bool = False,
-    multiple: int = HEAD_DIM_MULTIPLE,
     kind: str = "attention",
 ) -> torch.Tensor:
-    """Attention with the head dim zero-padded to a multiple of ``multiple``, at the original
-    scale ``1/sqrt(head_dim)``, the output sliced back: equal to the unpadded call (the zero
-    columns add nothing to any q.k; v's give output columns that are dropped). The padding
-    is laid out ``(B, T, H, D)`` in memory, the layout the fused kernels read without a copy."""
+    """Attention over heads zero-padded to a multiple of 8 (k and v may come padded already:
+    a key/value cache holds them so), at the scale of q's true head dim, the output sliced
+    back to it: equal to the unpadded call (the zero columns add nothing to any q.k; v's
+    give output columns that are dropped)."""
     hd = q.shape[-1]
-    extra = -hd % multiple
-    if not extra:
+    q, k, v = pad_heads(q), pad_heads(k), pad_heads(v)
+    if q.shape[-1] == hd:
         return _sdpa(q, k, v, attn_mask, dropout_p, is_causal, None, kind)
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return F.pad(t.transpose(1, 2), (0, extra)).transpose(1, 2)
-
-    y = _sdpa(pad(q), pad(k), pad(v), attn_mask, dropout_p, is_causal, 1.0 / math.sqrt(hd), kind)
+    y = _sdpa(q, k, v, attn_mask, dropout_p, is_causal, 1.0 / math.sqrt(hd), kind)
     return y[..., :hd]
 
 
@@ -263,16 +273,17 @@ def attention(
     is_causal: bool = False,
     kind: str = "attention",
 ) -> torch.Tensor:
-    """``F.scaled_dot_product_attention`` on a fused kernel: padded on CUDA (and on ``meta``
-    under :func:`fused_attention_estimate`), as torch gives it elsewhere (module docstring)."""
-    if q.device.type == "cuda" or (q.device.type == "meta" and _ESTIMATE):
-        return padded_attention(q, k, v, attn_mask, dropout_p, is_causal, kind=kind)
+    """``F.scaled_dot_product_attention`` on a fused kernel: padded where :func:`pads` (k and
+    v may come padded already), as torch gives it elsewhere (module docstring)."""
+    if pads(q.device):
+        return padded_attention(q, k, v, attn_mask, dropout_p, is_causal, kind)
     return _sdpa(q, k, v, attn_mask, dropout_p, is_causal, None, kind)
 
 
 @dataclass
 class KVCache:
-    """Keys/values of one self-attention layer, grown as tokens are decoded."""
+    """Keys/values of one self-attention layer, grown as tokens are decoded (their heads
+    padded where :func:`pads`: ``Attention.memory_kv`` gives them so)."""
 
     capacity: int = 64
     k: torch.Tensor | None = None  # (B, H, capacity, hd)
@@ -314,9 +325,11 @@ class Attention(nn.Module):
         return x.view(b, t, self.h, d // self.h).transpose(1, 2)
 
     def memory_kv(self, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys/values of a cross-attention memory (computed once when decoding)."""
+        """Keys/values of ``mem`` (a cross-attention memory is computed once when decoding),
+        their heads padded where :func:`pads`, so a key/value cache holds them padded."""
         k, v = self.kv(mem).chunk(2, dim=-1)
-        return self._heads(k), self._heads(v)
+        k, v = self._heads(k), self._heads(v)
+        return (pad_heads(k), pad_heads(v)) if pads(k.device) else (k, v)
 
     def forward(
         self,
