@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -300,60 +300,85 @@ def adapt_job(
             held = mem.live
             slot.index = torch.arange(n_fit, device="meta") % slots
             _step(model, batch, None, moments)
+            tokens = _tokens(batch)
             del batch
             mem.track(list(views.values()))
             slot.index = torch.arange(ev.batch_size, device="meta") % slots
             with torch.inference_mode(), AsOnCuda():
                 _decode(model, views, ev.max_new_tokens)
             slot.index = None
-    return Estimate(name, "adapt", "32-true", n_fit, _tokens(views), mem.peak, held,
+    return Estimate(name, "adapt", "32-true", n_fit, tokens, mem.peak, held,
                     f"LoRA fit of {slots} adapter slots x {acfg.batch_size} examples, then "
                     f"{ev.batch_size} views decoded")  # fmt: skip
 
 
-def job_plan(
-    cfg: Mapping[str, Any], precision: str, sweep: Mapping[str, dict[str, Any]] | None = None
-) -> list[Callable[[], Estimate]]:
-    """Every job of ``cfg`` to estimate: per model, train (at ``precision``), evaluate and
-    adapt; per ``sweep`` entry (model -> its config at the sweep's largest point), train."""
+JOBS = ("train", "evaluate", "adapt", "sweep")
+
+
+def estimate_jobs(
+    cfg: Mapping[str, Any],
+    precision: str,
+    sweep: Mapping[str, Mapping[str, Any]] | None = None,
+    jobs: tuple[str, ...] = JOBS,
+) -> list[Estimate]:
+    """Every job of ``cfg`` (of the kinds in ``jobs``): per model train (at ``precision``),
+    evaluate and adapt; per ``sweep`` entry (model -> the config at its study's largest
+    point) a training step there. A model that cannot run on ``meta`` (a class of your own
+    that reads its data) gets a row saying so instead of a figure."""
     from arctax.config import model_class
 
-    jobs: list[Callable[[], Estimate]] = []
+    plan: list[tuple[str, str, Callable[[], Estimate]]] = []
     for name in model_names(cfg):
         mcfg, cls = model_config(cfg, name), model_class(cfg, name)
-        jobs += [
-            lambda n=name, m=mcfg, c=cls: train_step(n, m, cfg, precision, c),
-            lambda n=name, m=mcfg, c=cls: evaluate_job(n, m, cfg, c),
-            lambda n=name, m=mcfg, c=cls: adapt_job(n, m, cfg, c),
+        plan += [
+            (name, "train", lambda n=name, m=mcfg, c=cls: train_step(n, m, cfg, precision, c)),
+            (name, "evaluate", lambda n=name, m=mcfg, c=cls: evaluate_job(n, m, cfg, c)),
+            (name, "adapt", lambda n=name, m=mcfg, c=cls: adapt_job(n, m, cfg, c)),
         ]
     for name, point in (sweep or {}).items():
         mcfg, cls = model_config(point, name), model_class(point, name)
-
-        def sweep_job(n=name, m=mcfg, c=cls, p=point) -> Estimate:
-            e = train_step(n, m, p, precision, c)
-            return Estimate(n, "sweep (largest point)", e.precision, e.batch, e.tokens,
-                            e.peak_bytes, e.weights_bytes, e.what)  # fmt: skip
-
-        jobs.append(sweep_job)
-    return jobs
+        plan.append(
+            (
+                name,
+                "sweep",
+                lambda n=name, m=mcfg, c=cls, p=point: train_step(n, m, p, precision, c),
+            )
+        )
+    out = []
+    for name, job, run in plan:
+        if job not in jobs:
+            continue
+        try:
+            e = run()
+        except Exception as err:  # a row that says why; the other jobs go on
+            e = Estimate(name, job, precision if job in ("train", "sweep") else "32-true",
+                         0, 0, -1, 0, f"not estimated on meta: {type(err).__name__}: {err}"[:200])  # fmt: skip
+        out.append(replace(e, job=job) if job == "sweep" else e)
+    return out
 
 
 def fits(peak_bytes: int, card_bytes: int) -> bool:
     """Whether a job's estimated peak fits a card's memory with :data:`HEADROOM`."""
-    return peak_bytes <= HEADROOM * card_bytes
+    return 0 <= peak_bytes <= HEADROOM * card_bytes
 
 
 CARDS_GIB = (16, 24, 40, 80)  # V100 / T4 16 GB, A10 / L4 24 GB, A100 40 GB, A100 / H100 80 GB
 
 
-def format_table(rows: list[Estimate]) -> str:
-    """The estimates as a Markdown table, with the card sizes each fits."""
-    head = "| model | job | precision | batch | tokens | peak GiB | fits (GiB cards) | what |"
-    lines = [head, "|---|---|---|---:|---:|---:|---|---|"]
+def format_table(rows: list[Estimate], card_bytes: int | None = None) -> str:
+    """The estimates as a Markdown table: the card sizes each fits (at :data:`HEADROOM`), and
+    with ``card_bytes`` whether it fits that card."""
+    cards = "fits (GiB cards)" + (f" | fits {card_bytes / 2**30:.0f} GiB" if card_bytes else "")
+    head = f"| model | job | precision | batch | tokens | peak GiB | {cards} | what |"
+    lines = [head, "|---|---|---|---:|---:|---:|---|" + ("---|" if card_bytes else "") + "---|"]
     for e in rows:
         ok = [str(c) for c in CARDS_GIB if fits(e.peak_bytes, c * 2**30)]
+        peak = f"{e.peak_gib:.2f}" if e.peak_bytes >= 0 else "?"
+        this = ""
+        if card_bytes:
+            this = " | " + ("yes" if fits(e.peak_bytes, card_bytes) else "NO")
         lines.append(
-            f"| {e.model} | {e.job} | {e.precision} | {e.batch} | {e.tokens:,} | "
-            f"{e.peak_gib:.2f} | {', '.join(ok) or 'none'} | {e.what} |"
+            f"| {e.model} | {e.job} | {e.precision} | {e.batch} | {e.tokens:,} | {peak} | "
+            f"{', '.join(ok) or 'none'}{this} | {e.what} |"
         )
     return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The memory estimate (arctax.memory), checked against counts made by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from arctax.config import load_config
+from arctax.memory import PeakMemory, largest_batch, largest_grid, train_step
+
+F32, MASK = 4, 1  # bytes: activations of 32-true, a dropout mask (CUDA keeps it boolean)
+
+
+def pad8(x: int) -> int:
+    return x + (-x % 8)
+
+
+def lse(n: int, h: int, t: int) -> int:
+    """The memory-efficient kernel's saved log-sum-exp: fp32, queries rounded up to 32."""
+    return n * h * (-(-t // 32) * 32) * F32
+
+
+def ln(n: int, t: int, d: int) -> int:
+    """A LayerNorm keeps its input and two fp32 statistics per row."""
+    return n * t * d * F32 + 2 * n * t * F32
+
+
+def attention(n, t, s, d, h, bias: bool, kv_from_mem: bool = False) -> int:
+    """Saved by one attention sub-layer (LayerNorm in, its output for the projections, the
+    padded q, k, v and output, the log-sum-exp, the mask as an additive bias, the merged
+    heads for the output projection); k, v of a memory come from the memory (counted once)."""
+    hp = pad8(d // h)
+    out = ln(n, t, d) + n * t * d * F32  # LayerNorm input and output
+    out += n * t * h * hp * F32 * 2 + n * s * h * hp * F32 * 2  # q, output; k, v
+    out += lse(n, h, t) + (n * s * F32 if bias else 0) + n * t * d * F32  # merged heads
+    return out
+
+
+def mlp(n, t, d, ff) -> int:
+    """LayerNorm in and out, GELU's input and output."""
+    return ln(n, t, d) + n * t * d * F32 + 2 * n * t * ff * F32
+
+
+def drop(n, t, d, p) -> int:
+    return n * t * d * MASK if p > 0 else 0
+
+
+def block(n, t, d, h, ff, p, bias: bool, cross_s: int | None = None) -> int:
+    """A pre-norm block: self-attention, optional cross-attention over ``cross_s`` keys, MLP,
+    each followed by dropout."""
+    out = attention(n, t, t, d, h, bias) + drop(n, t, d, p)
+    if cross_s is not None:
+        out += attention(n, t, cross_s, d, h, True) + drop(n, t, d, p)
+    return out + mlp(n, t, d, ff) + drop(n, t, d, p)
+
+
+def head(n, t, d, v: int = 15) -> int:
+    """The final LayerNorm (in, out), the logits' log-softmax."""
+    return ln(n, t, d) + n * t * d * F32 + n * t * v * F32
+
+
+def analytic_train_bytes(name: str, cfg: dict, batch: dict) -> int:
+    """A 32-true training step's peak, counted by hand: weights and Adam's two moments, the
+    batch, and every activation the backward keeps (full size, every grid the largest)."""
+    m = cfg["models"][name]
+    n = cfg["trial69"]["batch_size"]
+    h_, w_ = largest_grid(cfg)
+    g = h_ * (w_ + 1) + 1  # tokens of one grid
+    d, h, ff = m["d_model"], m["n_heads"], m["d_ff"]
+    from arctax.models import build_model
+
+    params = sum(p.numel() for p in build_model(name, m).parameters())
+    total = 3 * params * F32 + sum(v.numel() * v.element_size() for v in batch.values())
+    if name == "decoder_only":
+        t, p = 2 * g, m["dropout"]
+        total += drop(n, t, d, p) + m["n_layers"] * block(n, t, d, h, ff, p, False)
+        return total + head(n, t, d)
+    enc_p = m.get("encoder_dropout", m.get("dropout"))
+    dec_p = m.get("decoder_dropout", m.get("dropout"))
+    s = t = g
+    total += drop(n, s, d, dec_p) + block(n, s, d, h, ff, enc_p, True)  # source, encoder
+    total += ln(n, s, d) + n * s * d * F32  # the encoder's LayerNorm; its output, the memory
+    total += drop(n, t, d, dec_p)  # target embedding
+    total += m["n_decoder_layers"] * block(n, t, d, h, ff, dec_p, False, cross_s=s)
+    total += head(n, t, d)
+    if name == "champion":
+        dc, hc, k = m["context"]["d_model"], m["context"]["n_heads"], cfg["data"]["context_pairs"]
+        grids = n * k * 2
+        total += block(grids, g, dc, hc, 4 * dc, 0.0, True)  # one block over every grid
+        pairs = n * k  # output grids attend to input grids
+        total += grids * g * dc * F32  # the kv projection's contiguous copy of the input grids
+        total += attention(pairs, g, g, dc, hc, True) - ln(pairs, g, dc)  # its input: the block's
+        total += pairs * g * dc * F32 + pairs * g * F32  # masked mean: the output and the mask
+        bridge = n * t * (d + dc) * F32 + ln(n, t, d)  # concatenation; ReLU out = LN in
+        total += m["n_decoder_layers"] * bridge
+    return total
+
+
+@pytest.mark.parametrize("name", ["champion", "encoder_decoder", "decoder_only"])
+def test_train_estimate_matches_a_count_by_hand(name):
+    """On meta, the estimated peak of each full-size model's largest training batch is within
+    10% of the count above (the rest: the backward's transient gradients)."""
+    cfg = load_config()
+    est = train_step(name, cfg["models"][name], cfg, "32-true")
+    batch = largest_batch(cfg, {"decoder_only": "decoder_only", "champion": "champion"}.get(
+        name, "seq2seq"), cfg["trial69"]["batch_size"])
+    want = analytic_train_bytes(name, cfg, batch)
+    print(f"\n{name}: estimate {est.peak_bytes / 2**30:.3f} GiB, by hand {want / 2**30:.3f} GiB")
+    assert abs(est.peak_bytes / want - 1) < 0.10
