@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -102,8 +104,121 @@ def test_train_estimate_matches_a_count_by_hand(name):
     10% of the count above (the rest: the backward's transient gradients)."""
     cfg = load_config()
     est = train_step(name, cfg["models"][name], cfg, "32-true")
-    batch = largest_batch(cfg, {"decoder_only": "decoder_only", "champion": "champion"}.get(
-        name, "seq2seq"), cfg["trial69"]["batch_size"])
+    batch = largest_batch(
+        cfg,
+        {"decoder_only": "decoder_only", "champion": "champion"}.get(name, "seq2seq"),
+        cfg["trial69"]["batch_size"],
+    )
     want = analytic_train_bytes(name, cfg, batch)
     print(f"\n{name}: estimate {est.peak_bytes / 2**30:.3f} GiB, by hand {want / 2**30:.3f} GiB")
     assert abs(est.peak_bytes / want - 1) < 0.10
+
+
+def test_peak_memory_counts_live_storages_as_the_cuda_allocator_does():
+    """Blocks rounded up to 512 bytes; a view adds nothing; a freed tensor leaves the count;
+    the peak stays."""
+    mem = PeakMemory()
+    with mem:
+        a = torch.empty(1000, device="meta")  # 4000 bytes -> 4096
+        v = a[:10]
+        b = torch.empty(10, device="meta")  # 40 bytes -> 512
+        assert mem.live == 4096 + 512
+        del a, v
+        assert mem.live == 512 and b.numel() == 10
+    assert mem.peak == 4096 + 512
+
+
+@pytest.mark.parametrize("name", ["encoder_decoder", "decoder_only"])
+def test_cuda_casts_on_meta_follow_autocast(name, arc1):
+    """``AsOnCuda(bfloat16)`` on meta gives every module the output dtype real autocast gives
+    it (CPU autocast here: the same policy as CUDA's for the ops these models use)."""
+    from arctax.data.collate import MODEL_FORMAT, collate
+    from arctax.memory import AsOnCuda
+    from arctax.models import build_model
+    from tests.conftest import TINY_MODELS, make_example
+
+    def dtypes(model, batch, ctx):
+        seen = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o.dtype))
+                 for n, m in model.named_modules() if n]  # fmt: skip
+        with ctx:
+            model(batch)
+        for h in hooks:
+            h.remove()
+        return seen
+
+    torch.manual_seed(0)
+    model = build_model(name, TINY_MODELS[name]).train()
+    batch = collate([make_example(list(arc1[0])[i], idx=i) for i in (0, 1)], MODEL_FORMAT[name])
+    real = dtypes(model, batch, torch.autocast("cpu", dtype=torch.bfloat16))
+    model.to("meta")
+    meta = dtypes(model, {k: v.to("meta") for k, v in batch.items()}, AsOnCuda(torch.bfloat16))
+    assert real == meta
+    assert {str(d) for d in real.values()} == {"torch.float32", "torch.bfloat16"}
+
+
+def test_every_job_is_estimated(tiny_cfg):
+    """Train, evaluate, adapt of every model and the sweep's largest point, each above the
+    weights it holds; the table says which card each fits."""
+    from arctax.memory import estimate_jobs, format_table
+
+    cfg = {**tiny_cfg, "eval": {**tiny_cfg["eval"], "max_new_tokens": 6}}
+    sweep = {"champion": {**cfg, "trial69": {**cfg["trial69"], "batch_size": 64}}}
+    rows = estimate_jobs(cfg, "16-mixed", sweep)
+    assert [(r.model, r.job) for r in rows] == [
+        (m, j) for m in ("champion", "encoder_decoder", "decoder_only")
+        for j in ("train", "evaluate", "adapt")
+    ] + [("champion", "sweep")]  # fmt: skip
+    assert all(r.peak_bytes > r.weights_bytes > 0 for r in rows)
+    by = {(r.model, r.job): r for r in rows}
+    assert by["champion", "sweep"].peak_bytes > by["champion", "train"].peak_bytes
+    assert by["champion", "sweep"].batch == 64
+    text = format_table(rows, card_bytes=2**30)
+    assert text.count("| yes |") == len(rows)
+    assert "NO" in format_table(rows, card_bytes=2**20)
+
+
+def test_the_memory_command_fails_when_a_job_does_not_fit(tmp_path, capsys):
+    """``arctax memory --gpu-memory`` prints the table and exits 1 naming the job and the fix."""
+    import yaml
+
+    from arctax.cli import main
+    from tests.conftest import tiny_overrides
+
+    over = tmp_path / "tiny.yaml"
+    over.write_text(yaml.safe_dump({**tiny_overrides(), "eval": {"max_new_tokens": 4}}))
+    args = ["--config", str(over), "memory", "--jobs", "train,evaluate"]
+    assert main([*args, "--gpu-memory", "64"]) == 0
+    assert main([*args, "--gpu-memory", "0.001"]) == 1
+    out = capsys.readouterr().out
+    assert "DOES NOT FIT 0 GiB: champion train" in out and "trainer.devices: 2" in out
+    assert "| champion | adapt |" not in out
+
+
+def test_a_model_of_ones_own_is_estimated_or_says_why(tmp_path):
+    """A class of one's own is estimated like the built-ins (decoded by ``forward`` when it has
+    no cache); one that reads its data (nothing to read on meta) gets a row saying so."""
+    from arctax.memory import estimate_jobs
+    from tests.conftest import tiny_overrides
+    from tests.models.own_models import write
+
+    path = write(tmp_path)
+    Path(path).write_text(Path(path).read_text() + READS)
+    over = tiny_overrides()
+    over["models"] = {"mine": {"class": f"{path}:Tiny"}, "reads": {"class": f"{path}:Reads"}}
+    over["eval"] = {"max_new_tokens": 4}
+    rows = estimate_jobs(load_config(overrides=over), "32-true", jobs=("train", "evaluate"))
+    by = {(r.model, r.job): r for r in rows}
+    assert by["mine", "train"].peak_bytes > 0 and by["mine", "evaluate"].peak_bytes > 0
+    bad = by["reads", "train"]
+    assert bad.peak_bytes == -1 and "not estimated on meta" in bad.what and "item" in bad.what
+
+
+READS = """
+
+class Reads(Tiny):
+    def forward(self, batch):
+        if int(batch["src_mask"].sum()) == 0:  # reads its data: nothing to read on meta
+            raise ValueError("empty batch")
+        return super().forward(batch)
+"""

@@ -254,7 +254,12 @@ def train_step(
 
 def _decode(model: nn.Module, batch: Mapping[str, torch.Tensor], max_new: int) -> None:
     """Greedy decoding's allocations on ``meta``: ``start``, then ``step`` per token (the
-    tokens are unknown on meta: an argmax stands in; the cache grows the same)."""
+    tokens are unknown on meta: an argmax stands in; the cache grows the same). A model
+    without a cache (``supports_cache = False``) re-runs ``forward`` over the prefix: its
+    largest step is one forward over the longest answer."""
+    if not getattr(model, "supports_cache", True):
+        model(batch)
+        return
     b = batch["labels"].shape[0]
     logits, cache = model.start(batch)
     pos = torch.zeros(b, 2, dtype=torch.long, device="meta")
