@@ -52,9 +52,9 @@ from arctax.models import build_model
 from arctax.models.layers import fused_attention_estimate
 from arctax.settings import Adapt, Data, Eval, Trial69
 from arctax.training.module import answer_metrics
+from arctax.training.trainer import HEADROOM
 
 BLOCK = 512  # the CUDA caching allocator's rounding of a block
-HEADROOM = 0.85  # plan at most this share of a card: the CUDA context and fragmentation
 PRECISION_DTYPE = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 

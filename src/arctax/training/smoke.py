@@ -175,7 +175,7 @@ def smoke_model(
     t0 = time.perf_counter()
     t69, k = Trial69.of(cfg), Data.of(cfg).context_pairs
     launch = resolve_launch(cfg)
-    precision, reason = resolve_precision(cfg)
+    precision, reason = resolve_precision(cfg, launch)
     figures: dict[str, Any] = {
         "precision": precision,
         "precision_note": reason,
@@ -322,7 +322,8 @@ def smoke_test(
     for name in list(models) if models is not None else model_names(cfg):
         with tempfile.TemporaryDirectory(prefix=f"arctax-smoke-{name}-") as work:
             results[name] = smoke_model(name, cfg, ds, work, trainers)
-    report = {"ok": all(m["ok"] for m in results.values()), "models": results}
+    report = {"ok": all(m["ok"] for m in results.values()), "card": _card(results),
+              "models": results}  # fmt: skip
     rank = process_rank()  # after the first fit: Lightning's launcher has set it
     if rank == 0 and trainers:
         join_ranks(trainers[0])  # the DDP processes Lightning started, if any
@@ -332,13 +333,23 @@ def smoke_test(
     return report
 
 
+def _card(models: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The GPU the smoke test ran on (name, memory), from the first model that got that far;
+    ``train`` compares its own with it (``trainer.smaller_gpu``). None on the CPU."""
+    for r in models.values():
+        f = r.get("figures", {})
+        if f.get("device_memory_bytes"):
+            return {"name": f["device"], "memory_bytes": f["device_memory_bytes"]}
+    return None
+
+
 def merge_reports(paths: list[str | Path], out_json: str | Path) -> dict[str, Any]:
     """Combine per-model smoke reports into one (``ok`` only if every model passed)."""
     models: dict[str, Any] = {}
     for p in paths:
         models.update(json.loads(Path(p).read_text())["models"])
     counts = {m: r["parameters"] for m, r in models.items() if r.get("parameters")}
-    report = {"ok": all(m["ok"] for m in models.values()), "models": models,
-              "size_flags": size_flags(counts)}  # fmt: skip
+    report = {"ok": all(m["ok"] for m in models.values()), "card": _card(models),
+              "models": models, "size_flags": size_flags(counts)}  # fmt: skip
     write_json(Path(out_json), report)
     return report
