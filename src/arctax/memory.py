@@ -170,15 +170,18 @@ def largest_grid(cfg: Mapping[str, Any]) -> tuple[int, int]:
     return max(shapes, key=lambda s: (s[0] * (s[1] + 1), s[0] * s[1]))
 
 
-def largest_batch(cfg: Mapping[str, Any], fmt: str, n: int) -> dict[str, torch.Tensor]:
-    """``n`` examples whose every grid (query and demonstrations) is the largest, on meta."""
+def largest_batch(
+    cfg: Mapping[str, Any], fmt: str, n: int, device: str | torch.device = "meta"
+) -> dict[str, torch.Tensor]:
+    """``n`` examples whose every grid (query and demonstrations) is the largest."""
     h, w = largest_grid(cfg)
     g = np.zeros((h, w), dtype=np.int64)
     k = Data.of(cfg).context_pairs
     ex = {"query_in": g, "query_out": g, "context": [(g, g)] * k, "task_idx": 0, "example_idx": 0}
     batch = collate([dict(ex, task_idx=i, example_idx=i) for i in range(n)], fmt, k)
-    # prompt lengths stay on the CPU: decoding reads the longest as a number (nothing on meta)
-    return {key: v if key == "prompt_len" else v.to("meta") for key, v in batch.items()}
+    # on meta, prompt lengths stay on the CPU: decoding reads the longest as a number
+    keep = ("prompt_len",) if torch.device(device).type == "meta" else ()
+    return {key: v if key in keep else v.to(device) for key, v in batch.items()}
 
 
 # ---- the jobs ------------------------------------------------------------------------------
@@ -218,11 +221,12 @@ def _adam_moments(mem: PeakMemory, params: list[torch.Tensor]) -> list[torch.Ten
     return moments
 
 
-def _step(model: nn.Module, batch: Mapping[str, torch.Tensor], dtype: torch.dtype | None,
+def _step(model: nn.Module, batch: Mapping[str, torch.Tensor], context: Any,
           moments: list[torch.Tensor]) -> None:  # fmt: skip
-    """Forward and loss (under autocast's casts), backward, foreach Adam's one temporary (the
-    square root of the second moments); the gradients are dropped after, as ``zero_grad``."""
-    with AsOnCuda(dtype):
+    """Forward and loss (in ``context``: autocast or its casts), backward, foreach Adam's one
+    temporary (the square root of the second moments); the gradients are dropped after, as
+    ``zero_grad`` does."""
+    with context:
         loss = answer_metrics(model(batch), batch["labels"])["loss"]
     loss.backward()
     del loss
@@ -247,9 +251,33 @@ def train_step(
             mem.track(list(model.parameters()), list(model.buffers()), list(batch.values()))
             moments = _adam_moments(mem, [p for p in model.parameters() if p.requires_grad])
             held = mem.live
-            _step(model, batch, PRECISION_DTYPE.get(precision), moments)
+            _step(model, batch, AsOnCuda(PRECISION_DTYPE.get(precision)), moments)
     return Estimate(name, "train", precision, bs, _tokens(batch), mem.peak, held,
                     "forward + backward + Adam")  # fmt: skip
+
+
+def measure_train_step(
+    name: str, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any], precision: str,
+    device: torch.device, cls: str | None = None,
+) -> int | None:  # fmt: skip
+    """The step of :func:`train_step`, run for real on ``device`` (real autocast): its peak
+    ``torch.cuda.max_memory_allocated`` on CUDA, beside the estimate (None elsewhere: the
+    step still runs)."""
+    torch.manual_seed(0)
+    model = build_model(name, dict(model_cfg), cls).to(device).train()
+    batch = largest_batch(cfg, model.fmt, Trial69.of(cfg).batch_size, device)
+    moments = [torch.zeros_like(p) for p in model.parameters() if p.requires_grad for _ in "ab"]
+    dtype = PRECISION_DTYPE.get(precision)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    amp = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    _step(model, batch, amp, moments)
+    if not cuda:
+        return None
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device))
 
 
 def _decode(model: nn.Module, batch: Mapping[str, torch.Tensor], max_new: int) -> None:
@@ -304,7 +332,7 @@ def adapt_job(
             moments = _adam_moments(mem, lora_parameters(layers))
             held = mem.live
             slot.index = torch.arange(n_fit, device="meta") % slots
-            _step(model, batch, None, moments)
+            _step(model, batch, AsOnCuda(), moments)
             tokens = _tokens(batch)
             del batch
             mem.track(list(views.values()))
