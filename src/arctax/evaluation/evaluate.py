@@ -31,7 +31,7 @@ from arctax.data.collate import collate
 from arctax.data.dataset import load_split
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.checkpoints import load_model
-from arctax.evaluation.decode import answer_inputs, greedy_decode
+from arctax.evaluation.decode import answer_inputs, greedy_decode, to_device
 from arctax.evaluation.stats import task_table
 from arctax.evaluation.submission import (
     SCORE_COLUMNS,
@@ -79,7 +79,7 @@ def _teacher_forced(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndar
 
 
 def _to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(dev) for k, v in batch.items()}
+    return to_device(batch, dev)
 
 
 def query_order(ds: Any) -> np.ndarray:
