@@ -76,14 +76,14 @@ def test_padded_attention_equals_unpadded(dtype, how):
     import torch
     import torch.nn.functional as F
 
-    from arctax.models.layers import padded_attention
+    from arctax.models.layers import attention
 
     dt = getattr(torch, dtype)
     q, k, v, mask = _qkv(dt, t=1 if how.startswith("one") else 17)
     mask = mask if how in ("key mask", "one query, cached keys") else None
     causal = how == "causal"
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-    out = padded_attention(q, k, v, mask, 0.0, causal)
+    out = attention(q, k, v, mask, 0.0, causal, pad=True)
     assert out.shape == ref.shape
     grads = [torch.autograd.grad(y.float().square().sum(), (q, k, v)) for y in (ref, out)]
     torch.testing.assert_close(out, ref)

@@ -12,7 +12,7 @@ dim is a multiple of 8 in fp16/bf16 (4 in fp32 on sm80+), cuDNN only for a multi
 never under deterministic algorithms (``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp``).
 Our head dims (168 / 4 = 42, the champion's context encoder 32 / 8 = 4) are not, so on CUDA
 q, k and v are zero-padded to a multiple of 8 with the original scale ``1/sqrt(head_dim)``
-passed explicitly, and the output sliced back (:func:`padded_attention`): exact (the zero
+passed explicitly, and the output sliced back (:func:`attention`): exact (the zero
 columns add nothing to q.k and give output columns that are dropped), no parameter changes.
 The CPU's fused kernel has no head-dim rule (only dropout and the dtype send it to math,
 ``sdp_utils_cpp.cpp``), so the CPU path is unchanged. Where this torch's fused CPU kernel
@@ -243,27 +243,6 @@ def pad_heads(t: torch.Tensor, multiple: int = HEAD_DIM_MULTIPLE) -> torch.Tenso
     return F.pad(t.transpose(1, 2), (0, extra)).transpose(1, 2) if extra else t
 
 
-def padded_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    attn_mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    is_causal: bool = False,
-    kind: str = "attention",
-) -> torch.Tensor:
-    """Attention over heads zero-padded to a multiple of 8 (k and v may come padded already:
-    a key/value cache holds them so), at the scale of q's true head dim, the output sliced
-    back to it: equal to the unpadded call (the zero columns add nothing to any q.k; v's
-    give output columns that are dropped)."""
-    hd = q.shape[-1]
-    q, k, v = pad_heads(q), pad_heads(k), pad_heads(v)
-    if q.shape[-1] == hd:
-        return _sdpa(q, k, v, attn_mask, dropout_p, is_causal, None, kind)
-    y = _sdpa(q, k, v, attn_mask, dropout_p, is_causal, 1.0 / math.sqrt(hd), kind)
-    return y[..., :hd]
-
-
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -272,12 +251,22 @@ def attention(
     dropout_p: float = 0.0,
     is_causal: bool = False,
     kind: str = "attention",
+    pad: bool | None = None,
 ) -> torch.Tensor:
-    """``F.scaled_dot_product_attention`` on a fused kernel: padded where :func:`pads` (k and
-    v may come padded already), as torch gives it elsewhere (module docstring)."""
-    if pads(q.device):
-        return padded_attention(q, k, v, attn_mask, dropout_p, is_causal, kind)
-    return _sdpa(q, k, v, attn_mask, dropout_p, is_causal, None, kind)
+    """``F.scaled_dot_product_attention`` on a fused kernel (module docstring).
+
+    With ``pad`` (default: where :func:`pads`, CUDA) the heads are zero-padded to a multiple
+    of 8 (k and v may come padded already: a key/value cache holds them so), the scale stays
+    that of q's true head dim, the output is sliced back to it: equal to the unpadded call
+    (the zero columns add nothing to any q.k; v's give output columns that are dropped)."""
+    hd = q.shape[-1]
+    if not (pads(q.device) if pad is None else pad):
+        return _sdpa(q, k, v, attn_mask, dropout_p, is_causal, None, kind)
+    q, k, v = pad_heads(q), pad_heads(k), pad_heads(v)
+    if q.shape[-1] == hd:
+        return _sdpa(q, k, v, attn_mask, dropout_p, is_causal, None, kind)
+    y = _sdpa(q, k, v, attn_mask, dropout_p, is_causal, 1.0 / math.sqrt(hd), kind)
+    return y[..., :hd]
 
 
 @dataclass
