@@ -222,3 +222,11 @@ class Reads(Tiny):
             raise ValueError("empty batch")
         return super().forward(batch)
 """
+
+
+def test_under_ddp_a_gpu_holds_its_share_of_the_batch(tiny_cfg):
+    """``trainer.devices: 2``: each GPU's step holds half the global batch, and less memory."""
+    one = train_step("encoder_decoder", tiny_cfg["models"]["encoder_decoder"], tiny_cfg, "32-true")
+    two_cfg = {**tiny_cfg, "trainer": {**tiny_cfg["trainer"], "devices": 2}}
+    two = train_step("encoder_decoder", two_cfg["models"]["encoder_decoder"], two_cfg, "32-true")
+    assert (one.batch, two.batch) == (32, 16) and two.peak_bytes < one.peak_bytes

@@ -11,11 +11,12 @@ keeps is what a GPU keeps. Mixed precision: ``meta`` tensors carry no autocast, 
 ``cross_entropy``/``sum`` and the other listed ones in fp32; the cast weights cached for the
 forward, as autocast caches them).
 
-Jobs (:func:`job_plan`), each at its largest batch (every example at the largest grid
+Jobs (:func:`estimate_jobs`), each at its largest batch (every example at the largest grid
 ``data.max_grid`` / ``data.max_cells`` allow, ``data.context_pairs`` demonstrations):
 
-- ``train``: one Trial 69 step at ``trial69.batch_size`` and the precision CUDA runs
-  (weights, Adam's two moments, the step's activations and gradients, Adam's temporary);
+- ``train``: one Trial 69 step at the batch one GPU holds (``trial69.batch_size`` /
+  ``trainer.devices``) and the precision CUDA runs (weights, Adam's two moments, the step's
+  activations and gradients, Adam's temporary);
 - ``evaluate``: greedy decoding of ``eval.batch_size`` queries, ``eval.max_new_tokens``
   tokens, fp32, the key/value cache as it grows;
 - ``adapt``: the LoRA fit step (``adapt.batch_size`` examples per adapter slot, every slot of
@@ -50,7 +51,7 @@ from arctax.config import model_config, model_names
 from arctax.data.collate import collate
 from arctax.models import build_model
 from arctax.models.layers import fused_attention_estimate
-from arctax.settings import Adapt, Data, Eval, Trial69
+from arctax.settings import Adapt, Data, Eval, Trainer, Trial69
 from arctax.training.module import answer_metrics
 from arctax.training.trainer import HEADROOM
 
@@ -241,8 +242,9 @@ def train_step(
     cls: str | None = None,
 ) -> Estimate:  # fmt: skip
     """Peak of a Trial 69 training step at the largest batch (steady state: Adam's moments
-    exist, the last step's gradients are gone), under ``precision`` as CUDA runs it."""
-    bs = Trial69.of(cfg).batch_size
+    exist, the last step's gradients are gone), under ``precision`` as CUDA runs it; the
+    batch one GPU holds (``trial69.batch_size / trainer.devices``)."""
+    bs = Trial69.of(cfg).batch_size // Trainer.of(cfg).devices
     with fused_attention_estimate():
         model = _meta_model(name, model_cfg, cls).train()
         batch = largest_batch(cfg, model.fmt, bs)
@@ -265,7 +267,9 @@ def measure_train_step(
     step still runs)."""
     torch.manual_seed(0)
     model = build_model(name, dict(model_cfg), cls).to(device).train()
-    batch = largest_batch(cfg, model.fmt, Trial69.of(cfg).batch_size, device)
+    batch = largest_batch(
+        cfg, model.fmt, Trial69.of(cfg).batch_size // Trainer.of(cfg).devices, device
+    )
     moments = [torch.zeros_like(p) for p in model.parameters() if p.requires_grad for _ in "ab"]
     dtype = PRECISION_DTYPE.get(precision)
     cuda = device.type == "cuda"
