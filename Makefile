@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: config-doc hostile-table setup demo demo-control status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-stats bench-epoch bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check clean-demo
+.PHONY: config-doc hostile-table setup demo demo-control status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-stats bench-epoch memory bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check clean-demo
 
 setup: $(VENV)/.installed
 
@@ -131,7 +131,14 @@ bench-stats: setup
 bench-epoch: setup
 	$(BIN)/python benchmarks/epoch_estimate.py
 
-## Qualify a GPU machine (under 10 min on one GPU): writes GPU_CHECK.md; without CUDA, exit 2 in seconds.
+## Every job's peak GPU memory at its largest batch, estimated on the meta device (no GPU needed;
+## a few minutes): `make memory MEMORY_CONFIG="--config my.yaml" MEMORY_ARGS="--gpu-memory 40"`.
+MEMORY_CONFIG ?=
+MEMORY_ARGS ?=
+memory: setup
+	$(BIN)/arctax $(MEMORY_CONFIG) memory $(MEMORY_ARGS)
+
+## Qualify a GPU machine (under 15 min on one GPU): writes GPU_CHECK.md; without CUDA, exit 2 in seconds.
 GPU_CHECK_ARGS ?=
 LADDER_ARGS ?=
 gpu-check: setup

@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from arctax.data.dataset import PreparedSplit
 from arctax.models import build_model
+from arctax.models.layers import watch_attention
 from arctax.settings import Trial69
 from arctax.training.module import answer_metrics
 from arctax.training.optim import build_optimizer
@@ -46,20 +47,30 @@ def train_pass(
 
 
 def count_flops(make_model: Callable[[], nn.Module], batches: list[Batch]) -> int:
-    """FLOPs of forward + backward over ``batches``, counted on the meta device (no compute).
+    """Model FLOPs of forward + backward over ``batches``, counted on the meta device (no
+    compute), as computed: causal attention counts its lower triangle only.
 
     The math attention backend is forced so attention shows up as the matmuls it is (the CPU
-    flash kernel is invisible to ``FlopCounterMode``); causal attention counts as full.
+    flash kernel is invisible to ``FlopCounterMode``); it multiplies the whole ``T x T``
+    product and masks the upper half, while flash (and the CPU's fused kernel) skip the
+    blocks above the diagonal: each causal call's 12·B·H·T²·D (QKᵀ and PV forward, four
+    products backward) counts ``(T + 1) / 2T`` of it, the pairs ``j <= i`` it computes.
+    Head dims are the model's (a CUDA kernel's zero-padding is not model work).
     """
     with torch.device("meta"):
         model = make_model()
     model.train()
     counter = FlopCounterMode(display=False)
-    with counter, sdpa_kernel(SDPBackend.MATH):
+    with watch_attention(forbid_math=()) as watch, counter, sdpa_kernel(SDPBackend.MATH):
         for b in batches:
             mb = to_device(b, "meta")
             answer_metrics(model(mb), mb["labels"])["loss"].backward()
-    return int(counter.get_total_flops())
+    skipped = sum(
+        12 * b * h * t * s * d * (1 - (t + 1) / (2 * t))
+        for b, h, t, s, d, causal in watch.calls
+        if causal
+    )
+    return int(counter.get_total_flops() - skipped)
 
 
 def matmul_flops(n: int, dev: torch.device) -> tuple[Callable[[], Any], int]:

@@ -9,12 +9,15 @@ Usage::
 Sections, each timed, each failure a FAIL row (exit 1): the machine (device, driver, torch,
 CUDA, cuDNN, NCCL); dense fp16 / bf16 / fp32 matmul throughput (the MFU reference: the faster
 16-bit one, measured); the smoke test on CUDA (``arctax smoke``: the train job's path on the
-largest batch, every model); training tokens/s, MFU, peak memory and attention kernels of
-each model at full size under 32-true, 16-mixed and bf16-mixed; deterministic repeatability
+largest batch, every model, math-kernel attention refused); the attention kernel of every
+call site per model and job (math on CUDA: FAIL); every job's peak memory at its largest
+batch (estimated on the meta device, the training step also measured) against this card;
+training tokens/s, MFU (causal attention counted as computed), peak memory of each model at
+full size under 32-true, 16-mixed and bf16-mixed; deterministic repeatability
 (two short trainings of each model through ``train()``, same seed: losses and weights bitwise
 equal); greedy decoding with and without the KV cache; per-task adaptation; DDP over NCCL
-with 2 GPUs where there are 2. Sized to stay under 10 minutes on one GPU (each section's time
-is in the report).
+with 2 GPUs where there are 2. Sized to stay under 15 minutes on one GPU (each section's time
+is in the report; the memory estimate is ~3-4 minutes of CPU).
 """
 
 from __future__ import annotations

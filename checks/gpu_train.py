@@ -1,5 +1,5 @@
-"""gpu-check pieces: training throughput and MFU per precision, deterministic repeatability,
-DDP over NCCL."""
+"""gpu-check pieces: training throughput and MFU per precision, the attention kernel of every
+call site per job, deterministic repeatability, DDP over NCCL."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ from harness import MODELS, REPO, Row, Timed, interleave, log, make_batches, to_
 from torch import nn
 
 from arctax.data.dataset import PreparedSplit
+from arctax.evaluation.decode import greedy_tokens
 from arctax.models import build_model
+from arctax.models.layers import watch_attention
 from arctax.settings import Trial69
 from arctax.training.module import answer_metrics
 from arctax.training.optim import build_optimizer
-from arctax.training.smoke_checks import attention_kernels, bitwise_equal
+from arctax.training.smoke_checks import attention_sites, bitwise_equal, math_sites, site_kernels
 
 PRECISIONS: dict[str, torch.dtype | None] = {
     "32-true": None,
@@ -96,8 +98,9 @@ def throughput(
     """Tokens/s and MFU of a Trial 69 step for every model x precision, interleaved.
 
     The same seeded sample of length-grouped batches of ``trial69.batch_size`` for every
-    variant, under ``trial69.deterministic`` (what the train job runs). MFU = FLOPs as
-    executed (padded, counted on the meta device) per second / ``peak_flops``.
+    variant, under ``trial69.deterministic`` (what the train job runs). MFU = model FLOPs as
+    computed (padded batches, causal attention's lower triangle; ``count_flops``) per second
+    / ``peak_flops``.
     """
     bs = cfg["trial69"]["batch_size"]
     clip = float(cfg["trial69"]["gradient_clip_val"])
@@ -119,7 +122,6 @@ def throughput(
                 amp = Amp.of(precision, dev)
                 label = f"{name}, {precision}"
                 info[label] = {"flops": flops, "real": real, "samples": len(idx)}
-                info[label]["kernels"] = "/".join(attention_kernels(model, longest, amp))
                 units = [
                     lambda m=model, o=opt, b=b, a=amp: train_step(m, o, b, clip, a) for b in on_dev
                 ]
@@ -136,7 +138,6 @@ def throughput(
             ("train", f"{v.name}: MFU", f"{i['flops'] / t / peak_flops:.3g}", "vs measured 16-bit matmul"),
             ("train", f"{v.name}: step", f"{t / len(v.units) * 1e3:.1f}", "ms per batch (medians)"),
             ("train", f"{v.name}: peak memory", f"{v.peak / 2**20:.0f}", f"MiB ({v.mem_method})"),
-            ("train", f"{v.name}: attention", i["kernels"] or "-", "SDPA kernels of a step"),
         ]  # fmt: skip
     for name in models:
         base = tok_s.get(f"{name}, 32-true")
@@ -144,6 +145,42 @@ def throughput(
             if base and f"{name}, {p}" in tok_s:
                 ratio = tok_s[f"{name}, {p}"] / base
                 rows.append(("train", f"RATIO {name}: {p} / 32-true", f"{ratio:.2f}x", "tokens/s"))
+    return rows
+
+
+def attention_rows(
+    cfg: dict, ds: PreparedSplit, dev: torch.device, n: int = 8, models: tuple[str, ...] = MODELS
+) -> list[Row]:
+    """The kernel of every attention call site, per model and job, under that job's settings:
+    a training step per precision under ``trial69.deterministic`` (the train job), greedy
+    decoding in fp32 without it (evaluate), an eval-mode fp32 step under it (adaptation's
+    fit). On CUDA a site on the math kernel is a FAIL (it keeps the whole attention matrix)."""
+    t69 = cfg["trial69"]
+    idx = np.arange(min(len(ds), n))
+    rows: list[Row] = []
+    for name in models:
+        torch.manual_seed(0)
+        model = build_model(name, cfg["models"][name]).to(dev)
+        batch = to_device(make_batches(ds, idx, name, len(idx), grouped=True, seed=0)[0], dev)
+        jobs: dict[str, dict[str, str]] = {}
+        with deterministic(bool(t69["deterministic"])):
+            for precision in PRECISIONS:
+                model.train()
+                jobs[f"train {precision}"] = attention_sites(model, batch, Amp.of(precision, dev))
+            with watch_attention(forbid_math=()) as watch:  # eval mode, gradients: the fit
+                model.eval()
+                answer_metrics(model(batch), batch["labels"])["loss"].backward()
+            jobs["adapt fit 32-true"] = site_kernels(watch)
+        with deterministic(False), watch_attention(forbid_math=()) as watch:
+            greedy_tokens(model, batch, 3)
+        jobs["evaluate 32-true"] = site_kernels(watch)
+        for job, sites in jobs.items():
+            bad = set(math_sites(sites, dev.type))
+            rows += [
+                ("attention", f"{name}, {job}: {site}", "FAIL" if site in bad else kernels,
+                 f"math kernel on {dev.type}" if site in bad else "SDPA kernel")
+                for site, kernels in sites.items()
+            ]  # fmt: skip
     return rows
 
 

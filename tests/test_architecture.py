@@ -14,7 +14,7 @@ SRC = REPO / "src"
 LAYERS = [
     "io", "config", "settings", "lifecycle", "plugins",
     "data.tokenize", "data.collate",  # the token formats the models read
-    "models", "data", "evaluation", "training", "adaptation", "search", "status", "cli",
+    "models", "data", "evaluation", "training", "adaptation", "memory", "search", "status", "cli",
 ]  # fmt: skip
 
 

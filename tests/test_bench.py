@@ -87,6 +87,36 @@ def test_fixed_length_decoding_masks_eos(bench):
         assert (steps == 7).all()
 
 
+def test_causal_attention_counts_the_flops_it_computes(bench):
+    """MFU's FLOPs: a decoder-only model's causal attention counts its lower triangle (what
+    flash computes), the rest of the step in full: the count is the full count less the
+    upper triangle's share of the attention matmuls, to the FLOP."""
+    import numpy as np
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from arctax.data.collate import collate
+    from arctax.models import build_model
+    from arctax.training.module import answer_metrics
+
+    count_flops = sys.modules["bench_train"].count_flops
+    cfg = {"d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64}
+    g = np.zeros((3, 4), dtype=np.int64)  # 16 tokens a grid: T = 32
+    batch = collate([{"query_in": g, "query_out": g, "context": [], "task_idx": 0,
+                      "example_idx": 0}] * 2, "decoder_only")  # fmt: skip
+    with torch.device("meta"):
+        model = build_model("decoder_only", cfg)
+    full = FlopCounterMode(display=False)
+    with full, sdpa_kernel(SDPBackend.MATH):
+        mb = {k: v.to("meta") for k, v in batch.items()}
+        answer_metrics(model(mb), mb["labels"])["loss"].backward()
+    t, b, h, d = batch["seq"].shape[1], 2, 4, 8
+    upper = 12 * b * h * t * t * d * (t - 1) / (2 * t)  # per layer
+    got = count_flops(lambda: build_model("decoder_only", cfg), [batch])
+    assert got == full.get_total_flops() - 2 * upper
+
+
 @pytest.fixture(scope="module")
 def epoch_estimate(bench):
     path = REPO / "benchmarks" / "epoch_estimate.py"

@@ -172,11 +172,13 @@ def test_the_trainer_keys_that_change_a_training_are_its_method():
     a tracker or the stop margin never trains again; processes, precision, epochs do."""
     assert set(Trainer.names(METHOD)) | set(Trainer.names(OBSERVE)) == set(Trainer.names())
     assert set(Trainer.names(OBSERVE)) == {
-        "log_every_n_steps", "save_margin_s", "loggers", "tracking"
+        "log_every_n_steps", "max_skipped_steps", "smaller_gpu", "save_margin_s", "loggers",
+        "tracking",
     }  # fmt: skip
     base = Trainer.of(load_config())
     assert base.replace(save_margin_s=60, tracking={"project": "x"}).method() == base.method()
-    for change in ({"devices": 2}, {"max_epochs": 3}, {"cpu_precision": "bf16-mixed"}):
+    for change in ({"devices": 2}, {"max_epochs": 3}, {"cpu_precision": "bf16-mixed"},
+                   {"compile": "inductor"}):  # fmt: skip
         assert base.replace(**change).method() != base.method(), change
 
 

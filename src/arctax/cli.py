@@ -1,5 +1,5 @@
-"""Command line: ``arctax generate-rearc | families | prepare | smoke | train | evaluate | score |
-compare | inspect | status``.
+"""Command line: ``arctax generate-rearc | families | prepare | smoke | memory | train | evaluate |
+score | compare | inspect | status``.
 
 The Snakemake workflow calls the same library functions; the CLI is for running one step by
 hand. ``--config`` may repeat (merged in order, like Snakemake's ``--configfile``) and
@@ -69,6 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("smoke", help="smoke-test the three models")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
+    p = sub.add_parser(
+        "memory",
+        help="peak GPU memory of every job at its largest batch, estimated on the meta device "
+        "(no GPU needed): run it before queueing",
+    )
+    p.add_argument(
+        "--gpu-memory", type=float, default=None, metavar="GIB",
+        help="the card's memory in GiB: exit 1 when a job does not fit it "
+        "(default: this machine's GPU, if it has one)",
+    )  # fmt: skip
+    p.add_argument("--jobs", default="train,evaluate,adapt,sweep", help="comma-separated")
+    p.add_argument(
+        "--precision", default=None, help="the training precision (default: trial69.precision)"
+    )
     p = sub.add_parser("train", help="train one model")
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=None)
@@ -177,6 +191,8 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         report = smoke_test(cfg, args.data, args.out)
         print(format_table(report))
         return 0 if report["ok"] else 1
+    elif args.cmd == "memory":
+        return _memory(args, cfg)
     elif args.cmd == "train":
         from arctax.training.train import train
 
@@ -230,6 +246,38 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         compare(cfg, eval_dirs, args.train, args.out, args.reference)
         print(Path(args.out) / "summary.md")
     return 0
+
+
+def _memory(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+    """``arctax memory``: the table of every job's estimated peak; 1 if one does not fit."""
+    import torch
+
+    from arctax.memory import HEADROOM, JOBS, estimate_jobs, fits, format_table
+    from arctax.search.space import largest_point
+    from arctax.settings import Sweep
+
+    jobs = tuple(j for j in args.jobs.split(",") if j)
+    if unknown := sorted(set(jobs) - set(JOBS)):
+        raise ValueError(f"--jobs: unknown {unknown}; choose from {', '.join(JOBS)}")
+    card = None
+    if args.gpu_memory:
+        card = int(args.gpu_memory * 2**30)
+    elif torch.cuda.is_available():
+        card = torch.cuda.get_device_properties(0).total_memory
+    sweep = {m: largest_point(cfg, m) for m in Sweep.of(cfg).models} if "sweep" in jobs else None
+    rows = estimate_jobs(cfg, args.precision or Trial69.of(cfg).precision, sweep, jobs)
+    print(format_table(rows, card))
+    print(
+        f"\nEstimated on the meta device (arctax.memory): every grid at the largest size, "
+        f"peak allocated bytes; plan at most {HEADROOM:.0%} of a card (CUDA context, "
+        "fragmentation)."
+    )
+    bad = [r for r in rows if card and not fits(r.peak_bytes, card)]
+    for r in bad:
+        print(f"DOES NOT FIT {card / 2**30:.0f} GiB: {r.model} {r.job} ({r.peak_gib:.2f} GiB); "
+              "fix: a card with more memory (ARCTAX_GPU_MODEL), trainer.devices: 2 (train), "
+              "a smaller eval.batch_size (evaluate, adapt) or adapt.tasks_per_batch (adapt)")  # fmt: skip
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

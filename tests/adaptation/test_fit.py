@@ -214,3 +214,34 @@ def test_tiebreak_unsolved_lets_cells_break_ties_only_while_no_answer_is_exact()
     # the guard is the cells metric's: `exact` breaks its ties by the loss (here minus it)
     exact = ACFG.replace(select_metric="exact", select_tiebreak="unsolved")
     assert improves((1 / 3, -0.5), (1 / 3, -0.9), exact)
+
+
+def test_each_slots_first_and_last_loss_are_its_own_steps(monkeypatch):
+    """The losses are read once after the fit (no host read per slot per step): each slot's
+    first loss is step 0's, its last the step before its stop, whichever slot stops first."""
+    import arctax.adaptation.fit as fit_mod
+
+    seen: list[torch.Tensor] = []
+    real = fit_mod.forward_losses
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        seen.append(out.detach().clone())
+        return out
+
+    monkeypatch.setattr(fit_mod, "forward_losses", spy)
+    task = _noise_task()
+    model, slot, layers = _model(3)
+    pools = {s: loo_examples(task, 2, IDENTITY) for s in (0, 1, 2)}
+    rngs = {s: np.random.default_rng(s) for s in pools}
+    stop = {0: 5, 1: 2, 2: 0}
+
+    def check(step):  # a check may end a slot early, as the selection does
+        if step == 3:
+            stop[0] = 3
+
+    fit = fit_adapters(model, 2, slot, layers, pools, rngs, ACFG, stop, check, every=1)
+    assert len(seen) == 3  # slot 0 stopped at 3, slot 1 at 2, slot 2 never trained
+    assert fit.loss_first[0] == float(seen[0][0]) and fit.loss_last[0] == float(seen[2][0])
+    assert fit.loss_first[1] == float(seen[0][1]) and fit.loss_last[1] == float(seen[1][1])
+    assert np.isnan(fit.loss_first[2]) and np.isnan(fit.loss_last[2])

@@ -100,9 +100,72 @@ def test_throughput_rows_for_every_precision(gpu, tiny_cfg, tiny_data):
     for p in ("32-true", "16-mixed", "bf16-mixed"):
         assert float(rows[f"{m}, {p}: tokens/s"]) > 0
         assert 0 < float(rows[f"{m}, {p}: MFU"]) < 1
-        assert "scaled_dot_product" in rows[f"{m}, {p}: attention"]
     assert rows[f"RATIO {m}: 16-mixed / 32-true"].endswith("x")
     assert torch.are_deterministic_algorithms_enabled() is flag  # restored afterwards
+
+
+def test_attention_rows_name_every_call_site_per_job(gpu, tiny_cfg, tiny_data):
+    """One row per model, job and call site with its kernel; on CPU dropout sends training's
+    calls to math (fine there), evaluation and adaptation's eval-mode fit stay fused."""
+    from arctax.data.dataset import load_split
+
+    _, train, _ = gpu
+    flag = torch.are_deterministic_algorithms_enabled()
+    rows = train.attention_rows(tiny_cfg, load_split(tiny_data, "train"), torch.device("cpu"),
+                                n=4, models=("encoder_decoder",))  # fmt: skip
+    by_job: dict[str, dict[str, str]] = {}
+    for _, name, kernels, _ in rows:
+        head, site = name.split(": ", 1)
+        by_job.setdefault(head.removeprefix("encoder_decoder, "), {})[site] = kernels
+    assert set(by_job) == {"train 32-true", "train 16-mixed", "train bf16-mixed",
+                           "adapt fit 32-true", "evaluate 32-true"}  # fmt: skip
+    assert len(by_job["train 32-true"]) == 3  # encoder self; decoder self, cross (each layer)
+    assert "math" in by_job["train 32-true"].values()  # dropout: CPU's fused kernel refuses
+    assert set(by_job["adapt fit 32-true"].values()) == {"flash"}
+    assert set(by_job["evaluate 32-true"].values()) == {"flash"}
+    assert any("cached" in site for site in by_job["evaluate 32-true"])
+    assert all(k != "FAIL" for _, _, k, _ in rows)  # math is no failure on the CPU
+    assert torch.are_deterministic_algorithms_enabled() is flag
+
+
+def test_a_math_site_on_cuda_is_a_failure(gpu):
+    """The verdict the rows use: math on CUDA fails, on the CPU it is how dropout runs."""
+    from arctax.training.smoke_checks import math_sites
+
+    sites = {"a.py:1 f, self-attention, key mask": "math", "a.py:2 g, cross-attention": "flash"}
+    assert math_sites(sites, "cuda") == ["a.py:1 f, self-attention, key mask"]
+    assert math_sites(sites, "cpu") == []
+    _, _, sections = gpu
+    fig = {"device": "GPU", "device_memory_bytes": 2**34, "peak_memory_bytes": 2**30,
+           "peak_memory_method": "m", "precision": "16-mixed", "deterministic": True,
+           "batches": {"largest": {"samples": 32, "padded_tokens": 9}},
+           "step_seconds": {"largest": 0.1}, "attention": sites}  # fmt: skip
+    rows = sections.smoke_rows({"models": {"champion": {"checks": {"runs": "ok"}, "figures": fig}}})
+    att = {r[1]: r[2] for r in rows if "attention" in r[1]}
+    assert att == {"champion: attention a.py:1 f, self-attention, key mask": "FAIL",
+                   "champion: attention a.py:2 g, cross-attention": "flash"}  # fmt: skip
+    assert not sections.Section("smoke", rows).ok
+
+
+def test_memory_rows_estimate_every_job(gpu, tiny_cfg):
+    """Every model's train / evaluate / adapt and the sweep's largest point, in GiB."""
+    _, _, sections = gpu
+    cfg = {**tiny_cfg, "eval": {**tiny_cfg["eval"], "max_new_tokens": 4}}
+    rows = sections.memory_rows(cfg, torch.device("cpu"))
+    names = [r[1].split(" (")[0] for r in rows]
+    assert names == [f"{m} {j}" for m in ("champion", "encoder_decoder", "decoder_only")
+                     for j in ("train", "evaluate", "adapt")] + ["champion sweep"]  # fmt: skip
+    assert all(float(r[2]) > 0 and "estimated on meta" in r[3] for r in rows)
+    assert "batch 64" in rows[-1][1]  # the sweep's largest batch size (config/config.yaml)
+
+
+def test_a_memory_measurement_runs_the_estimated_step(tiny_cfg):
+    """The real step beside the estimate runs on any device (a figure only on CUDA)."""
+    from arctax.memory import measure_train_step
+
+    m = tiny_cfg["models"]["encoder_decoder"]
+    got = measure_train_step("encoder_decoder", m, tiny_cfg, "bf16-mixed", torch.device("cpu"))
+    assert got is None
 
 
 class _Noisy(torch.autograd.Function):
@@ -170,7 +233,8 @@ def test_the_whole_check_runs_on_cpu_at_tiny_sizes(gpu, tmp_path):
     assert gpu_check.main(["--cpu", "--quick", "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# arctax GPU check: PASS")
-    for area in ("environment", "matmul", "smoke", "train", "repeat", "decode", "adapt", "ddp"):
+    for area in ("environment", "matmul", "smoke", "attention", "memory", "train", "repeat",
+                 "decode", "adapt", "ddp"):  # fmt: skip
         assert f"| {area}" in text, area
     assert "| ddp | backend | gloo |" in text
     assert "| repeat | champion: two trainings bitwise equal | yes |" in text

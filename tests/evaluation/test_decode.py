@@ -96,3 +96,72 @@ def test_decodes_a_memorised_answer(tiny_data):
     grids, _ = greedy_decode(model, b, 200)
     for g, e in zip(grids, exs, strict=True):
         assert g is not None and np.array_equal(g, e["query_out"])
+
+
+# ---- fewer host syncs: the answers of a check at every step, token for token --------------
+
+
+@torch.inference_mode()
+def _every_step_loop(model, batch, max_new):
+    """The loop before (the oracle): positions tracked on the host, every step synced."""
+    from arctax.data.tokenize import BOS, EOS, PAD, SEP
+
+    model.eval()
+    ref = batch["seq"] if model.fmt == "decoder_only" else batch["src"]
+    b = ref.shape[0]
+    tracker = PositionTracker(b)
+    done = torch.zeros(b, dtype=torch.bool)
+    steps = torch.zeros(b, dtype=torch.long)
+    tokens = []
+    logits, cache = model.start(batch)
+    for t in range(max_new):
+        logits = logits.float()
+        logits[:, [PAD, SEP, BOS]] = float("-inf")
+        nxt = logits.argmax(-1).masked_fill(done, EOS)
+        tokens.append(nxt)
+        steps += (~done).long()
+        done |= nxt == EOS
+        if bool(done.all()) or t == max_new - 1:
+            break
+        pos = torch.from_numpy(tracker.advance(nxt.numpy()).copy())
+        logits = model.step(cache, nxt, pos)
+    return torch.stack(tokens, 1).numpy(), steps.numpy()
+
+
+class _EndsAt(torch.nn.Module):
+    """The model, but sample i emits EOS at its ``ends[i]``-th generated token."""
+
+    def __init__(self, model, ends):
+        super().__init__()
+        self.model, self.fmt, self.ends = model, model.fmt, torch.tensor(ends)
+
+    def _force(self, logits, t):
+        logits[self.ends <= t, 14] = 1e9  # EOS
+        return logits
+
+    def start(self, batch):
+        logits, cache = self.model.start(batch)
+        return self._force(logits, 0), [cache, 0]
+
+    def step(self, cache, token, pos):
+        cache[1] += 1
+        return self._force(self.model.step(cache[0], token, pos), cache[1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    ("ends", "max_new"),
+    [([2, 5, 9, 11], 30), ([1, 3, 4, 7], 40), ([3, 16, 20, 99], 18), ([99] * 4, 13), ([0] * 4, 5)],
+)
+def test_syncing_every_few_steps_gives_the_same_answers(name, test_examples, ends, max_new):
+    """Positions on the device and the end-of-answer check every SYNC_EVERY steps: tokens and
+    step counts equal the loop that synced at every token, bitwise, wherever the answers
+    end (before, at or after a check; all, some or none within ``max_new``)."""
+    from arctax.evaluation.decode import greedy_tokens
+
+    torch.manual_seed(0)
+    model = _EndsAt(build_model(name, TINY_MODELS[name]), ends)
+    b = collate(test_examples[:4], MODEL_FORMAT[name])
+    want, want_steps = _every_step_loop(model, b, max_new)
+    got, got_steps = greedy_tokens(model, b, max_new)
+    assert got.shape == want.shape and (got == want).all() and (got_steps == want_steps).all()

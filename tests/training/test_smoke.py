@@ -27,6 +27,7 @@ CPU_CHECKS = {
     "kv_cache_decode",
     "identical_steps",
     "trial69_recipe",
+    "fused_attention",
 }
 FAST = "encoder_decoder"  # the quickest tiny model, for the fault runs
 
@@ -62,9 +63,10 @@ def test_figures_of_each_model(report):
         assert big["padded_tokens"] >= normal["padded_tokens"] > 0
         assert [s["batch"] for s in f["steps"]] == ["largest", "normal"] * 2
         assert all(s["loss"] > 0 and not s["nonfinite_grads"] for s in f["steps"])
-        assert f["attention_kernels"] and all(
-            "scaled_dot_product" in k for k in f["attention_kernels"]
-        )
+        # every call site with its kernel: on CPU the fused one, math where dropout is on
+        assert f["attention"] and set(f["attention"].values()) <= {"flash", "math", "flash/math"}
+        assert all(site.split(":")[0].endswith(".py") for site in f["attention"])
+    assert report["card"] is None  # no GPU: nothing for train to compare
     text = format_table(report)
     assert "deterministic True" in text and "peak" in text and "FAIL" not in text
 
@@ -393,3 +395,20 @@ def test_the_merged_report_gives_parameters_and_flags_a_model_off_the_champions_
     assert "grid2d 1,040,000 (+4.0% vs champion)" in text
     assert "FLAG decoder_only is not size-matched: 900,000 parameters, -10.0%" in text
     assert "FLAG grid2d" not in text and "FAIL" not in text
+
+
+def test_a_math_kernel_call_fails_the_smoke_test_naming_its_site(tiny_cfg, tiny_data, tmp_path,
+                                                                monkeypatch):  # fmt: skip
+    """Where the math kernel is forbidden (CUDA; the CPU here, where dropout sends the encoder's
+    attention to it), the training path fails with the call site and its shapes."""
+    import functools
+
+    from arctax.models import layers
+    from arctax.training import smoke
+
+    monkeypatch.setattr(smoke, "watch_attention",
+                        functools.partial(layers.watch_attention, forbid_math=("cpu",)))  # fmt: skip
+    r = _one(tiny_cfg, tiny_data, tmp_path)
+    msg = r["checks"]["runs"]
+    assert "would run the math kernel on cpu" in msg and "encoder_decoder.py:" in msg
+    assert "self-attention, key mask" in msg and "dropout 0.1" in msg

@@ -20,6 +20,7 @@ train(
     Path(snakemake.input.data[0]).parent,
     out,
     snakemake.params.state,
+    smoke_report=snakemake.input.smoke,
 )
 if process_rank() == 0:  # under DDP rank 0 alone wrote the outputs
     os.replace(out / "best.ckpt", snakemake.output.best)

@@ -21,4 +21,5 @@ train(
     Path(snakemake.input.data[0]).parent,
     Path(snakemake.output.best).parent,
     snakemake.params.state,
+    smoke_report=snakemake.input.smoke,
 )

@@ -32,6 +32,7 @@ from torch import nn
 from arctax.adaptation.lora import AdapterSlot, LoRALinear, lora_parameters
 from arctax.data.collate import collate
 from arctax.data.tokenize import BOS, IGNORE_INDEX, PAD, SEP
+from arctax.evaluation.decode import to_device
 from arctax.settings import Adapt
 
 Example = dict[str, Any]
@@ -51,7 +52,7 @@ def task_losses(logits: torch.Tensor, labels: torch.Tensor, slots: torch.Tensor,
 
 def _batch(model: nn.Module, k: int, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     dev = next(model.parameters()).device
-    return {name: v.to(dev) for name, v in collate(list(examples), model.fmt, k).items()}
+    return to_device(collate(list(examples), model.fmt, k), dev)
 
 
 def forward_losses(
@@ -143,6 +144,7 @@ def fit_adapters(
                 kept[s] = [(la.A[s].detach().clone(), la.B[s].detach().clone()) for la in layers]
 
     step = 0
+    history: list[torch.Tensor] = []  # each step's per-slot losses, kept on the device
     while True:
         if check is not None and every and step % every == 0:
             check(step)
@@ -158,16 +160,18 @@ def fit_adapters(
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
-        for s in active:
-            last[s] = float(losses[s].detach())
-            if step == 0:
-                first[s] = last[s]
+        history.append(losses.detach())
         step += 1
     with torch.no_grad():
         for s, state in kept.items():
             for la, (a, b) in zip(layers, state, strict=True):
                 la.A[s].copy_(a)
                 la.B[s].copy_(b)
+    # one read of the losses for the whole fit: a slot trains at steps 0 .. stop - 1
+    losses_at = torch.stack(history).cpu().tolist() if history else []
+    for s in pools:
+        if stop[s] > 0:
+            first[s], last[s] = losses_at[0][s], losses_at[stop[s] - 1][s]
     return FitResult(first, last)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from arctax.data.tokenize import BOS, EOS, PAD, SEP, PositionTracker, decode_grid
+from arctax.data.tokenize import BOS, EOR, EOS, N_COLOURS, PAD, SEP, decode_grid
 
 Batch = dict[str, torch.Tensor]
 
@@ -39,6 +39,27 @@ def _naive_logits(model: nn.Module, batch: Batch, out: torch.Tensor, pos: torch.
     return model(mb)[:, -1]
 
 
+SYNC_EVERY = 8  # decoding steps between the host's checks that every sample has ended
+
+
+def to_device(batch: Batch, dev: torch.device) -> Batch:
+    """A CPU batch on ``dev``: on CUDA through pinned memory and asynchronous copies (a
+    pageable copy makes the host wait for the GPU's queue first)."""
+    if dev.type != "cuda":
+        return {name: v.to(dev) for name, v in batch.items()}
+    return {name: v.pin_memory().to(dev, non_blocking=True) for name, v in batch.items()}
+
+
+def advance_positions(pos: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """:class:`~arctax.data.tokenize.PositionTracker` on the device: the ``(B, 2)`` (row, col)
+    of the next token after ``tokens (B,)``: a colour moves one column right, ``EOR`` starts
+    the next row, anything else leaves it. No host round trip per token."""
+    eor = tokens == EOR
+    row = pos[:, 0] + eor
+    col = torch.where(eor, 0, pos[:, 1] + (tokens < N_COLOURS))
+    return torch.stack([row, col], 1)
+
+
 @torch.inference_mode()
 def greedy_tokens(
     model: nn.Module, batch: Batch, max_new_tokens: int, use_cache: bool | None = None
@@ -49,6 +70,11 @@ def greedy_tokens(
     tokens of two decoding loops compare element by element (the smoke test compares them).
     ``use_cache`` defaults to the model's ``supports_cache`` (True unless a model declares
     the fallback: full re-decoding with ``forward`` each step, slower, same answers).
+
+    Everything stays on the device: positions advance there (:func:`advance_positions`) and
+    the host asks whether every sample has ended only every :data:`SYNC_EVERY` steps; the
+    steps decoded past the last ``EOS`` are cut off, so the answer is the one a check at every
+    step gives, token for token.
     """
     if use_cache is None:
         use_cache = bool(getattr(model, "supports_cache", True))
@@ -57,9 +83,9 @@ def greedy_tokens(
     try:
         ref = batch["seq"] if model.fmt == "decoder_only" else batch["src"]
         b, dev = ref.shape[0], ref.device
-        tracker = PositionTracker(b)
         done = torch.zeros(b, dtype=torch.bool, device=dev)
         steps = torch.zeros(b, dtype=torch.long, device=dev)
+        banned = torch.tensor([PAD, SEP, BOS], device=dev)  # never valid inside an answer
         tokens: list[torch.Tensor] = []
         positions = [torch.zeros(b, 2, dtype=torch.long, device=dev)]
         if use_cache:
@@ -68,20 +94,19 @@ def greedy_tokens(
             if not use_cache:
                 prefix = torch.stack(tokens, 1) if tokens else ref.new_zeros(b, 0)
                 logits = _naive_logits(model, batch, prefix, torch.stack(positions, 1))
-            logits = logits.float()
-            logits[:, [PAD, SEP, BOS]] = float("-inf")  # never valid inside an answer
+            logits = logits.float().index_fill_(1, banned, float("-inf"))
             nxt = logits.argmax(-1).masked_fill(done, EOS)
             tokens.append(nxt)
             steps += (~done).long()
             done |= nxt == EOS
-            if bool(done.all()) or t == max_new_tokens - 1:
+            if t == max_new_tokens - 1 or ((t + 1) % SYNC_EVERY == 0 and bool(done.all())):
                 break
-            pos = torch.from_numpy(tracker.advance(nxt.cpu().numpy()).copy()).to(dev)
-            positions.append(pos)
+            positions.append(advance_positions(positions[-1], nxt))
             if use_cache:
-                logits = model.step(cache, nxt, pos)
+                logits = model.step(cache, nxt, positions[-1])
+        n = steps.cpu().numpy()
         out = torch.stack(tokens, 1) if tokens else ref.new_zeros(b, 0)
-        return out.cpu().numpy(), steps.cpu().numpy()
+        return out[:, : int(n.max(initial=0))].cpu().numpy(), n
     finally:
         model.train(was_training)
 
@@ -120,6 +145,6 @@ def answer_inputs(
         {"query_in": x, "query_out": BLANK, "context": list(ctx), "task_idx": 0, "example_idx": j}
         for j, (x, ctx) in enumerate(items)
     ]
-    batch = {name: v.to(dev) for name, v in collate(examples, model.fmt, k).items()}
+    batch = to_device(collate(examples, model.fmt, k), dev)
     grids, _ = greedy_decode(model, batch, max_new_tokens)
     return grids

@@ -33,7 +33,7 @@ from arctax.data.collate import collate
 from arctax.data.dataset import load_split
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.checkpoints import load_model
-from arctax.evaluation.decode import answer_inputs, greedy_decode
+from arctax.evaluation.decode import answer_inputs, greedy_decode, to_device
 from arctax.evaluation.measures import decoder_inputs, ours, paper_counts, scored_labels
 from arctax.evaluation.stats import task_table
 from arctax.evaluation.submission import (
@@ -92,7 +92,7 @@ def teacher_forced(
 
 
 def _to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(dev) for k, v in batch.items()}
+    return to_device(batch, dev)
 
 
 def query_order(ds: Any) -> np.ndarray:

@@ -86,8 +86,8 @@ class DecoderOnly(nn.Module):
 
     def start(self, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         """Run the prompts (``[input] SEP``, lengths differ per sample) and fill the cache."""
-        plen = batch["prompt_len"]
-        p = int(plen.max())
+        p = int(batch["prompt_len"].max())
+        plen = batch["prompt_len"].to(batch["seq"].device)  # (a memory estimate keeps it on CPU)
         idx = torch.arange(p, device=plen.device)
         real = idx[None, :] < plen[:, None]
         prompt = torch.where(real, batch["seq"][:, :p], PAD)

@@ -18,7 +18,6 @@ from typing import Any
 
 import optuna
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from arctax.data.datamodule import ARCDataModule
@@ -27,7 +26,7 @@ from arctax.search.space import apply_params
 from arctax.settings import Data, Sweep, Trainer, Trial69
 from arctax.training.module import ARCLitModule
 from arctax.training.trackers import Trackers
-from arctax.training.trainer import build_trainer, resolve_precision
+from arctax.training.trainer import build_trainer, compile_model, resolve_precision
 
 
 class PruningCallback(pl.Callback):
@@ -109,8 +108,7 @@ def train_trial(
     module = ARCLitModule.from_config(cfg, model_name)
     fmt = module.model.fmt  # the batch format the model consumes
     tr = Trainer.of(cfg)
-    if tr.compile:
-        module.model = torch.compile(module.model)
+    compile_model(module.model, tr.compile)  # in place: checkpoint keys unchanged
     dm = ARCDataModule(data_dir, fmt, t69.batch_size, k, tr.num_workers, t69.seed)
     pruning = PruningCallback(trial)
     work_dir = Path(work_dir)

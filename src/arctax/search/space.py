@@ -226,3 +226,24 @@ def suggest(trial: Any, space: Mapping[str, Param]) -> dict[str, Any]:
         else:
             out[name] = trial.suggest_categorical(name, list(p.choices))
     return out
+
+
+def largest_point(cfg: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The config of ``model``'s study at its largest point, for memory: every searched
+    number at the top of its range (of its step grid), every categorical at its largest
+    number (batch size, widths, depths and dropout's masks grow memory; the others are
+    irrelevant to it), non-numeric choices as configured."""
+    top: dict[str, Any] = {}
+    for name, p in parse_space(cfg, model).items():
+        if p.type == "categorical":
+            numbers = [
+                c for c in p.choices if isinstance(c, (int, float)) and not isinstance(c, bool)
+            ]
+            if numbers:
+                top[name] = max(numbers)
+            continue
+        value = p.high
+        if p.step is not None:
+            value = p.low + math.floor((p.high - p.low) / p.step + 1e-9) * p.step
+        top[name] = int(value) if p.type == "int" else float(value)
+    return apply_params(cfg, top)

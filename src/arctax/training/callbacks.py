@@ -33,22 +33,33 @@ METRIC_COLUMNS = [
     "val_paper_cell_acc",
     "lr",
     "seconds",
+    "grad_scale",
+    "skipped_steps",
 ]
 
 
 class EpochMetrics(pl.Callback):
     """Write one row per finished epoch to a CSV (and print it when stdout is not a TTY).
 
+    With a grad scaler (16-mixed) the row holds the scale at the epoch's end and the optimizer
+    steps the scaler skipped in it (non-finite gradients: its update backed the scale off);
+    more than ``max_skipped`` of an epoch's steps skipped is a warning (a few skips while the
+    scale settles in the first epoch are normal). Counted on the device, read once an epoch.
+
     On resume, rows of epochs at or after the resumed epoch are dropped first, so the file
     holds each epoch once, whatever was interrupted. Rank 0 only; the whole file is rewritten
     atomically each epoch, so a reader (or a kill) never meets half a row.
     """
 
-    def __init__(self, path: Path, echo: bool) -> None:
+    def __init__(self, path: Path, echo: bool, max_skipped: float = 1.0) -> None:
         self.path = Path(path)
         self.echo = echo
+        self.max_skipped = max_skipped
         self.rows: list[dict[str, Any]] = []
         self._t0 = time.perf_counter()
+        self._steps = 0
+        self._skipped: torch.Tensor | int = 0
+        self._scale_before: torch.Tensor | None = None
 
     def _write(self) -> None:
         out = io.StringIO()
@@ -70,6 +81,20 @@ class EpochMetrics(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
+        self._steps, self._skipped = 0, 0
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
+        scale = _scale_tensor(trainer)
+        self._scale_before = None if scale is None else scale.detach().clone()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._steps += 1
+        scale = _scale_tensor(trainer)
+        if scale is not None and self._scale_before is not None:  # backed off: skipped
+            self._skipped = self._skipped + (scale < self._scale_before).sum()
+        self._scale_before = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0 or trainer.sanity_checking:
@@ -80,6 +105,8 @@ class EpochMetrics(pl.Callback):
             v = m.get(key)
             return float(v) if v is not None else math.nan
 
+        scale = _scale_tensor(trainer)
+        skipped = int(self._skipped) if scale is not None else None
         row = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
@@ -92,17 +119,42 @@ class EpochMetrics(pl.Callback):
             "val_paper_cell_acc": val("val_paper_cell_acc"),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - self._t0, 3),
+            "grad_scale": float(scale) if scale is not None else math.nan,
+            "skipped_steps": skipped if skipped is not None else math.nan,
         }
         self.rows.append(row)
         self._write()
+        if skipped and skipped > self.max_skipped * max(self._steps, 1):
+            warnings.warn(
+                f"epoch {row['epoch']}: the grad scaler skipped {skipped} of {self._steps} "
+                f"optimizer steps (gradients overflowed fp16; scale now {row['grad_scale']:g}), "
+                f"more than trainer.max_skipped_steps ({self.max_skipped:g}); see metrics.csv "
+                "(skipped_steps); if it goes on: trial69.precision: bf16-mixed (a recorded "
+                "deviation) or find the layer (docs/ARCHITECTURE.md, fp16 safety)",
+                stacklevel=2,
+            )
         if self.echo:
+            scaler = (
+                f"  scale {row['grad_scale']:g} skipped {skipped}" if skipped is not None else ""
+            )
             print(
                 f"epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
                 f"val_loss {row['val_loss']:.4f}  val_tf_grid_acc {row['val_tf_grid_acc']:.4f}  "
                 f"val_paper_grid_acc {row['val_paper_grid_acc']:.4f}  "
-                f"lr {row['lr']:.3g}  {row['seconds']:.1f}s",
+                f"lr {row['lr']:.3g}  {row['seconds']:.1f}s{scaler}",
                 flush=True,
             )
+
+
+def _scale_tensor(trainer: pl.Trainer) -> torch.Tensor | None:
+    """The grad scaler's current scale (on its device), or None without a scaler."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    if scaler is None or not scaler.is_enabled():
+        return None
+    scale = getattr(scaler, "_scale", None)  # the device tensor get_scale() reads
+    if scale is None:  # before the first step: not created yet
+        return None
+    return scale
 
 
 class Preempted(RuntimeError):

@@ -119,9 +119,10 @@ def git_commit() -> str | None:
         return None
 
 
-def environment() -> dict[str, Any]:
-    """Versions, device and cluster facts of this process."""
-    cuda = torch.cuda.is_available()
+def environment(accelerator: str | None = None) -> dict[str, Any]:
+    """Versions, device and cluster facts of this process; ``device`` is the one the run used
+    (``accelerator``: a GPU node's CPU run records the CPU), by default the GPU if any."""
+    cuda = torch.cuda.is_available() if accelerator is None else accelerator == "cuda"
     return {
         "versions": {
             "python": sys.version.split()[0],
@@ -150,7 +151,7 @@ def provenance_record(**fields: Any) -> dict[str, Any]:
     """Assemble ``provenance.json``; ``fields`` carry config, audit, times, results."""
     rec = {"reference": "Trial 69 (champion_bootstrap.ckpt recipe, config/config.yaml trial69)"}
     rec.update(fields)
-    rec.update(environment())
+    rec.update(environment(fields.get("accelerator_used")))
     return rec
 
 

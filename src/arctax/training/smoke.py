@@ -17,9 +17,13 @@ bitwise the same logits), ``kv_cache_decode`` (greedy decoding with the cache gi
 naive loop's tokens), ``identical_steps`` (two identical steps on the largest batch give
 bitwise-equal gradients) and ``trial69_recipe`` (the optimizer, scheduler and clipping the
 Trainer built are the run's ``trial69``; where that differs from Trial 69 itself, e.g. a
-search's best.yaml, the report lists it under ``trial69_deviations``: recorded, not failed). A crash is a failed ``runs`` check naming the op, where and the fix.
-Figures: device, precision (and why), deterministic, peak memory, step times, batch tokens,
-attention kernels, grad scale.
+search's best.yaml, the report lists it under ``trial69_deviations``: recorded, not failed)
+and ``fused_attention`` (no call site ran the math kernel on CUDA). The steps run under
+:func:`arctax.models.layers.watch_attention`: on CUDA a call that would fall back to the math
+kernel fails the ``runs`` check naming its call site and shapes. A crash is a failed ``runs``
+check naming the op, where and the fix. Figures: device and its memory (the report's
+``card``, which ``train`` compares with its own), precision (and why), deterministic, peak
+memory, step times, batch tokens, the kernel of each attention call site, grad scale.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from arctax.data.collate import Batch, collate
 from arctax.data.dataset import PreparedSplit, load_split
 from arctax.io import write_json
 from arctax.models import count_parameters, size_flags
+from arctax.models.layers import watch_attention
 from arctax.settings import Data, Trial69
 from arctax.training.module import ARCLitModule
 from arctax.training.provenance import _same, built_recipe, reference_trial69
@@ -50,14 +55,15 @@ from arctax.training.ranks import join_ranks, process_rank
 from arctax.training.smoke_checks import (
     OK,
     StepProbe,
-    attention_kernels,
     decode_check,
     device_name,
     explain,
     identical_steps,
     judge_steps,
+    math_sites,
     protocol_check,
     reload_check,
+    site_kernels,
     weights_changed,
 )
 from arctax.training.trainer import build_trainer, resolve_launch, resolve_precision
@@ -175,7 +181,7 @@ def smoke_model(
     t0 = time.perf_counter()
     t69, k = Trial69.of(cfg), Data.of(cfg).context_pairs
     launch = resolve_launch(cfg)
-    precision, reason = resolve_precision(cfg)
+    precision, reason = resolve_precision(cfg, launch)
     figures: dict[str, Any] = {
         "precision": precision,
         "precision_note": reason,
@@ -201,7 +207,8 @@ def smoke_model(
             trainers.append(trainer)
         figures["deterministic"] = torch.are_deterministic_algorithms_enabled()
         before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
-        trainer.fit(module, datamodule=data)
+        with watch_attention() as watch:  # on CUDA a math-kernel call fails, naming its site
+            trainer.fit(module, datamodule=data)
     except Exception as e:  # the training path crashed: one failed check, with the fix
         return {"ok": False, "checks": {"runs": explain(e, largest)}, "figures": figures}
 
@@ -223,11 +230,18 @@ def smoke_model(
         )
     checks["protocol"] = _guarded(protocol_check, model, normal)
     checks["kv_cache_decode"] = _guarded(decode_check, model, normal)
-    checks["identical_steps"] = _guarded(identical_steps, model, big_batch, plugin)
-    try:
-        figures["attention_kernels"] = attention_kernels(model, normal, plugin)
-    except Exception as e:  # a figure, not a check
-        figures["attention_kernels"] = [explain(e)]
+    with watch_attention():
+        checks["identical_steps"] = _guarded(identical_steps, model, big_batch, plugin)
+    figures["attention"] = site_kernels(watch)  # every call site of the steps, its kernels
+    bad = math_sites(figures["attention"], dev.type)
+    checks["fused_attention"] = (
+        OK
+        if not bad
+        else (
+            f"the math kernel ran at {'; '.join(bad)} (it keeps the whole attention matrix: "
+            "out of memory at full size); see arctax.models.layers"
+        )
+    )
     problems, deviations = _recipe_checks(trainer, t69)
     checks["trial69_recipe"] = OK if not problems else "; ".join(problems)
     figures["trial69_deviations"] = deviations
@@ -282,7 +296,8 @@ def format_table(report: Mapping[str, Any]) -> str:
             f"peak {_mib(f.get('peak_memory_bytes'))} ({f.get('peak_memory_method')}), step "
             + ", ".join(f"{kind} {s:.3f}s" for kind, s in steps.items())
             + f", largest batch {f['batches']['largest']['padded_tokens']} tokens, attention "
-            + "/".join(f.get("attention_kernels", []))
+            + "/".join(sorted({k for v in f.get("attention", {}).values() for k in v.split("/")}))
+            + f" ({len(f.get('attention', {}))} call sites)"
             + (f", grad scale {f['grad_scale']:g}" if f.get("grad_scale") is not None else "")
         )
         if f.get("trial69_deviations"):
@@ -322,7 +337,8 @@ def smoke_test(
     for name in list(models) if models is not None else model_names(cfg):
         with tempfile.TemporaryDirectory(prefix=f"arctax-smoke-{name}-") as work:
             results[name] = smoke_model(name, cfg, ds, work, trainers)
-    report = {"ok": all(m["ok"] for m in results.values()), "models": results}
+    report = {"ok": all(m["ok"] for m in results.values()), "card": _card(results),
+              "models": results}  # fmt: skip
     rank = process_rank()  # after the first fit: Lightning's launcher has set it
     if rank == 0 and trainers:
         join_ranks(trainers[0])  # the DDP processes Lightning started, if any
@@ -332,13 +348,23 @@ def smoke_test(
     return report
 
 
+def _card(models: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The GPU the smoke test ran on (name, memory), from the first model that got that far;
+    ``train`` compares its own with it (``trainer.smaller_gpu``). None on the CPU."""
+    for r in models.values():
+        f = r.get("figures", {})
+        if f.get("device_memory_bytes"):
+            return {"name": f["device"], "memory_bytes": f["device_memory_bytes"]}
+    return None
+
+
 def merge_reports(paths: list[str | Path], out_json: str | Path) -> dict[str, Any]:
     """Combine per-model smoke reports into one (``ok`` only if every model passed)."""
     models: dict[str, Any] = {}
     for p in paths:
         models.update(json.loads(Path(p).read_text())["models"])
     counts = {m: r["parameters"] for m, r in models.items() if r.get("parameters")}
-    report = {"ok": all(m["ok"] for m in models.values()), "models": models,
-              "size_flags": size_flags(counts)}  # fmt: skip
+    report = {"ok": all(m["ok"] for m in models.values()), "card": _card(models),
+              "models": models, "size_flags": size_flags(counts)}  # fmt: skip
     write_json(Path(out_json), report)
     return report

@@ -24,6 +24,7 @@ from torch import nn
 
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.decode import greedy_tokens
+from arctax.models.layers import AttentionWatch, MathAttentionError, watch_attention
 from arctax.training.module import answer_metrics
 
 Batch = dict[str, torch.Tensor]
@@ -328,18 +329,24 @@ def identical_steps(model: nn.Module, batch: Batch, plugin: Any, seed: int = 0) 
     )
 
 
-def attention_kernels(model: nn.Module, batch: Batch, plugin: Any) -> list[str]:
-    """The attention kernels (aten ops) one training step ran: flash, efficient, cuDNN or math."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+def attention_sites(model: nn.Module, batch: Batch, plugin: Any) -> dict[str, str]:
+    """The kernel of every attention call site in one training step (``file:line function,
+    kind`` -> ``flash`` / ``efficient`` / ``cudnn`` / ``math``, several joined by ``/``), as
+    :func:`arctax.models.layers.watch_attention` records them (nothing refused here)."""
+    with watch_attention(forbid_math=()) as watch:
         step_grads(model, batch, plugin, seed=0)
-    names = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
-    # the dispatcher's entry point is not a kernel; keep the implementations it chose
-    kernels = sorted(
-        n.removeprefix("aten::") for n in names if n != "aten::scaled_dot_product_attention"
-    )
-    return [k for k in kernels if "backward" not in k] or kernels
+    return site_kernels(watch)
+
+
+def site_kernels(watch: AttentionWatch) -> dict[str, str]:
+    """``{call site: its kernels}`` of a watch."""
+    return {site: "/".join(sorted(s.backends)) for site, s in sorted(watch.sites.items())}
+
+
+def math_sites(sites: Mapping[str, str], device: str) -> list[str]:
+    """The call sites that ran the math kernel where it is a failure (CUDA: it keeps the whole
+    attention matrix; the CPU runs it for dropout and float64, by design)."""
+    return [s for s, k in sites.items() if device == "cuda" and "math" in k.split("/")]
 
 
 # ---- what a crash means ------------------------------------------------------------------
@@ -355,6 +362,8 @@ def explain(e: BaseException, largest: str = "the largest batch") -> str:
     if frames:  # the innermost call in arctax's own code: the model line that ran the op
         f = frames[-1]
         where = f" (at {f.filename[len(PACKAGE) :]}:{f.lineno}, {f.name})"
+    if isinstance(e, MathAttentionError):
+        return f"{msg[:700]}{where}"
     m = _DETERMINISTIC.match(msg)
     if m:
         return (

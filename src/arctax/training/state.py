@@ -34,6 +34,7 @@ def fingerprint(cfg: Mapping[str, Any], model_name: str, seed: int, manifest_sha
             "seed": seed,
             "data": manifest_sha,
             "limits": [tr.limit_train_batches, tr.limit_val_batches],
+            "compile": tr.compile,  # compiled kernels round differently: no resume across it
         },
         sort_keys=True,
     )

@@ -34,7 +34,8 @@ from arctax.settings import Trainer
 
 RECORD = "tracker.json"  # in the state dir: the tracker runs' ids, the last epoch logged
 METRICS = ["train_loss", "val_loss", "train_token_acc", "val_token_acc", "val_tf_grid_acc",
-           "val_paper_grid_acc", "val_paper_cell_acc", "lr", "seconds"]  # fmt: skip
+           "val_paper_grid_acc", "val_paper_cell_acc", "lr", "seconds",
+           "grad_scale", "skipped_steps"]  # fmt: skip
 
 
 def run_name(cfg: Mapping[str, Any], model: str, seed: int) -> str:

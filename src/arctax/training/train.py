@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
 from arctax.config import check_trackers, model_class, model_config
 from arctax.data.datamodule import ARCDataModule
@@ -48,7 +47,14 @@ from arctax.training.state import (
     resume_point,
 )
 from arctax.training.trackers import Trackers, audit_summary
-from arctax.training.trainer import Launch, build_trainer, resolve_launch, resolve_precision
+from arctax.training.trainer import (
+    Launch,
+    build_trainer,
+    check_card,
+    compile_model,
+    resolve_launch,
+    resolve_precision,
+)
 
 __all__ = ["FINISHED", "attach_log", "build_trainer", "train"]
 
@@ -61,11 +67,14 @@ def train(
     out_dir: str | Path,
     state_dir: str | Path | None = None,
     trackers_dir: str | Path | None = None,
+    smoke_report: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` with ``seed`` on the cache in ``data_dir``; see module docstring.
 
     The trackers of ``trainer.loggers`` write under ``trackers_dir`` (default
-    ``results/<run>/trackers``, the workflow's; :mod:`arctax.training.trackers`).
+    ``results/<run>/trackers``, the workflow's; :mod:`arctax.training.trackers`). On a GPU
+    with less memory than the one ``smoke_report`` (the model's smoke test) passed on, it
+    refuses or warns (``trainer.smaller_gpu``; :func:`~arctax.training.trainer.check_card`).
 
     Raises :class:`SystemExit` with code 75 when stopped by a signal or the Slurm time limit
     (resumable state saved; run again to continue). Under DDP (``trainer.devices`` > 1) every
@@ -75,6 +84,8 @@ def train(
     model_config(cfg, model_name)  # an unknown model name fails here, before anything else
     check_trackers(cfg)  # and a tracker whose extra is not installed
     launch = resolve_launch(cfg)  # and devices that cannot split the batch
+    # and a GPU smaller than the one the smoke test passed on
+    card_note = check_card(cfg, model_name, smoke_report) if launch.accelerator == "cuda" else None
     rank = process_rank() if launch.devices > 1 else 0
     started = now()
     out_dir = Path(out_dir)
@@ -86,16 +97,17 @@ def train(
     resume = prepare_state(state_dir, fp) if rank == 0 else resume_point(state_dir, fp)
     if launch.note and rank == 0:
         warnings.warn(f"devices: {launch.note} (recorded in provenance.json)", stacklevel=2)
+    if card_note and rank == 0:
+        warnings.warn(f"GPU: {card_note}", stacklevel=2)
 
     pl.seed_everything(seed, workers=True)
-    precision, precision_reason = resolve_precision(cfg)
+    precision, precision_reason = resolve_precision(cfg, launch)
     t69, k = Trial69.of(cfg), Data.of(cfg).context_pairs
     module = ARCLitModule.from_config(cfg, model_name)
     fmt = module.model.fmt  # the batch format the model consumes
     n_params = count_parameters(module.model)
     tr = Trainer.of(cfg)
-    if tr.compile:
-        module.model = torch.compile(module.model)
+    compile_model(module.model, tr.compile)  # in place: checkpoint keys unchanged
     dm = ARCDataModule(  # the global batch: each of N ranks takes batch_size / N
         data_dir, fmt, t69.batch_size, k, tr.num_workers, seed
     )
@@ -106,6 +118,10 @@ def train(
         {"parameters": n_params, "precision": precision, "devices": launch.devices},
     )  # fmt: skip
     trainer = build_trainer(cfg, state_dir, precision, [guard, trackers], launch)
+    if str(trainer.precision) != precision:  # Lightning changed it: record what it runs
+        precision_reason = f"{precision_reason or precision}; Lightning ran {trainer.precision}"
+        precision = str(trainer.precision)
+    trackers.params["precision"] = precision  # one value in provenance, trackers and audit
     if resume:
         print(f"resuming {model_name} seed {seed} from {resume}", file=sys.stderr, flush=True)
     try:
@@ -159,6 +175,7 @@ def train(
         model_class=model_class(cfg, model_name),  # None: built in
         model_code_sha256=source_sha256(model_class(cfg, model_name)),
         **processes(trainer, cfg, launch),
+        gpu_note=card_note,
         data_manifest_sha256=manifest_sha,
         # what makes these weights "trained here" (evaluation.checkpoints.trained_here_flag)
         checkpoints_sha256={n: file_sha256(out_dir / n) for n in ("best.ckpt", "last.ckpt")},

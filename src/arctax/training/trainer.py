@@ -20,20 +20,84 @@ from arctax.settings import Trainer, Trial69
 from arctax.training.callbacks import EpochMetrics, RNGState
 
 _warned_precision = False
+HEADROOM = 0.85  # share of a GPU's memory a job may plan to use (CUDA context, fragmentation)
 
 
-def resolve_precision(cfg: Mapping[str, Any]) -> tuple[str, str | None]:
-    """Trial 69's precision, or the CPU fallback with the reason (16-mixed needs CUDA)."""
+class SmallerGPU(RuntimeError):
+    """A training landed on a GPU with less memory than its smoke test passed on."""
+
+
+def gpu_card() -> tuple[str, int] | None:
+    """This process's GPU: ``(name, total memory in bytes)``, or None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0), int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def check_card(cfg: Mapping[str, Any], model: str, smoke_report: str | Path | None) -> str | None:
+    """Compare this GPU with the one ``model``'s smoke test passed on (its report records it).
+
+    Less memory: with ``trainer.smaller_gpu: refuse`` raise :class:`SmallerGPU` naming both
+    cards and the fix, unless the smoke test's measured peak (its largest batch) fits this card
+    within :data:`HEADROOM`; then, or with ``warn``, return the warning. None: nothing to say
+    (no GPU here, no report, a card at least as large)."""
+    here = gpu_card()
+    if here is None or smoke_report is None or not Path(smoke_report).is_file():
+        return None
+    import json
+
+    fig = json.loads(Path(smoke_report).read_text())["models"].get(model, {}).get("figures", {})
+    there = fig.get("device_memory_bytes")
+    if not there or here[1] >= there:
+        return None
+    gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
+    peak = fig.get("peak_memory_bytes")
+    fits = peak is not None and peak <= HEADROOM * here[1]
+    what = (
+        f"{model} trains on {here[0]} ({gib(here[1])}), less memory than the "
+        f"{fig.get('device')} ({gib(there)}) its smoke test passed on (smoke peak "
+        f"{gib(peak) if peak else 'unknown'}"
+    )
+    fix = (
+        "set ARCTAX_GPU_MODEL (profiles/slurm) so smoke_test and train get the same GPU model, "
+        "or trainer.devices: 2, or trainer.smaller_gpu: warn to try anyway"
+    )
+    if Trainer.of(cfg).smaller_gpu == "refuse" and not fits:
+        raise SmallerGPU(f"{what}, more than {HEADROOM:.0%} of this card); fix: {fix}")
+    return f"{what}{', which fits' if fits else ''}); {fix}"
+
+
+def resolve_precision(
+    cfg: Mapping[str, Any], launch: Launch | None = None
+) -> tuple[str, str | None]:
+    """The precision the run uses, decided from the accelerator it runs on (``resolve_launch``):
+    Trial 69's on CUDA; on the CPU (no CUDA, or ``trainer.accelerator: cpu`` on a GPU node)
+    16-mixed cannot run and ``trainer.cpu_precision`` replaces it, with the reason. Passing
+    16-mixed to a CPU Trainer would have Lightning swap it for bf16-mixed behind the record."""
     global _warned_precision
     wanted = Trial69.of(cfg).precision
-    if torch.cuda.is_available() or "16-mixed" not in wanted or wanted.startswith("bf16"):
+    launch = launch or resolve_launch(cfg)
+    if launch.accelerator == "cuda" or "16-mixed" not in wanted or wanted.startswith("bf16"):
         return wanted, None
     used = Trainer.of(cfg).cpu_precision
-    reason = f"no CUDA on this machine: {wanted} needs a GPU, used {used}"
+    where = (
+        "trainer.accelerator: cpu on a machine with CUDA"
+        if torch.cuda.is_available()
+        else "no CUDA on this machine"
+    )
+    reason = f"{where}: {wanted} needs a GPU, used {used} (trainer.cpu_precision)"
     if not _warned_precision:
         warnings.warn(f"precision: {reason} (recorded in provenance.json)", stacklevel=2)
         _warned_precision = True
     return used, reason
+
+
+def compile_model(model: torch.nn.Module, setting: bool | str) -> None:
+    """``trainer.compile``: ``torch.compile`` the model IN PLACE (``nn.Module.compile``: its
+    parameter names, hence its checkpoints, stay those of the plain model), with the backend
+    named (``true``: inductor); ``false`` leaves it."""
+    if setting:
+        model.compile(backend="inductor" if setting is True else str(setting))
 
 
 class AtomicCheckpointIO(pl.plugins.TorchCheckpointIO):
@@ -128,7 +192,7 @@ def build_trainer(
             save_last=True,
             enable_version_counter=False,
         ),
-        EpochMetrics(state_dir / "metrics.csv", echo=not tty),
+        EpochMetrics(state_dir / "metrics.csv", echo=not tty, max_skipped=tr.max_skipped_steps),
         RNGState(t69.seed),
         *extra_callbacks,
     ]
