@@ -1,5 +1,6 @@
-"""Every job's params of a workflow DAG as JSON, keyed ``rule[wildcard=value,...]``: what
-Snakemake's params trigger compares, so two equal dumps mean that nothing re-runs.
+"""Every job's params of a workflow DAG as JSON, keyed ``rule[wildcard=value,...]``, each as
+Snakemake's params trigger compares it (``repr`` of the value: a dict's key order counts), so
+two equal dumps mean that nothing re-runs.
 
     python tests/workflow/params_dump.py OUT.json WORKDIR TARGET CONFIGFILE...
 
@@ -18,7 +19,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-JSON = (str, int, float, bool, type(None), list, dict)
 PREPARED = ("generate_rearc", "rearc_gather", "prepare_data", "prepare_test")  # in DAG order
 
 
@@ -55,9 +55,7 @@ def plan(workdir: Path, target: str, configfiles: list[Path], forceall: bool) ->
         rows, prepared = {}, []
         for job in wf.dag.jobs:
             wc = ",".join(f"{k}={v}" for k, v in sorted(job.wildcards_dict.items()))
-            rows[f"{job.rule.name}[{wc}]"] = {
-                k: v if isinstance(v, JSON) else repr(v) for k, v in job.params.items()
-            }
+            rows[f"{job.rule.name}[{wc}]"] = {k: repr(v) for k, v in job.params.items()}
             if job.rule.name in PREPARED:
                 prepared.append([job.rule.name, [str(f) for f in job.output]])
         return {"params": rows, "prepared": prepared}
