@@ -97,6 +97,7 @@ hostile-table: setup
 
 config-doc: setup
 	$(BIN)/python -c "from arctax.config import write_key_tables; write_key_tables('config/README.md')"
+	$(BIN)/python -c "from arctax.layout import write_outputs_doc; write_outputs_doc('docs/OUTPUTS.md')"
 
 lint: setup
 	$(BIN)/ruff check src tests workflow/scripts benchmarks checks experiments examples

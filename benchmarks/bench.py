@@ -33,10 +33,11 @@ from bench_decode import FixedLength, bench_decoding
 from bench_train import bench_training
 from harness import MODELS, REPO, Row, log, machine, table
 
-from arctax.config import load_config
 from arctax.data.dataset import load_split
 from arctax.data.prepare import prepare
 from arctax.io import atomic_write_text
+from arctax.settings import Settings as Config
+from arctax.settings import load_settings
 
 __all__ = ["MODELS", "QUICK_MODELS", "FixedLength", "Settings", "main"]
 
@@ -155,17 +156,17 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
-    cfg = load_config()
+    cfg = load_settings()
     if s.quick:
-        cfg["models"] = QUICK_MODELS
-    timed_cfg = {**cfg, "data": {**cfg["data"], "max_cells": s.max_cells}}
+        cfg = Config.of({**cfg.raw, "models": QUICK_MODELS})
+    timed_cfg = cfg.with_overrides({"data": {"max_cells": s.max_cells}})
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="arctax-bench-") as tmp:
         work = Path(tmp)
         log("data: prepare and load")
         data_rows, _ = bench_data(cfg, work, s)
-        prepare(timed_cfg, work / "timed")
+        prepare(timed_cfg.data, timed_cfg.taxonomy, work / "timed")
         train, test = load_split(work / "timed", "train"), load_split(work / "timed", "test")
         meta: dict[str, Any] = {"decode_pairs": min(s.decode_pairs, len(test))}
         for dev in devices:

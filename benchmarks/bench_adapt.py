@@ -25,10 +25,10 @@ from harness import Row, Timed, interleave
 from arctax.adaptation.lora import inject_lora
 from arctax.adaptation.run import task_data
 from arctax.adaptation.ttt import adapt_tasks, adapter_slots
-from arctax.config import DEFAULT_CONFIG, REPO_ROOT, load_config
+from arctax.config import DEFAULT_CONFIG, REPO_ROOT
 from arctax.data.dataset import PreparedSplit
 from arctax.models import build_model
-from arctax.settings import Adapt
+from arctax.settings import Adapt, Settings, load_settings
 
 MAX_NEW = 60
 TARGETS = ["q", "kv", "out", "mlp"]
@@ -45,7 +45,7 @@ FORMER = {"seed": 0, "rank": 4, "alpha": 8, "targets": TARGETS, "steps": 12, "lr
 
 def _demo_adapt() -> Adapt:
     """The shipped demo adapt block (config/demo.yaml), typed."""
-    return Adapt.of(load_config(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml"))
+    return load_settings(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml").adapt
 
 
 def _runner(model_cfg: dict, group: int, steps: int, dev: torch.device, tasks: list,
@@ -61,16 +61,16 @@ def _runner(model_cfg: dict, group: int, steps: int, dev: torch.device, tasks: l
     return [lambda c=c: adapt_tasks(model, 2, slot, layers, c, acfg, MAX_NEW, 64) for c in chunks]
 
 
-def bench_adaptation(cfg: dict, test: PreparedSplit, s: Any, dev: torch.device) -> list[Row]:
+def bench_adaptation(cfg: Settings, test: PreparedSplit, s: Any, dev: torch.device) -> list[Row]:
     """Tasks/s at the demo's and at full Trial 69 size, one vs four tasks per batch."""
-    demo_cfg = load_config(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml")
-    demo = demo_cfg["models"]["champion"]
+    demo_cfg = load_settings(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml")
+    demo = demo_cfg.models["champion"].config()
     shipped = _demo_adapt()
     shipped = shipped.replace(steps=shipped.steps if not s.quick else 4)
     former = _demo_adapt().replace(**{**FORMER, "steps": FORMER["steps"] if not s.quick else 2})
-    sizes = {"demo size": demo, "full size": cfg["models"]["champion"]}
+    sizes = {"demo size": demo, "full size": cfg.models["champion"].config()}
     if s.quick:
-        sizes = {"quick size": cfg["models"]["champion"]}
+        sizes = {"quick size": cfg.models["champion"].config()}
     rows: list[Row] = []
     for size, model_cfg in sizes.items():
         n = s.adapt_tasks if size != "full size" else max(4, s.adapt_tasks // 2)

@@ -14,13 +14,16 @@ from harness import REPO, Row, median_time
 from arctax.data.datamodule import real_token_fraction
 from arctax.data.dataset import load_split
 from arctax.data.prepare import prepare
+from arctax.settings import Settings
 
 
-def bench_data(cfg: dict, work: Path, s: Any) -> tuple[list[Row], Path]:
+def bench_data(cfg: Settings, work: Path, s: Any) -> tuple[list[Row], Path]:
     """Prepare all ARC-AGI-1 tasks (400 training + 400 evaluation) and load a split."""
     full = work / "full"
     manifests: list[dict] = []
-    t_prep = median_time(lambda: manifests.append(prepare(cfg, full)), s.workflow_reps)
+    t_prep = median_time(
+        lambda: manifests.append(prepare(cfg.data, cfg.taxonomy, full)), s.workflow_reps
+    )
     t_load = median_time(lambda: load_split(full, "train"), 5)
     manifest = manifests[-1]
     n_tasks = sum(c["tasks"] for c in manifest["counts"].values())

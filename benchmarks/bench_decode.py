@@ -14,6 +14,7 @@ from arctax.data.dataset import PreparedSplit
 from arctax.data.tokenize import EOS
 from arctax.evaluation.decode import greedy_decode
 from arctax.models import build_model
+from arctax.settings import Settings
 
 
 class FixedLength(nn.Module):
@@ -44,14 +45,14 @@ class FixedLength(nn.Module):
         return self._mask(self.model.step(cache, token, pos))
 
 
-def bench_decoding(cfg: dict, test: PreparedSplit, s: Any, dev: torch.device) -> list[Row]:
+def bench_decoding(cfg: Settings, test: PreparedSplit, s: Any, dev: torch.device) -> list[Row]:
     """Greedy decoding of ARC-AGI-1 evaluation test pairs, with and without the KV cache."""
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(test), size=min(s.decode_pairs, len(test)), replace=False))
     rows: list[Row] = []
     for name in MODELS:
         torch.manual_seed(0)
-        model = FixedLength(build_model(name, cfg["models"][name])).to(dev)
+        model = FixedLength(build_model(name, cfg.models[name].config())).to(dev)
         batch = to_device(collate([test[int(i)] for i in idx], MODEL_FORMAT[name]), dev)
         steps: list[np.ndarray] = []
 

@@ -22,20 +22,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from arctax.config import load_config
 from arctax.data import rearc_generate as rg
+from arctax.settings import load_settings
 
 PREPARE = """
 import json, resource, sys, time
-from arctax.config import load_config
+from arctax.settings import load_settings
 from arctax.data.prepare import prepare_training
 from arctax.data.prepare_test import prepare_test_set
-cfg = load_config(overrides={"data": {"source": sys.argv[1], "examples_per_task": int(sys.argv[3])}})
+cfg = load_settings(overrides={"data": {"source": sys.argv[1], "examples_per_task": int(sys.argv[3])}})
 t0 = time.perf_counter()
-m = prepare_training(cfg, sys.argv[2] + "/train")
+m = prepare_training(cfg.data, cfg.taxonomy, sys.argv[2] + "/train")
 t1 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-prepare_test_set(cfg, "arcagi1_eval", sys.argv[2] + "/test", sys.argv[2] + "/train")
+prepare_test_set(cfg.data, cfg.taxonomy, "arcagi1_eval", sys.argv[2] + "/test",
+                 sys.argv[2] + "/train")
 print(json.dumps({"train_s": t1 - t0, "test_s": time.perf_counter() - t1, "peak_kb": peak,
                   "counts": m["counts"], "version": m["version"]}))
 """
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-rearc-"))
     ids = rg.task_ids(args.repo)[: args.tasks]
-    s = rg.settings(load_config(overrides={"data": {"rearc": {"n_examples": args.n}}}))
+    s = load_settings(overrides={"data": {"rearc": {"n_examples": args.n}}}).data.rearc_generation()
     t0 = time.perf_counter()
     rec = rg.generate_shard(
         args.repo, ids, s, out / ".state", out / ".state/shard.json", log=lambda m: None

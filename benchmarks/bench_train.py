@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from arctax.data.dataset import PreparedSplit
 from arctax.models import build_model
 from arctax.models.layers import watch_attention
-from arctax.settings import Trial69
+from arctax.settings import Settings
 from arctax.training.module import answer_metrics
 from arctax.training.optim import build_optimizer
 
@@ -81,15 +81,15 @@ def matmul_flops(n: int, dev: torch.device) -> tuple[Callable[[], Any], int]:
 
 
 def bench_training(
-    cfg: dict, ds: PreparedSplit, s: Any, dev: torch.device
+    cfg: Settings, ds: PreparedSplit, s: Any, dev: torch.device
 ) -> tuple[list[Row], dict[str, float]]:
     """Training throughput of the three models and the baseline, interleaved with a matmul."""
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(ds), size=min(s.train_examples, len(ds)), replace=False))
-    clip = float(cfg["trial69"]["gradient_clip_val"])
+    clip = float(cfg.trial69.gradient_clip_val)
     variants: list[tuple[str, Callable[[], nn.Module], list[Batch]]] = []
     for name in MODELS:
-        mcfg = cfg["models"][name]
+        mcfg = cfg.models[name].config()
         batches = make_batches(ds, idx, name, s.batch_size, grouped=True, seed=0)
         variants.append((name, lambda n=name, c=mcfg: build_model(n, c), batches))
     # The CPU precision choice (trainer.cpu_precision) measured side by side: 16-mixed needs
@@ -97,7 +97,7 @@ def bench_training(
     bf16 = "champion, bf16-mixed"
     if dev.type == "cpu":
         variants.append((bf16, variants[0][1], variants[0][2]))
-    ed = cfg["models"]["encoder_decoder"]
+    ed = cfg.models["encoder_decoder"].config()
     random_b = make_batches(ds, idx, "encoder_decoder", s.batch_size, grouped=False, seed=0)
     variants.append(
         ("encoder_decoder, random batches", lambda: build_model("encoder_decoder", ed), random_b)
@@ -110,7 +110,7 @@ def bench_training(
     for label, make, batches in variants:
         torch.manual_seed(0)
         model = make().to(dev)
-        opt = build_optimizer(model.parameters(), Trial69.of(cfg))
+        opt = build_optimizer(model.parameters(), cfg.trial69)
         on_dev = [to_device(b, dev) for b in batches]
         real, padded = map(sum, zip(*(token_counts(b) for b in batches), strict=True))
         info[label] = {

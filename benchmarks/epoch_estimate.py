@@ -37,12 +37,11 @@ from baseline import BaselineTransformer
 from bench_train import train_pass
 from harness import Timed, interleave, machine, make_batches, to_device, token_counts
 
-from arctax.config import load_config
 from arctax.data.dataset import load_split
 from arctax.data.prepare import prepare
 from arctax.io import atomic_write_text
 from arctax.models import build_model
-from arctax.settings import Trial69
+from arctax.settings import Settings, load_settings
 from arctax.training.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,25 +65,25 @@ def main(argv: list[str] | None = None) -> str:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    cfg = load_config()
-    bs = cfg["trial69"]["batch_size"]
+    cfg = load_settings()
+    bs = cfg.trial69.batch_size
     if args.quick:
-        cfg["models"] = bench.QUICK_MODELS
-        cfg["data"] = {**cfg["data"], "max_cells": 25, "max_tasks": 40}
+        cfg = Settings.of({**cfg.raw, "models": bench.QUICK_MODELS})
+        cfg = cfg.with_overrides({"data": {"max_cells": 25, "max_tasks": 40}})
         bs = 8
     dev = torch.device("cpu")
     with tempfile.TemporaryDirectory(prefix="arctax-epoch-") as tmp:
-        prepare(cfg, Path(tmp))
+        prepare(cfg.data, cfg.taxonomy, Path(tmp))
         ds = load_split(Path(tmp), "train")
     everything = np.arange(len(ds))
-    ed = cfg["models"]["encoder_decoder"]
+    ed = cfg.models["encoder_decoder"].config()
     plans = {
         "encoder_decoder, length-grouped": (lambda: build_model("encoder_decoder", ed), True),
         "encoder_decoder, random batches": (lambda: build_model("encoder_decoder", ed), False),
         "baseline nn.Transformer, random batches": (lambda: BaselineTransformer(**ed), False),
     }
     timed, info = [], {}
-    clip = float(cfg["trial69"]["gradient_clip_val"])
+    clip = float(cfg.trial69.gradient_clip_val)
     for name, (make, grouped) in plans.items():
         batches = make_batches(ds, everything, "encoder_decoder", bs, grouped, seed=0)
         real, _ = map(sum, zip(*(token_counts(b) for b in batches), strict=True))
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> str:
         picks = strata(batches, padded, args.strata)
         torch.manual_seed(0)
         model = make().to(dev)
-        opt = build_optimizer(model.parameters(), Trial69.of(cfg))
+        opt = build_optimizer(model.parameters(), cfg.trial69)
         on_dev = [to_device(b, dev) for b, _ in picks]
         info[name] = {
             "batches": len(batches),

@@ -19,13 +19,14 @@ from gpu_env import environment, matmul_peaks, peak_rows
 from gpu_train import attention_rows, ddp, deterministic, repeatability, throughput
 from harness import REPO, Row, log, table
 
-from arctax.config import DEFAULT_CONFIG, load_config, model_class, model_config
+from arctax.config import DEFAULT_CONFIG
 from arctax.data.dataset import load_split
 from arctax.data.prepare import prepare
 from arctax.io import atomic_write_text
 from arctax.memory import estimate_jobs, fits, measure_train_step
 from arctax.search.space import largest_point
-from arctax.settings import Sweep
+from arctax.settings import Settings as Config
+from arctax.settings import load_settings
 from arctax.training.smoke import smoke_test
 from arctax.training.smoke_checks import math_sites
 
@@ -132,12 +133,12 @@ def smoke_rows(report: dict) -> list[Row]:
     return rows
 
 
-def memory_rows(cfg: dict, dev: torch.device) -> list[Row]:
+def memory_rows(cfg: Config, dev: torch.device) -> list[Row]:
     """Every job's peak memory at its largest batch, estimated on the meta device (the table of
     ``arctax memory``); on CUDA a FAIL where one does not fit this card, and the training
     step measured for real beside its estimate."""
-    precision = cfg["trial69"]["precision"]
-    sweep = {m: largest_point(cfg, m) for m in Sweep.of(cfg).models}
+    precision = cfg.trial69.precision
+    sweep = {m: largest_point(cfg, m) for m in cfg.sweep.models}
     card = torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda" else None
     rows: list[Row] = []
     for e in estimate_jobs(cfg, precision, sweep):
@@ -151,8 +152,7 @@ def memory_rows(cfg: dict, dev: torch.device) -> list[Row]:
             note += f"; {'fits' if ok else 'does NOT fit'} this {card / 2**30:.0f} GiB card"
         rows.append(("memory", name, f"{e.peak_gib:.2f}" if ok else "FAIL", note))
         if e.job == "train" and dev.type == "cuda":
-            got = measure_train_step(e.model, model_config(cfg, e.model), cfg, precision, dev,
-                                     model_class(cfg, e.model))  # fmt: skip
+            got = measure_train_step(cfg.models[e.model], cfg.data, e.batch, precision, dev)
             rows.append(("memory", f"{name}: measured", f"{got / 2**30:.2f}",
                          f"GiB, torch.cuda.max_memory_allocated (estimate / measured "
                          f"{e.peak_bytes / got:.2f})"))  # fmt: skip
@@ -204,7 +204,7 @@ def run_all(args: argparse.Namespace) -> int:
     if args.quick:
         over = {"models": QUICK_MODELS, "data": QUICK_DATA, "trainer": {"num_workers": 0},
                 "eval": QUICK_EVAL}  # fmt: skip
-    cfg = load_config(*files, overrides=over)
+    cfg = load_settings(*files, overrides=over)
     sections: list[Section] = []
     peaks: dict[str, float] = {}
 
@@ -217,11 +217,11 @@ def run_all(args: argparse.Namespace) -> int:
         data = args.data
         if data is None:
             data = work / "data"
-            prepare(cfg, data)
+            prepare(cfg.data, cfg.taxonomy, data)
         train_split, test_split = load_split(data, "train"), load_split(data, "test")
         ref = lambda: max(peaks.get("fp16", 0.0), peaks.get("bf16", 0.0)) or float("nan")  # noqa: E731
         two = dev.type == "cpu" or torch.cuda.device_count() >= 2
-        adapt_det = bool(cfg["trial69"]["deterministic"])  # the adapt job sets it so
+        adapt_det = bool(cfg.trial69.deterministic)  # the adapt job sets it so
         plan: list[tuple[str, Callable[[], list[Row]]]] = [
             ("environment", lambda: environment(dev)),
             ("matmul", matmul),

@@ -4,7 +4,6 @@ call site per job, deterministic repeatability, DDP over NCCL."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import json
 import subprocess
@@ -25,7 +24,7 @@ from arctax.data.dataset import PreparedSplit
 from arctax.evaluation.decode import greedy_tokens
 from arctax.models import build_model
 from arctax.models.layers import watch_attention
-from arctax.settings import Trial69
+from arctax.settings import Settings
 from arctax.training.module import answer_metrics
 from arctax.training.optim import build_optimizer
 from arctax.training.smoke_checks import attention_sites, bitwise_equal, math_sites, site_kernels
@@ -86,7 +85,7 @@ def deterministic(on: bool) -> Iterator[None]:
 
 
 def throughput(
-    cfg: dict,
+    cfg: Settings,
     ds: PreparedSplit,
     dev: torch.device,
     n_batches: int,
@@ -102,14 +101,14 @@ def throughput(
     computed (padded batches, causal attention's lower triangle; ``count_flops``) per second
     / ``peak_flops``.
     """
-    bs = cfg["trial69"]["batch_size"]
-    clip = float(cfg["trial69"]["gradient_clip_val"])
+    bs = cfg.trial69.batch_size
+    clip = float(cfg.trial69.gradient_clip_val)
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(ds), size=min(len(ds), n_batches * bs), replace=False))
     variants, info = [], {}
-    with deterministic(bool(cfg["trial69"]["deterministic"])):
+    with deterministic(bool(cfg.trial69.deterministic)):
         for name in models:
-            mcfg = cfg["models"][name]
+            mcfg = cfg.models[name].config()
             batches = make_batches(ds, idx, name, bs, grouped=True, seed=0)[:n_batches]
             flops = count_flops(lambda c=mcfg, n=name: build_model(n, c), batches)
             real = sum(token_counts(b)[0] for b in batches)
@@ -118,7 +117,7 @@ def throughput(
             for precision in precisions or list(PRECISIONS):
                 torch.manual_seed(0)
                 model = build_model(name, mcfg).to(dev)
-                opt = build_optimizer(model.parameters(), Trial69.of(cfg))
+                opt = build_optimizer(model.parameters(), cfg.trial69)
                 amp = Amp.of(precision, dev)
                 label = f"{name}, {precision}"
                 info[label] = {"flops": flops, "real": real, "samples": len(idx)}
@@ -149,21 +148,25 @@ def throughput(
 
 
 def attention_rows(
-    cfg: dict, ds: PreparedSplit, dev: torch.device, n: int = 8, models: tuple[str, ...] = MODELS
+    cfg: Settings,
+    ds: PreparedSplit,
+    dev: torch.device,
+    n: int = 8,
+    models: tuple[str, ...] = MODELS,
 ) -> list[Row]:
     """The kernel of every attention call site, per model and job, under that job's settings:
     a training step per precision under ``trial69.deterministic`` (the train job), greedy
     decoding in fp32 without it (evaluate), an eval-mode fp32 step under it (adaptation's
     fit). On CUDA a site on the math kernel is a FAIL (it keeps the whole attention matrix)."""
-    t69 = cfg["trial69"]
+    t69 = cfg.trial69
     idx = np.arange(min(len(ds), n))
     rows: list[Row] = []
     for name in models:
         torch.manual_seed(0)
-        model = build_model(name, cfg["models"][name]).to(dev)
+        model = build_model(name, cfg.models[name].config()).to(dev)
         batch = to_device(make_batches(ds, idx, name, len(idx), grouped=True, seed=0)[0], dev)
         jobs: dict[str, dict[str, str]] = {}
-        with deterministic(bool(t69["deterministic"])):
+        with deterministic(bool(t69.deterministic)):
             for precision in PRECISIONS:
                 model.train()
                 jobs[f"train {precision}"] = attention_sites(model, batch, Amp.of(precision, dev))
@@ -184,12 +187,9 @@ def attention_rows(
     return rows
 
 
-def _short_cfg(cfg: dict, batches: int, epochs: int, **trainer: Any) -> dict:
-    out = copy.deepcopy(cfg)
-    out["trainer"].update(
-        max_epochs=epochs, limit_train_batches=batches, limit_val_batches=2, **trainer
-    )
-    return out
+def _short_cfg(cfg: Settings, batches: int, epochs: int, **trainer: Any) -> Settings:
+    short = {"max_epochs": epochs, "limit_train_batches": batches, "limit_val_batches": 2}
+    return cfg.with_overrides({"trainer": {**short, **trainer}})
 
 
 def _metrics(out: Path) -> list[dict[str, str]]:
@@ -202,7 +202,7 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def repeatability(
-    cfg: dict, data_dir: Path, work: Path, batches: int, epochs: int, models=MODELS
+    cfg: Settings, data_dir: Path, work: Path, batches: int, epochs: int, models=MODELS
 ) -> list[Row]:
     """Two short trainings of each model, same seed: the same losses and weights, bitwise.
 
@@ -212,7 +212,7 @@ def repeatability(
     from arctax.training.train import train
 
     short = _short_cfg(cfg, batches, epochs)
-    seed = int(cfg["trial69"]["seed"])
+    seed = int(cfg.trial69.seed)
     rows: list[Row] = []
     for name in models:
         runs = []

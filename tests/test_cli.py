@@ -89,3 +89,14 @@ def test_train_keeps_its_resumable_state_inside_out(tmp_path, tiny_data):
     assert main([*args, "--out", str(out)]) == 0
     assert (out / ".state" / "last.ckpt").is_file() and (out / "best.ckpt").is_file()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["champion"]  # nothing beside
+
+
+def test_check_is_the_workflows_check(capsys):
+    """`arctax check` runs arctax.check.check, as the workflow does when it starts: the demo
+    passes (its plan printed); a config the workflow refuses is refused with the same line."""
+    from arctax.cli import main
+
+    assert main(["--config", "config/demo.yaml", "check"]) == 0
+    assert "config OK: run demo" in capsys.readouterr().out
+    assert main(["--set", "trainer.devices=3", "check"]) == 2
+    assert "trainer.devices: 3 cannot split trial69.batch_size" in capsys.readouterr().err

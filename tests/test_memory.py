@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from arctax.config import load_config
-from arctax.memory import PeakMemory, largest_batch, largest_grid, train_step
+from arctax.memory import PeakMemory, largest_batch, largest_grid, step_batch, train_step
+from arctax.settings import Settings, load_settings
 
 F32, MASK = 4, 1  # bytes: activations of 32-true, a dropout mask (CUDA keeps it boolean)
 
@@ -61,12 +61,12 @@ def head(n, t, d, v: int = 15) -> int:
     return ln(n, t, d) + n * t * d * F32 + n * t * v * F32
 
 
-def analytic_train_bytes(name: str, cfg: dict, batch: dict) -> int:
+def analytic_train_bytes(name: str, cfg: Settings, batch: dict) -> int:
     """A 32-true training step's peak, counted by hand: weights and Adam's two moments, the
     batch, and every activation the backward keeps (full size, every grid the largest)."""
-    m = cfg["models"][name]
-    n = cfg["trial69"]["batch_size"]
-    h_, w_ = largest_grid(cfg)
+    m = cfg.models[name].config()
+    n = cfg.trial69.batch_size
+    h_, w_ = largest_grid(cfg.data)
     g = h_ * (w_ + 1) + 1  # tokens of one grid
     d, h, ff = m["d_model"], m["n_heads"], m["d_ff"]
     from arctax.models import build_model
@@ -86,7 +86,7 @@ def analytic_train_bytes(name: str, cfg: dict, batch: dict) -> int:
     total += m["n_decoder_layers"] * block(n, t, d, h, ff, dec_p, False, cross_s=s)
     total += head(n, t, d)
     if name == "champion":
-        dc, hc, k = m["context"]["d_model"], m["context"]["n_heads"], cfg["data"]["context_pairs"]
+        dc, hc, k = m["context"]["d_model"], m["context"]["n_heads"], cfg.data.context_pairs
         grids = n * k * 2
         total += block(grids, g, dc, hc, 4 * dc, 0.0, True)  # one block over every grid
         pairs = n * k  # output grids attend to input grids
@@ -102,12 +102,12 @@ def analytic_train_bytes(name: str, cfg: dict, batch: dict) -> int:
 def test_train_estimate_matches_a_count_by_hand(name):
     """On meta, the estimated peak of each full-size model's largest training batch is within
     10% of the count above (the rest: the backward's transient gradients)."""
-    cfg = load_config()
-    est = train_step(name, cfg["models"][name], cfg, "32-true")
+    cfg = load_settings()
+    est = train_step(cfg.models[name], cfg.data, step_batch(cfg), "32-true")
     batch = largest_batch(
-        cfg,
+        cfg.data,
         {"decoder_only": "decoder_only", "champion": "champion"}.get(name, "seq2seq"),
-        cfg["trial69"]["batch_size"],
+        cfg.trial69.batch_size,
     )
     want = analytic_train_bytes(name, cfg, batch)
     print(f"\n{name}: estimate {est.peak_bytes / 2**30:.3f} GiB, by hand {want / 2**30:.3f} GiB")
@@ -162,8 +162,8 @@ def test_every_job_is_estimated(tiny_cfg):
     weights it holds; the table says which card each fits."""
     from arctax.memory import estimate_jobs, format_table
 
-    cfg = {**tiny_cfg, "eval": {**tiny_cfg["eval"], "max_new_tokens": 6}}
-    sweep = {"champion": {**cfg, "trial69": {**cfg["trial69"], "batch_size": 64}}}
+    cfg = tiny_cfg.with_overrides({"eval": {"max_new_tokens": 6}})
+    sweep = {"champion": cfg.with_overrides({"trial69": {"batch_size": 64}})}
     rows = estimate_jobs(cfg, "16-mixed", sweep)
     assert [(r.model, r.job) for r in rows] == [
         (m, j) for m in ("champion", "encoder_decoder", "decoder_only")
@@ -207,7 +207,7 @@ def test_a_model_of_ones_own_is_estimated_or_says_why(tmp_path):
     over = tiny_overrides()
     over["models"] = {"mine": {"class": f"{path}:Tiny"}, "reads": {"class": f"{path}:Reads"}}
     over["eval"] = {"max_new_tokens": 4}
-    rows = estimate_jobs(load_config(overrides=over), "32-true", jobs=("train", "evaluate"))
+    rows = estimate_jobs(load_settings(overrides=over), "32-true", jobs=("train", "evaluate"))
     by = {(r.model, r.job): r for r in rows}
     assert by["mine", "train"].peak_bytes > 0 and by["mine", "evaluate"].peak_bytes > 0
     bad = by["reads", "train"]
@@ -226,7 +226,10 @@ class Reads(Tiny):
 
 def test_under_ddp_a_gpu_holds_its_share_of_the_batch(tiny_cfg):
     """``trainer.devices: 2``: each GPU's step holds half the global batch, and less memory."""
-    one = train_step("encoder_decoder", tiny_cfg["models"]["encoder_decoder"], tiny_cfg, "32-true")
-    two_cfg = {**tiny_cfg, "trainer": {**tiny_cfg["trainer"], "devices": 2}}
-    two = train_step("encoder_decoder", two_cfg["models"]["encoder_decoder"], two_cfg, "32-true")
+
+    def step(s):
+        return train_step(s.models["encoder_decoder"], s.data, step_batch(s), "32-true")
+
+    one = step(tiny_cfg)
+    two = step(tiny_cfg.with_overrides({"trainer": {"devices": 2}}))
     assert (one.batch, two.batch) == (32, 16) and two.peak_bytes < one.peak_bytes

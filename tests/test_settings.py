@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from arctax.adaptation.run import fingerprint
+from arctax.adaptation.run import task_fingerprint
 from arctax.config import (
     SCHEMA,
     ConfigError,
@@ -32,10 +32,13 @@ from arctax.settings import (
     Optimizer,
     Rearc,
     Scheduler,
+    Settings,
     Sweep,
     Taxonomy,
+    Tracking,
     Trainer,
     Trial69,
+    load_settings,
 )
 
 # blocks whose every key has a schema default (config/config.yaml gives them as `{}`)
@@ -43,7 +46,7 @@ BLOCKS = [Adapt, Eval, Trainer, Sweep, Limits]
 # every typed block, sub-blocks included: data, trial69 and champion hold keys the schema
 # requires (config/config.yaml holds their values: Trial 69's exact recipe, the data source)
 ALL_BLOCKS = [*BLOCKS, Data, Rearc, Augment, Trial69, Optimizer, Scheduler, EarlyStopping,
-              Taxonomy, Champion]  # fmt: skip
+              Taxonomy, Champion, Tracking]  # fmt: skip
 
 
 def _schema_block(name: str) -> dict:
@@ -132,12 +135,12 @@ def test_every_key_has_one_role_and_the_fingerprints_follow_them(tmp_path):
 
 
 def test_a_task_fingerprint_reads_the_method_from_the_block(tiny_data):
-    cfg = load_config()
-    fp = fingerprint("sha", cfg, tiny_data)
-    other_plan = load_config(overrides={"adapt": {"reference": not cfg["adapt"]["reference"]}})
-    other_method = load_config(overrides={"adapt": {"lr": cfg["adapt"]["lr"] * 2}})
-    assert fingerprint("sha", other_plan, tiny_data) == fp
-    assert fingerprint("sha", other_method, tiny_data) != fp
+    cfg = load_settings()
+    fp = task_fingerprint("sha", cfg, tiny_data)
+    other_plan = load_settings(overrides={"adapt": {"reference": not cfg.adapt.reference}})
+    other_method = load_settings(overrides={"adapt": {"lr": cfg.adapt.lr * 2}})
+    assert task_fingerprint("sha", other_plan, tiny_data) == fp
+    assert task_fingerprint("sha", other_method, tiny_data) != fp
 
 
 def test_config_readme_key_tables_are_the_schemas():
@@ -176,7 +179,8 @@ def test_the_trainer_keys_that_change_a_training_are_its_method():
         "tracking",
     }  # fmt: skip
     base = Trainer.of(load_config())
-    assert base.replace(save_margin_s=60, tracking={"project": "x"}).method() == base.method()
+    tracking = base.tracking.replace(project="x")
+    assert base.replace(save_margin_s=60, tracking=tracking).method() == base.method()
     for change in ({"devices": 2}, {"max_epochs": 3}, {"cpu_precision": "bf16-mixed"},
                    {"compile": "inductor"}):  # fmt: skip
         assert base.replace(**change).method() != base.method(), change
@@ -185,12 +189,10 @@ def test_the_trainer_keys_that_change_a_training_are_its_method():
 def test_a_partial_trainer_block_is_refused_not_filled_in_by_the_library():
     """A notebook's hand-made config gets one error naming the missing keys, not the old
     library fallbacks (accelerator "auto", log_every_n_steps 10)."""
-    from arctax.training.trainer import resolve_launch
-
     cfg = load_config()
     cfg["trainer"] = {"accelerator": "cpu", "devices": 1}
     with pytest.raises(ConfigError, match=r"'trainer.cpu_precision'.*load_config"):
-        resolve_launch(cfg)
+        Settings.of(cfg)  # where the library's blocks are built, once
 
 
 def test_the_sweep_workers_params_are_the_sweeps_method_keys():

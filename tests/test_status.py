@@ -15,14 +15,15 @@ import pytest
 
 from arctax import status as st
 from arctax.cli import main
-from arctax.config import load_config
+from arctax.lifecycle import stop_line
+from arctax.settings import load_settings
 
 OVERRIDES = {"run": "t", "seeds": [0], "trainer": {"max_epochs": 100}}
 
 
 @pytest.fixture
 def cfg() -> dict:
-    return load_config(overrides=OVERRIDES)
+    return load_settings(overrides=OVERRIDES)
 
 
 @pytest.fixture
@@ -234,9 +235,13 @@ def test_cli_status_prints_the_table(tree, capsys, monkeypatch):
         "shard 0 stopped (received SIGTERM): 2 of 6 tasks saved; run again to go on",
         "worker stopped between trials (received SIGTERM); run again to go on",
         "worker stopped (received SIGTERM); the trial was requeued; run again to go on",
+        *(stop_line(job, "received SIGTERM", "saved; run again")
+          for job in ("training", "shard 0", "worker", "re-arc shard 0-of-2")),
     ],
-    ids=["training", "adaptation shard", "sweep worker between trials", "sweep worker"],
-)
+    ids=["training", "adaptation shard", "sweep worker between trials", "sweep worker",
+         *(f"{job}, as the job state says it" for job in ("training", "shard", "worker",
+                                                           "re-arc shard"))],
+)  # fmt: skip
 def test_every_stop_line_of_the_lifecycle_reads_as_stopped_will_resume(line):
     from arctax.status import STOPPED, exit_reason
 
@@ -248,7 +253,7 @@ def test_adaptation_shards_of_a_prepared_test_set_and_no_dropped_model(tree):
     (this crashed: the shard count took the typed block and status passed a dict); a model set
     to null is not a job."""
     workdir, run = tree
-    cfg = load_config(overrides={**OVERRIDES, "models": {"decoder_only": None},
+    cfg = load_settings(overrides={**OVERRIDES, "models": {"decoder_only": None},
                                  "adapt": {"enabled": True, "tasks_per_job": 4}})  # fmt: skip
     tasks = [f"t{i}" for i in range(10)]
     write(run / "data/test/arcagi1_eval/manifest.json", json.dumps({"splits": {"test": tasks}}))

@@ -1,5 +1,5 @@
-"""Command line: ``arctax generate-rearc | families | prepare | smoke | memory | train | evaluate |
-score | compare | inspect | status``.
+"""Command line: ``arctax check | generate-rearc | families | prepare | smoke | memory | train |
+evaluate | score | compare | inspect | status``.
 
 The Snakemake workflow calls the same library functions; the CLI is for running one step by
 hand. ``--config`` may repeat (merged in order, like Snakemake's ``--configfile``) and
@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from arctax.config import ConfigError, load_config
-from arctax.settings import Data, Trial69
+from arctax.config import ConfigError
+from arctax.settings import Settings, load_settings
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser(
+        "check", help="check the config as the workflow does when it starts (arctax.check)"
+    )
     p = sub.add_parser(
         "generate-rearc", help="generate re-arc examples from a checkout (data.rearc settings)"
     )
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-squeue", action="store_true", help="do not ask squeue")
     args = ap.parse_args(argv)
     try:
-        cfg = load_config(*args.config, overrides=_overrides(args.set))
+        cfg = load_settings(*args.config, overrides=_overrides(args.set))
     except ConfigError as e:
         if args.debug:
             raise
@@ -153,7 +156,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, CheckpointError, CacheError, AdapterError, FileNotFoundError)
 
 
-def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+def _run(args: argparse.Namespace, s: Settings) -> int:
+    if args.cmd == "check":
+        from arctax.check import check
+
+        plan = check(s)
+        runs = ", ".join(f"{label}/{tag}" for label, tag in plan.adapted) or "none"
+        print(f"config OK: run {s.run}; models {', '.join(s.models)}; seeds "
+              f"{', '.join(map(str, s.seeds))}; test sets {', '.join(plan.test_sets)}; "
+              f"reference: {plan.reference_way}; adapted: {runs}")  # fmt: skip
+        return 0
     if args.cmd == "families":
         from arctax.data import families
 
@@ -167,15 +179,16 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     if args.cmd == "generate-rearc":
         from arctax.data import rearc_generate as rg
 
-        rearc = Data.of(cfg).rearc
+        rearc = s.data.rearc_generation()
         repo = args.repo or rearc.repo
         if not repo:
             raise ConfigError(f"generate-rearc: give --repo or data.rearc.repo ({rg.CLONE})")
         ids = rg.task_ids(repo, rearc.tasks)
         out = Path(args.out)
         rec = rg.generate_shard(
-            repo, ids, rg.settings(cfg), out / ".state", out / ".state" / "shard.json",
+            repo, ids, rearc, out / ".state", out / ".state" / "shard.json",
             log=lambda m: print(m, file=sys.stderr, flush=True),
+            margin_s=s.trainer.save_margin_s,
         )  # fmt: skip
         gen = rg.gather([out / ".state" / "shard.json"], out / ".state", out / "re_arc")
         print(json.dumps({k: gen[k] for k in ("version", "n_tasks", "n_examples",
@@ -184,33 +197,34 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     elif args.cmd == "prepare":
         from arctax.data.prepare import prepare
 
-        print(json.dumps(prepare(cfg, args.out, args.test_set)["counts"], indent=2))
+        m = prepare(s.data, s.taxonomy, args.out, args.test_set)
+        print(json.dumps(m["counts"], indent=2))
     elif args.cmd == "smoke":
         from arctax.training.smoke import format_table, smoke_test
 
-        report = smoke_test(cfg, args.data, args.out)
+        report = smoke_test(s, args.data, args.out)
         print(format_table(report))
         return 0 if report["ok"] else 1
     elif args.cmd == "memory":
-        return _memory(args, cfg)
+        return _memory(args, s)
     elif args.cmd == "train":
         from arctax.training.train import train
 
-        seed = args.seed if args.seed is not None else Trial69.of(cfg).seed
+        seed = args.seed if args.seed is not None else s.trial69.seed
         state = args.state or str(Path(args.out) / ".state")
         trackers = args.trackers or str(Path(args.out) / "trackers")
-        result = train(cfg, args.model, seed, args.data, args.out, state, trackers)
+        result = train(s, args.model, seed, args.data, args.out, state, trackers)
         print(json.dumps(result, indent=2))
     elif args.cmd == "evaluate":
         from arctax.evaluation.evaluate import evaluate
 
-        evaluate(cfg, args.checkpoint, args.data, args.out, args.label, args.seed)
+        evaluate(s, args.checkpoint, args.data, args.out, args.label, args.seed)
         print(Path(args.out) / "per_task.csv")
     elif args.cmd == "score":
         from arctax.evaluation.reference import evaluate_reference
 
         way = {"way": "predictions", "detail": "scored with arctax score"}
-        evaluate_reference(cfg, way, args.predictions, args.data, args.out, args.label)
+        evaluate_reference(s, way, args.predictions, args.data, args.out, args.label)
         print(Path(args.out) / "per_task.csv")
     elif args.cmd == "inspect":
         from arctax.evaluation.inspection import inspect_checkpoint
@@ -221,12 +235,12 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     elif args.cmd == "status":
         from arctax import status as st
 
-        run_dir = args.run_dir or f"results/{cfg['run']}"
+        run_dir = args.run_dir or f"results/{s.run}"
         if not Path(run_dir).is_dir():
             raise FileNotFoundError(f"{run_dir}: no such results folder (give results/<run>)")
 
         def render() -> str:
-            study = st.study_status(cfg, run_dir, args.workdir, use_squeue=not args.no_squeue)
+            study = st.study_status(s, run_dir, args.workdir, use_squeue=not args.no_squeue)
             return st.format_status(study)
 
         if args.watch is not None:
@@ -243,18 +257,17 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
                 print(f"arctax: --eval {pair!r}: expected LABEL=DIR", file=sys.stderr)
                 return 2
             eval_dirs.setdefault(label, []).append(folder)  # one folder per seed
-        compare(cfg, eval_dirs, args.train, args.out, args.reference)
+        compare(s.eval, eval_dirs, args.train, args.out, args.reference)
         print(Path(args.out) / "summary.md")
     return 0
 
 
-def _memory(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
+def _memory(args: argparse.Namespace, s: Settings) -> int:
     """``arctax memory``: the table of every job's estimated peak; 1 if one does not fit."""
     import torch
 
     from arctax.memory import HEADROOM, JOBS, estimate_jobs, fits, format_table
     from arctax.search.space import largest_point
-    from arctax.settings import Sweep
 
     jobs = tuple(j for j in args.jobs.split(",") if j)
     if unknown := sorted(set(jobs) - set(JOBS)):
@@ -264,8 +277,8 @@ def _memory(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         card = int(args.gpu_memory * 2**30)
     elif torch.cuda.is_available():
         card = torch.cuda.get_device_properties(0).total_memory
-    sweep = {m: largest_point(cfg, m) for m in Sweep.of(cfg).models} if "sweep" in jobs else None
-    rows = estimate_jobs(cfg, args.precision or Trial69.of(cfg).precision, sweep, jobs)
+    sweep = {m: largest_point(s, m) for m in s.sweep.models} if "sweep" in jobs else None
+    rows = estimate_jobs(s, args.precision or s.trial69.precision, sweep, jobs)
     print(format_table(rows, card))
     print(
         f"\nEstimated on the meta device (arctax.memory): every grid at the largest size, "

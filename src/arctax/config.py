@@ -1,15 +1,16 @@
-"""Configuration: load and merge YAML, validate against the schema, read Trial 69.
+"""Configuration files: load and merge YAML, validate against the schema, fill its defaults.
 
-The workflow and the library share one plain ``dict`` config (what Snakemake calls
-``config``). Trial 69 lives in ``config/config.yaml`` under ``trial69``; nothing in the code
-repeats its numbers.
+The YAML layer: :func:`load_config` gives the validated plain ``dict`` (what Snakemake calls
+``config``); :mod:`arctax.settings` types it once (:func:`arctax.settings.load_settings`) and
+the library takes those typed blocks. Trial 69 lives in ``config/config.yaml`` under
+``trial69``; nothing in the code repeats its numbers.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,6 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-MODEL_NAMES = ("champion", "encoder_decoder", "decoder_only")  # the built-in models
-# Keys of a `models.<name>` block that are not constructor arguments.
-RESERVED_MODEL_KEYS = ("class", "extends", "accept_changed_code")
-
 
 MAX_YAML_BYTES = 4 * 2**20  # a config overlay is a few KB
 MAX_YAML_DEPTH = 32  # config/config.yaml nests 5 deep
@@ -264,113 +261,6 @@ def model_block_error(name: str, block: Mapping[str, Any], schema: Path = SCHEMA
         unknown = sorted(str(k) for k in e.instance if k not in allowed)
         return f"has unknown key(s) {', '.join(unknown)[:120]} for {name}"
     return f"{key + ': ' if key else ''}{e.message[:200]}"
-
-
-TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-
-
-def check_trackers(cfg: Mapping[str, Any]) -> None:
-    """Every tracker of ``trainer.loggers`` is installed: refused at config time, naming the
-    extra to install, not hours later in a training job (checked by the workflow at parse
-    time and by ``arctax train``; ``csv`` needs nothing)."""
-    import importlib.util
-
-    for name in cfg["trainer"]["loggers"]:
-        module = TRACKER_MODULES.get(name)
-        if module is not None and importlib.util.find_spec(module) is None:
-            raise ConfigError(
-                f"config key 'trainer.loggers': {name} is not installed here; "
-                f"install its extra: pip install 'arctax[{name}]' (or drop {name} from the list)"
-            )
-
-
-def check_global_batch(cfg: Mapping[str, Any]) -> None:
-    """``trial69.batch_size`` is the GLOBAL batch: ``trainer.devices`` processes must split it
-    evenly (checked when the workflow starts, and again where training is launched)."""
-    batch, n = cfg["trial69"]["batch_size"], cfg["trainer"]["devices"]
-    if batch % n:
-        ok = [d for d in range(1, batch + 1) if batch % d == 0]
-        raise ConfigError(
-            f"trainer.devices: {n} cannot split trial69.batch_size: {batch} (the global batch, "
-            f"split evenly over the processes); use trainer.devices in {ok}"
-        )
-
-
-def check_model_lists(cfg: Mapping[str, Any]) -> None:
-    """``adapt.models`` and ``sweep.models`` name models of the study; a model name is not
-    the reference's label (checked when the workflow starts)."""
-    names = model_names(cfg)
-    if "champion_bootstrap" in names:
-        raise ConfigError(
-            "config key 'models.champion_bootstrap': the reference's label in every table; "
-            "give your model another name"
-        )
-    for key in ("adapt", "sweep"):
-        for name in cfg[key]["models"]:
-            if name not in names:
-                raise ConfigError(
-                    f"config key '{key}.models': '{name}' is not one of the config's models "
-                    f"({', '.join(names)}); add a models.{name} block or drop it here"
-                )
-
-
-def get(cfg: Mapping[str, Any], dotted: str) -> Any:
-    """``get(cfg, "trial69.optimizer.lr")``; raises :class:`ConfigError` naming a missing key."""
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise ConfigError(f"config key '{dotted}' is missing (add it to your config YAML)")
-        node = node[part]
-    return node
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Yield ``(dotted_key, leaf_value)`` pairs of a nested mapping."""
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from flatten(value, name + ".")
-        else:
-            yield name, value
-
-
-def model_names(cfg: Mapping[str, Any]) -> list[str]:
-    """The models of the study, in config order: every ``models`` entry (``null`` drops one)."""
-    return [name for name, block in cfg["models"].items() if block is not None]
-
-
-def _model_block(cfg: Mapping[str, Any], name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``models.<name>`` with ``extends`` applied (the named block first, then this one's keys)."""
-    models = cfg["models"]
-    if name not in models or models[name] is None:
-        known = ", ".join(model_names(cfg))
-        where = f"config key 'models.{seen[-1]}.extends': " if seen else ""
-        raise ConfigError(f"{where}unknown model '{name}'; the config's models are {known}")
-    block = copy.deepcopy(dict(models[name]))
-    base = block.pop("extends", None)
-    if base is None:
-        return block
-    if base == name or base in seen:
-        raise ConfigError(f"config key 'models.{name}.extends': {base!r} makes a cycle")
-    merged = {
-        k: v
-        for k, v in _model_block(cfg, base, (*seen, name)).items()
-        if k not in ("class", "accept_changed_code")
-    }  # sizes and settings, never the base's class or its acceptance of changed code
-    return deep_merge(merged, block)
-
-
-def model_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Constructor arguments of model ``name``: its ``models.<name>`` block with ``extends``
-    applied, without the reserved keys (``class``, ``extends``)."""
-    block = _model_block(cfg, name)
-    return {k: v for k, v in block.items() if k not in RESERVED_MODEL_KEYS}
-
-
-def model_class(cfg: Mapping[str, Any], name: str) -> str | None:
-    """``models.<name>.class`` (``"package.module:Class"`` or ``"file.py:Class"``), or None for
-    a built-in model."""
-    return _model_block(cfg, name).get("class")
 
 
 def coerce_to_schema(cfg: dict[str, Any], schema: Path = SCHEMA) -> dict[str, Any]:

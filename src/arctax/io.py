@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -46,6 +47,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> None:
+    """Copy ``src`` to ``dst`` atomically (a temp file beside ``dst``, then a rename)."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -47,11 +47,10 @@ from torch.utils._pytree import tree_flatten
 
 from arctax.adaptation.lora import inject_lora, lora_parameters
 from arctax.adaptation.ttt import adapter_slots
-from arctax.config import model_config, model_names
 from arctax.data.collate import collate
 from arctax.models import build_model
 from arctax.models.layers import fused_attention_estimate
-from arctax.settings import Adapt, Data, Eval, Trainer, Trial69
+from arctax.settings import Adapt, Data, Eval, Model, Settings
 from arctax.training.module import answer_metrics
 from arctax.training.trainer import HEADROOM
 
@@ -163,21 +162,20 @@ def _dropout_args(
 # ---- the largest batch ------------------------------------------------------------------
 
 
-def largest_grid(cfg: Mapping[str, Any]) -> tuple[int, int]:
+def largest_grid(d: Data) -> tuple[int, int]:
     """The grid with the most tokens ``data.max_grid`` and ``data.max_cells`` allow."""
-    d = Data.of(cfg)
     side, cells = d.max_grid, d.max_cells or d.max_grid**2
     shapes = [(h, w) for h in range(1, side + 1) for w in range(1, side + 1) if h * w <= cells]
     return max(shapes, key=lambda s: (s[0] * (s[1] + 1), s[0] * s[1]))
 
 
 def largest_batch(
-    cfg: Mapping[str, Any], fmt: str, n: int, device: str | torch.device = "meta"
+    d: Data, fmt: str, n: int, device: str | torch.device = "meta"
 ) -> dict[str, torch.Tensor]:
     """``n`` examples whose every grid (query and demonstrations) is the largest."""
-    h, w = largest_grid(cfg)
+    h, w = largest_grid(d)
     g = np.zeros((h, w), dtype=np.int64)
-    k = Data.of(cfg).context_pairs
+    k = d.context_pairs
     ex = {"query_in": g, "query_out": g, "context": [(g, g)] * k, "task_idx": 0, "example_idx": 0}
     batch = collate([dict(ex, task_idx=i, example_idx=i) for i in range(n)], fmt, k)
     # on meta, prompt lengths stay on the CPU: decoding reads the longest as a number
@@ -210,9 +208,9 @@ def _tokens(batch: Mapping[str, torch.Tensor]) -> int:
     return int(sum(batch[k].numel() for k in ("src", "tgt_in", "seq", "ctx") if k in batch))
 
 
-def _meta_model(name: str, model_cfg: Mapping[str, Any], cls: str | None) -> nn.Module:
+def _meta_model(model: Model) -> nn.Module:
     with torch.device("meta"):
-        return build_model(name, dict(model_cfg), cls)
+        return build_model(model.name, model.config(), model.cls)
 
 
 def _adam_moments(mem: PeakMemory, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -237,17 +235,14 @@ def _step(model: nn.Module, batch: Mapping[str, torch.Tensor], context: Any,
         p.grad = None
 
 
-def train_step(
-    name: str, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any], precision: str,
-    cls: str | None = None,
-) -> Estimate:  # fmt: skip
-    """Peak of a Trial 69 training step at the largest batch (steady state: Adam's moments
-    exist, the last step's gradients are gone), under ``precision`` as CUDA runs it; the
-    batch one GPU holds (``trial69.batch_size / trainer.devices``)."""
-    bs = Trial69.of(cfg).batch_size // Trainer.of(cfg).devices
+def train_step(m: Model, d: Data, bs: int, precision: str) -> Estimate:
+    """Peak of a Trial 69 training step of model ``m`` at the largest batch of ``d`` (steady
+    state: Adam's moments exist, the last step's gradients are gone), under ``precision`` as
+    CUDA runs it; ``bs``: the batch one GPU holds (``trial69.batch_size / trainer.devices``)."""
+    name = m.name
     with fused_attention_estimate():
-        model = _meta_model(name, model_cfg, cls).train()
-        batch = largest_batch(cfg, model.fmt, bs)
+        model = _meta_model(m).train()
+        batch = largest_batch(d, model.fmt, bs)
         mem = PeakMemory()
         with mem:
             mem.track(list(model.parameters()), list(model.buffers()), list(batch.values()))
@@ -259,17 +254,14 @@ def train_step(
 
 
 def measure_train_step(
-    name: str, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any], precision: str,
-    device: torch.device, cls: str | None = None,
-) -> int | None:  # fmt: skip
+    m: Model, d: Data, bs: int, precision: str, device: torch.device
+) -> int | None:
     """The step of :func:`train_step`, run for real on ``device`` (real autocast): its peak
     ``torch.cuda.max_memory_allocated`` on CUDA, beside the estimate (None elsewhere: the
     step still runs)."""
     torch.manual_seed(0)
-    model = build_model(name, dict(model_cfg), cls).to(device).train()
-    batch = largest_batch(
-        cfg, model.fmt, Trial69.of(cfg).batch_size // Trainer.of(cfg).devices, device
-    )
+    model = build_model(m.name, m.config(), m.cls).to(device).train()
+    batch = largest_batch(d, model.fmt, bs, device)
     moments = [torch.zeros_like(p) for p in model.parameters() if p.requires_grad for _ in "ab"]
     dtype = PRECISION_DTYPE.get(precision)
     cuda = device.type == "cuda"
@@ -299,14 +291,12 @@ def _decode(model: nn.Module, batch: Mapping[str, torch.Tensor], max_new: int) -
         logits = model.step(cache, logits.float().argmax(-1), pos)
 
 
-def evaluate_job(
-    name: str, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any], cls: str | None = None
-) -> Estimate:
+def evaluate_job(m: Model, d: Data, ev: Eval) -> Estimate:
     """Peak of ``evaluate``: greedy decoding of ``eval.batch_size`` largest queries, fp32."""
-    ev = Eval.of(cfg)
+    name = m.name
     with fused_attention_estimate(), torch.inference_mode():
-        model = _meta_model(name, model_cfg, cls).eval()
-        batch = largest_batch(cfg, model.fmt, ev.batch_size)
+        model = _meta_model(m).eval()
+        batch = largest_batch(d, model.fmt, ev.batch_size)
         mem = PeakMemory()
         with mem, AsOnCuda():
             mem.track(list(model.parameters()), list(model.buffers()), list(batch.values()))
@@ -316,20 +306,18 @@ def evaluate_job(
                     f"greedy decoding of {ev.max_new_tokens} tokens, KV cache")  # fmt: skip
 
 
-def adapt_job(
-    name: str, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any], cls: str | None = None
-) -> Estimate:
+def adapt_job(m: Model, d: Data, acfg: Adapt, ev: Eval) -> Estimate:
     """Peak of an ``adapt`` job, fp32: the LoRA fit step over every adapter slot (the tasks of
     ``adapt.tasks_per_batch`` and their held-out folds), then decoding ``eval.batch_size``
     views with the adapters."""
-    acfg, ev = Adapt.of(cfg), Eval.of(cfg)
+    name = m.name
     slots = adapter_slots(acfg, acfg.tasks_per_batch)
     n_fit = slots * acfg.batch_size
     with fused_attention_estimate():
-        model = _meta_model(name, model_cfg, cls).eval()
+        model = _meta_model(m).eval()
         slot, layers = inject_lora(model, list(acfg.targets), acfg.rank, float(acfg.alpha), slots)
-        batch = largest_batch(cfg, model.fmt, n_fit)
-        views = largest_batch(cfg, model.fmt, ev.batch_size)
+        batch = largest_batch(d, model.fmt, n_fit)
+        views = largest_batch(d, model.fmt, ev.batch_size)
         mem = PeakMemory()
         with mem:
             mem.track(list(model.parameters()), list(model.buffers()), list(batch.values()))
@@ -352,34 +340,33 @@ def adapt_job(
 JOBS = ("train", "evaluate", "adapt", "sweep")
 
 
+def step_batch(s: Settings) -> int:
+    """The batch one GPU holds in a training step: ``trial69.batch_size / trainer.devices``."""
+    return s.trial69.batch_size // s.trainer.devices
+
+
 def estimate_jobs(
-    cfg: Mapping[str, Any],
+    s: Settings,
     precision: str,
-    sweep: Mapping[str, Mapping[str, Any]] | None = None,
+    sweep: Mapping[str, Settings] | None = None,
     jobs: tuple[str, ...] = JOBS,
 ) -> list[Estimate]:
-    """Every job of ``cfg`` (of the kinds in ``jobs``): per model train (at ``precision``),
-    evaluate and adapt; per ``sweep`` entry (model -> the config at its study's largest
+    """Every job of ``s`` (of the kinds in ``jobs``): per model train (at ``precision``),
+    evaluate and adapt; per ``sweep`` entry (model -> the settings at its study's largest
     point) a training step there. A model that cannot run on ``meta`` (a class of your own
     that reads its data) gets a row saying so instead of a figure."""
-    from arctax.config import model_class
-
     plan: list[tuple[str, str, Callable[[], Estimate]]] = []
-    for name in model_names(cfg):
-        mcfg, cls = model_config(cfg, name), model_class(cfg, name)
+    bs = step_batch(s)
+    for name, m in s.models.items():
         plan += [
-            (name, "train", lambda n=name, m=mcfg, c=cls: train_step(n, m, cfg, precision, c)),
-            (name, "evaluate", lambda n=name, m=mcfg, c=cls: evaluate_job(n, m, cfg, c)),
-            (name, "adapt", lambda n=name, m=mcfg, c=cls: adapt_job(n, m, cfg, c)),
+            (name, "train", lambda m=m: train_step(m, s.data, bs, precision)),
+            (name, "evaluate", lambda m=m: evaluate_job(m, s.data, s.eval)),
+            (name, "adapt", lambda m=m: adapt_job(m, s.data, s.adapt, s.eval)),
         ]
-    for name, point in (sweep or {}).items():
-        mcfg, cls = model_config(point, name), model_class(point, name)
+    for name, p in (sweep or {}).items():
+        top = p.model(name)
         plan.append(
-            (
-                name,
-                "sweep",
-                lambda n=name, m=mcfg, c=cls, p=point: train_step(n, m, p, precision, c),
-            )
+            (name, "sweep", lambda p=p, m=top: train_step(m, p.data, step_batch(p), precision))
         )
     out = []
     for name, job, run in plan:

@@ -14,13 +14,15 @@ it reads, per job:
 - the Slurm executor's logs (``logs/slurm/rule_<rule>/<wildcards>/<jobid>.log``: one per
   submission) and ``squeue`` where it exists (queued or running; tolerated missing).
 
-The expected jobs come from the config (models, seeds, test sets, adaptation, sweep); jobs
-found on disk that the config does not name (another seed, re-arc shards) are listed too.
-torch-free: this module imports only the config layer.
+The jobs and every path come from the one results layout (:mod:`arctax.layout`: what the
+workflow's rules declare), planned from the settings as the workflow plans them (models, seeds,
+test sets, adaptation, re-arc, the sweep); jobs found on disk that the settings do not name
+(another seed, another shard count) are listed too. Torch-free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -35,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arctax.config import model_names
-from arctax.lifecycle import STOPPED_EXIT
-from arctax.settings import Adapt, Sweep, Trainer, Trial69
+from arctax.check import Plan
+from arctax.check import plan as study_plan
+from arctax.layout import RULES, Job, Layout, adapt_shard_count, found_jobs, jobs, rearc_shard_count
+from arctax.lifecycle import STOP_LINE, STOPPED_EXIT
+from arctax.settings import Settings
 
 NOT_STARTED = "not started"
 QUEUED = "queued"
@@ -48,31 +52,15 @@ STOPPED = "stopped-will-resume"  # exit 75 (or an interrupted Snakemake): a reru
 INTERRUPTED = "interrupted"  # started, then Snakemake stopped: rerun-incomplete runs it again
 STALLED = "stalled?"  # no Snakemake record, no end line, no output for a long while
 STATES = [RUNNING, QUEUED, STOPPED, INTERRUPTED, STALLED, FAILED, NOT_STARTED, DONE]
+TRAININGS = ("train", "bootstrap_champion")  # rules whose state holds metrics.csv
 
 ATTEMPT_HEADER = re.compile(r"^=== attempt started (\S+) on (\S+).*, Slurm job (\S+) ===")
-# the stop lines of a training, an adaptation shard and a sweep worker (arctax.lifecycle)
-STOP_LINE = re.compile(
-    r"(?:training stopped|shard \d+ stopped|worker stopped(?: between trials)?) \((.*?)\)[:;]"
-)
 EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Killed)\b.*")
 SLURM_END = re.compile(
     r".*(CANCELLED AT .*|DUE TO TIME LIMIT.*|DUE TO PREEMPTION.*|oom[-_ ]kill.*|"
     r"Out Of Memory.*|NODE FAIL.*)",
     re.IGNORECASE,
 )
-
-
-@dataclass
-class Job:
-    """One job of the study: the Snakemake rule, its wildcard values and the files it writes."""
-
-    rule: str
-    label: str
-    wildcards: list[str]
-    outputs: list[Path]
-    log: Path
-    state: Path | None = None  # resumable state folder (trainings)
-    history: Path | None = None  # every attempt's output (trainings, sweep workers)
 
 
 @dataclass
@@ -92,164 +80,24 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _train_job(out: Path, model: str, seed: int) -> Job:
-    d = out / "train" / model / f"seed{seed}"
-    state = out / ".state" / "train" / model / f"seed{seed}"
-    return Job(
-        "train",
-        f"train {model} seed{seed}",
-        [model, str(seed)],
-        [d / f for f in ("best.ckpt", "last.ckpt", "metrics.csv", "provenance.json")],
-        out / "logs" / "train" / model / f"seed{seed}.log",
-        state,
-        state.with_name(f"{state.name}.attempts.log"),
-    )
-
-
-def expected_jobs(cfg: Mapping[str, Any], out: Path) -> list[Job]:
-    """The jobs the config's study runs (``snakemake all``; the sweep when it has begun)."""
-    from arctax.data.testsets import named_sets
-
-    jobs: list[Job] = []
-    data, logs = out / "data", out / "logs"
-    jobs.append(
-        Job(
-            "prepare_data",
-            "prepare data",
-            [],
-            [data / f for f in ("train.npz", "val.npz", "manifest.json")],
-            logs / "prepare_data.log",
-        )
-    )
+def study_jobs(s: Settings, out: Path) -> list[Job]:
+    """The study's jobs, as its workflow plans them (:func:`arctax.layout.jobs`; the sweep's
+    when it has begun), then any job found in ``out/logs`` that the settings do not name."""
     try:
-        test_sets = list(named_sets(cfg))
-    except ValueError:
-        test_sets = []
-    for t in test_sets:
-        d = data / "test" / t
-        jobs.append(
-            Job(
-                "prepare_test",
-                f"prepare test {t}",
-                [t],
-                [d / "test.npz", d / "manifest.json"],
-                logs / "prepare_test" / f"{t}.log",
-            )
-        )
-    models = model_names(cfg)  # a model set to null is dropped, as the workflow does
-    for m in models:
-        jobs.append(
-            Job("smoke_test", f"smoke {m}", [m], [out / "smoke" / f"{m}.json"],
-                logs / "smoke_test" / f"{m}.log")
-        )  # fmt: skip
-    seeds = list(cfg["seeds"])
-    jobs += [_train_job(out, m, s) for m in models for s in seeds]
-    if cfg["champion"]["bootstrap"]:
-        state = out / ".state" / "bootstrap"
-        jobs.append(
-            Job("bootstrap_champion", "bootstrap champion", [],
-                [out / "bootstrap" / "champion_bootstrap.ckpt", out / "bootstrap" / "provenance.json"],
-                logs / "bootstrap_champion.log", state, state.with_name("bootstrap.attempts.log"))
-        )  # fmt: skip
-    ref = "champion_bootstrap"
-    for t in test_sets:
-        for m in models:
-            for s in seeds:
-                d = out / "eval" / t / m / f"seed{s}"
-                jobs.append(
-                    Job("evaluate", f"evaluate {t} {m} seed{s}", [t, m, str(s)],
-                        [d / "summary.json"], logs / "eval" / t / m / f"seed{s}.log")
-                )  # fmt: skip
-        jobs.append(
-            Job("evaluate_reference", f"evaluate {t} {ref}", [t],
-                [out / "eval" / t / ref / "summary.json"], logs / "eval" / t / f"{ref}.log")
-        )  # fmt: skip
-    for t in test_sets:
-        jobs.append(
-            Job("compare", f"compare {t}", [t], [out / "compare" / t / "summary.md"],
-                logs / "compare" / f"{t}.log")
-        )  # fmt: skip
-    jobs += _adapt_jobs(cfg, out, models, seeds, test_sets, ref)
-    sweep = Sweep.of(cfg)
-    if (out / "sweep").is_dir() or (logs / "sweep").is_dir():
-        for m in sweep.models:
-            for w in range(sweep.workers):
-                jobs.append(_sweep_job(out, m, w))
-    return jobs
-
-
-def _sweep_job(out: Path, model: str, worker: int) -> Job:
-    state = out / ".state" / "sweep" / model
-    return Job("sweep_worker", f"sweep {model} worker{worker}", [model, str(worker)],
-               [out / "sweep" / model / "workers" / f"{worker}.json"],
-               out / "logs" / "sweep" / model / f"worker{worker}.log", None,
-               state / f"worker{worker}.attempts.log")  # fmt: skip
-
-
-def _adapt_job(out: Path, label: str, tag: str, shard: int, n: int) -> Job:
-    name = f"{shard}-of-{n}"
-    return Job("adapt", f"adapt {label}/{tag} {name}", [label, tag, str(shard), str(n)],
-               [out / "adapt" / label / tag / "shards" / f"{name}.json"],
-               out / "logs" / "adapt" / label / tag / f"{name}.log")  # fmt: skip
-
-
-def _adapt_jobs(cfg, out, models, seeds, test_sets, ref) -> list[Job]:
-    """Adaptation shards: their count comes from the prepared test set (as in the workflow)."""
-    acfg = Adapt.of(cfg)
-    if not acfg.enabled or not test_sets:
-        return []
-    from arctax.adaptation.shards import n_shards
-
-    runs = [(m, f"seed{s}") for m in acfg.models if m in models for s in seeds]
-    champ = cfg["champion"]
-    if acfg.reference and not champ["predictions"] and not champ["adapter"]:
-        runs.append((ref, "reference"))
-    test_set = acfg.test_set or test_sets[0]
-    manifest = out / "data" / "test" / test_set / "manifest.json"
-    try:
-        n = n_shards(len(json.loads(manifest.read_text())["splits"]["test"]), acfg)
-    except (OSError, ValueError, KeyError, TypeError):
-        n = None  # not planned yet: the test set is not prepared
-    jobs = []
-    for label, tag in runs:
-        if n is None:
-            jobs.append(Job("adapt", f"adapt {label}/{tag} (unplanned)",
-                            [label, tag], [out / "adapt" / label / tag / "summary.json"],
-                            out / "logs" / "adapt" / label / tag / "gather.log"))  # fmt: skip
-        else:
-            jobs += [_adapt_job(out, label, tag, i, n) for i in range(n)]
-    return jobs
-
-
-_FOUND = [  # (rule, log path under logs/, job maker): jobs on disk the config may not name
-    ("train", re.compile(r"train/([^/]+)/seed(\d+)\.log"),
-     lambda out, m: _train_job(out, m[1], int(m[2]))),
-    ("generate_rearc", re.compile(r"generate_rearc/(\d+)-of-(\d+)\.log"),
-     lambda out, m: Job("generate_rearc", f"re-arc shard {m[1]}-of-{m[2]}", [m[1], m[2]],
-                        [out / "rearc" / "shards" / f"{m[1]}-of-{m[2]}.json"],
-                        out / "logs" / "generate_rearc" / f"{m[1]}-of-{m[2]}.log")),
-    ("adapt", re.compile(r"adapt/([^/]+)/([^/]+)/(\d+)-of-(\d+)\.log"),
-     lambda out, m: _adapt_job(out, m[1], m[2], int(m[3]), int(m[4]))),
-    ("sweep_worker", re.compile(r"sweep/([^/]+)/worker(\d+)\.log"),
-     lambda out, m: _sweep_job(out, m[1], int(m[2]))),
-]  # fmt: skip
-
-
-def study_jobs(cfg: Mapping[str, Any], out: Path) -> list[Job]:
-    """The config's jobs, then any job found in ``out/logs`` that the config does not name."""
-    jobs = expected_jobs(cfg, out)
-    known = {j.log for j in jobs}
-    logs = out / "logs"
-    found = sorted(p for p in logs.rglob("*.log") if p.is_file()) if logs.is_dir() else []
-    for p in found:
-        rel = p.relative_to(logs).as_posix()
-        for _rule, rx, make in _FOUND:
-            m = rx.fullmatch(rel)
-            if m and p not in known:
-                jobs.append(make(out, m))
-                known.add(p)
-    # re-arc shards whose outputs exist but whose logs were removed
-    return jobs
+        plan = study_plan(s)
+    except ValueError:  # a config the workflow would refuse: its jobs by their logs alone
+        plan = Plan({}, "", False, "bootstrap" if s.champion.bootstrap else "checkpoint", ())
+    adapt_shards = rearc_shards = None
+    if plan.adapted:
+        manifest = Layout(out).output("prepare_test", "manifest", test_set=plan.adapt_test_set)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            adapt_shards = adapt_shard_count(s, manifest)  # none: the test set is not prepared
+    if plan.generate_rearc:
+        with contextlib.suppress(OSError, ValueError):
+            rearc_shards = rearc_shard_count(s)  # none: no checkout here, its shards by logs
+    sweep = (out / "sweep").is_dir() or (out / "logs" / "sweep").is_dir()
+    planned = jobs(s, out, plan, adapt_shards, rearc_shards, sweep)
+    return planned + found_jobs(out, planned)
 
 
 # ---------------------------------------------------------------- what Snakemake recorded
@@ -300,7 +148,7 @@ class Snakemake:
 
     def slurm_logs(self, job: Job) -> list[Path]:
         """The Slurm executor's log of each submission of ``job``, oldest first."""
-        wc = "_".join(job.wildcards).replace("/", "_")
+        wc = "_".join(job.wildcards[w] for w in RULES[job.rule].wildcards).replace("/", "_")
         logs: list[Path] = []
         for d in self.slurm_log_dirs:
             folder = d / f"rule_{job.rule}" / wc if wc else d / f"rule_{job.rule}"
@@ -437,7 +285,8 @@ def job_row(
     row.slurm = str(row.slurm or "")
     done = all(p.exists() for p in job.outputs) and marker is None
     rows: list[dict[str, float]] = []
-    if job.state is not None:  # a training: progress from the state's (or output's) metrics
+    training = job.rule in TRAININGS and job.state is not None
+    if training:  # a training: progress from the state's (or output's) metrics
         metrics = job.state / "metrics.csv"
         if done and job.outputs[2:3] and job.outputs[2].name == "metrics.csv":
             metrics = job.outputs[2]
@@ -457,15 +306,15 @@ def job_row(
     )
     if done:
         row.state, row.left_s = DONE, None
-        if job.state is not None and rows and prog["done"] < max_epochs:
+        if training and rows and prog["done"] < max_epochs:
             row.progress += " (early stop)"
         row.exit = "finished" if row.attempts else ""
         return row
-    activity = _mtime(job.log, job.history, job.state / "metrics.csv" if job.state else None)
+    activity = _mtime(job.log, job.history, job.state / "metrics.csv" if training else None)
     if marker is not None:  # Snakemake started it and has not seen it end
         sq = squeue.get(row.slurm, "")
         if not sm.running:
-            row.state = STOPPED if job.state is not None else INTERRUPTED
+            row.state = STOPPED if training else INTERRUPTED
             row.exit = ended[1] if ended else "Snakemake stopped; rerun to continue"
         elif sq.startswith(("PENDING", "CONFIGURING")):
             row.state, row.exit = QUEUED, sq
@@ -484,7 +333,7 @@ def job_row(
             row.state = QUEUED  # resubmitted, waiting
         return row
     if activity is None and not rows:
-        row.left_s = None if job.state is None else row.left_s
+        row.left_s = None if not training else row.left_s
         return row  # not started
     # output and no end, no Snakemake record: run by hand (arctax train) or by a Snakemake
     # killed outright. Running while its files move; stalled when quiet for long.
@@ -522,7 +371,7 @@ class Study:
 
 
 def study_status(
-    cfg: Mapping[str, Any],
+    s: Settings,
     run_dir: str | Path,
     workdir: str | Path | None = None,
     now: float | None = None,
@@ -538,13 +387,13 @@ def study_status(
         workdir = out.parent.parent if out.parent.name == "results" else Path.cwd()
     workdir = Path(workdir)
     sm = Snakemake(workdir, [workdir / "logs" / "slurm", workdir / ".snakemake" / "slurm_logs"])
-    jobs = study_jobs(cfg, out)
-    t69 = Trial69.of(cfg)
-    max_epochs = int(Trainer.of(cfg).max_epochs or t69.max_epochs)
-    markers = [sm.marker(j) for j in jobs]
+    every = study_jobs(s, out)
+    t69 = s.trial69
+    max_epochs = int(s.trainer.max_epochs or t69.max_epochs)
+    markers = [sm.marker(j) for j in every]
     ids = [str((m or {}).get("external_jobid") or "") for m in markers]
     sq = squeue_states(ids) if use_squeue else {}
-    rows = [job_row(j, sm, max_epochs, sq, now) for j in jobs]
+    rows = [job_row(j, sm, max_epochs, sq, now) for j in every]
     return Study(out, rows, sm.running, bool(sq), t69.early_stopping.patience)
 
 

@@ -16,12 +16,12 @@ import torch
 
 from arctax.adaptation.run import adapt_shard, gather
 from arctax.adaptation.shards import adapted_task_ids, n_shards, shard_task_ids
-from arctax.config import load_config
 from arctax.data.collate import collate
 from arctax.data.dataset import load_split
 from arctax.evaluation.evaluate import evaluate
 from arctax.io import file_sha256
 from arctax.lifecycle import STOPPED_EXIT
+from arctax.settings import load_settings
 from arctax.training.module import ARCLitModule
 from tests.conftest import REPO, TINY_MODELS, adapt_settings, memorise, tiny_overrides
 
@@ -34,7 +34,7 @@ def _cfg(**adapt):
     over = tiny_overrides()
     over["adapt"] = {**ADAPT, **adapt}
     over["eval"] = {"max_new_tokens": 60, "batch_size": 16, "bootstrap_samples": 200}
-    return load_config(overrides=over)
+    return load_settings(overrides=over)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_voting_over_one_view_reproduces_the_base_evaluation(tiny_data, tmp_path
     base model's own greedy answers: the stage changes nothing it should not."""
     cfg = _cfg(voting_views=1, augment_views=1, steps=0, attempts=1, max_tasks=None,
                tasks_per_job=100)  # fmt: skip
-    cfg["eval"]["attempts"] = 1
+    cfg = cfg.with_overrides({"eval": {"attempts": 1}})
     torch.manual_seed(0)
     module = ARCLitModule(
         "encoder_decoder", dict(TINY_MODELS["encoder_decoder"], dropout=0.0), {}, 2

@@ -69,7 +69,6 @@ def test_a_step_under_each_precision(gpu, precision, tiny_cfg, tiny_data):
     from arctax.data.collate import collate
     from arctax.data.dataset import load_split
     from arctax.models import build_model
-    from arctax.settings import Trial69
     from arctax.training.optim import build_optimizer
 
     _, train, _ = gpu
@@ -77,7 +76,7 @@ def test_a_step_under_each_precision(gpu, precision, tiny_cfg, tiny_data):
     assert (amp.scaler is not None) == (precision == "16-mixed")
     torch.manual_seed(0)
     model = build_model("encoder_decoder", TINY_MODELS["encoder_decoder"])
-    opt = build_optimizer(model.parameters(), Trial69.of(tiny_cfg))
+    opt = build_optimizer(model.parameters(), tiny_cfg.trial69)
     ds = load_split(tiny_data, "train")
     batch = collate([ds[i] for i in range(8)], model.fmt)
     before = [p.detach().clone() for p in model.parameters()]
@@ -150,7 +149,7 @@ def test_a_math_site_on_cuda_is_a_failure(gpu):
 def test_memory_rows_estimate_every_job(gpu, tiny_cfg):
     """Every model's train / evaluate / adapt and the sweep's largest point, in GiB."""
     _, _, sections = gpu
-    cfg = {**tiny_cfg, "eval": {**tiny_cfg["eval"], "max_new_tokens": 4}}
+    cfg = tiny_cfg.with_overrides({"eval": {"max_new_tokens": 4}})
     rows = sections.memory_rows(cfg, torch.device("cpu"))
     names = [r[1].split(" (")[0] for r in rows]
     assert names == [f"{m} {j}" for m in ("champion", "encoder_decoder", "decoder_only")
@@ -163,8 +162,8 @@ def test_a_memory_measurement_runs_the_estimated_step(tiny_cfg):
     """The real step beside the estimate runs on any device (a figure only on CUDA)."""
     from arctax.memory import measure_train_step
 
-    m = tiny_cfg["models"]["encoder_decoder"]
-    got = measure_train_step("encoder_decoder", m, tiny_cfg, "bf16-mixed", torch.device("cpu"))
+    m, d = tiny_cfg.models["encoder_decoder"], tiny_cfg.data
+    got = measure_train_step(m, d, tiny_cfg.trial69.batch_size, "bf16-mixed", torch.device("cpu"))
     assert got is None
 
 

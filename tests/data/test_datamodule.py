@@ -5,9 +5,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from arctax.config import load_config
 from arctax.data.datamodule import ARCDataModule, LengthGroupedBatchSampler, real_token_fraction
-from arctax.data.prepare import prepare
+from arctax.settings import load_settings
+from tests.conftest import prepared
 
 MODELS = ("champion", "encoder_decoder", "decoder_only")
 
@@ -15,7 +15,7 @@ MODELS = ("champion", "encoder_decoder", "decoder_only")
 @pytest.fixture(scope="module")
 def default_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("default")
-    prepare(load_config(), out)
+    prepared(load_settings(), out)
     return out
 
 

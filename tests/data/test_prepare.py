@@ -6,20 +6,20 @@ import zipfile
 import numpy as np
 import pytest
 
-from arctax.config import load_config
 from arctax.data.dataset import CacheError, load_split
 from arctax.data.prepare import prepare
 from arctax.data.sources import load_source
 from arctax.data.splits import size_bucket, split_tasks
 from arctax.data.validate import InvalidTaskError
-from tests.conftest import SHARED
+from arctax.settings import load_settings
+from tests.conftest import SHARED, prepared
 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     """All 800 ARC-AGI-1 tasks, default config."""
     out = tmp_path_factory.mktemp("full")
-    return out, prepare(load_config(), out)
+    return out, prepared(load_settings(), out)
 
 
 def test_no_task_in_two_splits(full):
@@ -73,13 +73,16 @@ def test_test_split_queries_are_test_pairs_with_train_context(full):
 
 
 def test_prepare_is_deterministic(tmp_path, tiny_cfg):
-    a, b = prepare(tiny_cfg, tmp_path / "a"), prepare(tiny_cfg, tmp_path / "b")
+    a, b = (
+        prepare(tiny_cfg.data, tiny_cfg.taxonomy, tmp_path / "a"),
+        prepare(tiny_cfg.data, tiny_cfg.taxonomy, tmp_path / "b"),
+    )
     assert a["files"] == b["files"]
 
 
 def test_augmented_copies_are_consistent(tmp_path):
-    cfg = load_config(overrides={"data": {"max_tasks": 5, "augment": {"copies": 3}}})
-    prepare(cfg, tmp_path)
+    cfg = load_settings(overrides={"data": {"max_tasks": 5, "augment": {"copies": 3}}})
+    prepare(cfg.data, cfg.taxonomy, tmp_path)
     ds = load_split(tmp_path, "train")
     with np.load(tmp_path / "train.npz") as z:
         dih, perm, aug = z["ex_dihedral"], z["ex_perm"], z["ex_aug"]
@@ -120,7 +123,7 @@ def test_real_taxonomy_labels_and_stratified_split(tmp_path):
     for cat, n in counts.items():
         n_val = sum(labels[t] == cat for t in val)
         assert abs(n_val - 0.23 * n) <= 1, cat  # every category held out in proportion
-    m = prepare(load_config(overrides={"taxonomy": {"labels": str(labels_path)}}), tmp_path)
+    m = prepared(load_settings(overrides={"taxonomy": {"labels": str(labels_path)}}), tmp_path)
     ds = load_split(tmp_path, "train")
     assert {ds.categories[i] for i, t in enumerate(ds.task_ids)} <= set(counts)
     assert all(ds.categories[i] == labels[t] for i, t in enumerate(ds.task_ids))
@@ -133,8 +136,9 @@ def test_real_taxonomy_labels_and_stratified_split(tmp_path):
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data/original not present")
 def test_original_split_manifest_wins(tmp_path):
-    m = prepare(
-        load_config(overrides={"data": {"manifest": str(SHARED / "split_manifest.json")}}), tmp_path
+    m = prepared(
+        load_settings(overrides={"data": {"manifest": str(SHARED / "split_manifest.json")}}),
+        tmp_path,
     )
     ref = json.loads((SHARED / "split_manifest.json").read_text())
     assert len(m["splits"]["train"]) == 308 and len(m["splits"]["val"]) == 92
@@ -163,15 +167,17 @@ def test_rearc_directory_source_with_manifest(tmp_path):
             }
         )
     )
-    cfg = load_config(overrides={"data": {"source": str(d), "manifest": str(man), "max_tasks": 5}})
-    m = prepare(cfg, tmp_path / "out")
+    cfg = load_settings(
+        overrides={"data": {"source": str(d), "manifest": str(man), "max_tasks": 5}}
+    )
+    m = prepare(cfg.data, cfg.taxonomy, tmp_path / "out")
     assert m["splits"]["val"] == ["aaaa0004"] and m["counts"]["train"]["examples"] == 450
     assert m["test_source"] == "arcagi_aa922be/eval" and m["version"] == f"dir:{d}"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train_files": ["zzz.json"], "val_files": []}))
     with pytest.raises(ValueError, match="zzz"):
-        prepare(
-            load_config(overrides={"data": {"source": str(d), "manifest": str(bad)}}),
+        prepared(
+            load_settings(overrides={"data": {"source": str(d), "manifest": str(bad)}}),
             tmp_path / "o2",
         )
 
@@ -203,10 +209,10 @@ def test_missing_context_slots_are_minus_one(tmp_path):
     d.mkdir()
     for i in range(6):
         _write_task(d, f"t{i}", n_pairs=2 + i % 3)  # 1..3 other pairs for K=3
-    cfg = load_config(
+    cfg = load_settings(
         overrides={"data": {"source": str(d), "context_pairs": 3, "val_fraction": 0.3}}
     )
-    prepare(cfg, tmp_path / "out")
+    prepare(cfg.data, cfg.taxonomy, tmp_path / "out")
     for split in ("train", "val"):
         ds = load_split(tmp_path / "out", split)
         assert ds.k == 3 and ds.ex_grids.shape[1] == 8
@@ -228,8 +234,10 @@ def test_max_cells_keeps_pair_indices_and_counts_dropped_tasks(tmp_path):
     for i in range(4):
         (d / f"ok{i}.json").write_text(json.dumps({"train": pairs, "test": []}))
     (d / "toobig.json").write_text(json.dumps({"train": [pairs[0]] * 3, "test": []}))
-    cfg = load_config(overrides={"data": {"source": str(d), "max_cells": 16, "val_fraction": 0.25}})
-    m = prepare(cfg, tmp_path / "out")
+    cfg = load_settings(
+        overrides={"data": {"source": str(d), "max_cells": 16, "val_fraction": 0.25}}
+    )
+    m = prepare(cfg.data, cfg.taxonomy, tmp_path / "out")
     assert "toobig" in m["unusable_after_filter"]
     assert "toobig" not in m["splits"]["train"] + m["splits"]["val"]
     ds = load_split(tmp_path / "out", "train")
@@ -239,7 +247,7 @@ def test_max_cells_keeps_pair_indices_and_counts_dropped_tasks(tmp_path):
 
 def test_max_tasks_applies_per_split_after_the_split(full, tmp_path):
     m_full = full[1]
-    m = prepare(load_config(overrides={"data": {"max_tasks": 7}}), tmp_path)
+    m = prepared(load_settings(overrides={"data": {"max_tasks": 7}}), tmp_path)
     for split in ("train", "val", "test"):
         assert m["splits"][split] == m_full["splits"][split][:7]
 
@@ -272,7 +280,7 @@ def test_bad_labels_file_is_one_clear_error(tmp_path, text, problem):
     p = tmp_path / "labels.json"
     p.write_text(text)
     with pytest.raises(InvalidTaskError) as e:
-        prepare(load_config(overrides={"taxonomy": {"labels": str(p)}}), tmp_path / "out")
+        prepared(load_settings(overrides={"taxonomy": {"labels": str(p)}}), tmp_path / "out")
     assert str(p) in str(e.value) and problem in str(e.value)
 
 
@@ -281,8 +289,8 @@ def test_test_source_directory_uses_its_test_pairs_as_queries(tmp_path):
     d.mkdir()
     for i in range(3):
         _write_task(d, f"ev{i}", n_pairs=3, test=2)
-    cfg = load_config(overrides={"data": {"test_source": str(d), "max_tasks": 4}})
-    m = prepare(cfg, tmp_path / "out")
+    cfg = load_settings(overrides={"data": {"test_source": str(d), "max_tasks": 4}})
+    m = prepare(cfg.data, cfg.taxonomy, tmp_path / "out")
     assert m["splits"]["test"] == ["ev0", "ev1", "ev2"] and m["test_version"] == f"dir:{d}"
     ds = load_split(tmp_path / "out", "test")
     assert len(ds) == 6 and sorted({ds.meta(i)["pair"] for i in range(6)}) == [0, 1]
@@ -315,8 +323,8 @@ def test_a_split_manifest_inside_the_source_folder_is_not_a_task(tmp_path):
                                "val_files": ["aaaa0004.json"]}))  # fmt: skip
     src = load_source(str(d))
     assert sorted(t.task_id for t in src.tasks) == ["aaaa0001", "aaaa0002", "aaaa0003", "aaaa0004"]
-    m = prepare(
-        load_config(overrides={"data": {"source": str(d), "manifest": str(man), "max_tasks": 4}}),
+    m = prepared(
+        load_settings(overrides={"data": {"source": str(d), "manifest": str(man), "max_tasks": 4}}),
         tmp_path / "out",
     )
     assert m["splits"]["val"] == ["aaaa0004"]
@@ -342,7 +350,7 @@ def test_a_failed_prepare_leaves_nothing(tmp_path):
     _write_tasks(d, ["aaaa0001"], np.random.default_rng(2), n_pairs=1)  # no usable task
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="no examples"):
-        prepare(load_config(overrides={"data": {"source": str(d)}}), out)
+        prepared(load_settings(overrides={"data": {"source": str(d)}}), out)
     assert not out.exists()
 
 
@@ -368,13 +376,13 @@ def test_demonstrations_are_stored_and_exclude_test_outputs(full):
 def test_held_out_test_split_covers_the_categories(tmp_path):
     labels_path = SHARED / "all_tasks_classified.json"
     labels = json.loads(labels_path.read_text())
-    cfg = load_config(
+    cfg = load_settings(
         overrides={
             "taxonomy": {"labels": str(labels_path)},
             "data": {"test_source": "held_out", "test_fraction": 0.2},
         }
     )
-    m = prepare(cfg, tmp_path)
+    m = prepare(cfg.data, cfg.taxonomy, tmp_path)
     test, train, val = (set(m["splits"][s]) for s in ("test", "train", "val"))
     assert not (test & train) and not (test & val) and not (train & val)
     assert test | train | val <= set(labels)  # all from the labelled source
@@ -384,7 +392,7 @@ def test_held_out_test_split_covers_the_categories(tmp_path):
     ds = load_split(tmp_path, "test")
     assert set(ds.categories) == set(TAXONOMY_COUNTS) and "unlabelled" not in ds.categories
     assert m["test_source"].endswith("(held out)")
-    again = prepare(cfg, tmp_path / "again")  # seeded
+    again = prepare(cfg.data, cfg.taxonomy, tmp_path / "again")  # seeded
     assert again["splits"] == m["splits"]
 
 
@@ -409,8 +417,8 @@ def test_max_cells_leaves_a_test_task_out_whole_and_says_so(tmp_path):
     }
     for name, obj in tasks.items():
         (d / f"{name}.json").write_text(json.dumps(obj))
-    cfg = load_config(overrides={"data": {"test_source": str(d), "max_cells": 16}})
-    m = prepare(cfg, tmp_path / "out")
+    cfg = load_settings(overrides={"data": {"test_source": str(d), "max_cells": 16}})
+    m = prepare(cfg.data, cfg.taxonomy, tmp_path / "out")
     assert m["splits"]["test"] == ["whole"]
     assert m["test_left_out"] == {
         "nodemos": "every demonstration over data.max_cells (16 cells)",
@@ -421,20 +429,20 @@ def test_max_cells_leaves_a_test_task_out_whole_and_says_so(tmp_path):
     # every answer right: 1 of 1 task solved, and the summary says 2 were left out
     answers = {i: [ds[i]["query_out"]] for i in range(len(ds))}
     assert to_submission({"whole": {ds.meta(i)["pair"]: a for i, a in answers.items()}})
-    table = write_evaluation(cfg, ds, answers, tmp_path / "ev", "m", None, identity={})
+    table = write_evaluation(cfg.eval, ds, answers, tmp_path / "ev", "m", None, identity={})
     assert table["grid_correct"].all() and len(table) == 2
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["n_tasks"] == 1 and summary["test_left_out"]["n_tasks"] == 2
     # with no filter nothing is left out, and nothing is filed as unusable after a filter
-    m = prepare(load_config(overrides={"data": {"test_source": str(d), "max_tasks": 4}}),
+    m = prepared(load_settings(overrides={"data": {"test_source": str(d), "max_tasks": 4}}),
                 tmp_path / "all")  # fmt: skip
     assert m["splits"]["test"] == ["nodemos", "partial", "whole"]
     assert m["test_left_out"] == {} and m["unusable_after_filter"] == []
 
 
 def test_the_val_test_set_in_one_folder_is_the_val_split(tmp_path):
-    cfg = load_config(overrides={"data": {"max_tasks": 4, "test_sets": {"val": "val"}}})
-    m = prepare(cfg, tmp_path)
+    cfg = load_settings(overrides={"data": {"max_tasks": 4, "test_sets": {"val": "val"}}})
+    m = prepare(cfg.data, cfg.taxonomy, tmp_path)
     assert m["test_set"] == "val" and m["test_source"].endswith("(val split)")
     assert m["splits"]["test"] == m["splits"]["val"] and m["test_left_out"] == {}
     with np.load(tmp_path / "val.npz") as v, np.load(tmp_path / "test.npz") as t:
@@ -447,12 +455,12 @@ def test_the_val_test_set_refuses_a_val_split_its_manifest_does_not_name(tmp_pat
     from arctax.data.prepare import prepare_training
     from arctax.data.prepare_test import prepare_test_set
 
-    cfg = load_config(overrides={"data": {"max_tasks": 4, "test_sets": {"v": "val"}}})
-    prepare_training(cfg, tmp_path / "data")
-    m = prepare_test_set(cfg, "v", tmp_path / "v", tmp_path / "data")
+    cfg = load_settings(overrides={"data": {"max_tasks": 4, "test_sets": {"v": "val"}}})
+    prepare_training(cfg.data, cfg.taxonomy, tmp_path / "data")
+    m = prepare_test_set(cfg.data, cfg.taxonomy, "v", tmp_path / "v", tmp_path / "data")
     assert m["counts"]["test"]["examples"] == len(load_split(tmp_path / "v", "test"))
     with open(tmp_path / "data/val.npz", "ab") as f:
         f.write(b"x")  # changed since the training data were prepared
     with pytest.raises(InvalidTaskError, match=r"val\.npz: does not match"):
-        prepare_test_set(cfg, "v", tmp_path / "v2", tmp_path / "data")
+        prepare_test_set(cfg.data, cfg.taxonomy, "v", tmp_path / "v2", tmp_path / "data")
     assert not (tmp_path / "v2").exists()

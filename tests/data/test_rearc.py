@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from arctax.cli import main as cli
-from arctax.config import load_config
 from arctax.data.dataset import load_split
-from arctax.data.prepare import prepare, prepare_training
+from arctax.data.prepare import prepare_training
 from arctax.data.rearc import Sample
 from arctax.data.sources import load_source
 from arctax.data.validate import InvalidTaskError
+from arctax.settings import load_settings
+from tests.conftest import prepared
 
 IDS = ["007bbfb7", "00d62c1b", "017c7c7b", "025d127b", "045e512c", "0520fde7",
        "05269061", "05f2a901", "06df4c85", "08ed6ac7", "09629e4f", "0a938d79"]  # fmt: skip
@@ -110,10 +111,10 @@ def test_examples_per_task_is_a_seeded_sample_of_each_task(rearc):
 
 
 def test_prepare_a_rearc_folder_splits_by_task_with_context_from_the_task(rearc, tmp_path):
-    cfg = load_config(
+    cfg = load_settings(
         overrides={"data": {"source": str(rearc), "examples_per_task": 6, "val_fraction": 0.25}}
     )
-    m = prepare_training(cfg, tmp_path / "out")
+    m = prepare_training(cfg.data, cfg.taxonomy, tmp_path / "out")
     assert m["source_kind"] == "re-arc" and m["examples_per_task"] == 6 and m["short_tasks"] == {}
     train, val = set(m["splits"]["train"]), set(m["splits"]["val"])
     assert not train & val and train | val == set(IDS) and len(val) == 3
@@ -137,10 +138,10 @@ def test_a_split_manifest_and_short_tasks_on_rearc(rearc, tmp_path):
     man = tmp_path / "split.json"
     man.write_text(json.dumps({"train_files": [f"{t}.json" for t in IDS[:9]],
                                "val_files": [f"{t}.json" for t in IDS[9:]]}))  # fmt: skip
-    cfg = load_config(
+    cfg = load_settings(
         overrides={"data": {"source": str(rearc), "examples_per_task": 25, "manifest": str(man)}}
     )
-    m = prepare_training(cfg, tmp_path / "out")
+    m = prepare_training(cfg.data, cfg.taxonomy, tmp_path / "out")
     assert m["splits"]["train"] == IDS[:9] and m["splits"]["val"] == IDS[9:]
     assert m["short_tasks"] == dict.fromkeys(IDS, 20)  # 25 asked, 20 in each file: said so
 
@@ -148,24 +149,28 @@ def test_a_split_manifest_and_short_tasks_on_rearc(rearc, tmp_path):
 def test_held_out_from_rearc_tests_on_the_original_tasks(rearc, tmp_path):
     from arctax.data.prepare_test import prepare_test_set
 
-    cfg = load_config(
+    cfg = load_settings(
         overrides={
             "data": {"source": str(rearc), "examples_per_task": 5, "held_out_fraction": 0.25,
                      "test_sets": {"held_out": "held_out", "arcagi1_eval": "arcagi"},
                      "max_tasks": 5},
         }
     )  # fmt: skip
-    m = prepare_training(cfg, tmp_path / "train")
+    m = prepare_training(cfg.data, cfg.taxonomy, tmp_path / "train")
     reserved = set(m["held_out"])
     assert len(reserved) == 3 and not reserved & set(m["splits"]["train"] + m["splits"]["val"])
-    t = prepare_test_set(cfg, "held_out", tmp_path / "held_out", tmp_path / "train")
+    t = prepare_test_set(
+        cfg.data, cfg.taxonomy, "held_out", tmp_path / "held_out", tmp_path / "train"
+    )
     assert set(t["splits"]["test"]) == reserved and t["source"].endswith("(held out)")
     arc1 = {x.task_id: x for x in load_source("arcagi").tasks}
     ds = load_split(tmp_path / "held_out", "test")
     for i in range(len(ds)):  # the real ARC-AGI-1 task: its test pairs are the queries
         task = arc1[ds.meta(i)["task_id"]]
         assert np.array_equal(ds[i]["query_out"], task.test[ds.meta(i)["pair"]][1])
-    e = prepare_test_set(cfg, "arcagi1_eval", tmp_path / "eval", tmp_path / "train")
+    e = prepare_test_set(
+        cfg.data, cfg.taxonomy, "arcagi1_eval", tmp_path / "eval", tmp_path / "train"
+    )
     assert e["source"] == "arcagi_aa922be/eval" and e["counts"]["test"]["tasks"] == 5
     assert e["training"]["inputs_sha256"] == m["inputs_sha256"]
 
@@ -205,7 +210,7 @@ def test_arctax_prepare_reads_a_rearc_folder(rearc, tmp_path, capsys):
     m = json.loads((out / "manifest.json").read_text())
     assert m["source_kind"] == "re-arc" and m["counts"]["train"]["examples"] == 12
     assert m["test_set"] == "arcagi1_eval" and m["counts"]["test"]["tasks"] == 3
-    assert prepare(load_config(overrides={"data": {"source": str(rearc),
+    assert prepared(load_settings(overrides={"data": {"source": str(rearc),
                                           "examples_per_task": 4, "max_tasks": 3}}),
                    tmp_path / "again")["files"] == m["files"]  # fmt: skip
 

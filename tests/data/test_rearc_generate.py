@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from arctax.config import load_config
 from arctax.data import rearc_generate as rg
 from arctax.data.sources import load_source
+from arctax.lifecycle import STOPPED_EXIT
+from arctax.settings import Rearc, load_settings
 from tests.conftest import REPO
 
 FAKE = REPO / "tests" / "fake_rearc"
@@ -25,10 +27,10 @@ FAKE_IDS = ["007bbfb7", "00d62c1b", "017c7c7b", "025d127b", "045e512c"]
 REAL = os.environ.get("ARCTAX_REARC_REPO")
 
 
-def settings(**data_rearc) -> rg.Settings:
+def settings(**data_rearc) -> Rearc:
     """The generation settings of the default config with ``data.rearc`` overrides (the schema's
     defaults for the rest: no test restates them)."""
-    return rg.settings(load_config(overrides={"data": {"rearc": data_rearc}}))
+    return load_settings(overrides={"data": {"rearc": data_rearc}}).data.rearc_generation()
 
 
 def test_task_ids_come_from_the_checkout_and_a_bad_path_names_the_fix(tmp_path):
@@ -127,6 +129,38 @@ def test_a_shard_resumes_every_task_it_had_made(tmp_path):
     other = rg.generate_shard(FAKE, FAKE_IDS, settings(n_examples=11), state, rec,
                               log=lambda m: None)  # fmt: skip
     assert other["resumed"] == []  # other settings: nothing reused
+
+
+def test_a_stopped_shard_exits_75_and_its_retry_keeps_the_tasks_it_made(
+    tmp_path, monkeypatch, capsys
+):
+    """SIGTERM (scancel, preemption) while the shard generates: it stops before its next task
+    and exits 75 with its stop line (arctax.lifecycle.JobState); the retry resumes every task
+    made before the signal, untouched, and makes the others."""
+    s = settings(n_examples=10, attempts_per_example=4)
+    state, rec = tmp_path / "state", tmp_path / "rec.json"
+    real, made = rg.generate_task, []
+
+    def then_a_signal(tid, *args):  # the signal lands while the second task is made
+        made.append(tid)
+        if len(made) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(tid, *args)
+
+    monkeypatch.setattr(rg, "generate_task", then_a_signal)
+    with pytest.raises(SystemExit) as e:
+        rg.generate_shard(FAKE, FAKE_IDS, s, state, rec, log=lambda m: None, shard="1-of-3")
+    assert e.value.code == STOPPED_EXIT and not rec.exists()
+    assert "re-arc shard 1-of-3 stopped (received SIGTERM): 2 of 5 tasks kept" in (
+        capsys.readouterr().err
+    )
+    kept = {p.name: p.stat().st_mtime_ns for p in (state / "tasks").iterdir()}
+    assert sorted(kept) == [f"{t}.json" for t in FAKE_IDS[:2]]
+    monkeypatch.setattr(rg, "generate_task", real)
+    again = rg.generate_shard(FAKE, FAKE_IDS, s, state, rec, log=lambda m: None)
+    assert again["resumed"] == FAKE_IDS[:2] and len(again["stats"]) == 5
+    assert {k: v for k, v in ((p.name, p.stat().st_mtime_ns) for p in (state / "tasks").iterdir())
+            if k in kept} == kept  # fmt: skip
 
 
 def test_a_hanging_generator_stops_its_task_and_modules_of_the_same_names_survive(tmp_path):

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from arctax.config import ConfigError, load_config
-from arctax.data.prepare import config_hash
+from arctax.config import ConfigError
+from arctax.data.prepare import training_data
 from arctax.data.testsets import held_out_fraction, named_sets, training_data_config
+from arctax.lifecycle import fingerprint
+from arctax.settings import Data, load_settings
 
 
-def cfg(**data):
-    return load_config(overrides={"data": data})
+def cfg(**data) -> Data:
+    return load_settings(overrides={"data": data}).data
+
+
+def config_hash(d: Data) -> str:
+    """The training data's fingerprint (their manifest's config_sha256)."""
+    return fingerprint(training_data(d, load_settings().taxonomy))
 
 
 def test_the_one_set_form_and_its_default_names():
@@ -79,8 +86,8 @@ def test_val_is_a_test_set_that_trains_nothing_again_and_is_never_adapted():
     assert named_sets(cfg(test_source="val")) == {"val": "val"}
     assert training_data_config(both) == training_data_config(cfg())
     assert config_hash(both) == config_hash(cfg())
-    adapting = {**both, "adapt": {**both["adapt"], "enabled": True}}
-    check_adapt_set(adapting, "arcagi1_eval")  # another set: fine
+    adapt = load_settings().adapt
+    check_adapt_set(both, adapt.replace(enabled=True), "arcagi1_eval")  # another set: fine
     with pytest.raises(ConfigError, match=r"adapt\.test_set"):
-        check_adapt_set(adapting, "val")  # its examples are each other's context
-    check_adapt_set({**both, "adapt": {**both["adapt"], "enabled": False}}, "val")
+        check_adapt_set(both, adapt.replace(enabled=True), "val")  # each other's context
+    check_adapt_set(both, adapt.replace(enabled=False), "val")

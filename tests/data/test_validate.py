@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from arctax.config import load_config
 from arctax.data.prepare import prepare
 from arctax.data.sources import load_source
 from arctax.data.validate import InvalidTaskError
+from arctax.settings import load_settings
 
 GOOD = {
     "train": [{"input": [[1, 0]], "output": [[0, 1]]}],
@@ -71,9 +71,9 @@ def test_duplicate_task_ids_across_sources(tmp_path):
     # an ARC-AGI-1 evaluation id placed in the training directory collides with the test split
     write(tmp_path, "00576224", GOOD)
     write(tmp_path, "good1", GOOD)
-    cfg = load_config(overrides={"data": {"source": str(tmp_path)}})
+    cfg = load_settings(overrides={"data": {"source": str(tmp_path)}})
     with pytest.raises(InvalidTaskError, match="duplicate task id '00576224'"):
-        prepare(cfg, tmp_path / "out")
+        prepare(cfg.data, cfg.taxonomy, tmp_path / "out")
 
 
 def test_unknown_source_is_one_clear_error():
@@ -88,12 +88,11 @@ def test_a_task_without_demonstrations_is_refused_or_skipped_and_listed(tmp_path
     for i in range(4):
         write(src, f"good{i}", {"train": GOOD["train"] * 3, "test": GOOD["test"]})
     bad = write(src, "nodemos", {"train": [], "test": GOOD["test"]})
-    cfg = load_config(overrides={"data": {"source": str(src), "test_source": "held_out",
+    cfg = load_settings(overrides={"data": {"source": str(src), "test_source": "held_out",
                                           "test_fraction": 0.25}})  # fmt: skip
     with pytest.raises(InvalidTaskError, match="'train' has no pairs") as e:
-        prepare(cfg, tmp_path / "out")
+        prepare(cfg.data, cfg.taxonomy, tmp_path / "out")
     assert str(bad) in str(e.value) and "data.on_invalid: skip" in str(e.value)
-    cfg["data"]["on_invalid"] = "skip"
-    m = prepare(cfg, tmp_path / "out")
+    m = prepare(cfg.data.replace(on_invalid="skip"), cfg.taxonomy, tmp_path / "out")
     assert m["skipped_invalid"] == ["nodemos"] and m["unusable_after_filter"] == []
     assert "nodemos" not in [t for s in m["splits"].values() for t in s]

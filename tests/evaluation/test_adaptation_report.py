@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from arctax.config import load_config
 from arctax.evaluation.adaptation_report import compare_adaptation
 from arctax.evaluation.evaluate import TF_COLUMNS
 from arctax.evaluation.submission import SCORE_COLUMNS
+from arctax.settings import load_settings
 
 TASKS = ["t1", "t2", "t3", "t4"]
 
@@ -34,7 +34,7 @@ def _write(folder, first: dict[str, bool], second: dict[str, bool], tasks=TASKS)
 
 
 def _cfg():
-    return load_config(overrides={"eval": {"bootstrap_samples": 200}})
+    return load_settings(overrides={"eval": {"bootstrap_samples": 200}}).eval
 
 
 def test_first_attempt_counts_only_the_adapted_tasks(tmp_path):

@@ -13,19 +13,19 @@ import pytest
 import torch
 from conftest import REPO, SHARED_ORIGINAL, TINY_MODELS, evil_code, save_arctax_ckpt, save_evil_ckpt
 
-from arctax.config import load_config
 from arctax.evaluation.checkpoints import CheckpointError, load_checkpoint, load_model
 from arctax.models import build_model
 from arctax.plugins import source_sha256
+from arctax.settings import Settings, load_settings
 from tests.models.own_models import write as write_own
 
-CFG = load_config()  # the built-ins; no class of anyone's own
+CFG = load_settings()  # the built-ins; no class of anyone's own
 
 
-def refused(path: Path, *patterns: str, cfg: dict = CFG) -> str:
+def refused(path: Path, *patterns: str, cfg: Settings = CFG) -> str:
     """Assert ``load_model`` raises CheckpointError naming ``path`` and matching ``patterns``."""
     with pytest.raises(CheckpointError) as e:
-        load_model(path, cfg)
+        load_model(path, cfg.models, cfg.limits)
     msg = str(e.value)
     assert str(path) in msg
     for p in patterns:
@@ -37,7 +37,7 @@ def refused(path: Path, *patterns: str, cfg: dict = CFG) -> str:
 def test_arctax_checkpoint_round_trips(tmp_path, name):
     path = tmp_path / f"{name}.ckpt"
     model = save_arctax_ckpt(path, name)
-    loaded, info = load_model(path, CFG)
+    loaded, info = load_model(path, CFG.models, CFG.limits)
     assert type(loaded) is type(model) and not loaded.training
     for (k, v), (k2, v2) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
@@ -47,13 +47,15 @@ def test_arctax_checkpoint_round_trips(tmp_path, name):
     assert info["trained_here"] is False  # no provenance.json beside it: not trained here
     # a provenance.json of any content is no proof (issue 36); one recording THIS file's bytes is
     (tmp_path / "provenance.json").write_text('{"model": "x", "seed": 1}')
-    assert load_model(path, CFG)[1]["trained_here"] is False
+    assert load_model(path, CFG.models, CFG.limits)[1]["trained_here"] is False
     record = {"model": name, "checkpoints_sha256": {path.name: "0" * 64}}
     (tmp_path / "provenance.json").write_text(json.dumps(record))
-    assert load_model(path, CFG)[1]["trained_here"] is False  # another file's bytes
+    assert (
+        load_model(path, CFG.models, CFG.limits)[1]["trained_here"] is False
+    )  # another file's bytes
     record["checkpoints_sha256"][path.name] = info["sha256"]
     (tmp_path / "provenance.json").write_text(json.dumps(record))
-    assert load_model(path, CFG)[1]["trained_here"] is True
+    assert load_model(path, CFG.models, CFG.limits)[1]["trained_here"] is True
     assert "bootstrapped" not in info  # only a reference can be bootstrapped (evaluate says)
 
 
@@ -246,15 +248,20 @@ def own_ckpt(path: Path, class_path: str, **extra_hp) -> torch.nn.Module:
 OWN_CFG = {"d_model": 16, "n_heads": 2, "d_ff": 32}
 
 
-def own_cfg(class_path: str, **block) -> dict:
-    return load_config(overrides={"models": {"mine": {"class": class_path, **OWN_CFG, **block}}})
+def _loading(s: Settings) -> tuple:
+    """What load_model takes of the settings ``s``: its models and limits."""
+    return s.models, s.limits
+
+
+def own_cfg(class_path: str, **block) -> Settings:
+    return load_settings(overrides={"models": {"mine": {"class": class_path, **OWN_CFG, **block}}})
 
 
 def test_a_user_class_loads_when_the_config_names_it_and_its_code_is_unchanged(tmp_path):
     own = write_own(tmp_path)
     spec = f"{own}:Tiny"
     model = own_ckpt(tmp_path / "mine.ckpt", spec, model_code_sha256=source_sha256(spec))
-    loaded, info = load_model(tmp_path / "mine.ckpt", own_cfg(spec))
+    loaded, info = load_model(tmp_path / "mine.ckpt", *_loading(own_cfg(spec)))
     assert type(loaded).__name__ == "Tiny"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                   loaded.state_dict().values(), strict=True))  # fmt: skip
@@ -280,10 +287,10 @@ def test_changed_class_code_is_refused_unless_accepted(tmp_path, where):
         )
     Path(own).write_text(Path(own).read_text() + "\n# edited after training\n")
     with pytest.raises(CheckpointError) as e:
-        load_model(path, own_cfg(spec))
+        load_model(path, *_loading(own_cfg(spec)))
     msg = str(e.value)
     assert str(path) in msg and sha[:16] in msg and "models.mine.accept_changed_code: true" in msg
-    _, info = load_model(path, own_cfg(spec, accept_changed_code=True))
+    _, info = load_model(path, *_loading(own_cfg(spec, accept_changed_code=True)))
     code = info["model_code"]
     assert code["accepted_change"] is True and code["recorded_sha256"] == sha != code["sha256"]
 
@@ -292,10 +299,12 @@ def test_training_records_the_class_and_its_code_in_the_checkpoint(tmp_path):
     from arctax.training.module import ARCLitModule
 
     own = write_own(tmp_path)
-    module = ARCLitModule.from_config(own_cfg(f"{own}:Tiny"), "mine")
+    mine = own_cfg(f"{own}:Tiny")
+    module = ARCLitModule.for_model(mine.model("mine"), mine.trial69, mine.data.context_pairs)
     assert module.hparams["model_class"] == f"{own}:Tiny"
     assert module.hparams["model_code_sha256"] == source_sha256(f"{own}:Tiny")
-    assert ARCLitModule.from_config(CFG, "champion").hparams["model_code_sha256"] is None
+    champ = ARCLitModule.for_model(CFG.model("champion"), CFG.trial69, CFG.data.context_pairs)
+    assert champ.hparams["model_code_sha256"] is None
 
 
 def test_hyper_parameters_that_do_not_fit_the_weights_allocate_nothing(tmp_path):
@@ -323,7 +332,7 @@ def test_a_provenance_json_beside_decides_no_code(tmp_path):
     prov = tmp_path / "provenance.json"
     for text in ("{not json", json.dumps({"model_class": "evil.py:X", "model_code_sha256": "0"})):
         prov.write_text(text)
-        _, info = load_model(tmp_path / "mine.ckpt", own_cfg(spec))
+        _, info = load_model(tmp_path / "mine.ckpt", *_loading(own_cfg(spec)))
         assert info["model_class"] == spec and info["model_code"]["recorded_sha256"] is None
     prov.write_text(json.dumps({"model_class": spec, "model_code_sha256": "0" * 64}))
     refused(tmp_path / "mine.ckpt", "accept_changed_code", cfg=own_cfg(spec))
@@ -341,7 +350,7 @@ def test_a_dense_but_transposed_weight_loads_and_an_overlapping_view_does_not(tm
     ckpt["state_dict"][key] = w.t().contiguous().t()  # another layout, every element apart
     torch.save(ckpt, path)
     assert not ckpt["state_dict"][key].is_contiguous()
-    loaded, _ = load_model(path, CFG)
+    loaded, _ = load_model(path, CFG.models, CFG.limits)
     assert torch.equal(
         loaded.state_dict()[key.removeprefix("model.")],
         model.state_dict()[key.removeprefix("model.")],
@@ -355,9 +364,11 @@ def test_a_dense_but_transposed_weight_loads_and_an_overlapping_view_does_not(tm
 def test_the_size_bound_is_a_config_key_named_in_the_refusal(tmp_path):
     path = tmp_path / "m.ckpt"
     save_arctax_ckpt(path)
-    small = load_config(overrides={"limits": {"max_model_elements": 1000}})
+    small = load_settings(overrides={"limits": {"max_model_elements": 1000}})
     refused(path, r"over config key 'limits.max_model_elements' \(1,000\)", cfg=small)
-    assert load_model(path, CFG)[0] is not None  # the default bound holds a tiny model
+    assert (
+        load_model(path, CFG.models, CFG.limits)[0] is not None
+    )  # the default bound holds a tiny model
 
 
 def test_a_provenance_json_that_is_deep_or_a_device_is_no_proof_and_no_error(tmp_path):
@@ -365,7 +376,7 @@ def test_a_provenance_json_that_is_deep_or_a_device_is_no_proof_and_no_error(tmp
     save_arctax_ckpt(path)
     prov = tmp_path / "provenance.json"
     prov.write_bytes(b"[" * 10**5 + b"]" * 10**5)
-    assert load_model(path, CFG)[1]["trained_here"] is False
+    assert load_model(path, CFG.models, CFG.limits)[1]["trained_here"] is False
     prov.unlink()
     prov.symlink_to("/dev/zero")
-    assert load_model(path, CFG)[1]["trained_here"] is False
+    assert load_model(path, CFG.models, CFG.limits)[1]["trained_here"] is False

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from conftest import synthetic_per_query
 
-from arctax.config import load_config
 from arctax.evaluation import plots
 from arctax.evaluation.compare import audit_table, compare
+from arctax.settings import Eval, load_settings
 
 CATS = {f"t{i:02d}": ("S1" if i < 12 else "C1") for i in range(20)}
 
 
-def _cfg() -> dict:
-    return load_config(overrides={"eval": {"bootstrap_samples": 500, "gallery_tasks": 2}})
+def _cfg() -> Eval:
+    return load_settings(overrides={"eval": {"bootstrap_samples": 500, "gallery_tasks": 2}}).eval
 
 
 def write_eval(d: Path, label: str, seed: int, solved: set[str], bootstrapped=False) -> Path:

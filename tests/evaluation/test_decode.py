@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from arctax.config import load_config
 from arctax.data.collate import MODEL_FORMAT, collate
 from arctax.data.dataset import load_split
 from arctax.data.tokenize import PositionTracker
 from arctax.evaluation.decode import greedy_decode
 from arctax.models import build_model
+from arctax.settings import load_settings
 from tests.conftest import TINY_MODELS, make_example, memorise
 
 NAMES = ["champion", "encoder_decoder", "decoder_only"]
@@ -92,7 +92,7 @@ def test_decodes_a_memorised_answer(tiny_data):
     exs = [ds[i] for i in range(4)]
     model = build_model("encoder_decoder", dict(TINY_MODELS["encoder_decoder"], dropout=0.0))
     b = collate(exs, "seq2seq")
-    memorise(model, b, lr=load_config()["trial69"]["optimizer"]["lr"])
+    memorise(model, b, lr=load_settings().trial69.optimizer.lr)
     grids, _ = greedy_decode(model, b, 200)
     for g, e in zip(grids, exs, strict=True):
         assert g is not None and np.array_equal(g, e["query_out"])

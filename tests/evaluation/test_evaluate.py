@@ -10,30 +10,29 @@ import pytest
 import torch
 from conftest import TINY_MODELS
 
-from arctax.config import load_config
 from arctax.data.collate import collate
 from arctax.data.dataset import load_split
-from arctax.data.prepare import prepare
 from arctax.evaluation.compare import compare
 from arctax.evaluation.evaluate import COLUMNS, evaluate
 from arctax.evaluation.submission import score
 from arctax.io import file_sha256 as sha256
+from arctax.settings import Settings, load_settings
 from arctax.training.module import ARCLitModule
-from tests.conftest import memorise
+from tests.conftest import memorise, prepared
 
 SMALL = {"data": {"max_tasks": 6, "max_cells": 64}}
 
 
-def _cfg(**eval_over) -> dict:
+def _cfg(**eval_over) -> Settings:
     ev = {"batch_size": 4, "max_new_tokens": 80, "attempts": 2, "bootstrap_samples": 200}
-    return load_config(overrides={**SMALL, "eval": {**ev, **eval_over}})
+    return load_settings(overrides={**SMALL, "eval": {**ev, **eval_over}})
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """A tiny prepared ARC-AGI-1 cache (6 tasks per split, grids of at most 64 cells)."""
     d = tmp_path_factory.mktemp("data")
-    prepare(load_config(overrides=SMALL), d)
+    prepared(load_settings(overrides=SMALL), d)
     return d
 
 
@@ -89,7 +88,7 @@ def test_exact_match_and_batch_invariance(data_dir, memorised_ckpt, tmp_path):
 
 def test_bad_attempts_is_refused(data_dir, memorised_ckpt, tmp_path):
     cfg = _cfg()
-    cfg["eval"]["attempts"] = 3
+    cfg = cfg.with_overrides({"eval": {"attempts": 3}})  # past the schema, as a notebook could
     with pytest.raises(ValueError, match=r"eval\.attempts"):
         evaluate(cfg, memorised_ckpt, data_dir, tmp_path, "x")
 
@@ -98,7 +97,7 @@ def test_bad_attempts_is_refused(data_dir, memorised_ckpt, tmp_path):
 def test_train_evaluate_compare_end_to_end(data_dir, tmp_path):
     from arctax.training.train import train
 
-    cfg = load_config(
+    cfg = load_settings(
         overrides={
             **SMALL,
             "trial69": {"max_epochs": 1, "batch_size": 8},
@@ -116,7 +115,7 @@ def test_train_evaluate_compare_end_to_end(data_dir, tmp_path):
         df = evaluate(cfg, run / "best.ckpt", data_dir, tmp_path / "eval" / name, name, 307)
         assert set(df["model"]) == {name} and (df["seed"] == 307).all()
         evals[name], trains = tmp_path / "eval" / name, [*trains, run]
-    res = compare(cfg, evals, trains, tmp_path / "cmp", "champion")
+    res = compare(cfg.eval, evals, trains, tmp_path / "cmp", "champion")
     summary = pd.read_csv(tmp_path / "cmp" / "summary.csv")
     assert list(summary["model"]) == ["champion", "encoder_decoder", "decoder_only"]
     assert (summary["n_tasks"] == 6).all() and not res["bootstrapped_reference"]
@@ -173,9 +172,9 @@ def test_val_test_set_teacher_forced_per_example_is_a_hand_count(data_dir, tmp_p
     from arctax.evaluation.evaluate import teacher_forced, write_evaluation
     from arctax.evaluation.stats import example_row
 
-    cfg = load_config(overrides={**SMALL, "data": {**SMALL["data"], "test_sets": {"v": "val"}}})
+    cfg = load_settings(overrides={**SMALL, "data": {**SMALL["data"], "test_sets": {"v": "val"}}})
     out = tmp_path / "v"
-    manifest = prepare_test_set(cfg, "v", out, data_dir)
+    manifest = prepare_test_set(cfg.data, cfg.taxonomy, "v", out, data_dir)
     assert (out / "test.npz").read_bytes() == (data_dir / "val.npz").read_bytes()
     assert manifest["test_set"] == "v" and manifest["val_split"] and manifest["kind"] == "test"
     ds = load_split(out, "test")
@@ -191,7 +190,7 @@ def test_val_test_set_teacher_forced_per_example_is_a_hand_count(data_dir, tmp_p
         logits[i, 0, (labels[i, 0] + 1) % VOCAB_SIZE] = 2.0
     rows = teacher_forced(logits, labels, batch["tgt_in"])
     tf = dict(enumerate(rows))
-    table = write_evaluation(cfg, ds, {i: [None] for i in range(n)}, tmp_path / "e", "m", 1,
+    table = write_evaluation(cfg.eval, ds, {i: [None] for i in range(n)}, tmp_path / "e", "m", 1,
                              identity={}, tf=tf)  # fmt: skip
     summary = json.loads((tmp_path / "e/summary.json").read_text())
     hand_grid = len(right) / n

@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import evil_code, save_arctax_ckpt, save_evil_ckpt
 
-from arctax.config import load_config
 from arctax.data.prepare import prepare
 from arctax.evaluation.adapters import AdapterError
 from arctax.evaluation.evaluate import evaluate
@@ -21,7 +20,7 @@ from arctax.evaluation.reference import (
     evaluate_reference,
     resolve_reference,
 )
-from arctax.settings import Champion
+from arctax.settings import Champion, load_settings
 
 SMALL = {
     "data": {"max_tasks": 8, "max_cells": 64},
@@ -33,13 +32,13 @@ SCORES = ["task_id", "query", "gen_shape", "shape_correct", "grid_correct",
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config(overrides=SMALL)
+    return load_settings(overrides=SMALL)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, cfg):
     d = tmp_path_factory.mktemp("data")
-    prepare(cfg, d)
+    prepare(cfg.data, cfg.taxonomy, d)
     return d
 
 
@@ -50,7 +49,7 @@ def _original(path):
 
 def champion(**kw) -> Champion:
     """The default config's champion block with ``kw`` changed."""
-    return Champion.of(load_config()).replace(**kw)
+    return load_settings().champion.replace(**kw)
 
 
 def test_two_ways_at_once_name_both_keys(tmp_path):
@@ -231,7 +230,7 @@ def test_a_reference_checkpoint_naming_code_is_refused_at_parse_and_in_the_job(
     code = evil_code(tmp_path)
     ckpt = save_evil_ckpt(tmp_path / "evil.ckpt", code[form])
     with pytest.raises(ReferenceError) as e:  # what snakemake -n runs
-        resolve_reference(champion(checkpoint=str(ckpt)), cfg)
+        resolve_reference(champion(checkpoint=str(ckpt)), cfg.models)
     assert "'champion.checkpoint'" in str(e.value) and repr(code[form]) in str(e.value)
     assert "'models.mine.class" in str(e.value)
     way = {"way": "checkpoint", "path": str(ckpt), "adapter": None, "detail": "x"}

@@ -7,9 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from arctax.config import load_config
 from arctax.data.dataset import load_split
-from arctax.data.prepare import prepare
 from arctax.evaluation.submission import (
     SubmissionError,
     parse_submission,
@@ -19,6 +17,8 @@ from arctax.evaluation.submission import (
     select,
     to_submission,
 )
+from arctax.settings import load_settings
+from tests.conftest import prepared
 
 SMALL = {"data": {"max_tasks": 30, "max_cells": 64}}  # includes tasks with two test inputs
 
@@ -26,7 +26,7 @@ SMALL = {"data": {"max_tasks": 30, "max_cells": 64}}  # includes tasks with two 
 @pytest.fixture(scope="module")
 def test_split(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    prepare(load_config(overrides=SMALL), d)
+    prepared(load_settings(overrides=SMALL), d)
     return load_split(d, "test")
 
 

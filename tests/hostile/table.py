@@ -12,9 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from arctax.config import load_config
-from arctax.data.prepare import prepare
-from tests.conftest import tiny_overrides
+from arctax.settings import load_settings
+from tests.conftest import prepared, tiny_overrides
 from tests.hostile import cases as table
 from tests.hostile.harness import ForkServer
 
@@ -22,7 +21,7 @@ from tests.hostile.harness import ForkServer
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        prepare(load_config(overrides=tiny_overrides()), root / "data")
+        prepared(load_settings(overrides=tiny_overrides()), root / "data")
         t0 = time.perf_counter()
         cases = table.build(root / "h", root / "data")
         built = time.perf_counter() - t0

@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arctax.config import DEFAULT_CONFIG, load_config, model_class, model_config, model_names
+from arctax.config import DEFAULT_CONFIG
 from arctax.data.collate import collate
 from arctax.evaluation.checkpoints import load_model
 from arctax.models import ModelError, build_model, count_parameters, size_flags
 from arctax.models.encoder_decoder import EncoderDecoder, Grid2DPositions
 from arctax.models.layers import LookupTable, token_embedding
+from arctax.settings import load_settings
 from arctax.training.module import ARCLitModule
 from tests.conftest import REPO, TINY_MODELS, make_example
 
@@ -27,7 +28,7 @@ RUNGS = {"decoder_only", "encoder_decoder", "grid2d", "perminv", "champion"}
 @pytest.fixture(scope="module")
 def cfg():
     """The ladder overlay on the tiny sizes (its rungs extend the encoder-decoder's block)."""
-    return load_config(DEFAULT_CONFIG, LADDER, overrides={"models": TINY_MODELS})
+    return load_settings(DEFAULT_CONFIG, LADDER, overrides={"models": TINY_MODELS})
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +39,12 @@ def batch(arc1):
 
 def rung(cfg, name: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(name, model_config(cfg, name), model_class(cfg, name))
+    return build_model(name, cfg.models[name].config(), cfg.models[name].cls)
 
 
 def test_the_ladder_has_five_rungs_built_from_the_config(cfg):
-    assert set(model_names(cfg)) == RUNGS
-    assert set(cfg["adapt"]["models"]) == RUNGS
+    assert set(list(cfg.models)) == RUNGS
+    assert set(cfg.adapt.models) == RUNGS
     grid2d, perminv = rung(cfg, "grid2d"), rung(cfg, "perminv")
     assert type(grid2d) is EncoderDecoder and grid2d.positions == "grid2d"
     assert isinstance(grid2d.embed, torch.nn.Embedding)
@@ -52,17 +53,17 @@ def test_the_ladder_has_five_rungs_built_from_the_config(cfg):
     assert grid2d.embed_scale == perminv.embed_scale == exp0.embed_scale == math.sqrt(32)
     assert exp0.positions == "1d"
     # each rung changes one thing from the rung below: positions, then the embedding table
-    ed, g, p = (model_config(cfg, m) for m in ("encoder_decoder", "grid2d", "perminv"))
+    ed, g, p = (cfg.models[m].config() for m in ("encoder_decoder", "grid2d", "perminv"))
     assert {k for k in {**ed, **g} if ed.get(k) != g.get(k)} == {"positions"}
     assert {k for k in {**g, **p} if g.get(k) != p.get(k)} == {"embedding"}
-    as_run = load_config(DEFAULT_CONFIG, AS_RUN, overrides={"models": TINY_MODELS})
+    as_run = load_settings(DEFAULT_CONFIG, AS_RUN, overrides={"models": TINY_MODELS})
     assert rung(as_run, "grid2d").positions == rung(as_run, "perminv").positions == "grid2d_flat"
-    assert {k: v for k, v in model_config(as_run, "perminv").items() if k != "positions"} == {
+    assert {k: v for k, v in as_run.models["perminv"].config().items() if k != "positions"} == {
         k: v for k, v in p.items() if k != "positions"}  # fmt: skip
     # the paper's Exp 1 / Exp 2 sizes at full size: Exp 0's, dropout 0.167
-    full = load_config(DEFAULT_CONFIG, LADDER)
+    full = load_settings(DEFAULT_CONFIG, LADDER)
     for name in ("encoder_decoder", "grid2d", "perminv"):
-        block = model_config(full, name)
+        block = full.models[name].config()
         assert (block["d_model"], block["n_encoder_layers"], block["n_decoder_layers"]) == (
             168, 1, 3)  # fmt: skip
         assert (block["n_heads"], block["d_ff"], block["dropout"]) == (4, 672, 0.167)
@@ -109,7 +110,7 @@ def test_grid2d_option_equals_the_grid2d_mixin(cfg, batch):
     class Mixin(Grid2DPositions, EncoderDecoder):
         pass
 
-    block = model_config(cfg, "grid2d")
+    block = cfg.models["grid2d"].config()
     torch.manual_seed(0)
     option = EncoderDecoder(**block).eval()
     torch.manual_seed(0)
@@ -130,8 +131,8 @@ def test_grid2d_option_equals_the_grid2d_mixin(cfg, batch):
 )  # fmt: skip
 def test_a_bad_option_is_one_line_naming_the_block(cfg, key, value, fragment):
     with pytest.raises(ModelError) as e:
-        build_model("perminv", {**model_config(cfg, "perminv"), key: value},
-                    model_class(cfg, "perminv"))  # fmt: skip
+        build_model("perminv", {**cfg.models["perminv"].config(), key: value},
+                    cfg.models["perminv"].cls)  # fmt: skip
     assert "config block 'models.perminv' does not build" in str(e.value)
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
@@ -140,13 +141,13 @@ def test_a_bad_option_is_one_line_naming_the_block(cfg, key, value, fragment):
 def test_a_rungs_checkpoint_rebuilds_the_same_rung(cfg, batch, tmp_path, name):
     """The hyper-parameters training saves rebuild the rung: class, options, weights, logits."""
     torch.manual_seed(1)
-    module = ARCLitModule.from_config(cfg, name)
+    module = ARCLitModule.for_model(cfg.models[name], cfg.trial69, cfg.data.context_pairs)
     path = tmp_path / f"{name}.ckpt"
     torch.save({"epoch": 0, "global_step": 1, "pytorch-lightning_version": "2.6.6",
                 "state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
                path)  # fmt: skip
-    model, info = load_model(path, cfg)  # the config names the rung's class: it loads
-    assert info["model_name"] == name and info["model_class"] == model_class(cfg, name)
+    model, info = load_model(path, cfg.models, cfg.limits)  # the config names its class: it loads
+    assert info["model_name"] == name and info["model_class"] == cfg.models[name].cls
     assert type(model) is EncoderDecoder and model.positions == "grid2d"
     assert isinstance(model.embed, LookupTable) == (name == "perminv")
     assert model.embed_scale == module.model.embed_scale
@@ -169,8 +170,8 @@ def test_the_full_size_ladder_is_size_matched_and_the_demo_is_flagged():
     for files, flagged in (((DEFAULT_CONFIG, LADDER), set()), ((DEFAULT_CONFIG, AS_RUN), set()),
                            ((DEFAULT_CONFIG, REPO / "config" / "demo.yaml", LADDER),
                             {"encoder_decoder", "grid2d", "perminv", "decoder_only"})):  # fmt: skip
-        c = load_config(*files)
-        counts = {m: count_parameters(rung(c, m)) for m in model_names(c)}
+        c = load_settings(*files)
+        counts = {m: count_parameters(rung(c, m)) for m in list(c.models)}
         print("\nparameters:", counts)
         assert set(size_flags(counts)) == flagged
 

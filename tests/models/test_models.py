@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from arctax.config import load_config
 from arctax.data.collate import MODEL_FORMAT, collate
 from arctax.data.tokenize import PAD, encode_grid
 from arctax.models import build_model, count_parameters
 from arctax.models.grid2d_pe import Grid2DPE
+from arctax.settings import load_settings
 from tests.conftest import TINY_MODELS, make_example
 
 NAMES = ["champion", "encoder_decoder", "decoder_only"]
@@ -32,8 +32,8 @@ def logits(model, batch):
 
 
 def test_full_size_models_are_parameter_matched():
-    cfg = load_config()
-    counts = {n: count_parameters(build_model(n, cfg["models"][n])) for n in NAMES}
+    cfg = load_settings()
+    counts = {n: count_parameters(build_model(n, cfg.models[n].config())) for n in NAMES}
     print("\nparameters:", counts)
     lo, hi = min(counts.values()), max(counts.values())
     assert hi / lo <= 1.05
@@ -167,7 +167,7 @@ def test_no_model_starts_handicapped(name, examples):
     from arctax.training.module import answer_metrics
 
     torch.manual_seed(0)
-    model = build_model(name, load_config()["models"][name]).eval()
+    model = build_model(name, load_settings().models[name].config()).eval()
     b = collate(examples, MODEL_FORMAT[name])
     loss = float(answer_metrics(logits(model, b), b["labels"])["loss"])
     assert loss < 3 * np.log(VOCAB_SIZE), loss

@@ -1,4 +1,4 @@
-"""fp16 / bf16 safety (docs/ARCHITECTURE.md, "fp16 safety"): under autocast every model gives a
+"""fp16 / bf16 safety (docs/CUDA.md, "fp16 safety"): under autocast every model gives a
 finite loss and finite gradients, with a sample without demonstrations (the champion's
 all-masked pair softmax) and padding in the batch; the loss is summed in float32."""
 

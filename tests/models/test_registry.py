@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from arctax.config import ConfigError, load_config, model_class, model_config, model_names
+from arctax.config import ConfigError
 from arctax.data.collate import collate
 from arctax.evaluation.decode import greedy_decode
 from arctax.models import ModelError, build_model, protocol_problems, resolve_model
 from arctax.models.encoder_decoder import EncoderDecoder
+from arctax.settings import load_settings
 from tests.conftest import TINY_MODELS, make_example
 from tests.models.own_models import write
 
@@ -56,19 +57,19 @@ def test_builtin_names_take_no_class_and_unknown_names_need_one():
 
 
 def test_extends_takes_the_base_block_then_its_own_keys(own):
-    cfg = load_config(overrides={"models": {
+    cfg = load_settings(overrides={"models": {
         "mine": {"class": f"{own}:Tiny", "extends": "encoder_decoder", "d_ff": 96},
         "decoder_only": None,
     }})  # fmt: skip
-    assert model_names(cfg) == ["champion", "encoder_decoder", "mine"]
-    block = model_config(cfg, "mine")
-    assert block["d_ff"] == 96 and block["d_model"] == cfg["models"]["encoder_decoder"]["d_model"]
+    assert list(cfg.models) == ["champion", "encoder_decoder", "mine"]
+    block = cfg.models["mine"].config()
+    assert block["d_ff"] == 96 and block["d_model"] == cfg.models["encoder_decoder"].args["d_model"]
     assert "class" not in block and "extends" not in block
-    assert model_class(cfg, "mine") == f"{own}:Tiny" and model_class(cfg, "champion") is None
-    cyc = load_config(overrides={"models": {"a": {"class": "x.py:A", "extends": "b"},
-                                            "b": {"class": "x.py:B", "extends": "a"}}})  # fmt: skip
+    assert cfg.models["mine"].cls == f"{own}:Tiny" and cfg.models["champion"].cls is None
+    cyc = {"models": {"a": {"class": "x.py:A", "extends": "b"},
+                      "b": {"class": "x.py:B", "extends": "a"}}}  # fmt: skip
     with pytest.raises(ConfigError, match="makes a cycle"):
-        model_config(cyc, "a")
+        load_settings(overrides=cyc)  # the settings are built once: the cycle fails there
 
 
 def test_the_builtins_have_the_protocol():
@@ -103,10 +104,10 @@ def test_model_elements_is_what_building_the_model_takes(name):
     exactly the built model's parameters + buffers + MODULE_ELEMENTS per module."""
     import torch
 
-    from arctax.config import load_config, model_config
     from arctax.models import MODULE_ELEMENTS, build_model, model_elements
+    from arctax.settings import load_settings
 
-    block = model_config(load_config(), name)
+    block = load_settings().models[name].config()
     block = {k: 5 if "layers" in k else v for k, v in block.items()}
     with torch.device("meta"):
         m = build_model(name, block)

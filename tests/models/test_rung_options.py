@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from arctax.config import DEFAULT_CONFIG, load_config, model_class, model_config
+from arctax.config import DEFAULT_CONFIG
 from arctax.data.collate import collate
 from arctax.data.tokenize import IGNORE_INDEX, SEP, VOCAB_SIZE, encode_grid
 from arctax.models import ModelError, build_model, option_labels, rung_options
 from arctax.models.encoder_decoder import EncoderDecoder
 from arctax.models.grid2d_pe import Grid2DPE, flat_positions, grid_width
 from arctax.models.initialisation import xavier_
+from arctax.settings import load_settings
 from tests.conftest import REPO, TINY_MODELS, make_example
 
 AS_RUN = REPO / "config" / "ladder_as_run.yaml"
@@ -70,17 +71,17 @@ def test_the_as_run_embeddings_have_the_originals_scale(ladder):
     x sqrt(d_model) (~1.36); Exp 2's table keeps the original's own Kaiming a=sqrt(5) init
     (their Xavier loop skipped it: RMS 1 / sqrt(3) scaled); torch's N(0, 1) (arctax's own Exp 0)
     is neither."""
-    cfg = load_config(DEFAULT_CONFIG, ladder)
+    cfg = load_settings(DEFAULT_CONFIG, ladder)
     d, v = 168, VOCAB_SIZE
     xavier = math.sqrt(2 / (d + v)) * math.sqrt(d)
     for name, want in (("encoder_decoder", xavier), ("grid2d", xavier),
                        ("perminv", 1 / math.sqrt(3))):  # fmt: skip
         torch.manual_seed(0)
-        model = build_model(name, model_config(cfg, name), model_class(cfg, name))
+        model = build_model(name, cfg.models[name].config(), cfg.models[name].cls)
         assert model.embed.weight.shape == (v, d)
         assert _embedding_rms(model) == pytest.approx(want, rel=0.10), name
     torch.manual_seed(0)
-    own = build_model("encoder_decoder", load_config()["models"]["encoder_decoder"])
+    own = build_model("encoder_decoder", load_settings().models["encoder_decoder"].config())
     assert _embedding_rms(own) == pytest.approx(1.0, rel=0.10)  # N(0, 1), unscaled
     assert abs(_embedding_rms(own) - xavier) > 0.25
 
@@ -133,18 +134,18 @@ def test_the_decoder_only_scores_its_whole_sequence_when_asked(arc1):
 
 
 def test_every_rung_option_is_labelled_and_listed_with_its_default():
-    cfg = load_config(DEFAULT_CONFIG, AS_RUN)
-    opts = rung_options("perminv", model_config(cfg, "perminv"), model_class(cfg, "perminv"))
+    cfg = load_settings(DEFAULT_CONFIG, AS_RUN)
+    opts = rung_options("perminv", cfg.models["perminv"].config(), cfg.models["perminv"].cls)
     assert opts == {"dropout": 0.167, "positions": "grid2d_flat", "embedding": "perminv_table",
                     "embed_scale": True, "init": "xavier", "table_init": "kaiming_a_sqrt5"}  # fmt: skip
     labels = option_labels(opts)
     assert any("bug 3 of the original, on purpose" in x for x in labels)
     assert any("Xavier" in x for x in labels) and any("PermInv" in x for x in labels)
-    own = rung_options("encoder_decoder", load_config()["models"]["encoder_decoder"])
+    own = rung_options("encoder_decoder", load_settings().models["encoder_decoder"].config())
     assert own == {"dropout": 0.1, "positions": "1d", "embedding": "lookup",
                    "embed_scale": False, "init": "torch"}  # fmt: skip
     assert option_labels(own) == []  # the defaults: nothing to label
-    dec = rung_options("decoder_only", model_config(cfg, "decoder_only"))
+    dec = rung_options("decoder_only", cfg.models["decoder_only"].config())
     assert option_labels(dec) == [
         "loss and accuracy over the whole [input] SEP [output] sequence (the original's other "
         "decoder-only measurement)"

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arctax.config import deep_merge, load_config
+from arctax.config import deep_merge
 from arctax.search.space import parse_space, suggest
+from arctax.settings import Settings, load_settings
 from tests.conftest import REPO, tiny_overrides
 
 MODEL = "champion"
@@ -35,14 +36,14 @@ TINY_SWEEP = {
 }
 
 
-def sweep_cfg(run: str = "t", **sweep: Any) -> dict:
+def sweep_cfg(run: str = "t", **sweep: Any) -> Settings:
     """The tiny config with a tiny sweep (``sweep`` keys override)."""
-    return load_config(
+    return load_settings(
         overrides={**tiny_overrides(), "run": run, "sweep": deep_merge(TINY_SWEEP, sweep)}
     )
 
 
-def quadratic(cfg: dict, sleep_s: float = 0.0):
+def quadratic(cfg: Settings, sleep_s: float = 0.0):
     """A deterministic objective of the trial's values (minimum at lr = 2e-3), no training."""
     space = parse_space(cfg, MODEL)
 
@@ -55,12 +56,12 @@ def quadratic(cfg: dict, sleep_s: float = 0.0):
 
 
 def start_process(
-    mode: str, cfg: dict, tmp: Path, *args: str, own_group: bool = False
+    mode: str, cfg: Settings, tmp: Path, *args: str, own_group: bool = False
 ) -> subprocess.Popen:
     """Run tests/search/sweep_proc.py MODE in its own process (stdout piped, line by line);
     ``own_group``: in a process group of its own, as a Slurm job step is."""
     cfg_file = tmp / f"cfg-{time.monotonic_ns()}.json"
-    cfg_file.write_text(json.dumps(cfg))
+    cfg_file.write_text(json.dumps(cfg.as_dict()))
     return subprocess.Popen(
         [
             sys.executable,

@@ -16,16 +16,17 @@ from arctax.search.owners import owner_record
 from arctax.search.space import parse_space, suggest
 from arctax.search.storage import claim_lock
 from arctax.search.worker import claim, open_study, run_worker, study_setup
+from arctax.settings import Settings
 from tests.search.helpers import MODEL, quadratic
 
 mode, cfg_file, data, sweep_dir = sys.argv[1:5]
-cfg = json.loads(Path(cfg_file).read_text())
+cfg = Settings.of(json.loads(Path(cfg_file).read_text()))  # this process's entry point
 sweep = Path(sweep_dir)
 if mode == "claim":
     space = parse_space(cfg, MODEL)
     with claim_lock(sweep):
-        study = open_study(cfg, MODEL, sweep, study_setup(cfg, MODEL, space, data))
-        trial = claim(study, cfg["sweep"]["n_trials"], owner_record(9), 1)
+        study = open_study(cfg.run, MODEL, sweep, study_setup(cfg, MODEL, space, data))
+        trial = claim(study, cfg.sweep.n_trials, owner_record(9), 1)
     suggest(trial, space)
     print(f"claimed {trial.number}", flush=True)
     time.sleep(600)

@@ -8,11 +8,10 @@ import os
 import optuna
 import pytest
 
-from arctax.config import load_config
 from arctax.search.objective import train_trial, trial_config
 from arctax.search.space import parse_space, suggest
 from arctax.search.worker import make_pruner
-from arctax.settings import Sweep
+from arctax.settings import load_settings
 from tests.search.helpers import MODEL, sweep_cfg
 
 
@@ -34,10 +33,10 @@ def test_trial_config_applies_values_and_the_short_training(tiny_data, tmp_path)
     cfg = sweep_cfg(max_epochs=3, limit_train_batches=3)
     before = copy.deepcopy(cfg)
     *_, params, tcfg, _ = run_trial(tiny_data, tmp_path, cfg, optuna.pruners.NopPruner())
-    assert tcfg["models"][MODEL]["d_model"] == params["models.champion.d_model"]
-    assert tcfg["trial69"]["optimizer"]["betas"] == [params["trial69.optimizer.betas.0"], 0.999]
-    assert tcfg["trainer"]["max_epochs"] == 3 and tcfg["trainer"]["limit_train_batches"] == 3
-    assert cfg == before  # the study's config is not changed by a trial
+    assert tcfg.models[MODEL].args["d_model"] == params["models.champion.d_model"]
+    assert tcfg.trial69.optimizer.betas == (params["trial69.optimizer.betas.0"], 0.999)
+    assert tcfg.trainer.max_epochs == 3 and tcfg.trainer.limit_train_batches == 3
+    assert cfg == before and cfg.raw == before.raw  # a trial does not change the study's
 
 
 def test_each_epoch_is_reported_and_the_best_val_loss_returned(tiny_data, tmp_path):
@@ -71,7 +70,7 @@ def test_a_pruned_trial_stops_after_the_epoch_the_pruner_rejects(tiny_data, tmp_
     ],
 )
 def test_pruner_from_config(name, kind):
-    sweep = Sweep.of(load_config(overrides={"sweep": {"pruner": name, "max_epochs": 5}}))
+    sweep = load_settings(overrides={"sweep": {"pruner": name, "max_epochs": 5}}).sweep
     assert isinstance(make_pruner(sweep), kind)
 
 
@@ -82,8 +81,7 @@ def test_a_trial_is_one_tracker_run_in_the_sweeps_group(tiny_data, tmp_path):
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.tracking import MlflowClient
 
-    cfg = sweep_cfg(max_epochs=2)
-    cfg["trainer"]["loggers"] = ["csv", "mlflow"]
+    cfg = sweep_cfg(max_epochs=2).with_overrides({"trainer": {"loggers": ["csv", "mlflow"]}})
     study = optuna.create_study(direction="minimize")
     trial = study.ask()
     params = suggest(trial, parse_space(cfg, MODEL))

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from arctax.config import DEFAULT_CONFIG, load_config
+from arctax.config import DEFAULT_CONFIG
 from arctax.search import SearchError
 from arctax.search.report import FIXED_COLUMNS, write_report
 from arctax.search.storage import load_study
 from arctax.search.worker import run_worker
+from arctax.settings import load_settings
 from arctax.training.train import train
 from tests.conftest import tiny_overrides
 from tests.search.helpers import MODEL, quadratic, sweep_cfg
@@ -55,15 +56,15 @@ def test_best_yaml_is_a_valid_overlay_of_the_best_trial(study_dir):
     assert overlay["run"] == "t-best-champion"
     assert overlay["sweep"]["origin"]["trial"] == best.number
     assert overlay["trial69"]["optimizer"]["betas"][0] == best.params["trial69.optimizer.betas.0"]
-    cfg = load_config(DEFAULT_CONFIG, study_dir / "best.yaml")  # the schema accepts it
-    assert cfg["trial69"]["optimizer"]["lr"] == best.params["trial69.optimizer.lr"]
-    assert cfg["models"][MODEL]["d_model"] == best.params["models.champion.d_model"]
+    cfg = load_settings(DEFAULT_CONFIG, study_dir / "best.yaml")  # the schema accepts it
+    assert cfg.trial69.optimizer.lr == best.params["trial69.optimizer.lr"]
+    assert cfg.models[MODEL].args["d_model"] == best.params["models.champion.d_model"]
 
 
 def test_training_from_best_yaml_records_the_values_in_provenance(study_dir, tiny_data, tmp_path):
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump(tiny_overrides(max_epochs=1, limit_train_batches=2)))
-    cfg = load_config(DEFAULT_CONFIG, tiny, study_dir / "best.yaml")  # as `snakemake all` would
+    cfg = load_settings(DEFAULT_CONFIG, tiny, study_dir / "best.yaml")  # as `snakemake all` would
     best = load_study(study_dir, "t", MODEL).best_trial
     train(cfg, MODEL, 307, tiny_data, tmp_path / "run")
     prov = json.loads((tmp_path / "run" / "provenance.json").read_text())

@@ -6,26 +6,29 @@ import copy
 
 import pytest
 
-from arctax.config import ConfigError, load_config, validate_config
+from arctax.config import ConfigError, validate_config
 from arctax.search.space import apply_params, check_space, lookup, parse_space
+from arctax.settings import Settings, load_settings
 
 
 @pytest.fixture(scope="module")
-def cfg() -> dict:
-    return load_config()
+def cfg() -> Settings:
+    return load_settings()
 
 
-def with_space(cfg: dict, **entries) -> dict:
-    c = copy.deepcopy(cfg)
+def with_space(cfg: Settings, **entries) -> Settings:
+    """``cfg`` with ``entries`` in ``sweep.space`` (an entry is typed, and checked for itself,
+    as the settings are built)."""
+    c = copy.deepcopy(dict(cfg.raw))
     c["sweep"]["space"].update(entries)
-    return c
+    return Settings.of(c)
 
 
 def test_default_space_is_trial69s_and_holds_its_values(cfg):
     check_space(cfg)
     space = parse_space(cfg, "champion")
     for key, p in space.items():  # every default range contains the Trial 69 value
-        value = lookup(cfg, key)
+        value = lookup(cfg.raw, key)
         if p.type == "categorical":
             assert value in p.choices, key
         else:
@@ -52,10 +55,10 @@ def test_null_drops_an_entry(cfg):
 
 def test_apply_params_sets_dotted_keys_and_list_items(cfg):
     params = {"trial69.optimizer.betas.0": 0.9, "models.champion.d_model": 96}
-    out = apply_params(cfg, params)
+    out = apply_params(cfg.raw, params)
     assert out["trial69"]["optimizer"]["betas"] == [0.9, 0.999]
     assert out["models"]["champion"]["d_model"] == 96
-    assert cfg["trial69"]["optimizer"]["betas"][0] == 0.95  # the original is untouched
+    assert cfg.raw["trial69"]["optimizer"]["betas"][0] == 0.95  # the original is untouched
     validate_config(out)
 
 
@@ -86,8 +89,8 @@ def test_a_bad_entry_is_one_error_naming_the_key(cfg, name, entry, fragment):
 
 
 def test_a_model_with_nothing_to_search_is_refused(cfg):
-    c = copy.deepcopy(cfg)
+    c = copy.deepcopy(dict(cfg.raw))
     c["sweep"]["models"] = ["decoder_only"]
     c["sweep"]["space"] = {k: None for k in c["sweep"]["space"]}
     with pytest.raises(ConfigError, match="nothing to search for model 'decoder_only'"):
-        check_space(c)
+        check_space(Settings.of(c))

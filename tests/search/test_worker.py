@@ -120,7 +120,7 @@ def test_failing_objective_is_retried_once_then_the_worker_gives_up(tiny_data, t
 def test_sigterm_mid_trial_fails_and_requeues_it_and_exits_75(tiny_data, tmp_path, group):
     """scancel signals every process of the step, the trial's DataLoader workers included."""
     cfg = sweep_cfg(n_trials=1, max_epochs=50, limit_train_batches=1)
-    cfg["trainer"]["num_workers"] = 2 if group else 0
+    cfg = cfg.with_overrides({"trainer": {"num_workers": 2 if group else 0}})
     args = [str(tiny_data), str(tmp_path), "0", str(tmp_path / "w0.json")]
     proc = start_process("worker", cfg, tmp_path, *args, own_group=group)
     try:

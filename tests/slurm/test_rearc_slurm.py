@@ -17,8 +17,8 @@ import pytest
 import yaml
 from slurm_utils import JOBNAME_ARGS, SUBMITTED, copy_tree, run_snakemake, sacct_field
 
-from arctax.config import load_config
 from arctax.data import rearc_generate as rg
+from arctax.settings import load_settings
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -99,7 +99,9 @@ def test_the_generated_folder_is_read_by_prepare_data(first_run: str, workdir: P
 def test_the_examples_do_not_depend_on_the_sharding(
     first_run: str, workdir: Path, tmp_path
 ) -> None:
-    s = rg.settings(load_config(overrides=yaml.safe_load(OVERLAY)))  # the run's own settings
+    s = load_settings(
+        overrides=yaml.safe_load(OVERLAY)
+    ).data.rearc_generation()  # the run's own settings
     rg.generate_shard(workdir / "tests/fake_rearc", IDS, s, tmp_path, tmp_path / "r.json",
                       log=lambda m: None)  # fmt: skip
     for tid in IDS:

@@ -10,7 +10,7 @@ import pytest
 from slurm_utils import TEST_PREFIX, sh
 
 from arctax import status as st
-from arctax.config import load_config
+from arctax.settings import load_settings
 from tests.test_status import mark_incomplete, snakemake_running
 
 pytestmark = pytest.mark.slurm
@@ -25,7 +25,7 @@ def test_status_reads_pending_and_running_jobs_from_squeue(slurm_cluster: None, 
         while sh(f"squeue -h -j {running} -o %T").strip() != "RUNNING":
             assert time.monotonic() < deadline, "the sleep job never started"
             time.sleep(1)
-        cfg = load_config(overrides={"run": "t", "seeds": [0]})
+        cfg = load_settings(overrides={"run": "t", "seeds": [0]})
         run = tmp_path / "results" / "t"
         run.mkdir(parents=True)
         mark_incomplete(tmp_path, run / "train" / "champion" / "seed0" / "best.ckpt", pending)

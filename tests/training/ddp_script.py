@@ -50,9 +50,9 @@ if __name__ == "__main__":
     overrides, model, data, out, state, log = sys.argv[1:]
     record_writes(f"{log}.writes.{os.getpid()}.json")
 
-    from arctax.config import load_config
+    from arctax.settings import load_settings
     from arctax.training.train import attach_log, train
 
     attach_log(log, state)
-    cfg = load_config(overrides=json.loads(Path(overrides).read_text()))
+    cfg = load_settings(overrides=json.loads(Path(overrides).read_text()))
     train(cfg, model, 307, data, out, state)

@@ -13,7 +13,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from arctax.config import load_config
+from arctax.settings import load_settings
 from arctax.training.train import train
 from tests.conftest import tiny_overrides
 
@@ -33,7 +33,7 @@ def test_precision_follows_the_accelerator_and_every_record_says_the_same(
                        limit_val_batches=1, loggers=["csv", "mlflow"])  # fmt: skip
     o["trial69"] = {"precision": "16-mixed"}
     out = tmp_path / "out"
-    train(load_config(overrides=o), "decoder_only", 307, tiny_data, out, tmp_path / "state",
+    train(load_settings(overrides=o), "decoder_only", 307, tiny_data, out, tmp_path / "state",
           tmp_path / "trackers")  # fmt: skip
     prov = json.loads((out / "provenance.json").read_text())
     row = next(r for r in prov["audit"] if r["key"] == "precision")
@@ -53,26 +53,28 @@ def test_a_compiled_model_checkpoints_the_plain_keys_loads_uncompiled_and_resume
     run resumes from it. The flag is part of the state's fingerprint."""
     from arctax.evaluation.checkpoints import load_model
     from arctax.training.module import ARCLitModule
-    from arctax.training.state import FINISHED, fingerprint
+    from arctax.training.train import FINISHED, training_fingerprint
 
     o = tiny_overrides(max_epochs=1, limit_train_batches=1, limit_val_batches=1, compile="eager")
-    cfg = load_config(overrides=o)
+    cfg = load_settings(overrides=o)
     out, state = tmp_path / "out", tmp_path / "state"
     train(cfg, "decoder_only", 307, tiny_data, out, state)
     sd = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]
     assert sd and not [k for k in sd if "_orig_mod" in k]
-    plain = ARCLitModule.from_config(cfg, "decoder_only")
+    plain = ARCLitModule.for_model(cfg.model("decoder_only"), cfg.trial69, cfg.data.context_pairs)
     plain.load_state_dict(sd, strict=True)
-    model, info = load_model(out / "last.ckpt", cfg)
+    model, info = load_model(out / "last.ckpt", cfg.models, cfg.limits)
     assert info["epoch"] == 0 and getattr(model, "_compiled_call_impl", None) is None
     (state / FINISHED).unlink()  # as if stopped after its first epoch's checkpoint
-    again = load_config(overrides={**o, "trainer": {**o["trainer"], "max_epochs": 2}})
+    again = load_settings(overrides={**o, "trainer": {**o["trainer"], "max_epochs": 2}})
     result = train(again, "decoder_only", 307, tiny_data, out, state)
     assert result["resumed_from"] == str(state / "last.ckpt") and result["epochs_run"] == 2
-    plain_cfg = load_config(overrides={**o, "trainer": {**o["trainer"], "compile": False}})
-    assert fingerprint(cfg, "decoder_only", 307, "x") != fingerprint(
-        plain_cfg, "decoder_only", 307, "x"
-    )
+    plain_cfg = load_settings(overrides={**o, "trainer": {**o["trainer"], "compile": False}})
+
+    def fp(s):
+        return training_fingerprint(s.model("decoder_only"), s.trial69, s.trainer, 307, "x")
+
+    assert fp(cfg) != fp(plain_cfg)
 
 
 class _Overflows(pl.LightningModule):
@@ -165,15 +167,15 @@ def test_train_checks_its_gpu_against_the_smoke_tests(tmp_path, monkeypatch, her
 
     _gpu(monkeypatch, "NVIDIA A100-PCIE-40GB", here)
     report = _smoke_report(tmp_path / "smoke.json", "champion", 80, peak)
-    cfg = load_config(overrides={"trainer": {"smaller_gpu": setting}})
+    cfg = load_settings(overrides={"trainer": {"smaller_gpu": setting}})
     if outcome == "refuse":
         with pytest.raises(SmallerGPU) as err:
-            check_card(cfg, "champion", report)
+            check_card(cfg.trainer, "champion", report)
         msg = str(err.value)
         assert "A100-PCIE-40GB (40.0 GiB)" in msg and "A100-SXM4-80GB (80.0 GiB)" in msg
         assert "ARCTAX_GPU_MODEL" in msg and "trainer.smaller_gpu: warn" in msg
         return
-    note = check_card(cfg, "champion", report)
+    note = check_card(cfg.trainer, "champion", report)
     assert (note is None) == (outcome is None)
     if note:
         assert "less memory than" in note and "ARCTAX_GPU_MODEL" in note
@@ -185,7 +187,7 @@ def test_train_refuses_a_smaller_gpu_before_it_starts(tiny_data, tmp_path, monke
 
     _gpu(monkeypatch, "Tesla T4", 15)
     report = _smoke_report(tmp_path / "smoke.json", "champion", 80, 30)
-    cfg = load_config(overrides=tiny_overrides())
+    cfg = load_settings(overrides=tiny_overrides())
     with pytest.raises(SmallerGPU):
         train(cfg, "champion", 307, tiny_data, tmp_path / "out", tmp_path / "state",
               smoke_report=report)  # fmt: skip

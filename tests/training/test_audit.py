@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from arctax.config import load_config
 from arctax.data.splits import task_list_sha256
 from arctax.models import build_model, count_parameters
+from arctax.settings import load_settings
 from arctax.training.audit import REFERENCE, data_audit, model_audit, reference
 from tests.conftest import REPO
 
@@ -36,12 +36,12 @@ def test_the_reference_holds_trial69s_data_and_the_papers_sizes():
 
 
 def _rows(cfg, name):
-    n = count_parameters(build_model(name, cfg["models"][name]))
-    return {r["key"]: r for r in model_audit(cfg, name, n)}, n
+    n = count_parameters(build_model(name, cfg.models[name].config()))
+    return {r["key"]: r for r in model_audit(cfg.models[name], cfg.preset, n)}, n
 
 
 def test_full_size_models_against_the_papers_counts_with_reasons():
-    cfg = load_config()
+    cfg = load_settings()
     pcts = {}
     for name in MODELS:
         rows, n = _rows(cfg, name)
@@ -61,14 +61,14 @@ def test_full_size_models_against_the_papers_counts_with_reasons():
 def test_the_demos_audit_lists_its_size_and_data_deviations(tiny_data):
     import json
 
-    cfg = load_config("config/demo.yaml")
+    cfg = load_settings("config/demo.yaml")
     rows, _ = _rows(cfg, "champion")
     assert rows["models.champion.d_model"]["reason"] == (
         "config override: models.champion.d_model = 64 (demo preset)"
     )
     assert "(demo preset)" in rows["models.champion.parameters"]["reason"]
     manifest = json.loads((tiny_data / "manifest.json").read_text())
-    data = {r["key"]: r for r in data_audit(cfg, manifest)}
+    data = {r["key"]: r for r in data_audit(cfg.data, cfg.preset, manifest)}
     assert data["data.source_kind"]["reason"].startswith(
         "data.source arcagi: ARC-AGI-1 demonstrations"
     )
@@ -101,17 +101,17 @@ def test_a_faithful_rearc_run_matches_trial69s_data(split_manifest):
     included; a seeded split of another 92 is not the paper's."""
     orig = json.loads(SPLIT.read_text())
     train, val = ([Path(f).stem for f in orig[k]] for k in ("train_files", "val_files"))
-    cfg = load_config(overrides={"data": {"examples_per_task": 150,
+    cfg = load_settings(overrides={"data": {"examples_per_task": 150,
                                           "manifest": str(SPLIT) if split_manifest else None}})  # fmt: skip
     m = _rearc_manifest(train, val)
-    rows = data_audit(cfg, m)
+    rows = data_audit(cfg.data, cfg.preset, m)
     assert [r["key"] for r in rows if r["match"] is False] == []
     assert {r["key"] for r in rows if r["match"] is None} == {
         "data.source", "data.version", "data.inputs_sha256"}  # fmt: skip
     assert reference()["data"]["val_tasks_sha256"] == task_list_sha256(val)  # the fact itself
     m = _rearc_manifest(train[2:] + val[:2], train[:2] + val[2:])  # another 92: two swapped
     m["counts"]["val"] = {"tasks": 90, "examples": 13500}  # a seeded split of 400 is not 308/92
-    why = {r["key"]: r for r in data_audit(cfg, m)}
+    why = {r["key"]: r for r in data_audit(cfg.data, cfg.preset, m)}
     assert why["data.val_tasks_sha256"]["match"] is False
     if not split_manifest:
         assert "not the original split_manifest.json" in why["data.tasks.val"]["reason"]
@@ -127,15 +127,15 @@ def test_a_val_split_of_other_tasks_is_a_deviation_with_or_without_a_manifest(tm
     manifest of its own, that the manifest is not the original's."""
     ids = [f"{i:08x}" for i in range(400)]
     m = _rearc_manifest(ids[:308], ids[308:])
-    cfg = load_config(overrides={"data": {"examples_per_task": 150}})
-    row = {r["key"]: r for r in data_audit(cfg, m)}["data.val_tasks_sha256"]
+    cfg = load_settings(overrides={"data": {"examples_per_task": 150}})
+    row = {r["key"]: r for r in data_audit(cfg.data, cfg.preset, m)}["data.val_tasks_sha256"]
     assert row["match"] is False and row["actual"] == task_list_sha256(ids[308:])
     assert row["reason"].startswith("not the paper's 92 tasks: no data.manifest given")
     man = tmp_path / "split.json"
     man.write_text(json.dumps({"train_files": [f"{t}.json" for t in ids[:308]],
                                "val_files": [f"{t}.json" for t in ids[308:]]}))  # fmt: skip
-    cfg = load_config(overrides={"data": {"examples_per_task": 150, "manifest": str(man)}})
-    row = {r["key"]: r for r in data_audit(cfg, m)}["data.val_tasks_sha256"]
+    cfg = load_settings(overrides={"data": {"examples_per_task": 150, "manifest": str(man)}})
+    row = {r["key"]: r for r in data_audit(cfg.data, cfg.preset, m)}["data.val_tasks_sha256"]
     assert row["match"] is False
     assert row["reason"] == (
         f"data.manifest {man}: not the original split_manifest.json (its val tasks differ)"
@@ -146,14 +146,14 @@ def test_a_val_split_of_other_tasks_is_a_deviation_with_or_without_a_manifest(tm
 def test_the_rung_options_are_audited_against_the_papers_rungs_as_run():
     """As run (config/ladder_as_run.yaml) every option matches the paper's rung; the corrected
     grid2d says why its positions differ; arctax's own encoder_decoder names its reasons."""
-    from arctax.config import DEFAULT_CONFIG, model_class, model_config
+    from arctax.config import DEFAULT_CONFIG
     from arctax.models import rung_options
 
     def rows(cfg, name):
-        opts = rung_options(name, model_config(cfg, name), model_class(cfg, name))
-        return {r["key"]: r for r in model_audit(cfg, name, 1_708_907, opts)}
+        opts = rung_options(name, cfg.models[name].config(), cfg.models[name].cls)
+        return {r["key"]: r for r in model_audit(cfg.models[name], cfg.preset, 1_708_907, opts)}
 
-    as_run = load_config(DEFAULT_CONFIG, REPO / "config" / "ladder_as_run.yaml")
+    as_run = load_settings(DEFAULT_CONFIG, REPO / "config" / "ladder_as_run.yaml")
     for name in ("encoder_decoder", "grid2d", "perminv", "decoder_only"):
         got = rows(as_run, name)
         opts = {k: r for k, r in got.items() if not k.endswith(("parameters", "d_model",
@@ -162,15 +162,15 @@ def test_the_rung_options_are_audited_against_the_papers_rungs_as_run():
         assert {r["key"] for r in opts.values() if r["match"] is None} <= {
             "models.decoder_only.dropout"}  # fmt: skip
     assert rows(as_run, "grid2d")["models.grid2d.positions"]["actual"] == "grid2d_flat"
-    corrected = load_config(DEFAULT_CONFIG, REPO / "config" / "ladder.yaml")
+    corrected = load_settings(DEFAULT_CONFIG, REPO / "config" / "ladder.yaml")
     pos = rows(corrected, "grid2d")["models.grid2d.positions"]
     assert (pos["expected"], pos["actual"], pos["match"]) == ("grid2d_flat", "grid2d", False)
     assert pos["reason"].startswith("bug 3 of the original fixed on purpose")
-    own = rows(load_config(), "encoder_decoder")
+    own = rows(load_settings(), "encoder_decoder")
     for key, value in (("init", "torch"), ("embed_scale", False), ("dropout", 0.1)):
         r = own[f"models.encoder_decoder.{key}"]
         assert r["actual"] == value and r["match"] is False
         assert "arctax's own Exp 0" in r["reason"] or "config override" in r["reason"], r
     assert not own["models.encoder_decoder.positions"]["reason"]  # 1d: theirs too
-    dec = rows(load_config(), "decoder_only")["models.decoder_only.loss_over"]
+    dec = rows(load_settings(), "decoder_only")["models.decoder_only.loss_over"]
     assert (dec["actual"], dec["match"]) == ("output", False) and "whole" in dec["reason"]

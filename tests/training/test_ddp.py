@@ -26,15 +26,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from arctax.config import load_config
 from arctax.data.dataset import load_split
-from arctax.data.prepare import prepare
 from arctax.lifecycle import STOPPED_EXIT
+from arctax.settings import load_settings
 from arctax.training.module import SUMS, answer_metrics, answer_sums
 from arctax.training.ranks import process_rank
 from arctax.training.train import train
 from arctax.training.trainer import resolve_launch
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, prepared, tiny_overrides
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 MODEL = "encoder_decoder"
@@ -62,7 +61,7 @@ def overrides(dropout: bool = True, **trainer) -> dict:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp_data")
-    prepare(load_config(overrides=overrides()), out)
+    prepared(load_settings(overrides=overrides()), out)
     assert len(load_split(out, "train")) % 32 == 1, "the padding path would not run"
     return out
 
@@ -145,23 +144,28 @@ def two(data, tmp_path_factory) -> Run:
 # --- the pieces, without processes ------------------------------------------------------
 
 
+def launch_of(overrides):
+    s = load_settings(overrides=overrides)
+    return resolve_launch(s.trainer, s.trial69)
+
+
 def test_launch_devices_never_silently_one(monkeypatch):
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
-    cfg = load_config(overrides=tiny_overrides(devices=2))
-    launch = resolve_launch(cfg)
+    cfg = load_settings(overrides=tiny_overrides(devices=2))
+    launch = resolve_launch(cfg.trainer, cfg.trial69)
     assert launch.devices == 2 and launch.strategy == "ddp" and launch.batch_per_rank == 16
     assert launch.environment == "lightning"
     if not torch.cuda.is_available():
         assert launch.accelerator == "cpu" and launch.backend == "gloo"
         assert "2 CPU processes" in launch.note  # auto without CUDA: said, not hidden
-        cpu = resolve_launch(load_config(overrides=tiny_overrides(devices=2, accelerator="cpu")))
+        cpu = launch_of(tiny_overrides(devices=2, accelerator="cpu"))
         assert cpu.devices == 2 and cpu.backend == "gloo" and cpu.note is None
         with pytest.raises(ValueError, match="no CUDA device"):
-            resolve_launch(load_config(overrides=tiny_overrides(devices=2, accelerator="gpu")))
+            launch_of(tiny_overrides(devices=2, accelerator="gpu"))
     monkeypatch.setenv("SLURM_NTASKS", "2")  # srun started one task per process
-    assert resolve_launch(cfg).environment == "slurm"
+    assert resolve_launch(cfg.trainer, cfg.trial69).environment == "slurm"
     with pytest.raises(ValueError, match=r"trainer.devices: 3 cannot split trial69.batch_size: 32"):
-        resolve_launch(load_config(overrides=tiny_overrides(devices=3)))
+        launch_of(tiny_overrides(devices=3))
 
 
 @pytest.mark.parametrize(
@@ -242,7 +246,7 @@ def test_two_processes_start_and_only_rank0_writes(two: Run):
 
 @pytest.mark.slow
 def test_one_and_two_processes_give_the_same_losses(two: Run, data, tmp_path):
-    cfg = load_config(overrides=overrides(False, max_epochs=3, devices=1))
+    cfg = load_settings(overrides=overrides(False, max_epochs=3, devices=1))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank has (and 2 threads crawl on a loaded 2-core box)
     try:

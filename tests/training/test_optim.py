@@ -3,14 +3,13 @@
 import pytorch_lightning as pl
 import torch
 
-from arctax.config import load_config
-from arctax.settings import Trial69
+from arctax.settings import load_settings
 from arctax.training.optim import build_optimizer, build_scheduler
 from arctax.training.trainer import build_trainer
 
 
 def test_config_holds_trial69_exactly():
-    t = load_config()["trial69"]
+    t = load_settings().trial69.as_dict()
     assert t["optimizer"] == {
         "name": "Adam",
         "lr": 0.0018498849832733245,
@@ -30,7 +29,7 @@ def test_config_holds_trial69_exactly():
 
 
 def test_built_optimizer_and_scheduler():
-    t = Trial69.of(load_config())
+    t = load_settings().trial69
     p = [torch.nn.Parameter(torch.zeros(3))]
     opt = build_optimizer(p, t)
     assert type(opt) is torch.optim.Adam  # not AdamW (the seed note's "before")
@@ -52,8 +51,8 @@ def test_built_optimizer_and_scheduler():
 
 
 def test_built_trainer(tmp_path):
-    cfg = load_config()
-    tr = build_trainer(cfg, tmp_path, "32-true", [])
+    cfg = load_settings()
+    tr = build_trainer(cfg.trial69, cfg.trainer, tmp_path, "32-true", [])
     assert tr.max_epochs == 100 and tr.gradient_clip_val == 1.0
     es = next(c for c in tr.callbacks if isinstance(c, pl.callbacks.EarlyStopping))
     assert (es.monitor, es.patience, es.mode) == ("val_loss", 7, "min")

@@ -26,10 +26,10 @@ from arctax.lifecycle import STOPPED_EXIT
 from tests.conftest import REPO, tiny_overrides
 
 CODE = (
-    "import json, sys; from arctax.config import load_config\n"
+    "import json, sys; from arctax.settings import load_settings\n"
     "from arctax.training.train import train\n"
     "o = json.loads(sys.argv[1])\n"
-    "train(load_config(overrides=o), 'encoder_decoder', 307, *sys.argv[2:5])\n"
+    "train(load_settings(overrides=o), 'encoder_decoder', 307, *sys.argv[2:5])\n"
 )
 
 

@@ -42,7 +42,7 @@ def report(tiny_cfg, tiny_data, tmp_path_factory):
 
 def test_every_model_passes_every_check(report, tiny_cfg):
     assert report["ok"], format_table(report)
-    assert list(report["models"]) == list(tiny_cfg["models"])  # the config's models
+    assert list(report["models"]) == list(tiny_cfg.models)  # the config's models
     for r in report["models"].values():
         assert set(r["checks"]) == CPU_CHECKS  # no grad scaler without 16-mixed: no grad_scale
         assert r["parameters"] > 0

@@ -19,17 +19,18 @@ import pytest
 import yaml
 
 from arctax.cli import main
-from arctax.config import ConfigError, check_trackers, load_config
+from arctax.config import ConfigError
 from arctax.lifecycle import STOPPED_EXIT
+from arctax.settings import load_settings
 from tests.conftest import tiny_overrides
 from tests.training.test_preemption import _no_leftover_trainings, children  # noqa: F401
 from tests.training.test_preemption import start as start_training
 
 CODE = (
-    "import json, sys; from arctax.config import load_config\n"
+    "import json, sys; from arctax.settings import load_settings\n"
     "from arctax.training.train import train\n"
     "o = json.loads(sys.argv[1])\n"
-    "train(load_config(overrides=o), 'decoder_only', 307, *sys.argv[2:6])\n"
+    "train(load_settings(overrides=o), 'decoder_only', 307, *sys.argv[2:6])\n"
 )
 
 
@@ -111,17 +112,17 @@ def mlflow_runs(trackers: Path):
 
 
 def test_a_missing_extra_is_refused_when_the_config_is_checked(monkeypatch, tmp_path, capsys):
-    cfg = load_config(overrides={"trainer": {"loggers": ["csv", "wandb", "mlflow"]}})
+    cfg = load_settings(overrides={"trainer": {"loggers": ["csv", "wandb", "mlflow"]}})
     real = importlib.util.find_spec
-    check_trackers(cfg)  # installed here (the dev extra): accepted
+    cfg.trainer.check_trackers()  # installed here (the dev extra): accepted
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
     )
     with pytest.raises(
         ConfigError, match=r"trainer\.loggers.*wandb.*pip install 'arctax\[wandb\]'"
     ):
-        check_trackers(cfg)
-    check_trackers(load_config())  # csv alone needs nothing
+        cfg.trainer.check_trackers()
+    load_settings().trainer.check_trackers()  # csv alone needs nothing
     # `arctax train` refuses it before reading any data (exit 2: a config error)
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"trainer": {"loggers": ["wandb"]}}))
@@ -132,7 +133,7 @@ def test_a_missing_extra_is_refused_when_the_config_is_checked(monkeypatch, tmp_
 
 def test_an_unknown_tracker_is_a_schema_error():
     with pytest.raises(ConfigError, match=r"trainer\.loggers"):
-        load_config(overrides={"trainer": {"loggers": ["neptune"]}})
+        load_settings(overrides={"trainer": {"loggers": ["neptune"]}})
 
 
 # ---------------------------------------------------------------- real trainings

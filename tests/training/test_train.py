@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from arctax.config import load_config
 from arctax.lifecycle import STOPPED_EXIT
+from arctax.settings import load_settings
 from arctax.training.train import FINISHED, attach_log, train
 from tests.conftest import REPO, tiny_overrides
 
@@ -25,7 +25,7 @@ def val_losses(path):
 @pytest.fixture(scope="module")
 def run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "champion"
-    cfg = load_config(overrides=tiny_overrides(max_epochs=3))
+    cfg = load_settings(overrides=tiny_overrides(max_epochs=3))
     return out, train(cfg, "champion", 307, tiny_data, out)
 
 
@@ -77,8 +77,8 @@ def test_provenance_audits_every_trial69_key(run):
 
 @pytest.mark.full  # make test-rest (CI): see the Makefile
 def test_determinism_and_resume_equals_straight_run(tiny_data, tmp_path):
-    c2 = load_config(overrides=tiny_overrides(max_epochs=2))
-    c4 = load_config(overrides=tiny_overrides(max_epochs=4))
+    c2 = load_settings(overrides=tiny_overrides(max_epochs=2))
+    c4 = load_settings(overrides=tiny_overrides(max_epochs=4))
     straight = tmp_path / "straight" / "encoder_decoder"
     again = tmp_path / "again" / "encoder_decoder"
     resumed = tmp_path / "resumed" / "encoder_decoder"
@@ -96,7 +96,7 @@ def test_determinism_and_resume_equals_straight_run(tiny_data, tmp_path):
 
 def test_finished_training_run_again_trains_from_scratch(tiny_data, tmp_path):
     """A forced re-run (or a re-run after a code fix) must train, not 'resume' a finished run."""
-    cfg = load_config(overrides=tiny_overrides(max_epochs=2))
+    cfg = load_settings(overrides=tiny_overrides(max_epochs=2))
     out = tmp_path / "decoder_only"
     first = train(cfg, "decoder_only", 307, tiny_data, out)
     losses = val_losses(out / "metrics.csv")
@@ -125,12 +125,14 @@ def test_attach_log_keeps_every_attempt(tmp_path, monkeypatch):
 
 def test_changed_config_does_not_resume_stale_state(tiny_data, tmp_path):
     out = tmp_path / "decoder_only"
-    train(load_config(overrides=tiny_overrides(max_epochs=1)), "decoder_only", 307, tiny_data, out)
+    train(
+        load_settings(overrides=tiny_overrides(max_epochs=1)), "decoder_only", 307, tiny_data, out
+    )
     (tmp_path / ".state" / "decoder_only" / FINISHED).unlink()  # as if stopped after epoch 1
     other = tiny_overrides(max_epochs=1)
     other["models"]["decoder_only"] = dict(other["models"]["decoder_only"], d_model=16)
     with pytest.warns(UserWarning, match="different config"):
-        r = train(load_config(overrides=other), "decoder_only", 307, tiny_data, out)
+        r = train(load_settings(overrides=other), "decoder_only", 307, tiny_data, out)
     assert r["resumed_from"] is None
 
 
@@ -139,10 +141,10 @@ def test_sigusr1_saves_state_exits_75_and_resumes(tiny_data, tmp_path):
     """Preemption: the signal stops training at a batch boundary; the retry resumes."""
     out, state = tmp_path / "out", tmp_path / "state"
     code = (
-        "import sys, yaml; from arctax.config import load_config; from arctax.training.train import train\n"
+        "import sys, yaml; from arctax.settings import load_settings; from arctax.training.train import train\n"
         "from tests.conftest import tiny_overrides\n"
         "o = tiny_overrides(max_epochs=int(sys.argv[1]), limit_train_batches=1.0)\n"
-        f"train(load_config(overrides=o), 'encoder_decoder', 307, {str(tiny_data)!r}, {str(out)!r}, {str(state)!r})\n"
+        f"train(load_settings(overrides=o), 'encoder_decoder', 307, {str(tiny_data)!r}, {str(out)!r}, {str(state)!r})\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(

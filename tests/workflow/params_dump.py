@@ -52,13 +52,26 @@ def plan(workdir: Path, target: str, configfiles: list[Path], forceall: bool) ->
         wf = wapi._workflow  # the API builds a DAG only to run or print it: build it here
         wf._prepare_dag(forceall=forceall, ignore_incomplete=True, lock_warn_only=True)
         wf._build_dag()
+        from snakemake.io import WILDCARD_REGEX
+
+        def plain(f: object) -> str:  # the pattern as written: no wildcard constraints
+            return WILDCARD_REGEX.sub(lambda m: "{" + m.group("name") + "}", str(f))
+
+        rules = {
+            r.name: {
+                "output": [plain(f) for f in r.output],
+                "log": [plain(f) for f in r.log],
+                "benchmark": plain(r.benchmark) if r.benchmark else None,
+            }
+            for r in wf.rules
+        }
         rows, prepared = {}, []
         for job in wf.dag.jobs:
             wc = ",".join(f"{k}={v}" for k, v in sorted(job.wildcards_dict.items()))
             rows[f"{job.rule.name}[{wc}]"] = {k: repr(v) for k, v in job.params.items()}
             if job.rule.name in PREPARED:
                 prepared.append([job.rule.name, [str(f) for f in job.output]])
-        return {"params": rows, "prepared": prepared}
+        return {"params": rows, "prepared": prepared, "rules": rules}
 
 
 def _child(workdir: Path, target: str, cfgs: list[str], forceall: bool) -> dict:
@@ -71,6 +84,11 @@ def _child(workdir: Path, target: str, cfgs: list[str], forceall: bool) -> dict:
     if res.returncode != 0:
         raise RuntimeError(f"planning {target} with {cfgs} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.splitlines()[-1])
+
+
+def rules(workdir: Path, target: str, cfgs: list[str]) -> dict[str, dict]:
+    """Every rule of the workflow: its output, log and benchmark patterns as it declares them."""
+    return _child(workdir, target, cfgs, forceall=True)["rules"]
 
 
 def dump(workdir: Path, target: str, cfgs: list[str]) -> dict[str, dict]:

@@ -9,17 +9,17 @@ rule adapt:
         ckpt=get_adapt_checkpoint,
         data=ADAPT_DATA,
     output:
-        f"{OUT}/adapt/{{label}}/{{tag}}/shards/{{shard}}-of-{{n}}.json",
+        **L.outputs("adapt"),
     log:
-        f"{OUT}/logs/adapt/{{label}}/{{tag}}/{{shard}}-of-{{n}}.log",
+        L.log("adapt"),
     benchmark:
-        f"{OUT}/benchmarks/adapt/{{label}}/{{tag}}/{{shard}}-of-{{n}}.tsv"
+        L.benchmark("adapt")
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
         recipe=get_adapt_params,
-        state=f"{OUT}/.state/adapt/{{label}}/{{tag}}",
+        state=L.state("adapt"),
     script:
         "../scripts/adapt.py"
 
@@ -29,17 +29,9 @@ rule adapt_gather:
         shards=get_adapt_shards,
         data=ADAPT_DATA,
     output:
-        base=f"{OUT}/base2/{{label}}/{{tag}}/summary.json",
-        base_tasks=f"{OUT}/base2/{{label}}/{{tag}}/per_task.csv",
-        base_submission=f"{OUT}/base2/{{label}}/{{tag}}/submission.json",
-        vote=f"{OUT}/vote/{{label}}/{{tag}}/summary.json",
-        vote_tasks=f"{OUT}/vote/{{label}}/{{tag}}/per_task.csv",
-        vote_submission=f"{OUT}/vote/{{label}}/{{tag}}/submission.json",
-        adapt=f"{OUT}/adapt/{{label}}/{{tag}}/summary.json",
-        adapt_tasks=f"{OUT}/adapt/{{label}}/{{tag}}/per_task.csv",
-        adapt_submission=f"{OUT}/adapt/{{label}}/{{tag}}/submission.json",
+        **L.outputs("adapt_gather"),
     log:
-        f"{OUT}/logs/adapt/{{label}}/{{tag}}/gather.log",
+        L.log("adapt_gather"),
     localrule: True
     conda:
         "../envs/arctax.yaml"
@@ -55,35 +47,35 @@ rule compare_adapt:
         get_adapt_summaries,
     output:
         md=report(
-            f"{OUT}/compare/adaptation.md",
+            L.output("compare_adapt", "md"),
             caption="../report/adaptation.rst",
             category="5. Adaptation",
         ),
         csv=report(
-            f"{OUT}/compare/adaptation.csv",
+            L.output("compare_adapt", "csv"),
             caption="../report/adaptation_csv.rst",
             category="5. Adaptation",
         ),
         gap=report(
-            f"{OUT}/compare/gap.csv",
+            L.output("compare_adapt", "gap"),
             caption="../report/gap.rst",
             category="5. Adaptation",
         ),
         gap_png=report(
-            f"{OUT}/compare/gap.png",
+            L.output("compare_adapt", "gap_png"),
             caption="../report/gap_png.rst",
             category="5. Adaptation",
         ),
     log:
-        f"{OUT}/logs/compare_adapt.log",
+        L.log("compare_adapt"),
     benchmark:
-        f"{OUT}/benchmarks/compare_adapt.tsv"
+        L.benchmark("compare_adapt")
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
         eval_dirs=get_adapt_eval_dirs(),
-        adapt_dirs=get_adapt_dirs(),
+        adapt_dirs=L.adapt_dirs(PLAN.adapted),
         reference=REFERENCE,
     script:
         "../scripts/compare_adapt.py"
@@ -91,4 +83,7 @@ rule compare_adapt:
 
 rule adapt_all:
     input:
-        [f"{OUT}/adapt/{label}/{tag}/summary.json" for label, tag in adapted_runs()],
+        [
+            L.output("adapt_gather", "adapt", label=label, tag=tag)
+            for label, tag in PLAN.adapted
+        ],

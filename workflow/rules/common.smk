@@ -1,124 +1,31 @@
-# Config validation, shared names and every input/param function of the workflow.
+# Every input and param function of the workflow, each a line or two over the library: the
+# typed settings (S, built once, checked once: arctax.check), their plan (PLAN), the results
+# layout (L: arctax.layout, every path) and what each job depends on (arctax.params).
 import json
-import os
 import re
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import update_config
 
-from arctax.config import (
-    ConfigError,
-    check_global_batch,
-    check_model_lists,
-    check_trackers,
-    coerce_to_schema,
-    fill_defaults,
-    model_class,
-    model_config,
-    model_names,
-    validate_config,
-)
-from arctax.data.testsets import (
-    VAL,
-    check_adapt_set,
-    generating,
-    named_sets,
-    set_config,
-    training_data_config,
-)
-from arctax.plugins import source_sha256
-from arctax.evaluation.reference import ReferenceError, reference_way, resolve_reference
-from arctax.search.space import check_space
-from arctax.settings import Adapt, Champion, Data, Sweep, Taxonomy, Trainer, Trial69
+from arctax import layout, params
+from arctax.check import check, reads_reference, workflow_settings
+from arctax.config import ConfigError
+from arctax.data.testsets import VAL
+from arctax.evaluation.reference import REFERENCE, ReferenceError, resolve_reference
 
-# `--config key=[1,2]` / `key={"a": 3}` arrive as strings: read THOSE as the schema's types.
-# Values from config files are never converted: a "32" there is an error naming the key.
-update_config(config, coerce_to_schema(dict(workflow.config_settings.config)))
 try:
-    validate_config(config)  # config/config.schema.yaml; one line naming the key
+    S = workflow_settings(config, workflow.config_settings.config)
+    PLAN = check(S)
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
-fill_defaults(config)
-# Checks across keys, refused here rather than in a Slurm job: trainer.devices must split the
-# global batch of trial69.batch_size; the trackers of trainer.loggers must be installed;
-# sweep.space must name real keys with valid ranges; the test sets (data.test_sets /
-# data.test_source) and the re-arc generation must be well formed.
-try:
-    check_global_batch(config)
-    check_model_lists(config)
-    check_trackers(config)  # trainer.loggers: each tracker's extra installed
-    check_space(config)
-    TEST_SETS = named_sets(config)  # {name: source}, in config order
-    GENERATE_REARC = generating(config)
-    ADAPT_TEST_SET = config["adapt"]["test_set"] or next(iter(TEST_SETS))
-    if ADAPT_TEST_SET not in TEST_SETS:
-        raise ConfigError(
-            f"config key 'adapt.test_set': {ADAPT_TEST_SET!r} is not a test set "
-            f"(data.test_sets has {', '.join(TEST_SETS)})"
-        )
-    check_adapt_set(config, ADAPT_TEST_SET)
-except ConfigError as e:
-    raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
-
-MODELS = model_names(config)  # the built-ins and any model of your own (docs/MODELS.md)
-
-
-def check_own_models():
-    """A model of the user's own (`models.<name>.class`) is checked now, so `snakemake -n`
-    stops with one line: the class imports, its block fits its constructor, it has the
-    protocol. (torch is imported only when there is one.)"""
-    own = [m for m in MODELS if model_class(config, m)]
-    if not own:
-        return
-    from arctax.models import ModelError, resolve_model
-
-    for m in own:
-        try:
-            resolve_model(m, model_config(config, m), model_class(config, m))
-        except ModelError as e:
-            raise WorkflowError(str(e)) from None
-
-
-check_own_models()
-REFERENCE = "champion_bootstrap"  # label of the champion reference in every table
-RUN = config["run"]
-OUT = f"results/{RUN}"
-# Which way the reference is given; the file itself is checked at the end of this file.
-try:
-    WAY = reference_way(Champion.of(config))
 except ReferenceError as e:
     raise WorkflowError(str(e)) from None
+OUT = f"results/{S.run}"
+L = layout.Layout(OUT)
+MODELS, SEEDS, TEST_SETS = list(S.models), list(S.seeds), PLAN.test_sets
+DATA_FILES = list(L.outputs("prepare_data").values())
+ADAPT_DATA = list(L.outputs("prepare_test", test_set=PLAN.adapt_test_set).values())
 _REFERENCE = []  # resolve_reference's result, once per parse
-# The training data (what smoke tests, trainings and searches read); each test set has a
-# folder of its own (test_set_files), so a test set never touches training.
-DATA = f"{OUT}/data"
-DATA_FILES = [f"{DATA}/train.npz", f"{DATA}/val.npz", f"{DATA}/manifest.json"]
-
-# A test set's prepared files (evaluations read the folder); ADAPT_DATA: the adapted one.
-TEST_SET_FILES = {
-    name: [f"{DATA}/test/{name}/test.npz", f"{DATA}/test/{name}/manifest.json"]
-    for name in TEST_SETS
-}
-ADAPT_DATA = TEST_SET_FILES[ADAPT_TEST_SET]
-SEEDS = config["seeds"]
-BOOTSTRAP_CKPT = f"{OUT}/bootstrap/champion_bootstrap.ckpt"
-COMPARE_FILES = [
-    "summary.md",
-    "summary.csv",
-    "summary.json",
-    "per_category.csv",
-    "audit.csv",
-    "curves.png",
-    "accuracy.png",
-    "categories.png",
-    "gallery.png",
-]
-ADAPT_COMPARE_FILES = ["adaptation.csv", "gap.csv", "gap.png"]
-
-
-ADAPT_SETTINGS = Adapt.of(config)  # typed; owns which keys a shard depends on
-TRIAL69 = Trial69.of(config)
 
 
 wildcard_constraints:
@@ -137,7 +44,7 @@ def get_reference():
     """
     if not _REFERENCE:
         try:
-            _REFERENCE.append(resolve_reference(Champion.of(config), config))
+            _REFERENCE.append(resolve_reference(S.champion, S.models))
         except ReferenceError as e:
             raise WorkflowError(str(e)) from None
     return _REFERENCE[0]
@@ -147,7 +54,9 @@ def get_reference_input(wildcards):
     """The file the reference's evaluation reads: the user's checkpoint (read only), the one
     bootstrapped here, the predictions file, or the checkpoint an adapter loads."""
     ref = get_reference()
-    return BOOTSTRAP_CKPT if ref.way == "bootstrap" else ref.path
+    return (
+        L.output("bootstrap_champion", "best") if ref.way == "bootstrap" else ref.path
+    )
 
 
 def get_reference_params(wildcards):
@@ -155,61 +64,31 @@ def get_reference_params(wildcards):
     return json.dumps(get_reference().as_dict())
 
 
-def _model_recipe(model):
-    """A model's constructor arguments, and for a model of your own its class and the sha256
-    of the file defining it: editing that file re-runs the model's jobs."""
-    recipe = {"model": model_config(config, model)}
-    if model_class(config, model):
-        recipe["class"] = model_class(config, model)
-        recipe["code"] = source_sha256(recipe["class"])
-    return recipe
-
-
-def _recipe(model):
-    # a JSON string, not a dict: Snakemake iterates a dict returned by a param function
-    # (keeping only its keys), which would hide a changed value from the params trigger
-    # the trainer keys that can change what is computed (Trainer's method role): a changed
-    # logger, tracker or stop margin trains nothing again
-    blocks = {"trial69": TRIAL69.as_dict(), "trainer": Trainer.of(config).method()}
-    blocks["data"] = training_data_config(config)  # never the test sets
-    return json.dumps({**_model_recipe(model), **blocks}, sort_keys=True)
-
-
 def get_train_params(wildcards):
-    """What a training run depends on: its model's block, Trial 69, the trainer's method keys
-    and the training data's settings (not the test sets: adding or changing one trains nothing
-    again)."""
-    return _recipe(wildcards.model)
+    """What a training (and its smoke test) depends on (arctax.params.train)."""
+    return params.train(S, wildcards.model)
+
+
+def get_bootstrap_params(wildcards):
+    """The bootstrapped reference is the champion architecture under Trial 69."""
+    return params.train(S, "champion")
 
 
 def get_training_data_params(wildcards):
     """What the training data depend on (the test sets' keys left out)."""
-    return json.dumps(
-        {
-            "data": training_data_config(config),
-            "taxonomy": Taxonomy.of(config).as_dict(),
-        },
-        sort_keys=True,
-    )
+    return params.data(S)
 
 
 def get_test_set_params(wildcards):
-    """What one test set's preparation depends on: its source and the shared settings."""
-    return json.dumps(
-        {
-            "set": set_config(config, wildcards.test_set),
-            "taxonomy": Taxonomy.of(config).as_dict(),
-        },
-        sort_keys=True,
-    )
+    """What one test set's preparation depends on: its source and its data keys."""
+    return params.test_set(S, wildcards.test_set)
 
 
 def get_prepare_test_inputs(wildcards):
-    """What one test set's preparation reads: the training manifest, and for a `val` test set
-    the training data's val split itself (copied as its test split)."""
-    files = {"training": f"{DATA}/manifest.json"}
+    """The training manifest, and for a `val` test set the val split (its test split)."""
+    files = {"training": L.output("prepare_data", "manifest")}
     if TEST_SETS[wildcards.test_set] == VAL:
-        files["val"] = f"{DATA}/val.npz"
+        files["val"] = L.output("prepare_data", "val")
     return files
 
 
@@ -220,198 +99,122 @@ def get_test_source(wildcards):
 
 def get_test_set_files(wildcards):
     """The prepared files of the evaluated test set."""
-    return TEST_SET_FILES[wildcards.test_set]
+    return list(L.outputs("prepare_test", test_set=wildcards.test_set).values())
 
 
-# ---- re-arc generated in the workflow (data.source: rearc, data.rearc.repo) ----
-REARC = Data.of(config).rearc
-REARC_DIR = f"{OUT}/rearc/re_arc"
-REARC_SHARDS = []
-if GENERATE_REARC:
+# re-arc generated in the workflow (data.source: rearc): its shards, planned from the checkout
+if PLAN.generate_rearc:
     from arctax.data import rearc_generate
 
     try:
-        _REARC_IDS = rearc_generate.task_ids(REARC.repo, REARC.tasks)
-        _REARC_SETTINGS = rearc_generate.settings(config)
-        _REARC_CODE = rearc_generate.checkout_version(REARC.repo)["code_sha256"]
+        _IDS = rearc_generate.task_ids(S.data.rearc.repo, S.data.rearc.tasks)
+        _CODE = rearc_generate.checkout_version(S.data.rearc.repo)["code_sha256"]
+        _N = layout.rearc_shard_count(S)
     except ValueError as e:
         raise WorkflowError(str(e)) from None
-    _N = rearc_generate.n_shards(len(_REARC_IDS), REARC.tasks_per_job)
-    REARC_SHARDS = [f"{OUT}/rearc/shards/{i}-of-{_N}.json" for i in range(_N)]
+REARC_SHARDS = [
+    L.output("generate_rearc", "record", **wc)
+    for wc in layout.shard_names(_N if PLAN.generate_rearc else 0)
+]
 
 
 def get_rearc_params(wildcards):
-    """What a shard's examples depend on: its tasks, the settings and the checkout's code
-    (not the checkout's path: a moved checkout regenerates nothing)."""
-    ids = rearc_generate.shard_ids(_REARC_IDS, int(wildcards.shard), int(wildcards.n))
-    s = _REARC_SETTINGS
-    return json.dumps(
-        {"tasks": ids, "settings": [s.n_examples, s.seed, s.diff_lb, s.diff_ub,
-                                    s.attempts_per_example], "code": _REARC_CODE},
-    )  # fmt: skip
+    """What a shard's examples depend on: its tasks, the settings, the checkout's code."""
+    ids = rearc_generate.shard_ids(_IDS, int(wildcards.shard), int(wildcards.n))
+    return params.rearc_shard(S, ids, _CODE)
 
 
 def get_training_source(wildcards):
     """The generated re-arc folder when the workflow makes it, else nothing (data.source)."""
-    return [REARC_DIR] if GENERATE_REARC else []
-
-
-def get_bootstrap_params(wildcards):
-    """The bootstrapped reference is the champion architecture under Trial 69."""
-    return _recipe("champion")
-
-
-def eval_dirs(test_set):
-    """Evaluation folders of one test set by label: each model's seeds, and the reference."""
-    dirs = {m: [f"{OUT}/eval/{test_set}/{m}/seed{s}" for s in SEEDS] for m in MODELS}
-    dirs[REFERENCE] = [f"{OUT}/eval/{test_set}/{REFERENCE}"]
-    return dirs
+    return [L.output("rearc_gather", "folder")] if PLAN.generate_rearc else []
 
 
 def get_eval_dirs(wildcards):
-    """The comparison's evaluation folders (a JSON string: see _recipe)."""
-    return json.dumps(eval_dirs(wildcards.test_set))
+    """The comparison's evaluation folders (a JSON string: see get_reference_params)."""
+    return json.dumps(L.eval_dirs(MODELS, SEEDS, wildcards.test_set))
 
 
 def get_eval_summaries(wildcards):
     """Every evaluation summary one test set's comparison reads."""
-    return [
-        f"{d}/summary.json" for ds in eval_dirs(wildcards.test_set).values() for d in ds
-    ]
+    dirs = L.eval_dirs(MODELS, SEEDS, wildcards.test_set).values()
+    return [f"{d}/summary.json" for ds in dirs for d in ds]
 
 
 def get_provenance(wildcards):
     """Provenance of every trained run (the audit table reads them)."""
-    return expand(
-        f"{OUT}/train/{{model}}/seed{{seed}}/provenance.json", model=MODELS, seed=SEEDS
-    )
-
-
-def adapted_runs():
-    """(label, tag) of every adapted run: each seed of `adapt.models`, and the reference when
-    it is a checkpoint (`adapt.reference`); none when `adapt.enabled` is off."""
-    if not ADAPT_SETTINGS.enabled:
-        return []
-    runs = [(m, f"seed{s}") for m in ADAPT_SETTINGS.models for s in SEEDS]
-    if ADAPT_SETTINGS.reference and WAY in ("checkpoint", "bootstrap"):
-        runs.append((REFERENCE, "reference"))
-    return runs
+    return [
+        L.output("train", "provenance", model=m, seed=s) for m in MODELS for s in SEEDS
+    ]
 
 
 def get_adapt_checkpoint(wildcards):
     """The base weights a shard adapts: a trained model's best.ckpt, or the reference's."""
     if wildcards.label == REFERENCE:
         return get_reference_input(wildcards)
-    return f"{OUT}/train/{wildcards.label}/{wildcards.tag}/best.ckpt"
+    return L.output("train", "best", model=wildcards.label, seed=wildcards.tag[4:])
 
 
 def get_adapt_params(wildcards):
-    """What a shard's answers depend on: the adapt block (not which runs are adapted: adding
-    a model to adapt.models adapts only it) and the decoding limits."""
-    keys = ("max_new_tokens", "batch_size")
-    return json.dumps(
-        {
-            "adapt": ADAPT_SETTINGS.shard_params(),
-            "eval": {k: config["eval"][k] for k in keys},
-        },
-        sort_keys=True,
-    )
+    """What a shard's answers depend on (arctax.params.adapt_shard)."""
+    return params.adapt_shard(S)
 
 
 def get_adapt_shards(wildcards):
     """Every shard of one adapted run; their count comes from the prepared test set."""
-    from arctax.adaptation.shards import n_shards
-
-    manifest = checkpoints.prepare_test.get(test_set=ADAPT_TEST_SET).output.manifest
-    n_test = len(json.loads(open(manifest).read())["splits"]["test"])
-    n = n_shards(n_test, ADAPT_SETTINGS)
-    base = f"{OUT}/adapt/{wildcards.label}/{wildcards.tag}/shards"
-    return [f"{base}/{i}-of-{n}.json" for i in range(n)]
-
-
-def get_adapt_dirs(wildcards=None):
-    """label -> {"base": [folders], "vote": [...], "adapt": [...]} for the comparison (base:
-    the model's own two attempts on the adapted tasks, scored by the adaptation stage).
-    """
-    dirs = {}
-    for label, tag in adapted_runs():
-        d = dirs.setdefault(label, {"base": [], "vote": [], "adapt": []})
-        d["base"].append(f"{OUT}/base2/{label}/{tag}")
-        d["vote"].append(f"{OUT}/vote/{label}/{tag}")
-        d["adapt"].append(f"{OUT}/adapt/{label}/{tag}")
-    return dirs
+    manifest = checkpoints.prepare_test.get(
+        test_set=PLAN.adapt_test_set
+    ).output.manifest
+    run = {"label": wildcards.label, "tag": wildcards.tag}
+    n = layout.adapt_shard_count(S, manifest)
+    return [L.output("adapt", "shard", **run, **wc) for wc in layout.shard_names(n)]
 
 
 def get_adapt_eval_dirs():
-    """The base evaluations the adaptation comparison needs: adapted models and reference, on
-    the adapted test set (adapt.test_set)."""
-    keep = [*get_adapt_dirs(), REFERENCE]
-    return {label: d for label, d in eval_dirs(ADAPT_TEST_SET).items() if label in keep}
+    """The base evaluations the adaptation comparison needs: the adapted models' and the
+    reference's, on the adapted test set."""
+    keep = [*L.adapt_dirs(PLAN.adapted), REFERENCE]
+    dirs = L.eval_dirs(MODELS, SEEDS, PLAN.adapt_test_set)
+    return {label: d for label, d in dirs.items() if label in keep}
 
 
 def get_adapt_summaries(wildcards):
-    """What the adaptation comparison reads: the adapted runs' voting and adapted summaries,
-    and the base evaluations of the adapted models and of the reference (no other model's).
-    """
-    dirs = get_adapt_dirs()
-    out = [f"{d}/summary.json" for ds in get_adapt_eval_dirs().values() for d in ds]
-    out += [
-        f"{d}/summary.json"
-        for ds in dirs.values()
-        for d in [*ds["base"], *ds["vote"], *ds["adapt"]]
-    ]
-    return list(dict.fromkeys(out))
+    """The adapted runs' summaries, and the base evaluations of the adapted models and of the
+    reference (no other model's)."""
+    kinds = L.adapt_dirs(PLAN.adapted).values()
+    folders = [*get_adapt_eval_dirs().values(), *(d[k] for d in kinds for k in d)]
+    return list(dict.fromkeys(f"{d}/summary.json" for ds in folders for d in ds))
 
 
 def get_final_outputs():
-    """Targets of `rule all`; smoke report, each test set's comparison, adaptation."""
-    files = [f"{OUT}/compare/{t}/{f}" for t in TEST_SETS for f in COMPARE_FILES]
-    if adapted_runs():
-        files += [f"{OUT}/compare/{f}" for f in ["adaptation.md", *ADAPT_COMPARE_FILES]]
-    return [f"{OUT}/smoke/report.json", *files]
-
-
-SWEEP = Sweep.of(config)  # typed; owns which keys the workers depend on
-SWEEP_FILES = [
-    "trials.csv",
-    "best.yaml",
-    "history.png",
-    "importances.png",
-    "parallel.png",
-]
+    """What `snakemake all` makes: the smoke report, each test set's comparison, adaptation."""
+    files = [f for t in TEST_SETS for f in L.outputs("compare", test_set=t).values()]
+    if PLAN.adapted:
+        files += list(L.outputs("compare_adapt").values())
+    return [L.output("smoke_report", "report"), *files]
 
 
 def get_sweep_params(wildcards):
-    """What a study's trials depend on (its space, n_trials, per-trial training, the recipe
-    and data of its model): a change re-runs the workers, which add only missing trials.
-    """
-    sweep = SWEEP.method()  # not which studies, their worker count or origin
-    blocks = {"trial69": TRIAL69.as_dict(), "data": training_data_config(config)}
-    recipe = {**_model_recipe(wildcards.model), **blocks}
-    return json.dumps({"sweep": sweep, **recipe}, sort_keys=True)
+    """What a study's trials depend on (arctax.params.sweep)."""
+    return params.sweep(S, wildcards.model)
 
 
 def get_sweep_workers(wildcards):
     """The records of a study's `sweep.workers` workers."""
     return [
-        f"{OUT}/sweep/{wildcards.model}/workers/{i}.json" for i in range(SWEEP.workers)
+        L.output("sweep_worker", "record", model=wildcards.model, worker=w)
+        for w in range(S.sweep.workers)
     ]
 
 
 def get_sweep_outputs():
-    """Targets of the `sweep` target rule, each study's trials, best overlay and plots."""
-    return [f"{OUT}/sweep/{m}/{f}" for m in SWEEP.models for f in SWEEP_FILES]
+    """Targets of the `sweep` target rule: each study's trials, best overlay and plots."""
+    return [
+        f for m in S.sweep.models for f in L.outputs("sweep_report", model=m).values()
+    ]
 
 
 # The reference is checked now, while parsing, so `snakemake -n` refuses a bad one with the
-# ways forward. Later would be too late: Snakemake skips a failing input function when the
-# job's outputs exist, which would hide a bad reference behind old results. Not checked in a
-# job's own process (the main process did it) nor for a search alone (`snakemake sweep`, which
-# never reads the reference). Snakemake gives the targets to the workflow only after parsing,
-# so the command line is the one place they can be read from here.
-_ARGV = sys.argv[1:]
-_SWEEP_ONLY = "all" not in _ARGV and any(
-    a == "sweep" or a.startswith(f"{OUT}/sweep/") for a in _ARGV
-)
-if workflow.is_main_process and not _SWEEP_ONLY:
+# ways forward (later, Snakemake skips a failing input function whose job's outputs exist).
+# Not in a job's own process, nor for a search alone (never reads it: arctax.check).
+if workflow.is_main_process and reads_reference(sys.argv[1:], OUT):
     get_reference()

@@ -7,17 +7,17 @@
 
 rule generate_rearc:
     output:
-        f"{OUT}/rearc/shards/{{shard}}-of-{{n}}.json",
+        **L.outputs("generate_rearc"),
     log:
-        f"{OUT}/logs/generate_rearc/{{shard}}-of-{{n}}.log",
+        L.log("generate_rearc"),
     benchmark:
-        f"{OUT}/benchmarks/generate_rearc/{{shard}}-of-{{n}}.tsv"
+        L.benchmark("generate_rearc")
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
         shard=get_rearc_params,
-        state=f"{OUT}/.state/rearc",
+        state=L.state("generate_rearc"),
     script:
         "../scripts/generate_rearc.py"
 
@@ -26,14 +26,14 @@ rule rearc_gather:
     input:
         REARC_SHARDS,
     output:
-        directory(REARC_DIR),
+        directory(L.output("rearc_gather", "folder")),
     log:
-        f"{OUT}/logs/rearc_gather.log",
+        L.log("rearc_gather"),
     localrule: True
     conda:
         "../envs/arctax.yaml"
     params:
-        state=f"{OUT}/.state/rearc",
+        state=L.state("rearc_gather"),
     script:
         "../scripts/rearc_gather.py"
 
@@ -42,13 +42,11 @@ rule prepare_data:
     input:
         get_training_source,
     output:
-        train=f"{DATA}/train.npz",
-        val=f"{DATA}/val.npz",
-        manifest=f"{DATA}/manifest.json",
+        **L.outputs("prepare_data"),
     log:
-        f"{OUT}/logs/prepare_data.log",
+        L.log("prepare_data"),
     benchmark:
-        f"{OUT}/benchmarks/prepare_data.tsv"
+        L.benchmark("prepare_data")
     conda:
         "../envs/arctax.yaml"
     threads: 1
@@ -62,12 +60,11 @@ checkpoint prepare_test:
     input:
         unpack(get_prepare_test_inputs),
     output:
-        test=f"{DATA}/test/{{test_set}}/test.npz",
-        manifest=f"{DATA}/test/{{test_set}}/manifest.json",
+        **L.outputs("prepare_test"),
     log:
-        f"{OUT}/logs/prepare_test/{{test_set}}.log",
+        L.log("prepare_test"),
     benchmark:
-        f"{OUT}/benchmarks/prepare_test/{{test_set}}.tsv"
+        L.benchmark("prepare_test")
     conda:
         "../envs/arctax.yaml"
     threads: 1

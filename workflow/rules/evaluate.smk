@@ -4,22 +4,19 @@
 
 rule evaluate:
     input:
-        ckpt=f"{OUT}/train/{{model}}/seed{{seed}}/best.ckpt",
+        ckpt=L.output("train", "best"),
         data=get_test_set_files,
     output:
-        per_task=f"{OUT}/eval/{{test_set}}/{{model}}/seed{{seed}}/per_task.csv",
-        summary=f"{OUT}/eval/{{test_set}}/{{model}}/seed{{seed}}/summary.json",
-        predictions=f"{OUT}/eval/{{test_set}}/{{model}}/seed{{seed}}/predictions.json",
-        submission=f"{OUT}/eval/{{test_set}}/{{model}}/seed{{seed}}/submission.json",
+        **L.outputs("evaluate"),
     log:
-        f"{OUT}/logs/eval/{{test_set}}/{{model}}/seed{{seed}}.log",
+        L.log("evaluate"),
     benchmark:
-        f"{OUT}/benchmarks/eval/{{test_set}}/{{model}}/seed{{seed}}.tsv"
+        L.benchmark("evaluate")
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
-        eval=config["eval"],
+        eval=config["eval"],  # the block as given: its key order is what the trigger compares
         label="{model}",
         seed="{seed}",
     script:
@@ -33,14 +30,11 @@ rule evaluate_reference:
         ref=get_reference_input,
         data=get_test_set_files,
     output:
-        per_task=f"{OUT}/eval/{{test_set}}/{REFERENCE}/per_task.csv",
-        summary=f"{OUT}/eval/{{test_set}}/{REFERENCE}/summary.json",
-        predictions=f"{OUT}/eval/{{test_set}}/{REFERENCE}/predictions.json",
-        submission=f"{OUT}/eval/{{test_set}}/{REFERENCE}/submission.json",
+        **L.outputs("evaluate_reference"),
     log:
-        f"{OUT}/logs/eval/{{test_set}}/{REFERENCE}.log",
+        L.log("evaluate_reference"),
     benchmark:
-        f"{OUT}/benchmarks/eval/{{test_set}}/{REFERENCE}.tsv"
+        L.benchmark("evaluate_reference")
     conda:
         "../envs/arctax.yaml"
     threads: 1
@@ -58,74 +52,72 @@ rule compare:
         provenance=get_provenance,
     output:
         summary_md=report(
-            f"{OUT}/compare/{{test_set}}/summary.md",
+            L.output("compare", "summary_md"),
             caption="../report/summary.rst",
             category="2. Comparison",
             subcategory="{test_set}",
         ),
         summary_csv=report(
-            f"{OUT}/compare/{{test_set}}/summary.csv",
+            L.output("compare", "summary_csv"),
             caption="../report/summary_csv.rst",
             category="2. Comparison",
             subcategory="{test_set}",
         ),
-        summary_json=f"{OUT}/compare/{{test_set}}/summary.json",
+        summary_json=L.output("compare", "summary_json"),
         per_category=report(
-            f"{OUT}/compare/{{test_set}}/per_category.csv",
+            L.output("compare", "per_category"),
             caption="../report/per_category.rst",
             category="2. Comparison",
             subcategory="{test_set}",
         ),
         paired=report(
-            f"{OUT}/compare/{{test_set}}/paired.csv",
+            L.output("compare", "paired"),
             caption="../report/paired.rst",
             category="2. Comparison",
             subcategory="{test_set}",
         ),
         audit=report(
-            f"{OUT}/compare/{{test_set}}/audit.csv",
+            L.output("compare", "audit"),
             caption="../report/audit.rst",
             category="3. Provenance",
             subcategory="{test_set}",
         ),
         curves=report(
-            f"{OUT}/compare/{{test_set}}/curves.png",
+            L.output("compare", "curves"),
             caption="../report/curves.rst",
             category="4. Figures",
             subcategory="{test_set}",
         ),
         accuracy=report(
-            f"{OUT}/compare/{{test_set}}/accuracy.png",
+            L.output("compare", "accuracy"),
             caption="../report/accuracy.rst",
             category="4. Figures",
             subcategory="{test_set}",
         ),
         categories=report(
-            f"{OUT}/compare/{{test_set}}/categories.png",
+            L.output("compare", "categories"),
             caption="../report/categories.rst",
             category="4. Figures",
             subcategory="{test_set}",
         ),
         gallery=report(
-            f"{OUT}/compare/{{test_set}}/gallery.png",
+            L.output("compare", "gallery"),
             caption="../report/gallery.rst",
             category="4. Figures",
             subcategory="{test_set}",
         ),
     log:
-        f"{OUT}/logs/compare/{{test_set}}.log",
+        L.log("compare"),
     benchmark:
-        f"{OUT}/benchmarks/compare/{{test_set}}.tsv"
+        L.benchmark("compare")
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
         eval_dirs=get_eval_dirs,
-        train_dirs=expand(
-            f"{OUT}/train/{{model}}/seed{{seed}}", model=MODELS, seed=SEEDS
-        ),
+        train_dirs=[L.folder("train", model=m, seed=s) for m in MODELS for s in SEEDS],
         reference=REFERENCE,
-        adaptation=bool(adapted_runs()),
+        adaptation=bool(PLAN.adapted),
         test_source=get_test_source,
     script:
         "../scripts/compare.py"
@@ -139,13 +131,13 @@ for _model in MODELS:
         name:
             f"evaluate_{_model}"
         input:
-            expand(
-                f"{OUT}/eval/{{test_set}}/{_model}/seed{{seed}}/summary.json",
-                test_set=TEST_SETS,
-                seed=SEEDS,
-            ),
+            [
+                L.output("evaluate", "summary", test_set=t, model=_model, seed=s)
+                for t in TEST_SETS
+                for s in SEEDS
+            ],
 
 
 rule evaluate_reference_only:
     input:
-        expand(f"{OUT}/eval/{{test_set}}/{REFERENCE}/summary.json", test_set=TEST_SETS),
+        [L.output("evaluate_reference", "summary", test_set=t) for t in TEST_SETS],

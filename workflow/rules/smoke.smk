@@ -6,11 +6,11 @@ rule smoke_test:
     input:
         DATA_FILES,
     output:
-        f"{OUT}/smoke/{{model}}.json",
+        **L.outputs("smoke_test"),
     log:
-        f"{OUT}/logs/smoke_test/{{model}}.log",
+        L.log("smoke_test"),
     benchmark:
-        f"{OUT}/benchmarks/smoke_test/{{model}}.tsv"
+        L.benchmark("smoke_test")
     conda:
         "../envs/arctax.yaml"
     threads: 1
@@ -22,17 +22,17 @@ rule smoke_test:
 
 rule smoke_report:
     input:
-        expand(f"{OUT}/smoke/{{model}}.json", model=MODELS),
+        [L.output("smoke_test", "report", model=m) for m in MODELS],
     output:
-        report(
-            f"{OUT}/smoke/report.json",
+        report=report(
+            L.output("smoke_report", "report"),
             caption="../report/smoke.rst",
             category="1. Smoke test",
         ),
     log:
-        f"{OUT}/logs/smoke_report.log",
+        L.log("smoke_report"),
     benchmark:
-        f"{OUT}/benchmarks/smoke_report.tsv"
+        L.benchmark("smoke_report")
     localrule: True
     conda:
         "../envs/arctax.yaml"

@@ -13,18 +13,18 @@ rule sweep_worker:
     input:
         data=DATA_FILES,
     output:
-        record=f"{OUT}/sweep/{{model}}/workers/{{worker}}.json",
+        **L.outputs("sweep_worker"),
     log:
-        f"{OUT}/logs/sweep/{{model}}/worker{{worker}}.log",
+        L.log("sweep_worker"),
     benchmark:
-        f"{OUT}/benchmarks/sweep/{{model}}/worker{{worker}}.tsv"
+        L.benchmark("sweep_worker")
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
         study=get_sweep_params,
-        sweep_dir=f"{OUT}/sweep/{{model}}",
-        state=f"{OUT}/.state/sweep/{{model}}",
+        sweep_dir=L.folder("sweep_report"),
+        state=L.state("sweep_worker"),
     script:
         "../scripts/sweep_worker.py"
 
@@ -34,45 +34,45 @@ rule sweep_report:
         workers=get_sweep_workers,
     output:
         trials=report(
-            f"{OUT}/sweep/{{model}}/trials.csv",
+            L.output("sweep_report", "trials"),
             caption="../report/sweep_trials.rst",
             category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
         best=report(
-            f"{OUT}/sweep/{{model}}/best.yaml",
+            L.output("sweep_report", "best"),
             caption="../report/sweep_best.rst",
             category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
         history=report(
-            f"{OUT}/sweep/{{model}}/history.png",
+            L.output("sweep_report", "history"),
             caption="../report/sweep_history.rst",
             category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
         importances=report(
-            f"{OUT}/sweep/{{model}}/importances.png",
+            L.output("sweep_report", "importances"),
             caption="../report/sweep_importances.rst",
             category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
         parallel=report(
-            f"{OUT}/sweep/{{model}}/parallel.png",
+            L.output("sweep_report", "parallel"),
             caption="../report/sweep_parallel.rst",
             category="6. Hyper-parameter search",
             subcategory="{model}",
         ),
     log:
-        f"{OUT}/logs/sweep/{{model}}/report.log",
+        L.log("sweep_report"),
     benchmark:
-        f"{OUT}/benchmarks/sweep/{{model}}/report.tsv"
+        L.benchmark("sweep_report")
     localrule: True
     conda:
         "../envs/arctax.yaml"
     params:
         study=get_sweep_params,
-        sweep_dir=f"{OUT}/sweep/{{model}}",
+        sweep_dir=L.folder("sweep_report"),
     script:
         "../scripts/sweep_report.py"
 

@@ -5,28 +5,28 @@
 rule train:
     input:
         data=DATA_FILES,
-        smoke=f"{OUT}/smoke/{{model}}.json",
+        smoke=L.output("smoke_test", "report"),
     output:
-        best=f"{OUT}/train/{{model}}/seed{{seed}}/best.ckpt",
-        last=f"{OUT}/train/{{model}}/seed{{seed}}/last.ckpt",
-        metrics=f"{OUT}/train/{{model}}/seed{{seed}}/metrics.csv",
+        best=L.output("train", "best"),
+        last=L.output("train", "last"),
+        metrics=L.output("train", "metrics"),
         provenance=report(
-            f"{OUT}/train/{{model}}/seed{{seed}}/provenance.json",
+            L.output("train", "provenance"),
             caption="../report/provenance.rst",
             category="3. Provenance",
             subcategory="{model}",
             labels={"model": "{model}", "seed": "{seed}"},
         ),
     log:
-        f"{OUT}/logs/train/{{model}}/seed{{seed}}.log",
+        L.log("train"),
     benchmark:
-        f"{OUT}/benchmarks/train/{{model}}/seed{{seed}}.tsv"
+        L.benchmark("train")
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
         recipe=get_train_params,
-        state=f"{OUT}/.state/train/{{model}}/seed{{seed}}",
+        state=L.state("train"),
     script:
         "../scripts/train.py"
 
@@ -34,21 +34,20 @@ rule train:
 rule bootstrap_champion:
     input:
         data=DATA_FILES,
-        smoke=f"{OUT}/smoke/champion.json",
+        smoke=L.output("smoke_test", "report", model="champion"),
     output:
-        best=BOOTSTRAP_CKPT,
-        provenance=f"{OUT}/bootstrap/provenance.json",
+        **L.outputs("bootstrap_champion"),
     log:
-        f"{OUT}/logs/bootstrap_champion.log",
+        L.log("bootstrap_champion"),
     benchmark:
-        f"{OUT}/benchmarks/bootstrap_champion.tsv"
+        L.benchmark("bootstrap_champion")
     conda:
         "../envs/arctax.yaml"
     threads: 1
     params:
         recipe=get_bootstrap_params,
-        seed=Champion.of(config).bootstrap_seed,
-        state=f"{OUT}/.state/bootstrap",
+        seed=S.champion.bootstrap_seed,
+        state=L.state("bootstrap_champion"),
     script:
         "../scripts/bootstrap_champion.py"
 
@@ -60,4 +59,4 @@ for _model in MODELS:
         name:
             f"train_{_model}"
         input:
-            expand(f"{OUT}/train/{_model}/seed{{seed}}/best.ckpt", seed=SEEDS),
+            [L.output("train", "best", model=_model, seed=s) for s in SEEDS],

@@ -9,11 +9,12 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from arctax.adaptation.run import adapt_shard  # noqa: E402
+from arctax.settings import Settings  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 
 adapt_shard(
-    snakemake.config,
+    Settings.of(snakemake.config),
     snakemake.input.ckpt,
     Path(snakemake.input.data[0]).parent,
     int(snakemake.wildcards.shard),

@@ -7,10 +7,11 @@ from pathlib import Path
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from arctax.adaptation.run import gather  # noqa: E402
+from arctax.settings import Settings  # noqa: E402
 
 tag = snakemake.params.tag
 out = gather(
-    snakemake.config,
+    Settings.of(snakemake.config),
     list(snakemake.input.shards),
     Path(snakemake.input.data[0]).parent,
     Path(snakemake.output.vote).parent,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from arctax.settings import Settings
 from arctax.training.ranks import process_rank
 from arctax.training.train import attach_log, train
 
@@ -14,7 +15,7 @@ torch.set_num_threads(snakemake.threads)
 
 out = Path(snakemake.output.best).parent
 train(
-    snakemake.config,
+    Settings.of(snakemake.config),
     "champion",
     int(snakemake.params.seed),
     Path(snakemake.input.data[0]).parent,

@@ -7,9 +7,10 @@ from pathlib import Path
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from arctax.evaluation.compare import compare  # noqa: E402
+from arctax.settings import Eval  # noqa: E402
 
 result = compare(
-    snakemake.config,
+    Eval.of(snakemake.config),
     json.loads(snakemake.params.eval_dirs),
     snakemake.params.train_dirs,
     Path(snakemake.output.summary_md).parent,

@@ -6,9 +6,10 @@ from pathlib import Path
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from arctax.evaluation.adaptation_report import compare_adaptation  # noqa: E402
+from arctax.settings import Eval  # noqa: E402
 
 compare_adaptation(
-    snakemake.config,
+    Eval.of(snakemake.config),
     snakemake.params.eval_dirs,
     snakemake.params.adapt_dirs,
     Path(snakemake.output.md).parent,

@@ -8,11 +8,12 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 import torch  # noqa: E402
 
 from arctax.evaluation.evaluate import evaluate  # noqa: E402
+from arctax.settings import Settings  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 
 evaluate(
-    snakemake.config,
+    Settings.of(snakemake.config),
     snakemake.input.ckpt,
     Path(snakemake.input.data[0]).parent,
     Path(snakemake.output.summary).parent,

@@ -8,9 +8,12 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from arctax.data.prepare_test import prepare_test_set  # noqa: E402
+from arctax.settings import Settings  # noqa: E402
 
+s = Settings.of(snakemake.config)
 manifest = prepare_test_set(
-    snakemake.config,
+    s.data,
+    s.taxonomy,
     snakemake.wildcards.test_set,
     Path(snakemake.output.manifest).parent,
     Path(snakemake.input.training).parent,

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from arctax.search.worker import run_worker
+from arctax.settings import Settings
 from arctax.training.logs import attach_log
 
 state = Path(snakemake.params.state)
@@ -13,7 +14,7 @@ attach_log(snakemake.log[0], state / f"worker{snakemake.wildcards.worker}")
 torch.set_num_threads(snakemake.threads)
 
 run_worker(
-    snakemake.config,
+    Settings.of(snakemake.config),
     snakemake.wildcards.model,
     Path(snakemake.input.data[0]).parent,
     Path(snakemake.params.sweep_dir),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from arctax.settings import Settings
 from arctax.training.train import attach_log, train
 
 attach_log(snakemake.log[0], snakemake.params.state)
@@ -15,7 +16,7 @@ attach_log(snakemake.log[0], snakemake.params.state)
 torch.set_num_threads(snakemake.threads)
 
 train(
-    snakemake.config,
+    Settings.of(snakemake.config),
     snakemake.wildcards.model,
     int(snakemake.wildcards.seed),
     Path(snakemake.input.data[0]).parent,

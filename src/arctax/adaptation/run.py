@@ -1,15 +1,14 @@
 """The adaptation stage as Slurm-friendly shards: contiguous groups of test tasks, one job each.
 
 :func:`adapt_shard` adapts the tasks of one shard (``adapt.tasks_per_job`` of them), keeping
-every finished task's record in the state folder, so a retried job (preempted, timed out)
-skips the tasks already answered. :func:`gather` turns the shards of one model into two
+every finished task's record in the shard's :class:`~arctax.lifecycle.JobState`, so a retried
+job (preempted, timed out) skips the tasks already answered. :func:`gather` turns the shards of one model into two
 evaluations in the usual format (``submission.json``, ``per_task.csv``, ``summary.json``):
 ``vote/`` (voting alone) and ``adapt/`` (adaptation + voting), scored by the one scorer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -25,8 +24,8 @@ from arctax.adaptation.shards import shard_task_ids
 from arctax.adaptation.ttt import TaskData, adapt_tasks, adapter_slots
 from arctax.data.dataset import load_manifest, load_split
 from arctax.io import file_sha256, write_json
-from arctax.lifecycle import STOPPED_EXIT, StopFlag
-from arctax.settings import Adapt, Eval, Trainer
+from arctax.lifecycle import JobState, fingerprint, stop_line
+from arctax.settings import Settings
 
 Grid = np.ndarray
 KINDS = ("base", "vote", "adapt")  # the answers a shard records per task
@@ -52,20 +51,14 @@ def _grids_in(answers: Mapping[str, list]) -> dict[int, list[Grid | None]]:
     }
 
 
-def fingerprint(ckpt_sha: str, cfg: Mapping[str, Any], data_dir: str | Path) -> str:
-    """What a task's saved record must match to be reused by a retried job."""
+def task_fingerprint(ckpt_sha: str, s: Settings, data_dir: str | Path) -> str:
+    """What a task's saved record must match to be reused by a retried job: the checkpoint,
+    the test data and what the settings' roles say an adapted task's answers depend on
+    (:meth:`arctax.settings.Settings.adaptation`: the method, not which runs and tasks are
+    adapted nor how they are cut in jobs)."""
     m = load_manifest(data_dir)
-    blob = json.dumps(
-        {
-            "ckpt": ckpt_sha,
-            # the method, not which runs and tasks are adapted nor how they are cut in jobs
-            "adapt": Adapt.of(cfg).method(),
-            "max_new_tokens": Eval.of(cfg).max_new_tokens,
-            "data": [m["inputs_sha256"], m["config_sha256"]],
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+    data = [m["inputs_sha256"], m["config_sha256"]]
+    return fingerprint({"ckpt": ckpt_sha, **s.adaptation(), "data": data})
 
 
 def _num(v: float | None) -> str:
@@ -82,7 +75,7 @@ def _log(msg: str) -> None:
 
 
 def adapt_shard(
-    cfg: Mapping[str, Any],
+    s: Settings,
     ckpt_path: str | Path,
     data_dir: str | Path,
     shard: int,
@@ -92,64 +85,51 @@ def adapt_shard(
 ) -> dict[str, Any]:
     """Adapt and answer the tasks of shard ``shard`` of ``shards``; write ``out_path``.
 
-    Each finished task is saved as ``<state_dir>/<task_id>.json`` at once; a retry reuses the
-    records whose fingerprint matches. A shard that had finished (its ``.done`` marker is
-    there) and runs again, e.g. ``--forcerun``, starts over. The base checkpoint is only read:
-    its sha256 is checked before and after.
+    Each finished task is saved in the shard's job state (``state_dir``, shared by the shards
+    of one run: ``<task_id>.json``) at once; a retry reuses the records whose fingerprint
+    matches. A shard that had finished (its done marker is there) and runs again, e.g.
+    ``--forcerun``, starts over. The base checkpoint is only read: its sha256 is checked
+    before and after.
     """
     import torch
 
     from arctax.adaptation.lora import inject_lora
     from arctax.evaluation.checkpoints import load_model
 
-    acfg = Adapt.of(cfg)
-    state = Path(state_dir)
-    done = state / f"shard{shard}-of-{shards}.done"
+    acfg = s.adapt
     ds = load_split(data_dir, "test")
     mine = shard_task_ids(ds.task_ids, acfg, shard, shards)
-    if done.exists():
-        _log(f"{state}: shard {shard} had finished: adapting its tasks again")
-        for t in mine:
-            (state / f"{t}.json").unlink(missing_ok=True)
-        done.unlink()
-    state.mkdir(parents=True, exist_ok=True)
     sha_before = file_sha256(ckpt_path)
-    fp = fingerprint(sha_before, cfg, data_dir)
-    records: dict[str, dict[str, Any]] = {}
-    for t in mine:
-        f = state / f"{t}.json"
-        if f.is_file():
-            rec = json.loads(f.read_text())
-            if rec.get("fingerprint") == fp:
-                records[t] = rec
+    job = JobState(state_dir, task_fingerprint(sha_before, s, data_dir), s.trainer.save_margin_s)
+    done = f"shard{shard}-of-{shards}.done"
+    if job.done(done):
+        _log(f"{state_dir}: shard {shard} had finished: adapting its tasks again")
+        job.forget(mine)
+        job.unmark_done(done)
+    records = {t: rec for t in mine if (rec := job.record(t)) is not None}
     resumed = sorted(records)
     if resumed:
         _log(f"resuming shard {shard}: {len(resumed)} of {len(mine)} tasks already answered")
     todo = [t for t in mine if t not in records]
     # As training does: on CUDA the adapters' gradients (index_add, attention backward) use
-    # atomics otherwise, and a task's answers would depend on the run (docs/ARCHITECTURE.md).
+    # atomics otherwise, and a task's answers would depend on the run (docs/CUDA.md).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(bool(cfg["trial69"]["deterministic"]))
-    model, info = load_model(ckpt_path, cfg)
-    accel = Trainer.of(cfg).accelerator
+    torch.use_deterministic_algorithms(bool(s.trial69.deterministic))
+    model, info = load_model(ckpt_path, s.models, s.limits)
+    accel = s.trainer.accelerator
     dev = torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
     model.to(dev)
     per_batch = acfg.tasks_per_batch
     slot, layers = inject_lora(
         model, list(acfg.targets), acfg.rank, float(acfg.alpha), adapter_slots(acfg, per_batch)
     )
-    ev = Eval.of(cfg)
+    ev = s.eval
     t0 = time.perf_counter()
-    stop = StopFlag(Trainer.of(cfg).save_margin_s)  # SIGTERM/SIGUSR1 or the job's end
-    stop.watch_slurm_job()
-    with stop:
+    with job:  # SIGTERM/SIGUSR1 or the job's end: stop between task groups
         for start in range(0, len(todo), per_batch):
-            if stop():  # between task groups: every task answered so far is saved
-                _log(
-                    f"shard {shard} stopped ({stop()}): {len(records)} of {len(mine)} tasks "
-                    "saved; run again to go on"
-                )
-                raise SystemExit(STOPPED_EXIT)
+            if job.stop():  # every task answered so far is saved
+                saved = f"{len(records)} of {len(mine)} tasks saved; run again to go on"
+                job.stopped(stop_line(f"shard {shard}", job.stop(), saved))
             group = [task_data(ds, t) for t in todo[start : start + per_batch]]
             recs = adapt_tasks(
                 model, info["k"], slot, layers, group, acfg, ev.max_new_tokens, ev.batch_size
@@ -161,9 +141,7 @@ def adapt_shard(
                     save_adapter(Path(out_path).parent.parent / "adapters" / f"{rec['task_id']}.pt",
                                  layers, i, meta)  # fmt: skip
                 rec = {**rec, **{kind: _grids_out(rec[kind]) for kind in KINDS}}
-                rec["fingerprint"] = fp
-                write_json(state / f"{rec['task_id']}.json", rec)
-                records[rec["task_id"]] = rec
+                records[rec["task_id"]] = job.save(rec["task_id"], rec)
                 _log(
                     f"adapted {rec['task_id']}: {rec['steps']} steps, loss {_num(rec['loss_first'])}"
                     f" -> {_num(rec['loss_last'])}, {rec['seconds']:.2f} s "
@@ -187,12 +165,12 @@ def adapt_shard(
         "records": [records[t] for t in mine],
     }
     write_json(out_path, result)
-    done.write_text(json.dumps({"finished": time.time()}) + "\n")
+    job.mark_done(done, {"finished": time.time()})
     return result
 
 
 def gather(
-    cfg: Mapping[str, Any],
+    s: Settings,
     shard_paths: Sequence[str | Path],
     data_dir: str | Path,
     vote_dir: str | Path,
@@ -214,7 +192,7 @@ def gather(
     shards = [json.loads(Path(p).read_text()) for p in shard_paths]
     records = [r for s in shards for r in s["records"]]
     tasks = {r["task_id"] for r in records}
-    acfg = Adapt.of(cfg)
+    acfg = s.adapt
     seconds = sum(r["seconds"] for r in records)
     first = shards[0]
     out = {}
@@ -251,7 +229,7 @@ def gather(
         }
         name = f"{label}+{kind}"
         out[kind] = write_evaluation(
-            cfg, ds, answers, folder, name, seed, identity=identity, device=first["device"],
+            s.eval, ds, answers, folder, name, seed, identity=identity, device=first["device"],
             attempts=acfg.attempts, tasks=tasks, extra=extra,
         )  # fmt: skip
     return out

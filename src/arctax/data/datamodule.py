@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 from arctax.data.collate import MODEL_FORMAT, Batch, collate
 from arctax.data.dataset import CacheError, PreparedSplit, grouping_key, load_split
 from arctax.data.tokenize import IGNORE_INDEX
+from arctax.lifecycle import STOP_SIGNALS
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
@@ -157,11 +158,11 @@ def _collate_padded(examples: list[dict], fmt: str, k: int) -> Batch:
     return batch
 
 
-# Stop signals belong to the trainer process. scancel, preemption and GNU timeout signal every
-# process of the job step, DataLoader workers included, and torch's SIGTERM handler in a worker
-# exits on any sender but its parent: the trainer then fails with "DataLoader worker (pid ...)
-# is killed by signal: Terminated" (exit 1) instead of stopping at the next batch (exit 75).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# Stop signals (arctax.lifecycle's) belong to the trainer process. scancel, preemption and GNU
+# timeout signal every process of the job step, DataLoader workers included, and torch's SIGTERM
+# handler in a worker exits on any sender but its parent: the trainer then fails with "DataLoader
+# worker (pid ...) is killed by signal: Terminated" (exit 1) instead of stopping at the next
+# batch (exit 75).
 
 
 def _watch_stop_signals(parent: int) -> None:

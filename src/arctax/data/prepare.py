@@ -10,32 +10,32 @@ docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
+import shutil
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arctax.data.cache import CACHE_FORMAT, build_splits, filtered, left_out_reason, write_cache
-from arctax.data.prepare_test import plan_test, set_manifest
+from arctax.data.prepare_test import prepare_test_set
 from arctax.data.rearc import Sample, sample_pairs
 from arctax.data.sources import SourceData, Task, held_out_pool, load_source
 from arctax.data.splits import load_labels, read_manifest, split_tasks
-from arctax.data.testsets import VAL, held_out_fraction, named_sets, training_data_config
+from arctax.data.testsets import held_out_fraction, named_sets, training_data_config
 from arctax.data.validate import InvalidTaskError
+from arctax.io import write_json
+from arctax.lifecycle import fingerprint
 from arctax.settings import Data, Taxonomy
 
 GENERATED = "rearc"  # data.source when the workflow generates re-arc (data.rearc.repo)
 
 
-def config_hash(cfg: Mapping[str, Any]) -> str:
-    """Hash of what the training data depend on: ``data`` without the test sets' keys
-    (:func:`~arctax.data.testsets.training_data_config`) and ``taxonomy``."""
-    blob = json.dumps(
-        {"data": training_data_config(cfg), "taxonomy": Taxonomy.of(cfg).as_dict()}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+def training_data(data: Data, taxonomy: Taxonomy) -> dict[str, Any]:
+    """What the training data depend on: ``data`` without the test sets' keys
+    (:func:`~arctax.data.testsets.training_data_config`) and ``taxonomy`` (the workflow's
+    prepare_data params; their fingerprint is the manifest's ``config_sha256``)."""
+    return {"data": training_data_config(data), "taxonomy": taxonomy.as_dict()}
 
 
 @dataclass
@@ -53,10 +53,11 @@ class TrainingPlan:
     extra_inputs: list[Path] = field(default_factory=list)
 
 
-def plan_training(cfg: Mapping[str, Any], source_path: str | Path | None = None) -> TrainingPlan:
+def plan_training(
+    d: Data, taxonomy: Taxonomy, source_path: str | Path | None = None
+) -> TrainingPlan:
     """Read ``data.source`` (or ``source_path``: the workflow's generated re-arc folder), reserve
     the held-out share, sample ``data.examples_per_task`` per task and split train/val by task."""
-    d = Data.of(cfg)
     source = str(source_path or d.source)
     if source == GENERATED:
         raise InvalidTaskError(
@@ -64,14 +65,14 @@ def plan_training(cfg: Mapping[str, Any], source_path: str | Path | None = None)
             "data.rearc.repo); to prepare by hand, generate it (arctax generate-rearc) and give "
             "its folder as data.source"
         )
-    labels_path = Taxonomy.of(cfg).labels
+    labels_path = taxonomy.labels
     labels = load_labels(labels_path)
     max_cells = d.max_cells
     sample = Sample(d.examples_per_task, d.example_seed, max_cells)
     src = load_source(source, "train", on_invalid=d.on_invalid, max_grid=d.max_grid, sample=sample)
     tasks = src.tasks
     reserved: list[str] = []
-    fraction = held_out_fraction(cfg)
+    fraction = held_out_fraction(d)
     if fraction > 0:  # a seeded share of the tasks testable as held out, per category
         pool = held_out_pool(src, max_grid=d.max_grid)
         candidates = [
@@ -104,9 +105,9 @@ def plan_training(cfg: Mapping[str, Any], source_path: str | Path | None = None)
     )  # fmt: skip
 
 
-def training_manifest(cfg: Mapping[str, Any], plan: TrainingPlan) -> dict[str, Any]:
+def training_manifest(d: Data, taxonomy: Taxonomy, plan: TrainingPlan) -> dict[str, Any]:
     """The training data's manifest, before the splits are written (see docs/ARCHITECTURE.md)."""
-    d, src = Data.of(cfg), plan.source
+    src = plan.source
     h = hashlib.sha256(src.sha256.encode())
     for p in plan.extra_inputs:
         h.update(p.read_bytes())
@@ -120,7 +121,7 @@ def training_manifest(cfg: Mapping[str, Any], plan: TrainingPlan) -> dict[str, A
         "k": d.context_pairs,
         "examples_per_task": d.examples_per_task,
         "short_tasks": plan.short,  # tasks with fewer examples than examples_per_task
-        "held_out_fraction": held_out_fraction(cfg),
+        "held_out_fraction": held_out_fraction(d),
         "held_out": plan.reserved,  # reserved from train/val: a held_out test set's tasks
         "source_task_ids": sorted(t.task_id for t in src.tasks),
         "splits": {},
@@ -130,12 +131,12 @@ def training_manifest(cfg: Mapping[str, Any], plan: TrainingPlan) -> dict[str, A
         "unusable_after_filter": list(plan.unusable),
         "files": {},
         "inputs_sha256": h.hexdigest(),
-        "config_sha256": config_hash(cfg),
+        "config_sha256": fingerprint(training_data(d, taxonomy)),
     }
 
 
 def prepare_training(
-    cfg: Mapping[str, Any], out_dir: str | Path, source_path: str | Path | None = None
+    d: Data, taxonomy: Taxonomy, out_dir: str | Path, source_path: str | Path | None = None
 ) -> dict[str, Any]:
     """Build ``train.npz``, ``val.npz`` and ``manifest.json`` in ``out_dir``; return the manifest.
 
@@ -143,52 +144,47 @@ def prepare_training(
     is read, split and built in memory first; a failure while writing leaves no files behind.
     """
     t0 = time.perf_counter()
-    plan = plan_training(cfg, source_path)
-    built = build_splits(
-        {"train": (plan.train, "train"), "val": (plan.val, "all")}, Data.of(cfg), plan.labels
-    )
-    return write_cache(out_dir, built, training_manifest(cfg, plan), t0)
+    plan = plan_training(d, taxonomy, source_path)
+    built = build_splits({"train": (plan.train, "train"), "val": (plan.val, "all")}, d, plan.labels)
+    return write_cache(out_dir, built, training_manifest(d, taxonomy, plan), t0)
+
+
+# the test set's manifest keys the one-folder manifest takes, as test_<key>
+_TEST_KEYS = ("source", "version", "source_kind", "inputs_sha256")
 
 
 def prepare(
-    cfg: Mapping[str, Any], out_dir: str | Path, test_set: str | None = None
+    d: Data, taxonomy: Taxonomy, out_dir: str | Path, test_set: str | None = None
 ) -> dict[str, Any]:
-    """Training data and one test set (``test_set``, default the first) in one folder:
-    ``{train,val,test}.npz`` and one ``manifest.json`` (training's keys, plus ``test_source``,
-    ``test_version``, ``test_set``, ``test_left_out`` and the test split); return the manifest."""
-    t0 = time.perf_counter()
-    d = Data.of(cfg)
-    name = test_set or next(iter(named_sets(cfg)))
-    if name not in named_sets(cfg):
+    """Training data and one test set (``test_set``, default the first) in one folder, by the
+    workflow's own two steps (:func:`prepare_training`, then
+    :func:`~arctax.data.prepare_test.prepare_test_set` into ``test/<name>/``, whose
+    ``test.npz`` is moved beside the training splits): ``{train,val,test}.npz`` and one
+    ``manifest.json`` (training's keys, plus ``test_set``, ``test_source``, ``test_version``,
+    ``test_source_kind``, ``test_inputs_sha256``, ``test_left_out`` and the test split's
+    entries); return the manifest. For the command line, benchmarks and tests."""
+    sets = named_sets(d)
+    name = test_set or next(iter(sets))
+    if name not in sets:
         raise InvalidTaskError(
-            f"no test set '{name}' (the config has {', '.join(named_sets(cfg))}; data.test_sets)"
+            f"no test set '{name}' (the config has {', '.join(sets)}; data.test_sets)"
         )
-    plan = plan_training(cfg)
-    manifest = training_manifest(cfg, plan)
-    if named_sets(cfg)[name] == VAL:  # the val split again, as the test split
-        test_split = (plan.val, "all")
-        tm = {"source": f"{manifest['source']} (val split)", "version": manifest["version"],
-              "source_kind": manifest["source_kind"], "inputs_sha256": manifest["inputs_sha256"],
-              "test_left_out": {}, "skipped_invalid": [], "unusable_after_filter": []}  # fmt: skip
-    else:
-        test = plan_test(cfg, name, manifest, plan.source)
-        test_split = (test.tasks, "test")
-        tm = set_manifest(cfg, test, manifest)
-    built = build_splits(
-        {"train": (plan.train, "train"), "val": (plan.val, "all"), "test": test_split},
-        d,
-        plan.labels,
-    )
-    manifest.update(
-        test_set=name,
-        test_source=tm["source"],
-        test_version=tm["version"],
-        test_source_kind=tm["source_kind"],
-        test_inputs_sha256=tm["inputs_sha256"],
-        test_left_out=tm["test_left_out"],
-    )
+    out = Path(out_dir)
+    manifest = prepare_training(d, taxonomy, out)
+    folder = out / "test" / name
+    try:
+        tm = prepare_test_set(d, taxonomy, name, folder, out)
+        os.replace(folder / "test.npz", out / "test.npz")
+    finally:
+        shutil.rmtree(out / "test", ignore_errors=True)
+    manifest.update({f"test_{k}": tm[k] for k in _TEST_KEYS})
+    manifest.update(test_set=name, test_left_out=tm["test_left_out"])
+    for key in ("splits", "counts", "dropped_tasks"):
+        manifest[key]["test"] = tm[key]["test"]
+    manifest["files"]["test.npz"] = tm["files"]["test.npz"]
     manifest["skipped_invalid"] += [
         t for t in tm["skipped_invalid"] if t not in manifest["skipped_invalid"]
     ]
     manifest["unusable_after_filter"] += tm["unusable_after_filter"]
-    return write_cache(out_dir, built, manifest, t0)
+    write_json(out / "manifest.json", manifest)
+    return manifest

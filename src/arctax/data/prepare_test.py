@@ -10,7 +10,6 @@ The test set ``val`` is the training data's ``val.npz`` itself, copied (:func:`p
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from arctax.data.splits import load_labels
 from arctax.data.testsets import HELD_OUT, VAL, named_sets, set_config
 from arctax.data.validate import InvalidTaskError
 from arctax.io import ReadError, atomic_write, file_sha256, read_json, write_json
+from arctax.lifecycle import fingerprint
 from arctax.settings import Data, Taxonomy
 
 
@@ -43,7 +43,7 @@ class SetPlan:
 
 
 def plan_test(
-    cfg: Mapping[str, Any],
+    d: Data,
     name: str,
     training: Mapping[str, Any],
     train_src: SourceData | None = None,
@@ -53,8 +53,7 @@ def plan_test(
     ``held_out`` takes the tasks the training data reserved (``training["held_out"]``) from the
     training source (``train_src``, or read again from ``training["source_path"]``).
     """
-    d = Data.of(cfg)
-    source = named_sets(cfg)[name]
+    source = named_sets(d)[name]
     max_cells = d.max_cells
     if source == HELD_OUT:
         ids = list(training["held_out"])
@@ -109,19 +108,24 @@ def plan_test(
     return plan
 
 
-def set_config_hash(cfg: Mapping[str, Any], name: str) -> str:
-    """Hash of what test set ``name``'s preparation depends on (its ``set_config``, taxonomy)."""
-    blob = json.dumps(
-        {"test_set": set_config(cfg, name), "taxonomy": Taxonomy.of(cfg).as_dict()}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+def test_set_params(d: Data, taxonomy: Taxonomy, name: str) -> dict[str, Any]:
+    """What test set ``name``'s preparation depends on (the workflow's prepare_test params):
+    its source, the data keys of role ``test_sets`` and the taxonomy."""
+    return {"set": set_config(d, name), "taxonomy": taxonomy.as_dict()}
+
+
+def set_config_hash(d: Data, taxonomy: Taxonomy, name: str) -> str:
+    """The manifest's ``config_sha256``: the fingerprint of :func:`test_set_params` (its set
+    under the key ``test_set``, as the hash was first recorded: prepared sets keep theirs)."""
+    params = test_set_params(d, taxonomy, name)
+    return fingerprint({"test_set": params["set"], "taxonomy": params["taxonomy"]})
 
 
 def set_manifest(
-    cfg: Mapping[str, Any], plan: SetPlan, training: Mapping[str, Any]
+    d: Data, taxonomy: Taxonomy, plan: SetPlan, training: Mapping[str, Any]
 ) -> dict[str, Any]:
     """A test set's manifest, before its split is written."""
-    labels_path = Taxonomy.of(cfg).labels
+    labels_path = taxonomy.labels
     h = hashlib.sha256(plan.sha256.encode())
     if labels_path:
         h.update(Path(labels_path).read_bytes())
@@ -132,7 +136,7 @@ def set_manifest(
         "source": plan.source,
         "source_kind": plan.kind,
         "version": plan.version,
-        "k": Data.of(cfg).context_pairs,
+        "k": d.context_pairs,
         "splits": {},
         "counts": {},
         "dropped_tasks": {},
@@ -143,13 +147,13 @@ def set_manifest(
         "test_left_out": plan.left_out,  # task id -> why; left out whole
         "files": {},
         "inputs_sha256": h.hexdigest(),
-        "config_sha256": set_config_hash(cfg, plan.name),
+        "config_sha256": set_config_hash(d, taxonomy, plan.name),
         "training": {k: training[k] for k in ("source", "inputs_sha256", "config_sha256")},
     }
 
 
 def prepare_test_set(
-    cfg: Mapping[str, Any], name: str, out_dir: str | Path, training_dir: str | Path
+    d: Data, taxonomy: Taxonomy, name: str, out_dir: str | Path, training_dir: str | Path
 ) -> dict[str, Any]:
     """Build test set ``name`` into ``out_dir`` (``test.npz``, ``manifest.json``), checked
     against the training data prepared in ``training_dir``; return its manifest."""
@@ -163,16 +167,17 @@ def prepare_test_set(
         ) from e
     if not isinstance(training, dict):
         raise InvalidTaskError(f"{path}: not a cache manifest; prepare the training data again")
-    if named_sets(cfg)[name] == VAL:
-        return prepare_val_set(cfg, name, out_dir, training_dir, training, t0)
-    plan = plan_test(cfg, name, training)
-    labels = load_labels(Taxonomy.of(cfg).labels)
-    built = build_splits({"test": (plan.tasks, "test")}, Data.of(cfg), labels)
-    return write_cache(out_dir, built, set_manifest(cfg, plan, training), t0)
+    if named_sets(d)[name] == VAL:
+        return prepare_val_set(d, taxonomy, name, out_dir, training_dir, training, t0)
+    plan = plan_test(d, name, training)
+    labels = load_labels(taxonomy.labels)
+    built = build_splits({"test": (plan.tasks, "test")}, d, labels)
+    return write_cache(out_dir, built, set_manifest(d, taxonomy, plan, training), t0)
 
 
 def prepare_val_set(
-    cfg: Mapping[str, Any],
+    d: Data,
+    taxonomy: Taxonomy,
     name: str,
     out_dir: str | Path,
     training_dir: str | Path,
@@ -213,7 +218,7 @@ def prepare_val_set(
         "test_left_out": {},
         "files": {"test.npz": file_sha256(out / "test.npz")},
         "inputs_sha256": training["files"].get("val.npz") or file_sha256(src),
-        "config_sha256": set_config_hash(cfg, name),
+        "config_sha256": set_config_hash(d, taxonomy, name),
         "training": {k: training[k] for k in ("source", "inputs_sha256", "config_sha256")},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.perf_counter() - t0, 3),

@@ -11,7 +11,8 @@ seeded from ``(seed, task id)``: a task's examples do not depend on which other 
 generated nor on how tasks are cut into jobs, and a finished task is kept and never redone.
 
 Layout of a generation (:func:`generate_shard`, then :func:`gather`): every task's examples and
-statistics in the state folder (``tasks/<id>.json``, ``stats/<id>.json``), gathered into a folder
+statistics in the state folder, the shards' :class:`~arctax.lifecycle.JobState`
+(``tasks/<id>.json``, ``stats/<id>.json``: a task's record), gathered into a folder
 in re-arc's own layout, ``tasks/<id>.json`` (a JSON list of ``{"input", "output"}``) and
 ``metadata.json`` (per-task statistics), plus ``generation.json`` (settings, checkout, totals).
 Nothing here imports torch.
@@ -32,13 +33,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from arctax.io import atomic_write_text, file_sha256, write_json
-from arctax.settings import Data
+from arctax.lifecycle import JobState, fingerprint, stop_line
+from arctax.settings import Rearc
 
 CLONE = "git clone https://github.com/michaelhodel/re-arc && git -C re-arc checkout e5b7f1d"
 PINNED_COMMIT = "e5b7f1d"  # the re-arc commit arctax was checked against (docs/DATA.md)
@@ -51,49 +52,6 @@ Grid = tuple[tuple[int, ...], ...]
 
 class RearcError(ValueError):
     """The re-arc checkout or the generation settings are unusable; the message says the fix."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What a task's examples depend on (``data.rearc`` and ``data.examples_per_task``)."""
-
-    n_examples: int
-    seed: int
-    diff_lb: float
-    diff_ub: float
-    attempts_per_example: int
-    call_timeout_s: float
-
-    @property
-    def max_attempts(self) -> int:
-        """Generator calls a task may use before it stops short of ``n_examples``."""
-        return self.n_examples * self.attempts_per_example
-
-
-def settings(cfg: Mapping[str, Any]) -> Settings:
-    """The generation settings of a config (``data.rearc``; N from ``data.examples_per_task``
-    unless ``data.rearc.n_examples`` is given)."""
-    d = Data.of(cfg)
-    r = d.rearc
-    n = r.n_examples or d.examples_per_task
-    if not n:
-        raise RearcError(
-            "re-arc generation needs a count per task: set data.examples_per_task "
-            "(Trial 69: 150) or data.rearc.n_examples"
-        )
-    if not 0 <= r.diff_lb <= r.diff_ub <= 1:
-        raise RearcError(
-            f"data.rearc.diff_lb {r.diff_lb} / diff_ub {r.diff_ub}: "
-            "need 0 <= diff_lb <= diff_ub <= 1"
-        )
-    return Settings(
-        n_examples=int(n),
-        seed=int(r.seed),
-        diff_lb=float(r.diff_lb),
-        diff_ub=float(r.diff_ub),
-        attempts_per_example=int(r.attempts_per_example),
-        call_timeout_s=float(r.call_timeout_s),
-    )
 
 
 def _checkout(repo: str | Path) -> Path:
@@ -249,11 +207,12 @@ def generate_task(
     task_id: str,
     generator: Callable,
     verifier: Callable,
-    s: Settings,
+    s: Rearc,
     rng_source: Any = None,
 ) -> tuple[list[dict[str, list]], dict[str, Any]]:
-    """Up to ``s.n_examples`` verified, non-degenerate examples with unique inputs, and the
-    task's statistics (every generator call counted under one of :data:`OUTCOMES`).
+    """Up to ``s.n_examples`` verified, non-degenerate examples with unique inputs (``s``: the
+    generation's settings, :meth:`arctax.settings.Data.rearc_generation`), and the task's
+    statistics (every generator call counted under one of :data:`OUTCOMES`).
 
     Stops short when ``s.max_attempts`` calls did not give enough (``stopped: attempts``) or one
     call ran past ``s.call_timeout_s`` (``stopped: timeout``; a wall-clock limit, so that case
@@ -336,12 +295,19 @@ def _verified(verifier: Callable, grids: tuple[Grid | None, Grid | None]) -> boo
         return False
 
 
-def fingerprint(s: Settings, version: Mapping[str, Any]) -> str:
-    """What a saved task must match to be reused: the settings and the checkout's code (not the
-    call timeout: it changes no example; a task it stopped is made again on every run)."""
-    kept = {k: v for k, v in asdict(s).items() if k != "call_timeout_s"}
-    blob = json.dumps({"settings": kept, "code": version["code_sha256"]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def shard_fingerprint(s: Rearc, version: Mapping[str, Any]) -> str:
+    """What a saved task must match to be reused: what its examples depend on (not the call
+    timeout: it changes no example; a task it stopped is made again on every run) and the
+    checkout's code."""
+    return fingerprint({"settings": s.examples(), "code": version["code_sha256"]})
+
+
+def shard_params(ids: Sequence[str], s: Rearc, code_sha256: str) -> str:
+    """What a shard's output depends on (the workflow's generate_rearc params, a JSON string):
+    its tasks, what their examples depend on and the checkout's code (not its path: a moved
+    checkout regenerates nothing)."""
+    return json.dumps({"tasks": list(ids), "settings": list(s.examples().values()),
+                       "code": code_sha256})  # fmt: skip
 
 
 def n_shards(n_tasks: int, tasks_per_job: int) -> int:
@@ -355,16 +321,12 @@ def shard_ids(ids: Sequence[str], shard: int, n: int) -> list[str]:
     return list(ids)[shard * per : (shard + 1) * per]
 
 
-def _saved(state: Path, task_id: str, fp: str) -> dict[str, Any] | None:
-    """The saved statistics of a task generated with fingerprint ``fp`` (its file intact)."""
-    stats_file, task_file = state / "stats" / f"{task_id}.json", state / "tasks" / f"{task_id}.json"
-    if not (stats_file.is_file() and task_file.is_file()):
+def _saved(job: JobState, task_id: str) -> dict[str, Any] | None:
+    """The saved statistics of a task generated with the job's fingerprint (its file intact)."""
+    stats, task_file = job.record(f"stats/{task_id}"), job.folder / "tasks" / f"{task_id}.json"
+    if stats is None or not task_file.is_file():
         return None
-    try:
-        stats = json.loads(stats_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if stats.get("fingerprint") != fp or stats.get("file_sha256") != file_sha256(task_file):
+    if stats.get("file_sha256") != file_sha256(task_file):
         return None
     if stats.get("stopped") == "timeout":  # a wall-clock stop: try again
         return None
@@ -374,46 +336,55 @@ def _saved(state: Path, task_id: str, fp: str) -> dict[str, Any] | None:
 def generate_shard(
     repo: str | Path,
     ids: Sequence[str],
-    s: Settings,
+    s: Rearc,
     state_dir: str | Path,
     record_path: str | Path,
     log: Callable[[str], None] = print,
+    shard: str = "0-of-1",
+    margin_s: float = 0.0,
 ) -> dict[str, Any]:
     """Generate the tasks ``ids`` into ``state_dir`` (resuming every task saved before with the
-    same settings and code) and write the shard's record to ``record_path``."""
-    state = Path(state_dir)
+    same settings and code) and write the shard's record to ``record_path``.
+
+    On a stop signal or ``margin_s`` before its Slurm time limit the shard stops between two
+    tasks and exits 75 (every task made so far is kept: a retry goes on)."""
     version = checkout_version(repo)
-    fp = fingerprint(s, version)
+    job = JobState(state_dir, shard_fingerprint(s, version), margin_s)
     gens = vers = rng_source = None
     stats_all, resumed = [], []
     t0 = time.perf_counter()
-    for i, tid in enumerate(ids):
-        stats = _saved(state, tid, fp)
-        if stats is not None:
-            resumed.append(tid)
-        else:
-            if gens is None:
-                gens, vers, rng_source = load_checkout(repo)
-            if tid not in gens or tid not in vers:
-                raise RearcError(f"re-arc task {tid}: no generate_{tid} / verify_{tid} in {repo}")
-            examples, stats = generate_task(tid, gens[tid], vers[tid], s, rng_source)
-            task_file = state / "tasks" / f"{tid}.json"
-            atomic_write_text(task_file, json.dumps(examples, separators=(",", ":")) + "\n")
-            stats = {**stats, "fingerprint": fp, "file_sha256": file_sha256(task_file)}
-            write_json(state / "stats" / f"{tid}.json", stats)
-        stats_all.append(stats)
-        log(
-            f"[{i + 1}/{len(ids)}] {tid}: {stats['n_examples']}/{stats['requested']} examples, "
-            f"{stats['attempts']} calls, {stats['seconds']:.2f} s"
-            + (" (resumed)" if tid in resumed else "")
-            + (f" STOPPED ({stats['stopped']})" if stats["stopped"] else "")
-        )
+    with job:
+        for i, tid in enumerate(ids):
+            if job.stop():
+                saved = f"{i} of {len(ids)} tasks kept; run again to go on"
+                job.stopped(stop_line(f"re-arc shard {shard}", job.stop(), saved))
+            stats = _saved(job, tid)
+            if stats is not None:
+                resumed.append(tid)
+            else:
+                if gens is None:
+                    gens, vers, rng_source = load_checkout(repo)
+                if tid not in gens or tid not in vers:
+                    raise RearcError(
+                        f"re-arc task {tid}: no generate_{tid} / verify_{tid} in {repo}"
+                    )
+                examples, stats = generate_task(tid, gens[tid], vers[tid], s, rng_source)
+                task_file = job.folder / "tasks" / f"{tid}.json"
+                atomic_write_text(task_file, json.dumps(examples, separators=(",", ":")) + "\n")
+                stats = job.save(f"stats/{tid}", {**stats, "file_sha256": file_sha256(task_file)})
+            stats_all.append(stats)
+            log(
+                f"[{i + 1}/{len(ids)}] {tid}: {stats['n_examples']}/{stats['requested']} "
+                f"examples, {stats['attempts']} calls, {stats['seconds']:.2f} s"
+                + (" (resumed)" if tid in resumed else "")
+                + (f" STOPPED ({stats['stopped']})" if stats["stopped"] else "")
+            )
     record = {
         "tasks": list(ids),
         "resumed": resumed,
-        "settings": asdict(s),
+        "settings": {**s.examples(), "call_timeout_s": s.call_timeout_s},
         "checkout": version,
-        "fingerprint": fp,
+        "fingerprint": job.fp,
         "seconds": round(time.perf_counter() - t0, 3),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "stats": {st["task_id"]: _public(st) for st in stats_all},

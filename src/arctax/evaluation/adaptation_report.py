@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from arctax.evaluation import plots
-from arctax.evaluation.compare import load_evals, md_table, pct
+from arctax.evaluation.compare import load_evals, pct
+from arctax.evaluation.markdown import md_table
 from arctax.evaluation.stats import bootstrap_ci, model_row, per_task_matrix, task_table
 from arctax.io import atomic_write_text
 from arctax.settings import METHOD, Adapt, Eval
@@ -58,7 +59,7 @@ def gap_table(tasks: pd.DataFrame, bases: Sequence[str], ids: pd.Index) -> pd.Da
 
 
 def compare_adaptation(
-    cfg: Mapping[str, Any],
+    ev: Eval,
     eval_dirs: Mapping[str, PathLike | Sequence[PathLike]],
     adapt_dirs: Mapping[str, Mapping[str, Sequence[PathLike]]],
     out_dir: PathLike,
@@ -71,7 +72,6 @@ def compare_adaptation(
     base row); ``eval_dirs`` holds the base evaluations, the reference's included.
     """
     out_dir = Path(out_dir)
-    ev = Eval.of(cfg)
     boot = (ev.bootstrap_samples, float(ev.ci), ev.seed)
     bases = list(adapt_dirs)
     dirs: dict[str, Any] = {}

@@ -21,7 +21,7 @@ A predictor never sees a test output. The protocol in full: docs/REFERENCE.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ import numpy as np
 
 from arctax import plugins
 from arctax.evaluation.submission import SubmissionError, as_grid
-from arctax.settings import Eval, Trainer
+from arctax.settings import Settings
 
 Grid = np.ndarray
 Pair = tuple[np.ndarray, np.ndarray]
@@ -110,15 +110,16 @@ def _attempts(value: Any, q: Query, spec: str) -> list[Grid | None]:
 
 
 def predict_with_adapter(
-    cfg: Mapping[str, Any], spec: str, checkpoint: str | Path, ds: Any, order: np.ndarray
+    s: Settings, spec: str, checkpoint: str | Path, ds: Any, order: np.ndarray
 ) -> tuple[dict[int, list[Grid | None]], float, str]:
-    """Run the adapter over the test queries: ``(answers by example index, seconds, device)``."""
+    """Run the adapter over the test queries: ``(answers by example index, seconds, device)``.
+    The adapter gets the whole config as a plain dict (its documented protocol)."""
     import torch
 
-    accel = Trainer.of(cfg).accelerator
+    accel = s.trainer.accelerator
     device = "cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu"
-    predictor = load_adapter(spec)(str(checkpoint), device, dict(cfg))
-    batch = Eval.of(cfg).batch_size
+    predictor = load_adapter(spec)(str(checkpoint), device, s.as_dict())
+    batch = s.eval.batch_size
     todo = queries(ds, order)
     answers: dict[int, list[Grid | None]] = {}
     seconds = 0.0
@@ -149,9 +150,10 @@ def arctax_checkpoint(checkpoint: str, device: str, config: dict) -> Predictor:
     from arctax.evaluation.checkpoints import load_model
     from arctax.evaluation.decode import answer_inputs
 
-    model, info = load_model(checkpoint, config)
+    s = Settings.of(config)  # the adapter protocol hands the config over as a dict
+    model, info = load_model(checkpoint, s.models, s.limits)
     model.to(device)
-    max_new = Eval.of(config).max_new_tokens
+    max_new = s.eval.max_new_tokens
 
     def predict(batch: list[Query]) -> list[list[Grid | None]]:
         with torch.inference_mode():

@@ -30,7 +30,7 @@ from arctax.data.validate import short
 from arctax.evaluation.inspection import ORIGINAL_PREFIXES, inspect_checkpoint
 from arctax.evaluation.model_code import ModelCodeError, model_code, recorded_sha256
 from arctax.io import ReadError, file_sha256, read_json
-from arctax.settings import Limits
+from arctax.settings import Limits, Model
 
 ORIGINAL_HINT = (
     "The original Trial 69 champion_bootstrap.ckpt ('core_model.*', 'cebr_alpha', 'gauge_alpha', "
@@ -292,11 +292,13 @@ def _model_cfg(hp: Mapping[str, Any], name: str, p: Path) -> dict[str, Any]:
     return dict(cfg)
 
 
-def load_model(path: str | Path, cfg: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | Path, models: Mapping[str, Model], limits: Limits
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the arctax model of a checkpoint: ``(model in eval mode, info)``.
 
-    ``cfg`` is the run's config: it, never the checkpoint, chooses the code that rebuilds the
-    model (:mod:`arctax.evaluation.model_code`: a built-in, or the class ``models.<name>.class``
+    ``models`` are the run's (``Settings.models``): they, never the checkpoint, choose the code
+    that rebuilds the model (:mod:`arctax.evaluation.model_code`: a built-in, or the class ``models.<name>.class``
     names when the checkpoint asks for that same class). The model is first built on the meta
     device, so sizes in a checkpoint's hyper-parameters that do not fit its weights allocate
     nothing. ``info`` holds ``model_name``, ``model_cfg``, ``model_class``, ``model_code``,
@@ -316,7 +318,9 @@ def load_model(path: str | Path, cfg: Mapping[str, Any]) -> tuple[nn.Module, dic
                 "arctax training"
             )
     try:
-        code = model_code(cfg, p, hp["model_name"], hp.get("model_class"), recorded_sha256(hp, p))
+        code = model_code(
+            models, p, hp["model_name"], hp.get("model_class"), recorded_sha256(hp, p)
+        )
     except ModelCodeError as e:
         raise CheckpointError(str(e)) from None
     model_cfg = _model_cfg(hp, code.name, p)
@@ -331,7 +335,7 @@ def load_model(path: str | Path, cfg: Mapping[str, Any]) -> tuple[nn.Module, dic
     _check_tensors(ckpt["state_dict"], p)
     sd = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     where = f"{p}: its hyper_parameters.model_cfg (the checkpoint's own, not your config's)"
-    budget = Limits.of(cfg).max_model_elements
+    budget = limits.max_model_elements
     model = None
     try:
         size = model_elements(code.name, model_cfg, code.class_path, where)

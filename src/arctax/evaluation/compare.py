@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from arctax.evaluation import plots
+from arctax.evaluation.markdown import md_table
 from arctax.evaluation.paper import load_paper, paper_markdown, paper_rows, paper_set, size_notes
 from arctax.evaluation.stats import example_row, holm, model_row, paired_examples, task_table
 from arctax.io import atomic_write_text, open_regular, read_json
@@ -151,7 +152,7 @@ def _gallery(eval_dirs: Mapping[str, Any], ref: str, n: int) -> tuple[list, dict
 
 
 def compare(
-    cfg: Mapping[str, Any],
+    ev: Eval,
     eval_dirs: Mapping[str, PathLike | Sequence[PathLike]],
     train_dirs: Sequence[PathLike],
     out_dir: PathLike,
@@ -174,7 +175,6 @@ def compare(
             f"reference '{reference_label}' is not among the evaluated labels "
             f"({', '.join(eval_dirs)}); evaluate the champion reference first"
         )
-    ev = Eval.of(cfg)
     boot = (ev.bootstrap_samples, float(ev.ci), ev.seed)
     per_query, summaries = load_evals(eval_dirs)
     tasks = task_table(per_query)
@@ -534,12 +534,6 @@ def pct(v: float, lo: float | None = None, hi: float | None = None, signed: bool
     if lo is not None and hi is not None:
         s += f" [{lo:+.1%}, {hi:+.1%}]" if signed else f" [{lo:.1%}, {hi:.1%}]"
     return s
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def reference_note(label: str, summary: Mapping[str, Any], bootstrapped: bool) -> str:

@@ -45,7 +45,7 @@ from arctax.evaluation.submission import (
 from arctax.evaluation.voting import task_views, voted_attempts
 from arctax.io import atomic_write_text
 from arctax.models import option_labels
-from arctax.settings import Eval, Trainer
+from arctax.settings import Eval, Settings
 
 # teacher-forced, per query: ours (token acc, markers included; every token right), then the
 # paper's measurement (every scored cell right; right and scored cells, to pool over cells)
@@ -54,8 +54,7 @@ TF_COLUMNS = ("tf_token_acc", "tf_grid_correct", "paper_grid_correct", "paper_ce
 COLUMNS = [*SCORE_COLUMNS[:-1], *TF_COLUMNS, "attempts"]
 
 
-def _device(cfg: Mapping[str, Any]) -> torch.device:
-    accel = Trainer.of(cfg).accelerator
+def _device(accel: str) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and accel != "cpu" else "cpu")
 
 
@@ -132,7 +131,7 @@ def vote_answers(
 
 
 def evaluate(
-    cfg: Mapping[str, Any],
+    s: Settings,
     ckpt_path: str | Path,
     data_dir: str | Path,
     out_dir: str | Path,
@@ -142,21 +141,23 @@ def evaluate(
     bootstrapped: bool = False,
     source: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Score ``ckpt_path`` on ``data_dir``'s test split; write and return the per-query table.
+    """Score ``ckpt_path`` on ``data_dir``'s test split under the settings ``s`` (its eval
+    block; its models and limits say which checkpoint may load); write and return the
+    per-query table.
 
     ``label`` names the model in every table; ``seed`` is the training seed (recorded only).
     ``bootstrapped``: these are the weights of a stand-in reference trained here
     (``champion.bootstrap``); ``source`` describes where a reference came from (both recorded in
     ``summary.json``, beside ``trained_here``: any weights this workflow trained).
     """
-    ev = Eval.of(cfg)
+    ev = s.eval
     batch_size, attempts, max_new = ev.batch_size, ev.attempts, ev.max_new_tokens
     eval_seed, n_views = ev.seed, ev.views
     if attempts not in (1, 2):
         raise ValueError(f"config key 'eval.attempts' must be 1 or 2, got {attempts}")
 
-    model, info = load_model(ckpt_path, cfg)
-    dev = _device(cfg)
+    model, info = load_model(ckpt_path, s.models, s.limits)
+    dev = _device(s.trainer.accelerator)
     model.to(dev)
     fmt, k = model.fmt, info["k"]
     ds = load_split(data_dir, "test")
@@ -206,13 +207,13 @@ def evaluate(
         "model_options": option_labels(info["model_cfg"]),  # the rung options it ran with
     }
     return write_evaluation(
-        cfg, ds, answers, out_dir, label, seed,
+        ev, ds, answers, out_dir, label, seed,
         identity=identity, tf=tf, decode_s=decode_s, device=str(dev),
     )  # fmt: skip
 
 
 def write_evaluation(
-    cfg: Mapping[str, Any],
+    ev: Eval,
     ds: Any,
     answers: Mapping[int, list[np.ndarray | None]],
     out_dir: str | Path,
@@ -237,7 +238,7 @@ def write_evaluation(
     to ``summary.json``.
     """
     out_dir = Path(out_dir)
-    attempts = int(attempts or Eval.of(cfg).attempts)
+    attempts = int(attempts or ev.attempts)
     by_task: dict[str, dict[int, list[np.ndarray | None]]] = {}
     for i, found in answers.items():
         m = ds.meta(int(i))
@@ -259,7 +260,7 @@ def write_evaluation(
     summary["test_set"] = _test_set(ds)
     summary.update(extra or {})
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    n_gallery = Eval.of(cfg).gallery_tasks
+    n_gallery = ev.gallery_tasks
     order = query_order(ds)
     if tasks is not None:
         order = np.array([i for i in order if ds.meta(int(i))["task_id"] in tasks], dtype=np.int64)

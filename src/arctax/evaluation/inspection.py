@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-MODEL_NAMES = ("champion", "encoder_decoder", "decoder_only")
+from arctax.settings import MODEL_NAMES
+
 # Top-level state_dict names that only the original internal codebase has.
 ORIGINAL_PREFIXES = ("core_model.", "cebr_", "gauge_")
 # Globals a weights-only torch checkpoint may import (torch's own allowlist is the authority

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from arctax.config import MODEL_NAMES
 from arctax.io import read_json
 from arctax.plugins import PluginError, parse_spec, source_sha256
+from arctax.settings import MODEL_NAMES, Model
 
 ACCEPT = "accept_changed_code"  # models.<name>.accept_changed_code
 
@@ -88,14 +88,14 @@ def recorded_sha256(hp: Mapping[str, Any], path: Path) -> str | None:
 
 
 def model_code(
-    cfg: Mapping[str, Any],
+    models: Mapping[str, Model],
     path: str | Path,
     name: Any,
     asked_class: Any,
     asked_sha256: str | None = None,
 ) -> ModelCode:
     """The code that may rebuild the model checkpoint ``path`` records (``name``, the class it
-    asks for and its file's sha256), as the run's config ``cfg`` gives it; raise
+    asks for and its file's sha256), as the run's models (``Settings.models``) give it; raise
     :class:`ModelCodeError` otherwise. Nothing is imported."""
     p = str(path)
     if not isinstance(name, str) or not name:
@@ -118,8 +118,8 @@ def model_code(
             )
         return ModelCode(name, None)
     key = f"models.{name}.class"
-    block = cfg["models"].get(name)  # None: not a model of the config
-    configured = block.get("class") if isinstance(block, Mapping) else None  # optional key
+    model = models.get(name)  # None: not a model of the config
+    configured = model.cls if model is not None else None
     if asked_class is None or configured is None or not _same_class(asked_class, configured):
         asks = f"class {asked_class!r}" if asked_class else "no class"
         has = f"names class {configured!r} for it" if configured else f"has no model '{name}'"
@@ -134,7 +134,7 @@ def model_code(
             f"the code that runs (docs/REFERENCE.md): {fix}"
         )
     now = source_sha256(configured)
-    accept = bool(block.get(ACCEPT, False))
+    accept = model.accept_changed_code
     if asked_sha256 is not None and now != asked_sha256:
         if not accept:
             raise ModelCodeError(

@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from arctax.config import REPO_ROOT
+from arctax.evaluation.markdown import md_table
 
 PAPER = REPO_ROOT / "config" / "paper_reference.yaml"
 SETS = ("val", "arcagi2")
@@ -226,7 +227,6 @@ def paper_markdown(
          f"{_pct(r.own_mean)} [{_pct(r.own_lo)}, {_pct(r.own_hi)}]", r.caveat]
         for r in rows.itertuples()
     ]  # fmt: skip
-    from arctax.evaluation.compare import md_table
 
     header = ["paper rung", "ours (rung options)", "metric", "paper",
               f"ours, as the paper's code measured it [{c}]", "seed mean ± std (seeds)",

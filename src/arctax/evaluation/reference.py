@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from arctax.evaluation.inspection import inspect_checkpoint
-from arctax.settings import Champion
+from arctax.settings import Champion, Model, Settings
+
+REFERENCE = "champion_bootstrap"  # the reference's label in every table
 
 WAYS = ("checkpoint", "bootstrap", "predictions", "adapter")
 SWITCHES = ("bootstrap", "predictions", "adapter")  # set at most one; none = checkpoint
@@ -75,10 +77,10 @@ def reference_way(champion: Champion) -> str:
     return active[0] if active else "checkpoint"
 
 
-def resolve_reference(champion: Champion, cfg: Mapping[str, Any] | None = None) -> Reference:
+def resolve_reference(champion: Champion, models: Mapping[str, Model] | None = None) -> Reference:
     """The reference the ``champion`` config block gives, checked; raise if it is unusable.
 
-    With ``cfg`` (the run's config), a checkpoint must also ask for code the config names
+    With ``models`` (the run's), a checkpoint must also ask for code the config names
     (:mod:`arctax.evaluation.model_code`): a checkpoint never chooses the code that runs.
     """
     way = reference_way(champion)
@@ -101,13 +103,13 @@ def resolve_reference(champion: Champion, cfg: Mapping[str, Any] | None = None) 
             )
             + WAYS_FORWARD
         )
-    if cfg is not None:
+    if models is not None:
         from arctax.evaluation.model_code import ModelCodeError, model_code, recorded_sha256
 
         hp = {"model_class": found.model_class, "model_code_sha256": found.model_code_sha256}
         try:
             model_code(
-                cfg, ckpt, found.model_name, found.model_class, recorded_sha256(hp, Path(ckpt))
+                models, ckpt, found.model_name, found.model_class, recorded_sha256(hp, Path(ckpt))
             )
         except ModelCodeError as e:
             raise ReferenceError(f"config key 'champion.checkpoint': {e}") from None
@@ -144,7 +146,7 @@ def _adapter(spec: str, ckpt: str) -> Reference:
 
 
 def evaluate_reference(
-    cfg: Mapping[str, Any],
+    s: Settings,
     reference: Mapping[str, Any],
     path: str | Path,
     data_dir: str | Path,
@@ -171,7 +173,7 @@ def evaluate_reference(
     }
     if way in ("checkpoint", "bootstrap"):
         return evaluate(
-            cfg, path, data_dir, out_dir, label, None,
+            s, path, data_dir, out_dir, label, None,
             bootstrapped=way == "bootstrap", source=source,
         )  # fmt: skip
     ds = load_split(data_dir, "test")
@@ -180,16 +182,16 @@ def evaluate_reference(
         from arctax.evaluation.submission import read_submission, select
 
         answers = select(read_submission(path), ds, str(path))
-        return write_evaluation(cfg, ds, answers, out_dir, label, None, identity=identity)
+        return write_evaluation(s.eval, ds, answers, out_dir, label, None, identity=identity)
     if way == "adapter":
         from arctax.evaluation.adapters import predict_with_adapter
 
         answers, seconds, device = predict_with_adapter(
-            cfg, reference["adapter"], path, ds, query_order(ds)
+            s, reference["adapter"], path, ds, query_order(ds)
         )
         identity = {**identity, "checkpoint": str(path), "checkpoint_sha256": source["sha256"]}
         return write_evaluation(
-            cfg, ds, answers, out_dir, label, None,
+            s.eval, ds, answers, out_dir, label, None,
             identity=identity, decode_s=seconds, device=device,
         )  # fmt: skip
     raise ValueError(f"unknown reference way {way!r}; expected one of {', '.join(WAYS)}")

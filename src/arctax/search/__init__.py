@@ -11,7 +11,3 @@ and Lightning: claiming, counting and reaping trials start in a fraction of a se
 
 class SearchError(RuntimeError):
     """A study cannot go on or be reported (another setup in it, failures, too few trials)."""
-
-
-class WorkerStopped(RuntimeError):
-    """The worker must stop now (signal, Slurm time limit); its current trial is requeued."""

@@ -21,9 +21,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from arctax.data.datamodule import ARCDataModule
-from arctax.search import WorkerStopped
+from arctax.lifecycle import Stopped
 from arctax.search.space import apply_params
-from arctax.settings import Data, Sweep, Trainer, Trial69
+from arctax.settings import Settings
 from arctax.training.module import ARCLitModule
 from arctax.training.trackers import Trackers
 from arctax.training.trainer import build_trainer, compile_model, resolve_precision
@@ -51,7 +51,8 @@ class PruningCallback(pl.Callback):
 
 
 class StopCallback(pl.Callback):
-    """Raise :class:`WorkerStopped` at the next batch once ``should_stop()`` gives a reason.
+    """Raise :class:`~arctax.lifecycle.Stopped` at the next batch once ``should_stop()`` gives a
+    reason.
 
     The worker owns SIGTERM / SIGUSR1 and the Slurm deadline for its whole life (a training's
     PreemptionGuard would swap the handlers per trial and could swallow a signal that comes
@@ -64,7 +65,7 @@ class StopCallback(pl.Callback):
     def _check(self) -> None:
         reason = self.should_stop()
         if reason:
-            raise WorkerStopped(reason)
+            raise Stopped(reason)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._check()
@@ -73,18 +74,18 @@ class StopCallback(pl.Callback):
         self._check()
 
 
-def trial_config(cfg: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The config a trial trains with: the searched values and the sweep's short training."""
-    tcfg = apply_params(cfg, params)
-    tcfg["trainer"].update(
-        **Sweep.of(cfg).trial_training(),
+def trial_config(s: Settings, params: Mapping[str, Any]) -> Settings:
+    """The settings a trial trains with: the searched values and the sweep's short training."""
+    raw = apply_params(s.raw, params)
+    raw["trainer"].update(
+        **s.sweep.trial_training(),
         devices=1,  # one trial per GPU; pruning under DDP would need an RDB storage
     )
-    return tcfg
+    return Settings.of(raw)
 
 
 def train_trial(
-    cfg: Mapping[str, Any],
+    s: Settings,
     model_name: str,
     data_dir: str | Path,
     work_dir: str | Path,
@@ -92,9 +93,9 @@ def train_trial(
     should_stop: Callable[[], str | None] = lambda: None,
     trackers_dir: str | Path | None = None,
 ) -> float:
-    """Train ``model_name`` under ``cfg`` (a :func:`trial_config`); return the best val_loss.
+    """Train ``model_name`` under ``s`` (a :func:`trial_config`); return the best val_loss.
 
-    Raises ``optuna.TrialPruned`` when pruned, and :class:`arctax.search.WorkerStopped` at the
+    Raises ``optuna.TrialPruned`` when pruned, and :class:`arctax.lifecycle.Stopped` at the
     next batch once ``should_stop()`` returns a reason (signal, Slurm time limit). ``work_dir``
     (Lightning's checkpoints and logs) is deleted afterwards: a trial's result is its values
     in the study. With ``trainer.loggers`` trackers, the trial is one tracker run
@@ -102,38 +103,37 @@ def train_trial(
     parameters, under ``trackers_dir`` (default ``results/<run>/trackers``).
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    t69, k = Trial69.of(cfg), Data.of(cfg).context_pairs
+    t69, tr, k = s.trial69, s.trainer, s.data.context_pairs
     pl.seed_everything(t69.seed, workers=True)  # every trial the same seed: only values differ
-    precision, _ = resolve_precision(cfg)
-    module = ARCLitModule.from_config(cfg, model_name)
+    precision, _ = resolve_precision(t69, tr)
+    module = ARCLitModule.for_model(s.model(model_name), t69, k)
     fmt = module.model.fmt  # the batch format the model consumes
-    tr = Trainer.of(cfg)
     compile_model(module.model, tr.compile)  # in place: checkpoint keys unchanged
     dm = ARCDataModule(data_dir, fmt, t69.batch_size, k, tr.num_workers, t69.seed)
     pruning = PruningCallback(trial)
     work_dir = Path(work_dir)
     shutil.rmtree(work_dir, ignore_errors=True)  # left by a killed earlier attempt
-    sweep = f"{cfg['run']}-sweep-{model_name}"
+    sweep = f"{s.run}-sweep-{model_name}"
     trackers = Trackers(
-        cfg, model_name, t69.seed, work_dir,
-        trackers_dir or Path("results") / str(cfg["run"]) / "trackers",
+        s, model_name, t69.seed, work_dir,
+        trackers_dir or Path("results") / str(s.run) / "trackers",
         {"trial": trial.number, **{f"trial.{k}": v for k, v in trial.params.items()}},
         name=f"{sweep}-trial{trial.number}", group=sweep, job_type="sweep",
     )  # fmt: skip
     callbacks = [StopCallback(should_stop), pruning, trackers]
-    trainer = build_trainer(cfg, work_dir, precision, callbacks)
+    trainer = build_trainer(t69, tr, work_dir, precision, callbacks)
     try:
         trainer.fit(module, datamodule=dm)
     except optuna.TrialPruned:
         trackers.finish("FINISHED", {"pruned": True, "trial": trial.number})
         raise
-    except (SIGTERMException, WorkerStopped) as e:
+    except (SIGTERMException, Stopped) as e:
         trackers.finish("KILLED")  # the trial is requeued and run again, as a new tracker run
-        if isinstance(e, WorkerStopped):
+        if isinstance(e, Stopped):
             raise
         # Lightning's own SIGTERM handler wins when the signal lands between batches: it
         # raises this SystemExit (exit code 0!) before our callback can ask the flag
-        raise WorkerStopped("received SIGTERM") from e
+        raise Stopped("received SIGTERM") from e
     except BaseException:
         trackers.finish("FAILED")
         raise

@@ -24,7 +24,7 @@ from arctax.io import atomic_write, atomic_write_text
 from arctax.search import SearchError
 from arctax.search.space import Param, apply_params, parse_space
 from arctax.search.storage import describe, load_study
-from arctax.settings import Sweep
+from arctax.settings import Settings
 
 FIXED_COLUMNS = [
     "number",
@@ -70,7 +70,7 @@ def trials_table(study: optuna.Study, keys: list[str]) -> pd.DataFrame:
     return df.astype({"worker": "Int64", "retry_of": "Int64", "slurm_job_id": "string"})
 
 
-def best_overlay(cfg: Mapping[str, Any], model: str, study: optuna.Study, storage: str) -> dict:
+def best_overlay(s: Settings, model: str, study: optuna.Study, storage: str) -> dict:
     """The best complete trial as a config overlay: its values under their own keys (a list
     item's whole list), ``run: <run>-best-<model>`` so that its training gets its own results
     folder, and ``sweep.origin`` (recorded in every training's provenance.json).
@@ -79,7 +79,7 @@ def best_overlay(cfg: Mapping[str, Any], model: str, study: optuna.Study, storag
     ``sweep.space`` searches, and within that entry's range or choices; anything else (a
     ``models.<name>.class`` a storage file was given, say) is one :class:`SearchError`."""
     best = study.best_trial
-    space = parse_space(cfg, model)
+    space = parse_space(s, model)
     for key, value in best.params.items():
         why = "not a key sweep.space searches" if key not in space else _outside(space[key], value)
         if why:
@@ -88,7 +88,7 @@ def best_overlay(cfg: Mapping[str, Any], model: str, study: optuna.Study, storag
                 f"{key} = {value!r}, {why}; the config, never the study's storage, chooses "
                 "what best.yaml may set: run the study again into a fresh sweep folder"
             )
-    full = apply_params(cfg, best.params)
+    full = apply_params(s.raw, best.params)
     values: dict[str, Any] = {}
     for key in best.params:
         src: Any = full
@@ -105,7 +105,7 @@ def best_overlay(cfg: Mapping[str, Any], model: str, study: optuna.Study, storag
         "trial": best.number,
         "value": best.value,
     }
-    return {"run": f"{cfg['run']}-best-{model}", **values, "sweep": {"origin": origin}}
+    return {"run": f"{s.run}-best-{model}", **values, "sweep": {"origin": origin}}
 
 
 def _outside(param: Param, value: Any) -> str | None:
@@ -191,7 +191,7 @@ def plot_study(study: optuna.Study, history: Path, importances: Path, parallel: 
 
 
 def write_report(
-    cfg: Mapping[str, Any],
+    s: Settings,
     model: str,
     sweep_dir: str | Path,
     trials_csv: str | Path,
@@ -201,8 +201,8 @@ def write_report(
     parallel: str | Path,
 ) -> dict[str, Any]:
     """Write the study's outputs; refuse a study short of ``sweep.n_trials`` finished trials."""
-    study = load_study(sweep_dir, cfg["run"], model)
-    n_trials = Sweep.of(cfg).n_trials
+    study = load_study(sweep_dir, s.run, model)
+    n_trials = s.sweep.n_trials
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     if len(finished) < n_trials:
         raise SearchError(
@@ -212,11 +212,11 @@ def write_report(
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise SearchError(f"study '{study.study_name}': every trial was pruned or failed")
     storage = describe(sweep_dir)
-    keys = list(parse_space(cfg, model))
+    keys = list(parse_space(s, model))
     df = trials_table(study, keys)
     atomic_write(trials_csv, lambda tmp: df.to_csv(tmp, index=False))
-    overlay = best_overlay(cfg, model, study, storage)
-    validate_config(deep_merge(cfg, overlay))  # what `--configfile ... best.yaml` will check
+    overlay = best_overlay(s, model, study, storage)
+    validate_config(deep_merge(s.raw, overlay))  # what `--configfile ... best.yaml` will check
     body = yaml.safe_dump(overlay, sort_keys=False, default_flow_style=None)
     atomic_write_text(best_yaml, _header(study, n_trials, storage) + body)
     plot_study(study, Path(history), Path(importances), Path(parallel))

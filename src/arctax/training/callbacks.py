@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from arctax.io import atomic_write_text
-from arctax.lifecycle import StopFlag
+from arctax.lifecycle import StopFlag, Stopped
 
 METRIC_COLUMNS = [
     "epoch",
@@ -130,7 +130,7 @@ class EpochMetrics(pl.Callback):
                 f"optimizer steps (gradients overflowed fp16; scale now {row['grad_scale']:g}), "
                 f"more than trainer.max_skipped_steps ({self.max_skipped:g}); see metrics.csv "
                 "(skipped_steps); if it goes on: trial69.precision: bf16-mixed (a recorded "
-                "deviation) or find the layer (docs/ARCHITECTURE.md, fp16 safety)",
+                "deviation) or find the layer (docs/CUDA.md, fp16 safety)",
                 stacklevel=2,
             )
         if self.echo:
@@ -157,17 +157,13 @@ def _scale_tensor(trainer: pl.Trainer) -> torch.Tensor | None:
     return scale
 
 
-class Preempted(RuntimeError):
-    """Training stopped early on a signal or the job's time limit; resumable state is saved."""
-
-
 class PreemptionGuard(pl.Callback):
     """Stop cleanly before Slurm kills the job, so a retry resumes from the last epoch.
 
     Two triggers, whichever comes first: SIGUSR1 / SIGTERM (Slurm's ``--signal`` and
     ``scancel`` / preemption), or a job-local timer ``margin_s`` before the end time Slurm
-    reports for ``$SLURM_JOB_ID``. Either raises :class:`Preempted` at the next batch
-    boundary. The resumable state is the checkpoint saved at the end of the last finished
+    reports for ``$SLURM_JOB_ID`` (the job's :class:`~arctax.lifecycle.StopFlag`). Either raises
+    :class:`~arctax.lifecycle.Stopped` at the next batch boundary. The resumable state is the checkpoint saved at the end of the last finished
     epoch (``last.ckpt``, written atomically every epoch): resuming from an epoch boundary
     reproduces an uninterrupted run exactly.
 
@@ -179,8 +175,8 @@ class PreemptionGuard(pl.Callback):
     broadcast from inside the signal handler and stop only the rank that got the signal.
     """
 
-    def __init__(self, margin_s: float) -> None:
-        self.stop = StopFlag(margin_s)
+    def __init__(self, stop: StopFlag) -> None:
+        self.stop = stop  # the job's (arctax.lifecycle.JobState.stop)
 
     @property
     def reason(self) -> str | None:
@@ -207,7 +203,7 @@ class PreemptionGuard(pl.Callback):
         reason = self.stop()
         # any rank stopping stops all (one process: no collective)
         if trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
-            raise Preempted(reason or "another rank got a stop signal or hit the time limit")
+            raise Stopped(reason or "another rank got a stop signal or hit the time limit")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._check(trainer)

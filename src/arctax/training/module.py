@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from arctax.config import model_class, model_config
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.measures import decoder_inputs, paper_counts, scored_labels
 from arctax.models import build_model
 from arctax.plugins import source_sha256
-from arctax.settings import Data, Trial69
+from arctax.settings import Model, Trial69
 from arctax.training.optim import build_optimizer, build_scheduler
 
 Batch = dict[str, torch.Tensor]
@@ -110,15 +108,11 @@ class ARCLitModule(pl.LightningModule):
         self.model = build_model(model_name, model_cfg, model_class)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], model_name: str) -> ARCLitModule:
-        """Model ``model_name`` of ``cfg`` under its Trial 69 recipe (``cfg["trial69"]``)."""
+    def for_model(cls, model: Model, trial69: Trial69, k: int) -> ARCLitModule:
+        """``model`` (a ``models.<name>`` block) under the Trial 69 recipe ``trial69``, reading
+        ``k`` context pairs (``data.context_pairs``)."""
         return cls(
-            model_name,
-            model_config(cfg, model_name),
-            Trial69.of(cfg).as_dict(),
-            Data.of(cfg).context_pairs,
-            model_class(cfg, model_name),
-            source_sha256(model_class(cfg, model_name)),
+            model.name, model.config(), trial69.as_dict(), k, model.cls, source_sha256(model.cls)
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:

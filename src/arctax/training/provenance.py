@@ -17,8 +17,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from arctax.config import DEFAULT_CONFIG, REPO_ROOT, flatten
-from arctax.settings import Trainer
+from arctax.config import DEFAULT_CONFIG, REPO_ROOT
+from arctax.settings import Trainer, Trial69, flatten
 
 
 def reference_trial69() -> dict[str, Any]:
@@ -155,18 +155,21 @@ def provenance_record(**fields: Any) -> dict[str, Any]:
     return rec
 
 
-def deviation_reasons(cfg: Mapping[str, Any], seed: int, precision_reason: str | None):
-    """Why a run may differ from the Trial 69 reference, key by key."""
+def deviation_reasons(
+    t69: Trial69, tr: Trainer, preset: str | None, seed: int, precision_reason: str | None
+) -> dict[str, str]:
+    """Why a run may differ from the Trial 69 reference, key by key (``preset``: the
+    config's, named in the reasons of its overrides)."""
     ref = dict(flatten(reference_trial69()))
     from arctax.training.audit import override
 
     reasons = {
-        k: override(cfg, f"trial69.{k}", v)
-        for k, v in flatten(cfg["trial69"])
+        k: override(preset, f"trial69.{k}", v)
+        for k, v in flatten(t69.as_dict())
         if k in ref and ref[k] != v
     }
-    if max_epochs := Trainer.of(cfg).max_epochs:
-        reasons["max_epochs"] = override(cfg, "trainer.max_epochs", max_epochs)
+    if max_epochs := tr.max_epochs:
+        reasons["max_epochs"] = override(preset, "trainer.max_epochs", max_epochs)
     if precision_reason:
         reasons["precision"] = precision_reason
     if seed != ref["seed"]:

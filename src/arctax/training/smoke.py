@@ -28,7 +28,6 @@ memory, step times, batch tokens, the kernel of each attention call site, grad s
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import tempfile
@@ -42,13 +41,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from arctax.config import flatten, model_names
 from arctax.data.collate import Batch, collate
 from arctax.data.dataset import PreparedSplit, load_split
 from arctax.io import write_json
 from arctax.models import count_parameters, size_flags
 from arctax.models.layers import watch_attention
-from arctax.settings import Data, Trial69
+from arctax.settings import Settings, Trainer, Trial69, flatten
 from arctax.training.module import ARCLitModule
 from arctax.training.provenance import _same, built_recipe, reference_trial69
 from arctax.training.ranks import join_ranks, process_rank
@@ -130,17 +128,11 @@ class SmokeData(pl.LightningDataModule):
         return DataLoader([self.batch("normal")], batch_size=None)
 
 
-def _smoke_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's config with a one-epoch Trainer over exactly the smoke batches."""
-    out = copy.deepcopy(dict(cfg))
-    out["trainer"] = {
-        **out["trainer"],
-        "max_epochs": 1,
-        "limit_train_batches": None,
-        "limit_val_batches": None,
-        "log_every_n_steps": 1,
-    }
-    return out
+def _smoke_trainer(tr: Trainer) -> Trainer:
+    """The run's trainer block as a one-epoch Trainer over exactly the smoke batches."""
+    return tr.replace(
+        max_epochs=1, limit_train_batches=None, limit_val_batches=None, log_every_n_steps=1
+    )
 
 
 def _recipe_checks(trainer: pl.Trainer, t69: Trial69) -> tuple[list[str], list[str]]:
@@ -169,19 +161,20 @@ def _guarded(fn: Callable[..., str], *args: Any) -> str:
 
 def smoke_model(
     name: str,
-    cfg: Mapping[str, Any],
+    s: Settings,
     ds: PreparedSplit,
     work_dir: str | Path,
     trainers: list[pl.Trainer] | None = None,
 ) -> dict[str, Any]:
-    """Run model ``name`` through the training path; ``{"ok", "checks", "figures", ...}``.
+    """Run model ``name`` of ``s`` through the training path; ``{"ok", "checks", "figures",
+    ...}``.
 
     ``trainers``, if empty, receives the Trainer (whose launcher holds the DDP processes).
     """
     t0 = time.perf_counter()
-    t69, k = Trial69.of(cfg), Data.of(cfg).context_pairs
-    launch = resolve_launch(cfg)
-    precision, reason = resolve_precision(cfg, launch)
+    t69, tr, k = s.trial69, s.trainer, s.data.context_pairs
+    launch = resolve_launch(tr, t69)
+    precision, reason = resolve_precision(t69, tr, launch)
     figures: dict[str, Any] = {
         "precision": precision,
         "precision_note": reason,
@@ -192,7 +185,7 @@ def smoke_model(
     largest = "the largest batch"
     try:
         pl.seed_everything(t69.seed, workers=True, verbose=False)
-        module = ARCLitModule.from_config(cfg, name)
+        module = ARCLitModule.for_model(s.model(name), t69, k)
         fmt = module.model.fmt
         picks = pick_batches(ds, fmt, t69.batch_size)
         figures["batches"] = {
@@ -202,7 +195,7 @@ def smoke_model(
         largest = f"the largest batch ({big['samples']} samples, {big['padded_tokens']} tokens)"
         data = SmokeData(ds, fmt, k, picks)
         probe = StepProbe(list(STEPS))
-        trainer = build_trainer(_smoke_cfg(cfg), Path(work_dir), precision, [probe], launch)
+        trainer = build_trainer(t69, _smoke_trainer(tr), Path(work_dir), precision, [probe], launch)
         if trainers is not None and not trainers:  # the first one started the DDP ranks
             trainers.append(trainer)
         figures["deterministic"] = torch.are_deterministic_algorithms_enabled()
@@ -226,7 +219,8 @@ def smoke_model(
             Path(trainer.checkpoint_callback.dirpath) / "last.ckpt",
             model,
             normal,
-            cfg,
+            s.models,
+            s.limits,
         )
     checks["protocol"] = _guarded(protocol_check, model, normal)
     checks["kv_cache_decode"] = _guarded(decode_check, model, normal)
@@ -322,7 +316,7 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 
 def smoke_test(
-    cfg: Mapping[str, Any],
+    s: Settings,
     data_dir: str | Path,
     out_json: str | Path | None = None,
     models: Sequence[str] | None = None,
@@ -334,9 +328,9 @@ def smoke_test(
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts
     ds = load_split(data_dir, "train")
     results, trainers = {}, []
-    for name in list(models) if models is not None else model_names(cfg):
+    for name in list(models) if models is not None else list(s.models):
         with tempfile.TemporaryDirectory(prefix=f"arctax-smoke-{name}-") as work:
-            results[name] = smoke_model(name, cfg, ds, work, trainers)
+            results[name] = smoke_model(name, s, ds, work, trainers)
     report = {"ok": all(m["ok"] for m in results.values()), "card": _card(results),
               "models": results}  # fmt: skip
     rank = process_rank()  # after the first fit: Lightning's launcher has set it

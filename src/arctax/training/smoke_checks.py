@@ -25,6 +25,7 @@ from torch import nn
 from arctax.data.tokenize import IGNORE_INDEX
 from arctax.evaluation.decode import greedy_tokens
 from arctax.models.layers import AttentionWatch, MathAttentionError, watch_attention
+from arctax.settings import Limits, Model
 from arctax.training.module import answer_metrics
 
 Batch = dict[str, torch.Tensor]
@@ -172,7 +173,7 @@ def judge_steps(steps: list[Step], precision: str, has_scaler: bool) -> dict[str
     fp16 = "16" in precision and not precision.startswith("bf16")
     hint = (
         f"; under {precision} that is an fp16 overflow (a value above 65504): find the layer "
-        "(docs/ARCHITECTURE.md, fp16 safety), or confirm with trial69.precision: bf16-mixed "
+        "(docs/CUDA.md, fp16 safety), or confirm with trial69.precision: bf16-mixed "
         "(a recorded deviation)"
         if fp16
         else ""
@@ -234,14 +235,16 @@ def weights_changed(before: Mapping[str, torch.Tensor], model: nn.Module) -> str
 # ---- after the steps: reload, decode, repeat ----------------------------------------------
 
 
-def reload_check(path: Path, model: nn.Module, batch: Batch, cfg: Mapping[str, Any]) -> str:
-    """The checkpoint, loaded with ``weights_only=True`` (``load_model`` under ``cfg``, the
-    config it was trained from), gives the same logits."""
+def reload_check(
+    path: Path, model: nn.Module, batch: Batch, models: Mapping[str, Model], limits: Limits
+) -> str:
+    """The checkpoint, loaded with ``weights_only=True`` (``load_model`` under the run's
+    ``models`` and ``limits``, the config it was trained from), gives the same logits."""
     from arctax.evaluation.checkpoints import load_model
 
     if not path.is_file():
         return f"no checkpoint written at {path}"
-    loaded, _ = load_model(path, cfg)
+    loaded, _ = load_model(path, models, limits)
     dev = next(model.parameters()).device
     loaded.to(dev)
     was = model.training
@@ -325,7 +328,7 @@ def identical_steps(model: nn.Module, batch: Batch, plugin: Any, seed: int = 0) 
     return (
         f"{len(differ)} of {len(names)} parameters' gradients differ between two identical "
         f"steps (first: {n}, {gap}): a kernel without a deterministic algorithm that torch did "
-        "not flag; see docs/ARCHITECTURE.md (CUDA determinism)"
+        "not flag; see docs/CUDA.md"
     )
 
 
@@ -369,7 +372,7 @@ def explain(e: BaseException, largest: str = "the largest batch") -> str:
         return (
             f"op {m.group(1)} has no deterministic implementation on this device and "
             f"trial69.deterministic is true{where}; fix: replace it in the model code by a "
-            "deterministic equivalent (docs/ARCHITECTURE.md, CUDA determinism, lists each op "
+            "deterministic equivalent (docs/CUDA.md lists each op "
             "and its status), or run with trial69.deterministic: false (a recorded deviation)"
         )
     if "CUBLAS_WORKSPACE_CONFIG" in msg:

@@ -12,7 +12,7 @@ not logged twice (a resumed run reproduces it exactly). W&B runs offline unless
 ``trainer.tracking.wandb_mode: online`` (``wandb sync`` uploads later); MLflow writes to a
 file store in ``results/<run>/trackers/mlruns`` unless ``trainer.tracking.mlflow_uri`` names
 a server. Logs go to ``results/<run>/trackers/`` (kept; ``.state`` is safe to delete).
-Rank 0 alone logs. The extras are checked at config time (:func:`arctax.config.check_trackers`).
+Rank 0 alone logs. The extras are checked at config time (``Trainer.check_trackers``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any
 import pytorch_lightning as pl
 
 from arctax.io import atomic_write_text
-from arctax.settings import Trainer
+from arctax.lifecycle import STOPPED_EXIT
+from arctax.settings import Settings
 
 RECORD = "tracker.json"  # in the state dir: the tracker runs' ids, the last epoch logged
 METRICS = ["train_loss", "val_loss", "train_token_acc", "val_token_acc", "val_tf_grid_acc",
@@ -38,14 +39,14 @@ METRICS = ["train_loss", "val_loss", "train_token_acc", "val_token_acc", "val_tf
            "grad_scale", "skipped_steps"]  # fmt: skip
 
 
-def run_name(cfg: Mapping[str, Any], model: str, seed: int) -> str:
+def run_name(run: str, model: str, seed: int) -> str:
     """The tracker run's name: ``<run>-<model>-seed<seed>``."""
-    return f"{cfg['run']}-{model}-seed{seed}"
+    return f"{run}-{model}-seed{seed}"
 
 
-def wandb_id(cfg: Mapping[str, Any], name: str, seed: int, started: int) -> str:
+def wandb_id(run: str, name: str, seed: int, started: int) -> str:
     """A W&B run id from run / model (or trial) name / seed and this training's first start."""
-    digest = hashlib.sha256(f"{cfg['run']}/{name}/{seed}/{started}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{run}/{name}/{seed}/{started}".encode()).hexdigest()
     safe = re.sub(r"[^A-Za-z0-9_-]", "-", name)[-48:]  # W&B ids: letters, digits, - and _
     return f"{safe}-{digest[:10]}"
 
@@ -67,7 +68,7 @@ class Trackers(pl.Callback):
 
     def __init__(
         self,
-        cfg: Mapping[str, Any],
+        s: Settings,
         model: str,
         seed: int,
         state_dir: str | Path,
@@ -77,13 +78,13 @@ class Trackers(pl.Callback):
         group: str | None = None,
         job_type: str = "train",
     ) -> None:
-        self.cfg, self.model, self.seed = cfg, model, seed
-        self.trainer = Trainer.of(cfg)
+        self.settings, self.model, self.seed = s, model, seed
+        self.trainer, self.run = s.trainer, s.run
         self.names = [n for n in self.trainer.loggers if n != "csv"]
         self.state_dir, self.dir = Path(state_dir), Path(trackers_dir)
         self.params = dict(params or {})
-        self.name = name or run_name(cfg, model, seed)  # a sweep trial: its own name and group
-        self.group = group or str(cfg["run"])
+        self.name = name or run_name(s.run, model, seed)  # a sweep trial: own name and group
+        self.group = group or str(s.run)
         self.job_type = job_type
         self.record: dict[str, Any] = {}
         self._wandb: Any = None
@@ -108,7 +109,7 @@ class Trackers(pl.Callback):
         self.record = {
             "name": self.name,
             "started": started,
-            "wandb_id": wandb_id(self.cfg, self.name, self.seed, started),
+            "wandb_id": wandb_id(self.run, self.name, self.seed, started),
             "mlflow_run_id": None,
             "logged_epoch": -1,
         }
@@ -125,7 +126,8 @@ class Trackers(pl.Callback):
 
         self._metrics = next(c for c in trainer.callbacks if isinstance(c, EpochMetrics))
         resumed = self._load_record()
-        config = {"config": dict(self.cfg), "model": self.model, "seed": self.seed, **self.params}
+        record = {"config": self.settings.as_dict(), "model": self.model, "seed": self.seed,
+                  **self.params}  # fmt: skip
         if "tensorboard" in self.names:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -134,12 +136,12 @@ class Trackers(pl.Callback):
             self._tb = SummaryWriter(str(folder), purge_step=trainer.current_epoch or None)
             if not resumed:
                 self._tb.add_text(
-                    "config", f"```\n{json.dumps(config, indent=2, default=str)}\n```"
+                    "config", f"```\n{json.dumps(record, indent=2, default=str)}\n```"
                 )
         if "wandb" in self.names:
-            self._start_wandb(config)
+            self._start_wandb(record)
         if "mlflow" in self.names:
-            self._start_mlflow(config, resumed)
+            self._start_mlflow(record, resumed)
         self._save_record()
         self.active = True
 
@@ -168,15 +170,15 @@ class Trackers(pl.Callback):
         self._save_record()
 
     # -------------------------------------------------------------- backends
-    def _start_wandb(self, config: Mapping[str, Any]) -> None:
+    def _start_wandb(self, record: Mapping[str, Any]) -> None:
         import wandb
 
         tracking = self.trainer.tracking
         folder = self.dir / "wandb"
         folder.mkdir(parents=True, exist_ok=True)
         self._wandb = wandb.init(
-            project=tracking["project"],
-            entity=tracking["wandb_entity"],
+            project=tracking.project,
+            entity=tracking.wandb_entity,
             name=self.name,
             id=self.record["wandb_id"],
             resume="allow",  # the same run on every attempt
@@ -184,17 +186,17 @@ class Trackers(pl.Callback):
             job_type=self.job_type,
             tags=[self.model, f"seed{self.seed}"],
             dir=str(folder),
-            config=flat(config),
-            mode=tracking["wandb_mode"],
+            config=flat(record),
+            mode=tracking.wandb_mode,
             settings=wandb.Settings(console="off", silent=True),
         )
 
-    def _start_mlflow(self, config: Mapping[str, Any], resumed: bool) -> None:
+    def _start_mlflow(self, record: Mapping[str, Any], resumed: bool) -> None:
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
         tracking = self.trainer.tracking
-        uri = tracking["mlflow_uri"]
+        uri = tracking.mlflow_uri
         if not uri:  # the file store, which MLflow 3 keeps (maintenance mode) behind this flag
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             uri = (self.dir / "mlruns").resolve().as_uri()
@@ -204,15 +206,15 @@ class Trackers(pl.Callback):
         if run_id:  # a retry or resume: the same run, running again
             client.update_run(run_id, status="RUNNING")
             return
-        project = tracking.get("project", "arctax")
+        project = tracking.project
         exp = client.get_experiment_by_name(project)
         exp_id = exp.experiment_id if exp else client.create_experiment(project)
-        tags = {"model": self.model, "seed": str(self.seed), "arctax.run": str(self.cfg["run"]),
+        tags = {"model": self.model, "seed": str(self.seed), "arctax.run": str(self.run),
                 "arctax.group": self.group, "arctax.job_type": self.job_type}  # fmt: skip
         run = client.create_run(exp_id, run_name=self.name, tags=tags)
         self.record["mlflow_run_id"] = run.info.run_id
         self._save_record()  # before anything else can fail: a retry finds this run
-        params = [Param(k[:250], str(v)[:6000]) for k, v in flat(config).items()]
+        params = [Param(k[:250], str(v)[:6000]) for k, v in flat(record).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run.info.run_id, params=params[i : i + 100])
         client.log_batch(run.info.run_id, tags=[RunTag("mlflow.runName", self.name)])
@@ -247,7 +249,7 @@ class Trackers(pl.Callback):
         if self._wandb is not None:
             if summary:
                 self._wandb.summary.update(dict(summary))
-            self._wandb.finish(exit_code={"FINISHED": 0, "KILLED": 75}.get(status, 1))
+            self._wandb.finish(exit_code={"FINISHED": 0, "KILLED": STOPPED_EXIT}.get(status, 1))
 
     def _finish_mlflow(self, status: str, summary: Mapping[str, Any], provenance: Any) -> None:
         if self._mlflow is None:

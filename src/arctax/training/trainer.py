@@ -6,7 +6,6 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from arctax.config import check_global_batch
 from arctax.io import atomic_write
 from arctax.settings import Trainer, Trial69
 from arctax.training.callbacks import EpochMetrics, RNGState
@@ -34,7 +32,7 @@ def gpu_card() -> tuple[str, int] | None:
     return torch.cuda.get_device_name(0), int(torch.cuda.get_device_properties(0).total_memory)
 
 
-def check_card(cfg: Mapping[str, Any], model: str, smoke_report: str | Path | None) -> str | None:
+def check_card(tr: Trainer, model: str, smoke_report: str | Path | None) -> str | None:
     """Compare this GPU with the one ``model``'s smoke test passed on (its report records it).
 
     Less memory: with ``trainer.smaller_gpu: refuse`` raise :class:`SmallerGPU` naming both
@@ -62,24 +60,24 @@ def check_card(cfg: Mapping[str, Any], model: str, smoke_report: str | Path | No
         "set ARCTAX_GPU_MODEL (profiles/slurm) so smoke_test and train get the same GPU model, "
         "or trainer.devices: 2, or trainer.smaller_gpu: warn to try anyway"
     )
-    if Trainer.of(cfg).smaller_gpu == "refuse" and not fits:
+    if tr.smaller_gpu == "refuse" and not fits:
         raise SmallerGPU(f"{what}, more than {HEADROOM:.0%} of this card); fix: {fix}")
     return f"{what}{', which fits' if fits else ''}); {fix}"
 
 
 def resolve_precision(
-    cfg: Mapping[str, Any], launch: Launch | None = None
+    t69: Trial69, tr: Trainer, launch: Launch | None = None
 ) -> tuple[str, str | None]:
     """The precision the run uses, decided from the accelerator it runs on (``resolve_launch``):
     Trial 69's on CUDA; on the CPU (no CUDA, or ``trainer.accelerator: cpu`` on a GPU node)
     16-mixed cannot run and ``trainer.cpu_precision`` replaces it, with the reason. Passing
     16-mixed to a CPU Trainer would have Lightning swap it for bf16-mixed behind the record."""
     global _warned_precision
-    wanted = Trial69.of(cfg).precision
-    launch = launch or resolve_launch(cfg)
+    wanted = t69.precision
+    launch = launch or resolve_launch(tr, t69)
     if launch.accelerator == "cuda" or "16-mixed" not in wanted or wanted.startswith("bf16"):
         return wanted, None
-    used = Trainer.of(cfg).cpu_precision
+    used = tr.cpu_precision
     where = (
         "trainer.accelerator: cpu on a machine with CUDA"
         if torch.cuda.is_available()
@@ -128,16 +126,16 @@ class Launch:
     note: str | None  # what differs from what was asked, and why
 
 
-def resolve_launch(cfg: Mapping[str, Any]) -> Launch:
+def resolve_launch(tr: Trainer, t69: Trial69) -> Launch:
     """The processes ``trainer.accelerator`` and ``trainer.devices`` give on this machine.
 
     ``trial69.batch_size`` is the GLOBAL batch: N processes take ``batch_size / N`` each, so N
     must divide it. ``devices: N`` never silently becomes 1: without CUDA, ``auto`` runs N CPU
     processes (DDP over gloo) and says so; ``gpu``/``cuda`` without CUDA is an error.
     """
-    tr, batch = Trainer.of(cfg), Trial69.of(cfg).batch_size
+    batch = t69.batch_size
     n, wanted = tr.devices, tr.accelerator
-    check_global_batch(cfg)
+    tr.check_batch_split(batch)
     cuda = torch.cuda.is_available()
     note = None
     if wanted in ("gpu", "cuda") and not cuda:
@@ -170,15 +168,15 @@ def resolve_launch(cfg: Mapping[str, Any]) -> Launch:
 
 
 def build_trainer(
-    cfg: Mapping[str, Any],
+    t69: Trial69,
+    tr: Trainer,
     state_dir: Path,
     precision: str,
     extra_callbacks: list[pl.Callback],
     launch: Launch | None = None,
 ) -> pl.Trainer:
     """The Trial 69 Trainer (precision already resolved for this machine)."""
-    t69, tr = Trial69.of(cfg), Trainer.of(cfg)
-    launch = launch or resolve_launch(cfg)
+    launch = launch or resolve_launch(tr, t69)
     es = t69.early_stopping
     tty = sys.stdout.isatty()
     callbacks = [
