@@ -33,6 +33,7 @@ class Rule:
     benchmark: str | None = None
     state: str | None = None  # the resumable state folder
     history: str | None = None  # every attempt's output
+    metrics: str | None = None  # a training's epochs so far (in its state)
     what: str = ""  # what the files are (docs/OUTPUTS.md)
 
     @property
@@ -94,12 +95,14 @@ RULES: dict[str, Rule] = {r.name: r for r in [
           benchmark="benchmarks/train/{model}/seed{seed}.tsv",
           state=".state/train/{model}/seed{seed}",
           history=".state/train/{model}/seed{seed}.attempts.log",
+          metrics=".state/train/{model}/seed{seed}/metrics.csv",
           what="weights_only-loadable checkpoints; metrics.csv one row per epoch; provenance: "
                "config, versions, device, Slurm job, Trial 69 audit"),
     _rule("bootstrap_champion", "bootstrap champion",
           {"best": f"bootstrap/{REFERENCE}.ckpt", "provenance": "bootstrap/provenance.json"},
           "logs/bootstrap_champion.log", benchmark="benchmarks/bootstrap_champion.tsv",
           state=".state/bootstrap", history=".state/bootstrap.attempts.log",
+          metrics=".state/bootstrap/metrics.csv",
           what="the reference trained here (champion.bootstrap)"),
     _rule("evaluate", "evaluate {test_set} {model} seed{seed}",
           {f.split(".")[0]: f"{_EVAL}/{f}" for f in _EVAL_FILES},
@@ -194,6 +197,45 @@ class Layout:
         return dirs
 
 
+    def summaries(self, dirs: Iterable[Iterable[str]]) -> list[str]:
+        """Each folder's ``summary.json``, once each, in order."""
+        return list(dict.fromkeys(f"{d}/summary.json" for ds in dirs for d in ds))
+
+    def adapt_eval_dirs(self, s: Settings, plan: Any) -> dict[str, list[str]]:
+        """The base evaluations the adaptation comparison reads: the adapted models' and the
+        reference's, on the adapted test set (no other model's)."""
+        keep = [*self.adapt_dirs(plan.adapted), REFERENCE]
+        dirs = self.eval_dirs(s.models, s.seeds, plan.adapt_test_set)
+        return {label: d for label, d in dirs.items() if label in keep}
+
+    def adapt_summaries(self, s: Settings, plan: Any) -> list[str]:
+        """What the adaptation comparison reads: the adapted runs' summaries and the base
+        evaluations of :meth:`adapt_eval_dirs`."""
+        runs = [d[k] for d in self.adapt_dirs(plan.adapted).values() for k in d]
+        return self.summaries([*self.adapt_eval_dirs(s, plan).values(), *runs])
+
+    def targets(self, plan: Any) -> list[str]:
+        """What ``snakemake all`` makes: the smoke report, each test set's comparison, and the
+        adaptation's when runs are adapted."""
+        files = [f for t in plan.test_sets for f in self.outputs("compare", test_set=t).values()]
+        if plan.adapted:
+            files += list(self.outputs("compare_adapt").values())
+        return [self.output("smoke_report", "report"), *files]
+
+    def sweep_targets(self, s: Settings) -> list[str]:
+        """What ``snakemake sweep`` makes: each study's trials, best overlay and plots."""
+        return [f for m in s.sweep.models for f in self.outputs("sweep_report", model=m).values()]
+
+
+def rearc_plan(s: Settings) -> tuple[list[str], str, int]:
+    """A generation's tasks (from the checkout), its code's sha256 and its shard count."""
+    from arctax.data import rearc_generate as rg
+
+    r = s.data.rearc
+    ids = rg.task_ids(r.repo, r.tasks)
+    return ids, rg.checkout_version(r.repo)["code_sha256"], rg.n_shards(len(ids), r.tasks_per_job)
+
+
 def adapt_shard_count(s: Settings, manifest: str | Path) -> int:
     """How many shards an adapted run has: from the prepared test set's ``manifest.json``."""
     from arctax.adaptation.shards import n_shards
@@ -203,10 +245,7 @@ def adapt_shard_count(s: Settings, manifest: str | Path) -> int:
 
 def rearc_shard_count(s: Settings) -> int:
     """How many re-arc shards the generation has (reads the checkout's task list)."""
-    from arctax.data import rearc_generate as rg
-
-    r = s.data.rearc
-    return rg.n_shards(len(rg.task_ids(r.repo, r.tasks)), r.tasks_per_job)
+    return rearc_plan(s)[2]
 
 
 def shard_names(n: int) -> list[dict[str, int]]:
@@ -224,6 +263,7 @@ class Job:
     log: Path
     state: Path | None = None
     history: Path | None = None
+    metrics: Path | None = None  # a training's metrics.csv while it runs
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -245,7 +285,19 @@ def job(out: str | Path, rule: str, **wildcards: Any) -> Job:
         Path(lay.log(rule, **fill)),
         Path(lay.state(rule, **fill)) if r.state else None,
         Path(lay._path(r.history, fill)) if r.history else None,
+        Path(lay._path(r.metrics, fill)) if r.metrics else None,
     )
+
+
+def began(out: str | Path, rule: str) -> bool:
+    """Whether any job of ``rule`` ever ran in ``out``: the folder of its outputs or of its
+    logs exists (the part of their patterns before the first wildcard)."""
+
+    def static(pattern: str) -> Path:
+        return Path(pattern.split("{")[0]).parent
+
+    r = RULES[rule]
+    return any((Path(out) / static(p)).is_dir() for p in (*r.outputs.values(), r.log))
 
 
 def jobs(

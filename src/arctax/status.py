@@ -39,7 +39,16 @@ from typing import Any
 
 from arctax.check import Plan
 from arctax.check import plan as study_plan
-from arctax.layout import RULES, Job, Layout, adapt_shard_count, found_jobs, jobs, rearc_shard_count
+from arctax.layout import (
+    RULES,
+    Job,
+    Layout,
+    adapt_shard_count,
+    began,
+    found_jobs,
+    jobs,
+    rearc_shard_count,
+)
 from arctax.lifecycle import STOP_LINE, STOPPED_EXIT
 from arctax.settings import Settings
 
@@ -52,7 +61,6 @@ STOPPED = "stopped-will-resume"  # exit 75 (or an interrupted Snakemake): a reru
 INTERRUPTED = "interrupted"  # started, then Snakemake stopped: rerun-incomplete runs it again
 STALLED = "stalled?"  # no Snakemake record, no end line, no output for a long while
 STATES = [RUNNING, QUEUED, STOPPED, INTERRUPTED, STALLED, FAILED, NOT_STARTED, DONE]
-TRAININGS = ("train", "bootstrap_champion")  # rules whose state holds metrics.csv
 
 ATTEMPT_HEADER = re.compile(r"^=== attempt started (\S+) on (\S+).*, Slurm job (\S+) ===")
 EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Killed)\b.*")
@@ -95,8 +103,7 @@ def study_jobs(s: Settings, out: Path) -> list[Job]:
     if plan.generate_rearc:
         with contextlib.suppress(OSError, ValueError):
             rearc_shards = rearc_shard_count(s)  # none: no checkout here, its shards by logs
-    sweep = (out / "sweep").is_dir() or (out / "logs" / "sweep").is_dir()
-    planned = jobs(s, out, plan, adapt_shards, rearc_shards, sweep)
+    planned = jobs(s, out, plan, adapt_shards, rearc_shards, began(out, "sweep_worker"))
     return planned + found_jobs(out, planned)
 
 
@@ -285,9 +292,9 @@ def job_row(
     row.slurm = str(row.slurm or "")
     done = all(p.exists() for p in job.outputs) and marker is None
     rows: list[dict[str, float]] = []
-    training = job.rule in TRAININGS and job.state is not None
+    training = job.metrics is not None
     if training:  # a training: progress from the state's (or output's) metrics
-        metrics = job.state / "metrics.csv"
+        metrics = job.metrics
         if done and job.outputs[2:3] and job.outputs[2].name == "metrics.csv":
             metrics = job.outputs[2]
         rows = read_metrics(metrics)
@@ -310,7 +317,7 @@ def job_row(
             row.progress += " (early stop)"
         row.exit = "finished" if row.attempts else ""
         return row
-    activity = _mtime(job.log, job.history, job.state / "metrics.csv" if training else None)
+    activity = _mtime(job.log, job.history, job.metrics)
     if marker is not None:  # Snakemake started it and has not seen it end
         sq = squeue.get(row.slurm, "")
         if not sm.running:
