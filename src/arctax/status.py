@@ -6,7 +6,8 @@ it reads, per job:
 
 - its declared outputs (all there and not marked incomplete: done);
 - Snakemake's ``.snakemake/incomplete/<base64 of the output path>`` markers (a started job's;
-  the marker holds the Slurm job id) and ``.snakemake/locks/`` (a Snakemake is running);
+  the marker holds the Slurm job id) and ``.snakemake/locks/`` with its owner record (a
+  Snakemake is running, or its driver died and left the lock: :mod:`arctax.lifecycle.driver`);
 - the job's log (``results/<run>/logs/...``), and for trainings the attempts log beside the
   resumable state (``.state/train/<model>/seed<s>.attempts.log``: one header per attempt, the
   stop line of an attempt that exited 75 to be resumed) and ``.state/.../metrics.csv`` (one
@@ -26,17 +27,20 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import time
 from base64 import urlsafe_b64encode
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from arctax.config import model_names
 from arctax.lifecycle import STOPPED_EXIT
+from arctax.lifecycle.driver import DriverLock, driver_locks, held, unlock_command
 from arctax.settings import Adapt, Sweep, Trainer, Trial69
 
 NOT_STARTED = "not started"
@@ -271,11 +275,38 @@ class Snakemake:
     workdir: Path
     slurm_log_dirs: list[Path]
 
+    @cached_property
+    def locks(self) -> list[DriverLock]:
+        """Snakemake's locks of this working directory, with their owners (read once)."""
+        return driver_locks(self.workdir)
+
     @property
     def running(self) -> bool:
-        """A Snakemake holds the lock of this working directory (is running now)."""
-        locks = self.workdir / ".snakemake" / "locks"
-        return locks.is_dir() and any(locks.glob("*.lock"))
+        """A Snakemake holds the lock of this working directory and is not provably dead."""
+        return bool(held(self.locks))
+
+    def lock_note(self) -> str:
+        """What a person must know of the lock: a stale one (its driver is gone) or one that
+        cannot be checked from here; empty when there is none, or its driver runs here."""
+        notes = []
+        for lock in self.locks:
+            if not lock.files:
+                continue
+            if lock.dead:
+                notes.append(
+                    f"Snakemake's lock is stale ({lock.dead}): run your snakemake command "
+                    "again, it removes the lock and goes on"
+                )
+            elif lock.owner is None or lock.owner.get("host") != socket.gethostname():
+                argv = (lock.owner or {}).get("argv")
+                cmd = f"`{unlock_command(argv)}`" if argv else (
+                    "`snakemake --unlock` with your command's arguments"
+                )  # fmt: skip
+                notes.append(
+                    f"Snakemake's lock ({lock.describe()}) cannot be checked from here: if no "
+                    f"snakemake runs in {self.workdir} any more, run {cmd}, then your command"
+                )
+        return "; ".join(notes)
 
     def _key(self, path: Path) -> str:
         try:
@@ -464,7 +495,14 @@ def job_row(
     activity = _mtime(job.log, job.history, job.state / "metrics.csv" if job.state else None)
     if marker is not None:  # Snakemake started it and has not seen it end
         sq = squeue.get(row.slurm, "")
-        if not sm.running:
+        if not sm.running and sq.startswith(("RUNNING", "COMPLETING", "PENDING", "CONFIGURING")):
+            # an orphan: its driver is gone, the Slurm job goes on by itself
+            row.state = RUNNING if sq.startswith(("RUNNING", "COMPLETING")) else QUEUED
+            row.exit = f"{sq}; its Snakemake is gone (rerun your command)"
+        elif not sm.running and all(p.exists() for p in job.outputs):
+            row.state, row.left_s = DONE, None  # finished after its driver died
+            row.exit = "finished without its Snakemake (a rerun redoes it: rerun-incomplete)"
+        elif not sm.running:
             row.state = STOPPED if job.state is not None else INTERRUPTED
             row.exit = ended[1] if ended else "Snakemake stopped; rerun to continue"
         elif sq.startswith(("PENDING", "CONFIGURING")):
@@ -519,6 +557,17 @@ class Study:
     snakemake_running: bool
     squeue: bool
     patience: int | None
+    lock_note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The status as plain JSON types (``arctax status --json``)."""
+        return {
+            "run_dir": str(self.run_dir),
+            "snakemake_running": self.snakemake_running,
+            "squeue": self.squeue,
+            "lock_note": self.lock_note,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
 
 def study_status(
@@ -545,7 +594,7 @@ def study_status(
     ids = [str((m or {}).get("external_jobid") or "") for m in markers]
     sq = squeue_states(ids) if use_squeue else {}
     rows = [job_row(j, sm, max_epochs, sq, now) for j in jobs]
-    return Study(out, rows, sm.running, bool(sq), t69.early_stopping.patience)
+    return Study(out, rows, sm.running, bool(sq), t69.early_stopping.patience, sm.lock_note())
 
 
 def format_status(study: Study, width: int = 52) -> str:
@@ -591,6 +640,8 @@ def format_status(study: Study, width: int = 52) -> str:
     src = ["Snakemake running" if study.snakemake_running else "no Snakemake running here"]
     src.append("squeue" if study.squeue else "no squeue answer (local run or no Slurm here)")
     lines.append("sources: " + "; ".join(src))
+    if study.lock_note:
+        lines.append(study.lock_note)
     return "\n".join(lines)
 
 
