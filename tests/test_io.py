@@ -35,3 +35,19 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
         atomic_write(target, half_then_crash)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_torch_saves_of_the_same_object_have_the_same_bytes(tmp_path):
+    """A checkpoint's bytes (and sha256) do not depend on the temp file it went through: torch
+    names the zip's folder after a file name, so a save by name differs on every call."""
+    import torch
+
+    from arctax.io import atomic_torch_save
+
+    obj = {"w": torch.arange(6.0).reshape(2, 3), "epoch": 3}
+    atomic_torch_save(tmp_path / "a.ckpt", obj)
+    atomic_torch_save(tmp_path / "sub" / "b.ckpt", obj)
+    assert (tmp_path / "a.ckpt").read_bytes() == (tmp_path / "sub" / "b.ckpt").read_bytes()
+    back = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    assert torch.equal(back["w"], obj["w"]) and back["epoch"] == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -37,6 +37,22 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically, the same bytes for the same ``obj``.
+
+    Saved through an open file: given a file name, torch names the folder inside the
+    checkpoint's zip after it, and a temp file's random name would make two saves of the same
+    weights differ (their sha256 too, which evaluations and adaptation shards record).
+    """
+    import torch
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
