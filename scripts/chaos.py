@@ -61,6 +61,7 @@ from chaos_checks import (  # noqa: E402  (a script beside its checks)
     overlaps,
     partial_files,
     report,
+    slurm_messages,
     status_violations,
 )
 
@@ -475,7 +476,7 @@ class DiskFull(threading.Thread):
             with contextlib.suppress(OSError):
                 for line in path.read_text(errors="replace").splitlines():
                     if "No space left on device" in line:
-                        return line.strip()[:200]
+                        return line.replace(f"{self.driver.study.dir}/", "").strip()[:200]
         return ""
 
     def run(self) -> None:
@@ -858,6 +859,7 @@ def _study(args: argparse.Namespace, study: Study, seed: int, kinds: list[str]) 
         "status_violations": violations, "overlaps": over, "jobs": {j: {**jobs.get(j, {}),
         "rule": subs[j][0], "wildcards": subs[j][1]} for j in subs},
         "injector_errors": inj["injector_errors"], "checks": checks, "final": final,
+        "slurm_messages": slurm_messages(study.dir / "logs" / "slurm"),
     }  # fmt: skip
     (study.root / "result.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     text = report(res)

@@ -292,6 +292,22 @@ def _rel(t: float | None, t0: float) -> str:
     return "?" if t is None else f"{t - t0:.0f}s"
 
 
+def slurm_messages(slurm_logs: Path) -> list[str]:
+    """What Slurm itself said to the study's jobs (``srun`` / ``slurmstepd`` lines of the
+    executor's logs: cancellations, step creation retried), one line per job and message."""
+    out = []
+    for log in sorted(slurm_logs.rglob("*.log"), key=lambda p: (*p.parent.parts[-2:], p.stem)):
+        for line in log.read_text(errors="replace").splitlines():
+            if (
+                line.startswith(("srun:", "slurmstepd"))
+                and ("error" in line or "retrying" in line or "CANCELLED" in line)
+                and "lacks support for cpu binding" not in line
+            ):
+                out.append(f"{log.parent.parent.name.removeprefix('rule_')} "
+                           f"{log.parent.name} job {log.stem}: {line.strip()}")  # fmt: skip
+    return out
+
+
 def overlaps(subs: dict[str, tuple[str, str]], jobs: dict[str, dict]) -> dict[str, Any]:
     """Jobs of the same rule and wildcards that ran at the same time, and finished work done
     again (a job completed, then another of it ran)."""
@@ -393,6 +409,8 @@ def report(res: dict[str, Any]) -> str:
         f"{len(o['orphans'])}"
     ]
     lines += [f"  - {x}" for x in o["orphans"]]
+    lines += [f"- Slurm's own messages to the jobs: {len(res['slurm_messages'])}"]
+    lines += [f"  - {x}" for x in res["slurm_messages"]]
     lines += [
         f"- partial files: {', '.join(res['partial']) or 'none'}",
         f"- status violations: {len(res['status_violations'])}",

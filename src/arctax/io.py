@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,14 +38,32 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def atomic_torch_save(path: str | Path, obj: Any) -> None:
-    """``torch.save(obj)`` to ``path`` atomically, the same bytes for the same ``obj``.
+def _interned(obj: Any) -> Any:
+    """``obj`` with every string of its dicts, lists and tuples interned (tensors untouched)."""
+    if isinstance(obj, dict):
+        return {_interned(k): _interned(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_interned(v) for v in obj]
+    if type(obj) is tuple:
+        return tuple(_interned(v) for v in obj)
+    if type(obj) is str:
+        return sys.intern(obj)
+    return obj
 
-    Saved through an open file: given a file name, torch names the folder inside the
-    checkpoint's zip after it, and a temp file's random name would make two saves of the same
-    weights differ (their sha256 too, which evaluations and adaptation shards record).
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically, the same bytes for the same content.
+
+    Two things made equal checkpoints differ byte for byte (and their sha256, which
+    evaluations and adaptation shards record): torch names the folder inside the zip after the
+    file name it is given (the temp file's random name), so it is saved through an open file;
+    and pickle writes a string once per object, so a resumed training, whose keys were loaded
+    from a checkpoint as new string objects, pickled differently from an uninterrupted one, so
+    every string is interned first.
     """
     import torch
+
+    obj = _interned(obj)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:

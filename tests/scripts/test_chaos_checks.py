@@ -132,3 +132,18 @@ def test_the_plan_is_the_seed_s() -> None:
     assert [(f.kind, f.at_s) for f in a] == [(f.kind, f.at_s) for f in b]
     assert {f.kind for f in a} == set(checks.KINDS)
     assert all(0.08 * 200 <= f.at_s <= 0.7 * 200 for f in a)
+
+
+def test_slurm_s_own_messages_are_listed(tmp_path: Path) -> None:
+    write(tmp_path / "rule_train" / "m_1" / "12.log",
+          "srun: cluster configuration lacks support for cpu binding\n"
+          "srun: Job 12 step creation temporarily disabled, retrying (Requested nodes are busy)\n"
+          "epoch 0\n")  # fmt: skip
+    write(tmp_path / "rule_evaluate" / "v_m_1" / "13.log",
+          "slurmstepd-vm: error: *** JOB 13 ON vm CANCELLED AT 2026-12-07T13:43:53 ***\n")  # fmt: skip
+    assert checks.slurm_messages(tmp_path) == [
+        "evaluate v_m_1 job 13: slurmstepd-vm: error: *** JOB 13 ON vm CANCELLED AT "
+        "2026-12-07T13:43:53 ***",
+        "train m_1 job 12: srun: Job 12 step creation temporarily disabled, retrying "
+        "(Requested nodes are busy)",
+    ]
