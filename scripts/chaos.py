@@ -291,6 +291,17 @@ def live_jobs() -> list[tuple[str, str, str]]:
     return jobs
 
 
+def daemon(name: str, down: float) -> None:
+    """Restart a Slurm daemon (scripts/local-slurm restart), ``down`` seconds after stopping
+    it. Started without our environment: a daemon carrying the test session's owner tag would
+    be stopped as a leftover test process when the session cleans up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCTAX_")}
+    res = subprocess.run([str(LOCAL_SLURM), "restart", name, str(down)], capture_output=True,
+                         text=True, timeout=120, env=env, check=False)  # fmt: skip
+    if res.returncode != 0:
+        raise RuntimeError(f"local-slurm restart {name}: {res.stderr.strip()}")
+
+
 def node() -> str:
     return socket.gethostname().split(".")[0]
 
@@ -379,31 +390,40 @@ class Injector(threading.Thread):
         f.target, f.note = f"job {job} ({rule})", "scancel --signal=KILL (the steps)"
 
     def kill_pgrp(self, f: Fault) -> None:
-        job, rule = self.pick(f.kind)
-        pids = [int(line.split()[0]) for line in sh("scontrol", "listpids", job).splitlines()[1:]
-                if line.split() and line.split()[0].isdigit()]  # fmt: skip
-        groups = set()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if b"snakemake" in cmd or b"python" in cmd:
-                    groups.add(os.getpgid(pid))
-        for g in sorted(groups):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(g, signal.SIGKILL)
-        f.target = f"job {job} ({rule})"
-        f.note = f"kill -9 of process group(s) {sorted(groups)} (Slurm not told)"
+        """SIGKILL to the process group of a running job's step (its `python -m snakemake` and
+        the script under it), as the OOM killer or a dying node would: Slurm is not told."""
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            job, rule = self.pick(f.kind)
+            res = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True,
+                                 timeout=30, check=False)  # fmt: skip
+            groups = set()
+            for line in res.stdout.splitlines()[1:]:
+                fields = line.split()  # PID JOBID STEPID ...: the step's tasks, not the batch
+                if len(fields) >= 3 and fields[0].isdigit() and fields[2] != "batch":
+                    with contextlib.suppress(OSError):
+                        if b"python" in Path(f"/proc/{fields[0]}/cmdline").read_bytes():
+                            groups.add(os.getpgid(int(fields[0])))
+            if groups:  # the step has started (a job just begun has none yet)
+                for g in sorted(groups):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(g, signal.SIGKILL)
+                f.target = f"job {job} ({rule})"
+                f.note = f"kill -9 of its step's process group(s) {sorted(groups)} (Slurm not told)"
+                return
+            time.sleep(1)
+        raise RuntimeError("no running job had a step with a python process for 90 s")
 
     def restart_slurmd(self, f: Fault) -> None:
         self.pick(f.kind)
         down = round(self.rng.uniform(1, 8), 1)
-        sh(str(LOCAL_SLURM), "restart", "slurmd", str(down), timeout=120)
+        daemon("slurmd", down)
         f.target, f.note = "slurmd", f"stopped, started again {down}s later"
 
     def restart_slurmctld(self, f: Fault) -> None:
         self.pick(f.kind)
         down = round(self.rng.uniform(2, 12), 1)
-        sh(str(LOCAL_SLURM), "restart", "slurmctld", str(down), timeout=120)
+        daemon("slurmctld", down)
         f.target, f.note = "slurmctld", f"stopped, started again {down}s later (state kept)"
 
     def kill_driver(self, f: Fault) -> None:
@@ -716,8 +736,11 @@ def cluster_lock():
         yield
         return
     with LOCK.open("a+") as f:
-        log(f"waiting for {LOCK}")
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another session's lock on {LOCK}")
+            fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 
@@ -756,9 +779,9 @@ def main(argv: list[str] | None = None) -> int:
         up = subprocess.run([str(LOCAL_SLURM), "status"], capture_output=True, check=False)
         started = up.returncode != 0
         if started:
-            res = subprocess.run(
-                [str(LOCAL_SLURM), "up"], capture_output=True, text=True, timeout=600, check=False
-            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ARCTAX_")}
+            res = subprocess.run([str(LOCAL_SLURM), "up"], capture_output=True, text=True,
+                                 timeout=600, env=env, check=False)  # fmt: skip
             if res.returncode != 0:
                 print(f"chaos: scripts/local-slurm up failed:\n{res.stderr}", file=sys.stderr)
                 return res.returncode

@@ -12,12 +12,13 @@ undisturbed run's, no partial file, no lock that needs `--unlock`, no incomplete
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from slurm_utils import REPO, submitter_env
+from slurm_utils import LOCKED_BY, REPO, submitter_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.chaos]
 
@@ -28,9 +29,11 @@ TIMEOUT_S = 1800  # measured about 10 min on the shared 2-core VM (docs/results/
 def test_a_study_survives_its_cluster(slurm_cluster: None, tmp_path: Path) -> None:
     cmd = [sys.executable, str(REPO / "scripts" / "chaos.py"), "--seed", str(SEED),
            "--scale", "ci", "--root", str(tmp_path)]  # fmt: skip
+    # this session holds the cluster's lock: chaos.py must not wait for it
+    env = {**submitter_env(), LOCKED_BY: os.environ[LOCKED_BY]}
     res = subprocess.run(
         ["timeout", "-k", "30", str(TIMEOUT_S), *cmd], capture_output=True, text=True,
-        env=submitter_env(), check=False,
+        env=env, check=False,
     )  # fmt: skip
     assert res.returncode not in (124, 137), f"chaos timed out:\n{res.stdout[-4000:]}"
     result = json.loads((tmp_path / "result.json").read_text())
