@@ -291,6 +291,21 @@ def live_jobs() -> list[tuple[str, str, str]]:
     return jobs
 
 
+def step_groups(job: str) -> set[int]:
+    """The process groups of a job's step tasks with a python process (`scontrol listpids`:
+    the step, not the batch script; empty while the step has not started)."""
+    res = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True,
+                         timeout=30, check=False)  # fmt: skip
+    groups = set()
+    for line in res.stdout.splitlines()[1:]:
+        fields = line.split()  # PID JOBID STEPID LOCALID GLOBALID
+        if len(fields) >= 3 and fields[0].isdigit() and fields[2] != "batch":
+            with contextlib.suppress(OSError):
+                if b"python" in Path(f"/proc/{fields[0]}/cmdline").read_bytes():
+                    groups.add(os.getpgid(int(fields[0])))
+    return groups
+
+
 def daemon(name: str, down: float) -> None:
     """Restart a Slurm daemon (scripts/local-slurm restart), ``down`` seconds after stopping
     it. Started without our environment: a daemon carrying the test session's owner tag would
@@ -392,27 +407,22 @@ class Injector(threading.Thread):
     def kill_pgrp(self, f: Fault) -> None:
         """SIGKILL to the process group of a running job's step (its `python -m snakemake` and
         the script under it), as the OOM killer or a dying node would: Slurm is not told."""
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            job, rule = self.pick(f.kind)
-            res = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True,
-                                 timeout=30, check=False)  # fmt: skip
-            groups = set()
-            for line in res.stdout.splitlines()[1:]:
-                fields = line.split()  # PID JOBID STEPID ...: the step's tasks, not the batch
-                if len(fields) >= 3 and fields[0].isdigit() and fields[2] != "batch":
-                    with contextlib.suppress(OSError):
-                        if b"python" in Path(f"/proc/{fields[0]}/cmdline").read_bytes():
-                            groups.add(os.getpgid(int(fields[0])))
-            if groups:  # the step has started (a job just begun has none yet)
-                for g in sorted(groups):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(g, signal.SIGKILL)
-                f.target = f"job {job} ({rule})"
-                f.note = f"kill -9 of its step's process group(s) {sorted(groups)} (Slurm not told)"
-                return
-            time.sleep(1)
-        raise RuntimeError("no running job had a step with a python process for 90 s")
+        deadline = time.time() + 240
+        while time.time() < deadline and not self.stopping.is_set():
+            job, rule = self.pick(f.kind, wait_s=30)
+            for _ in range(15):  # a job just begun has no step yet
+                groups = step_groups(job)
+                if groups:
+                    for g in sorted(groups):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(g, signal.SIGKILL)
+                    f.target = f"job {job} ({rule})"
+                    f.note = (
+                        f"kill -9 of its step's process group(s) {sorted(groups)} (Slurm not told)"
+                    )
+                    return
+                time.sleep(1)
+        raise RuntimeError("no running job had a step with a python process for 240 s")
 
     def restart_slurmd(self, f: Fault) -> None:
         self.pick(f.kind)

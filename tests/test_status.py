@@ -331,3 +331,29 @@ def test_status_json(cfg, tree, capsys, monkeypatch):
     out = json.loads(capsys.readouterr().out)
     assert out["run_dir"] == "results/t" and not out["snakemake_running"]
     assert {r["state"] for r in out["rows"]} == {st.NOT_STARTED}
+
+
+def test_a_job_slurm_no_longer_has_is_not_running(cfg, tree):
+    """Between a job's end and Snakemake noticing it (its marker still there, its log just
+    written): Slurm answered without it, so it is not running (done if its outputs are)."""
+    from arctax.lifecycle.driver import record_owner
+
+    workdir, run = tree
+    snakemake_running(workdir)
+    record_owner(workdir, ["0.output.lock"], ["snakemake"])  # this process: a live driver
+    ev = run / "eval" / "arcagi1_eval" / "champion" / "seed0" / "summary.json"
+    mark_incomplete(workdir, ev, "500")
+    write(run / "logs" / "eval" / "arcagi1_eval" / "champion" / "seed0.log", "decoding\n")
+    sm = st.Snakemake(workdir, [])
+    job = {j.label: j for j in st.study_jobs(cfg, run)}["evaluate arcagi1_eval champion seed0"]
+    assert st.job_row(job, sm, 100, None).state == st.RUNNING  # no Slurm answer: its log moved
+    gone = st.job_row(job, sm, 100, {})
+    assert gone.state == st.FAILED
+    assert gone.exit == "Slurm job 500 ended; Snakemake retries it while it has retries left"
+    assert st.job_row(job, sm, 100, {"500": "RUNNING"}).state == st.RUNNING
+    write(ev, "{}")
+    done = st.job_row(job, sm, 100, {})
+    assert (done.state, done.exit) == (
+        st.DONE,
+        "finished (Slurm job 500); Snakemake is recording it",
+    )

@@ -340,8 +340,9 @@ class Snakemake:
         return sorted(logs, key=lambda p: p.stat().st_mtime)
 
 
-def squeue_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """``{job id: state (reason)}`` from ``squeue``; empty where Slurm is absent or silent."""
+def squeue_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+    """``{job id: state (reason)}`` of the jobs still queued or running, from ``squeue``; a job
+    missing from the answer has ended. None where Slurm cannot say (absent, not answering)."""
     ids = sorted({i for i in job_ids if i and i.isdigit()})
     if not ids:
         return {}
@@ -351,7 +352,9 @@ def squeue_states(job_ids: Iterable[str]) -> dict[str, str]:
             capture_output=True, text=True, timeout=15, check=False,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return {}
+        return None
+    if res.returncode != 0 and "Invalid job id" not in res.stderr:
+        return None  # the controller did not answer (one unknown id alone is this error)
     states = {}
     for line in res.stdout.splitlines():
         parts = line.strip().split("|")
@@ -448,12 +451,15 @@ def job_row(
     job: Job,
     sm: Snakemake,
     max_epochs: int,
-    squeue: Mapping[str, str],
+    squeue: Mapping[str, str] | None,
     now: float | None = None,
     stall_s: float = 900.0,
 ) -> Row:
-    """The state of one job (see the module docstring for what is read)."""
+    """The state of one job (see the module docstring for what is read). ``squeue``: the
+    queued and running jobs Slurm listed (a listed id that is absent has ended); None when
+    Slurm gave no answer, where the job's files moving stand for running."""
     now = time.time() if now is None else now
+    answered, squeue = squeue is not None, squeue or {}
     row = Row(job.label, NOT_STARTED)
     marker = sm.marker(job)
     history = _read(job.history)
@@ -507,6 +513,14 @@ def job_row(
             row.exit = ended[1] if ended else "Snakemake stopped; rerun to continue"
         elif sq.startswith(("PENDING", "CONFIGURING")):
             row.state, row.exit = QUEUED, sq
+        elif not sq and answered and row.slurm.isdigit():
+            # Slurm no longer has its job and Snakemake has not noticed yet
+            if all(p.exists() for p in job.outputs):
+                row.state, row.left_s = DONE, None
+                row.exit = f"finished (Slurm job {row.slurm}); Snakemake is recording it"
+            else:
+                row.state, row.exit = ended or (FAILED, f"Slurm job {row.slurm} ended")
+                row.exit += "; Snakemake retries it while it has retries left"
         elif sq.startswith(("RUNNING", "COMPLETING")) or (
             activity is not None and activity >= marker["since"] - 1
         ):
@@ -592,9 +606,9 @@ def study_status(
     max_epochs = int(Trainer.of(cfg).max_epochs or t69.max_epochs)
     markers = [sm.marker(j) for j in jobs]
     ids = [str((m or {}).get("external_jobid") or "") for m in markers]
-    sq = squeue_states(ids) if use_squeue else {}
+    sq = squeue_states(ids) if use_squeue and any(ids) else None
     rows = [job_row(j, sm, max_epochs, sq, now) for j in jobs]
-    return Study(out, rows, sm.running, bool(sq), t69.early_stopping.patience, sm.lock_note())
+    return Study(out, rows, sm.running, sq is not None, t69.early_stopping.patience, sm.lock_note())
 
 
 def format_status(study: Study, width: int = 52) -> str:
