@@ -9,7 +9,7 @@ DEMO_CONFIG ?= config/demo.yaml
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: config-doc hostile-table setup demo demo-control status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-stats bench-epoch memory bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check clean-demo
+.PHONY: config-doc hostile-table setup demo demo-control status sweep-demo test test-rest test-full test-cpu-variants test-fast lint fmt dag report bench bench-stats bench-epoch memory bench-rearc bench-adapt-science bench-adapt-ablation bench-ladder gpu-check chaos clean-demo
 
 setup: $(VENV)/.installed
 
@@ -100,14 +100,14 @@ config-doc: setup
 	$(BIN)/python -c "from arctax.layout import write_outputs_doc; write_outputs_doc('docs/OUTPUTS.md')"
 
 lint: setup
-	$(BIN)/ruff check src tests workflow/scripts benchmarks checks experiments examples
-	$(BIN)/ruff format --check src tests workflow/scripts benchmarks checks experiments examples
+	$(BIN)/ruff check src tests workflow/scripts benchmarks checks experiments examples scripts
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks checks experiments examples scripts
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile $(DEMO_CONFIG)
 
 fmt: setup
-	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks checks experiments examples
-	$(BIN)/ruff format src tests workflow/scripts benchmarks checks experiments examples
+	$(BIN)/ruff check --fix src tests workflow/scripts benchmarks checks experiments examples scripts
+	$(BIN)/ruff format src tests workflow/scripts benchmarks checks experiments examples scripts
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 dag: setup
@@ -169,6 +169,15 @@ bench-ladder: setup
 ## What each adaptation choice is worth, on the dev tasks (docs/results/ADAPTATION.md, "Ablation").
 bench-adapt-ablation: setup
 	$(BIN)/python experiments/bench_adapt_science.py --ablation
+
+## Faults injected across a whole study on the local Slurm cluster (needs root: it starts the
+## cluster, restarts its daemons, mounts a tmpfs): scancel, kill -9, daemon restarts, the driver
+## killed and started again, a drained node, a full disk; then the numbers must equal an
+## undisturbed run's (reused while its inputs are unchanged). Writes docs/results/CHAOS.md;
+## about 10 min on 2 cores. CHAOS_ARGS="--seed N" repeats a plan.
+CHAOS_ARGS ?=
+chaos: setup
+	$(BIN)/python scripts/chaos.py --report docs/results/CHAOS.md $(CHAOS_ARGS)
 
 clean-demo:
 	rm -rf results/$(RUN) .snakemake

@@ -124,3 +124,36 @@ def test_json_cost_bounds_what_json_loads_allocates():
         tracemalloc.stop()
         del value
         assert peak <= json_cost(text), (item[:10], peak / len(text))
+
+
+def test_torch_saves_of_the_same_object_have_the_same_bytes(tmp_path):
+    """A checkpoint's bytes (and sha256) do not depend on the temp file it went through: torch
+    names the zip's folder after a file name, so a save by name differs on every call."""
+    import torch
+
+    from arctax.io import atomic_torch_save
+
+    obj = {
+        "w": torch.arange(6.0).reshape(2, 3),
+        "epoch": 3,
+        "optimizer_states": [
+            {"state": {0: {"step": torch.tensor(3.0)}, 1: {"step": torch.tensor(3.0)}}}
+        ],
+        "path": "".join(["res", "ults/x"]),  # built at run time: not interned
+        "again": "".join(["res", "ults/x"]),
+    }
+    atomic_torch_save(tmp_path / "a.ckpt", obj)
+    atomic_torch_save(tmp_path / "sub" / "b.ckpt", obj)
+    first = (tmp_path / "a.ckpt").read_bytes()
+    assert first == (tmp_path / "sub" / "b.ckpt").read_bytes()
+    back = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    assert torch.equal(back["w"], obj["w"]) and back["epoch"] == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    # a resumed training's state mixes keys loaded from its checkpoint (new string objects)
+    # with the code's own literals: pickle writes each string object once, so unless every
+    # string is interned the same content pickles to other bytes
+    step = "".join(["st", "ep"])  # an equal string, another object (as torch.load makes)
+    mixed = {**obj, "optimizer_states": [{"state": {0: {step: torch.tensor(3.0)},
+                                                    1: {"step": torch.tensor(3.0)}}}]}  # fmt: skip
+    atomic_torch_save(tmp_path / "c.ckpt", mixed)
+    assert (tmp_path / "c.ckpt").read_bytes() == first

@@ -260,3 +260,107 @@ def test_adaptation_shards_of_a_prepared_test_set_and_no_dropped_model(tree):
     got = rows(cfg, run, workdir)
     assert {"adapt champion/seed0 0-of-3", "adapt encoder_decoder/seed0 2-of-3"} <= set(got)
     assert not any("decoder_only" in name for name in got), sorted(got)
+
+
+def a_dead_owner(workdir: Path, host: str | None = None) -> dict:
+    """Snakemake's lock with the owner record of a driver that died (its pid exited)."""
+    import subprocess
+    import sys
+
+    from arctax.lifecycle.driver import record_owner
+
+    snakemake_running(workdir)
+    rec = record_owner(workdir, ["0.output.lock"], ["snakemake", "all", "--profile", "p"])
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    owner = {**json.loads(rec.read_text()), "pid": p.pid}
+    if host:
+        owner["host"] = host
+    rec.write_text(json.dumps(owner))
+    return owner
+
+
+def test_a_lock_whose_driver_died_is_not_a_running_snakemake(cfg, tree):
+    workdir, run = tree
+    owner = a_dead_owner(workdir)
+    mark_incomplete(workdir, train_out(run) / "best.ckpt", "77")
+    study = st.study_status(cfg, run, workdir, use_squeue=False)
+    assert not study.snakemake_running
+    assert {r.job: r for r in study.rows}["train champion seed0"].state == st.STOPPED
+    assert study.lock_note == (
+        f"Snakemake's lock is stale (its driver (pid {owner['pid']} on {owner['host']}) is "
+        "gone): run your snakemake command again, it removes the lock and goes on"
+    )
+    assert study.lock_note in st.format_status(study)
+    # the driver lives (this very process): the lock holds, the job is queued
+    from arctax.lifecycle.driver import record_owner
+
+    for rec in (workdir / ".snakemake" / "locks").glob("arctax-owner-*.json"):
+        rec.unlink()
+    record_owner(workdir, ["0.output.lock"], ["snakemake"])
+    study = st.study_status(cfg, run, workdir, use_squeue=False)
+    assert study.snakemake_running and study.lock_note == ""
+
+
+def test_a_lock_of_another_host_says_what_to_run(cfg, tree):
+    workdir, run = tree
+    a_dead_owner(workdir, host="login-7")  # its pid means nothing here
+    study = st.study_status(cfg, run, workdir, use_squeue=False)
+    assert study.snakemake_running  # not provably dead: counted as running
+    assert "cannot be checked from here" in study.lock_note
+    assert "`snakemake all --profile p --unlock`" in study.lock_note
+
+
+def test_orphans_of_a_dead_driver_running_and_finished(cfg, tree):
+    workdir, run = tree
+    a_dead_owner(workdir)
+    mark_incomplete(workdir, train_out(run) / "best.ckpt", "77")
+    ev = run / "eval" / "arcagi1_eval" / "champion" / "seed0" / "summary.json"
+    mark_incomplete(workdir, ev, "78")
+    sm = st.Snakemake(workdir, [])
+    jobs = {j.label: j for j in st.study_jobs(cfg, run)}
+    for out in jobs["evaluate arcagi1_eval champion seed0"].outputs:
+        write(out, "{}")  # the orphan finished its outputs after its driver died
+    squeue = {"77": "RUNNING"}
+    train = st.job_row(jobs["train champion seed0"], sm, 100, squeue)
+    assert train.state == st.RUNNING and "its Snakemake is gone" in train.exit
+    done = st.job_row(jobs["evaluate arcagi1_eval champion seed0"], sm, 100, squeue)
+    assert done.state == st.DONE and "finished without its Snakemake" in done.exit
+    pending = st.job_row(jobs["train champion seed0"], sm, 100, {"77": "PENDING (Priority)"})
+    assert pending.state == st.QUEUED
+
+
+def test_status_json(cfg, tree, capsys, monkeypatch):
+    workdir, _run = tree
+    monkeypatch.chdir(workdir)
+    assert main(["--set", "run=t", "--set", "seeds=[0]", "status", "--json", "--no-squeue"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["run_dir"] == "results/t" and not out["snakemake_running"]
+    assert {r["state"] for r in out["rows"]} == {st.NOT_STARTED}
+
+
+def test_a_job_slurm_no_longer_has_is_not_running(cfg, tree):
+    """Between a job's end and Snakemake noticing it (its marker still there, its log just
+    written): Slurm answered without it, so it is not running (done if its outputs are)."""
+    from arctax.lifecycle.driver import record_owner
+
+    workdir, run = tree
+    snakemake_running(workdir)
+    record_owner(workdir, ["0.output.lock"], ["snakemake"])  # this process: a live driver
+    ev = run / "eval" / "arcagi1_eval" / "champion" / "seed0" / "summary.json"
+    mark_incomplete(workdir, ev, "500")
+    write(run / "logs" / "eval" / "arcagi1_eval" / "champion" / "seed0.log", "decoding\n")
+    sm = st.Snakemake(workdir, [])
+    job = {j.label: j for j in st.study_jobs(cfg, run)}["evaluate arcagi1_eval champion seed0"]
+    assert st.job_row(job, sm, 100, None).state == st.RUNNING  # no Slurm answer: its log moved
+    gone = st.job_row(job, sm, 100, {})
+    assert gone.state == st.FAILED
+    assert gone.exit == "Slurm job 500 ended; Snakemake retries it while it has retries left"
+    assert st.job_row(job, sm, 100, {"500": "RUNNING"}).state == st.RUNNING
+    for out in job.outputs:
+        write(out, "{}")
+    done = st.job_row(job, sm, 100, {})
+    assert (done.state, done.exit) == (
+        st.DONE,
+        "finished (Slurm job 500); Snakemake is recording it",
+    )

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument("--workdir", default=None, help="where Snakemake ran (its .snakemake)")
     p.add_argument("--no-squeue", action="store_true", help="do not ask squeue")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (for scripts)")
     args = ap.parse_args(argv)
     try:
         cfg = load_settings(*args.config, overrides=_overrides(args.set))
@@ -241,7 +242,7 @@ def _run(args: argparse.Namespace, s: Settings) -> int:
 
         def render() -> str:
             study = st.study_status(s, run_dir, args.workdir, use_squeue=not args.no_squeue)
-            return st.format_status(study)
+            return json.dumps(study.as_dict()) if args.json else st.format_status(study)
 
         if args.watch is not None:
             st.watch(render, max(1.0, args.watch))

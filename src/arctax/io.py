@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,40 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _interned(obj: Any) -> Any:
+    """``obj`` with every string of its dicts, lists and tuples interned (tensors untouched)."""
+    if isinstance(obj, dict):
+        return {_interned(k): _interned(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_interned(v) for v in obj]
+    if type(obj) is tuple:
+        return tuple(_interned(v) for v in obj)
+    if type(obj) is str:
+        return sys.intern(obj)
+    return obj
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically, the same bytes for the same content.
+
+    Two things made equal checkpoints differ byte for byte (and their sha256, which
+    evaluations and adaptation shards record): torch names the folder inside the zip after the
+    file name it is given (the temp file's random name), so it is saved through an open file;
+    and pickle writes a string once per object, so a resumed training, whose keys were loaded
+    from a checkpoint as new string objects, pickled differently from an uninterrupted one, so
+    every string is interned first.
+    """
+    import torch
+
+    obj = _interned(obj)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

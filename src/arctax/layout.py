@@ -196,7 +196,6 @@ class Layout:
                 d[kind].append(str(Path(outs[kind]).parent))
         return dirs
 
-
     def summaries(self, dirs: Iterable[Iterable[str]]) -> list[str]:
         """Each folder's ``summary.json``, once each, in order."""
         return list(dict.fromkeys(f"{d}/summary.json" for ds in dirs for d in ds))
@@ -293,11 +292,13 @@ def began(out: str | Path, rule: str) -> bool:
     """Whether any job of ``rule`` ever ran in ``out``: the folder of its outputs or of its
     logs exists (the part of their patterns before the first wildcard)."""
 
-    def static(pattern: str) -> Path:
-        return Path(pattern.split("{")[0]).parent
+    def static(pattern: str) -> Path | None:  # "sweep/{model}/x.json" -> sweep
+        prefix = pattern.split("{")[0]
+        return Path(prefix.rsplit("/", 1)[0]) if "/" in prefix else None
 
     r = RULES[rule]
-    return any((Path(out) / static(p)).is_dir() for p in (*r.outputs.values(), r.log))
+    folders = [static(p) for p in (*r.outputs.values(), r.log)]
+    return any((Path(out) / f).is_dir() for f in folders if f is not None)
 
 
 def jobs(

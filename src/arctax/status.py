@@ -6,7 +6,8 @@ it reads, per job:
 
 - its declared outputs (all there and not marked incomplete: done);
 - Snakemake's ``.snakemake/incomplete/<base64 of the output path>`` markers (a started job's;
-  the marker holds the Slurm job id) and ``.snakemake/locks/`` (a Snakemake is running);
+  the marker holds the Slurm job id) and ``.snakemake/locks/`` with its owner record (a
+  Snakemake is running, or its driver died and left the lock: :mod:`arctax.lifecycle.driver`);
 - the job's log (``results/<run>/logs/...``), and for trainings the attempts log beside the
   resumable state (``.state/train/<model>/seed<s>.attempts.log``: one header per attempt, the
   stop line of an attempt that exited 75 to be resumed) and ``.state/.../metrics.csv`` (one
@@ -28,12 +29,14 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import time
 from base64 import urlsafe_b64encode
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ from arctax.layout import (
     rearc_shard_count,
 )
 from arctax.lifecycle import STOP_LINE, STOPPED_EXIT
+from arctax.lifecycle.driver import DriverLock, driver_locks, held, unlock_command
 from arctax.settings import Settings
 
 NOT_STARTED = "not started"
@@ -126,11 +130,38 @@ class Snakemake:
     workdir: Path
     slurm_log_dirs: list[Path]
 
+    @cached_property
+    def locks(self) -> list[DriverLock]:
+        """Snakemake's locks of this working directory, with their owners (read once)."""
+        return driver_locks(self.workdir)
+
     @property
     def running(self) -> bool:
-        """A Snakemake holds the lock of this working directory (is running now)."""
-        locks = self.workdir / ".snakemake" / "locks"
-        return locks.is_dir() and any(locks.glob("*.lock"))
+        """A Snakemake holds the lock of this working directory and is not provably dead."""
+        return bool(held(self.locks))
+
+    def lock_note(self) -> str:
+        """What a person must know of the lock: a stale one (its driver is gone) or one that
+        cannot be checked from here; empty when there is none, or its driver runs here."""
+        notes = []
+        for lock in self.locks:
+            if not lock.files:
+                continue
+            if lock.dead:
+                notes.append(
+                    f"Snakemake's lock is stale ({lock.dead}): run your snakemake command "
+                    "again, it removes the lock and goes on"
+                )
+            elif lock.owner is None or lock.owner.get("host") != socket.gethostname():
+                argv = (lock.owner or {}).get("argv")
+                cmd = f"`{unlock_command(argv)}`" if argv else (
+                    "`snakemake --unlock` with your command's arguments"
+                )  # fmt: skip
+                notes.append(
+                    f"Snakemake's lock ({lock.describe()}) cannot be checked from here: if no "
+                    f"snakemake runs in {self.workdir} any more, run {cmd}, then your command"
+                )
+        return "; ".join(notes)
 
     def _key(self, path: Path) -> str:
         try:
@@ -164,8 +195,9 @@ class Snakemake:
         return sorted(logs, key=lambda p: p.stat().st_mtime)
 
 
-def squeue_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """``{job id: state (reason)}`` from ``squeue``; empty where Slurm is absent or silent."""
+def squeue_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+    """``{job id: state (reason)}`` of the jobs still queued or running, from ``squeue``; a job
+    missing from the answer has ended. None where Slurm cannot say (absent, not answering)."""
     ids = sorted({i for i in job_ids if i and i.isdigit()})
     if not ids:
         return {}
@@ -175,7 +207,9 @@ def squeue_states(job_ids: Iterable[str]) -> dict[str, str]:
             capture_output=True, text=True, timeout=15, check=False,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return {}
+        return None
+    if res.returncode != 0 and "Invalid job id" not in res.stderr:
+        return None  # the controller did not answer (one unknown id alone is this error)
     states = {}
     for line in res.stdout.splitlines():
         parts = line.strip().split("|")
@@ -272,12 +306,15 @@ def job_row(
     job: Job,
     sm: Snakemake,
     max_epochs: int,
-    squeue: Mapping[str, str],
+    squeue: Mapping[str, str] | None,
     now: float | None = None,
     stall_s: float = 900.0,
 ) -> Row:
-    """The state of one job (see the module docstring for what is read)."""
+    """The state of one job (see the module docstring for what is read). ``squeue``: the
+    queued and running jobs Slurm listed (a listed id that is absent has ended); None when
+    Slurm gave no answer, where the job's files moving stand for running."""
     now = time.time() if now is None else now
+    answered, squeue = squeue is not None, squeue or {}
     row = Row(job.label, NOT_STARTED)
     marker = sm.marker(job)
     history = _read(job.history)
@@ -320,11 +357,26 @@ def job_row(
     activity = _mtime(job.log, job.history, job.metrics)
     if marker is not None:  # Snakemake started it and has not seen it end
         sq = squeue.get(row.slurm, "")
-        if not sm.running:
+        if not sm.running and sq.startswith(("RUNNING", "COMPLETING", "PENDING", "CONFIGURING")):
+            # an orphan: its driver is gone, the Slurm job goes on by itself
+            row.state = RUNNING if sq.startswith(("RUNNING", "COMPLETING")) else QUEUED
+            row.exit = f"{sq}; its Snakemake is gone (rerun your command)"
+        elif not sm.running and all(p.exists() for p in job.outputs):
+            row.state, row.left_s = DONE, None  # finished after its driver died
+            row.exit = "finished without its Snakemake (a rerun redoes it: rerun-incomplete)"
+        elif not sm.running:
             row.state = STOPPED if training else INTERRUPTED
             row.exit = ended[1] if ended else "Snakemake stopped; rerun to continue"
         elif sq.startswith(("PENDING", "CONFIGURING")):
             row.state, row.exit = QUEUED, sq
+        elif not sq and answered and row.slurm.isdigit():
+            # Slurm no longer has its job and Snakemake has not noticed yet
+            if all(p.exists() for p in job.outputs):
+                row.state, row.left_s = DONE, None
+                row.exit = f"finished (Slurm job {row.slurm}); Snakemake is recording it"
+            else:
+                row.state, row.exit = ended or (FAILED, f"Slurm job {row.slurm} ended")
+                row.exit += "; Snakemake retries it while it has retries left"
         elif sq.startswith(("RUNNING", "COMPLETING")) or (
             activity is not None and activity >= marker["since"] - 1
         ):
@@ -375,6 +427,17 @@ class Study:
     snakemake_running: bool
     squeue: bool
     patience: int | None
+    lock_note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The status as plain JSON types (``arctax status --json``)."""
+        return {
+            "run_dir": str(self.run_dir),
+            "snakemake_running": self.snakemake_running,
+            "squeue": self.squeue,
+            "lock_note": self.lock_note,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
 
 def study_status(
@@ -399,9 +462,9 @@ def study_status(
     max_epochs = int(s.trainer.max_epochs or t69.max_epochs)
     markers = [sm.marker(j) for j in every]
     ids = [str((m or {}).get("external_jobid") or "") for m in markers]
-    sq = squeue_states(ids) if use_squeue else {}
+    sq = squeue_states(ids) if use_squeue and any(ids) else None
     rows = [job_row(j, sm, max_epochs, sq, now) for j in every]
-    return Study(out, rows, sm.running, bool(sq), t69.early_stopping.patience)
+    return Study(out, rows, sm.running, sq is not None, t69.early_stopping.patience, sm.lock_note())
 
 
 def format_status(study: Study, width: int = 52) -> str:
@@ -447,6 +510,8 @@ def format_status(study: Study, width: int = 52) -> str:
     src = ["Snakemake running" if study.snakemake_running else "no Snakemake running here"]
     src.append("squeue" if study.squeue else "no squeue answer (local run or no Slurm here)")
     lines.append("sources: " + "; ".join(src))
+    if study.lock_note:
+        lines.append(study.lock_note)
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from arctax.search.owners import owner_record
+from arctax.lifecycle.owners import owner_record
 from arctax.search.space import parse_space, suggest
 from arctax.search.storage import claim_lock
 from arctax.search.worker import claim, open_study, run_worker, study_setup
@@ -26,7 +26,7 @@ if mode == "claim":
     space = parse_space(cfg, MODEL)
     with claim_lock(sweep):
         study = open_study(cfg.run, MODEL, sweep, study_setup(cfg, MODEL, space, data))
-        trial = claim(study, cfg.sweep.n_trials, owner_record(9), 1)
+        trial = claim(study, cfg.sweep.n_trials, owner_record(worker=9), 1)
     suggest(trial, space)
     print(f"claimed {trial.number}", flush=True)
     time.sleep(600)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from slurm_utils import (
     CANNOT_RUN,
+    LOCKED_BY,
     SCRIPT,
     TEST_PREFIX,
     UP_TIMEOUT_S,
@@ -32,7 +33,6 @@ from slurm_utils import (
 )
 
 LOCK = Path(os.environ.get("LOCAL_SLURM_TEST_LOCK", "/tmp/arctax-slurm-tests.lock"))
-LOCKED_BY = "ARCTAX_SLURM_TESTS_LOCKED"  # set for a nested session (a test running pytest)
 LOCK_WAIT_S = 3600
 
 

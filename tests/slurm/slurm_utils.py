@@ -26,6 +26,9 @@ JOBNAME_ARGS = ("--slurm-jobname-prefix", TEST_PREFIX)
 # "<pytest pid>:<its start time>". One whose session is gone is a leftover, stopped at the next
 # session's start; the session stops its own at its end or when it is interrupted.
 OWNER_VAR = "ARCTAX_SLURM_TEST_OWNER"
+# Set while a session holds the cluster's lock (conftest.py); a nested session or
+# scripts/chaos.py run by a test finds it and does not wait for the lock its parent holds.
+LOCKED_BY = "ARCTAX_SLURM_TESTS_LOCKED"
 
 
 def skip_or_fail(reason: str) -> None:

@@ -27,7 +27,7 @@ from slurm_utils import (
     wait_job,
 )
 
-from arctax.search.owners import dead_reason, slurm_states
+from arctax.lifecycle.owners import dead_reason, slurm_states
 from arctax.search.storage import load_study
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -181,8 +181,8 @@ def test_squeue_tells_a_live_owner_from_a_dead_one(slurm_cluster: None, tmp_path
         # as a worker on another node sees the trials of these two jobs
         me = {"host": "another-node", "pid": 1, "slurm_job_id": None}
         owner = {"host": "vm-x", "pid": 123}
-        assert dead_reason({**owner, "slurm_job_id": live}, me, states, time.time()) is None
-        reason = dead_reason({**owner, "slurm_job_id": dead}, me, states, time.time())
+        assert dead_reason({**owner, "slurm_job_id": live}, me, states, "worker") is None
+        reason = dead_reason({**owner, "slurm_job_id": dead}, me, states, "worker")
         assert reason == f"its worker's Slurm job {dead} is CANCELLED"
     finally:
         sh(f"scancel {live} {dead}")

@@ -237,10 +237,8 @@ def gather(
 
 def save_adapter(path: Path, layers: Sequence[Any], slot: int, meta: Mapping[str, Any]) -> None:
     """One task's adapter (``A``, ``B`` of every LoRA layer) as plain tensors (weights_only)."""
-    import torch
-
-    from arctax.io import atomic_write
+    from arctax.io import atomic_torch_save
 
     tensors = {f"{layer.name}.{w}": getattr(layer, w)[slot].detach().cpu().clone()
                for layer in layers for w in ("A", "B")}  # fmt: skip
-    atomic_write(path, lambda tmp: torch.save({"adapter": tensors, "meta": dict(meta)}, tmp))
+    atomic_torch_save(path, {"adapter": tensors, "meta": dict(meta)})

@@ -2,7 +2,7 @@
 
 Several workers (Slurm jobs) share one study. Under the claim lock
 (:func:`arctax.search.storage.claim_lock`) a worker first fails and requeues the RUNNING trials
-whose owner is provably dead (:mod:`arctax.search.owners`), then counts COMPLETE + PRUNED +
+whose owner is provably dead (:mod:`arctax.lifecycle.owners`), then counts COMPLETE + PRUNED +
 RUNNING trials: at ``n_trials`` with nothing WAITING it stops, else it asks for a trial
 (``study.ask()`` takes a WAITING retry first) and signs it with its identity. The training runs
 outside the lock. So the study ends with exactly ``n_trials`` finished trials, whatever the
@@ -33,14 +33,15 @@ from optuna.trial import TrialState
 
 from arctax.io import write_json
 from arctax.lifecycle import JobState, StopFlag, Stopped, stop_line
+from arctax.lifecycle.owners import dead_reason, owner_record, slurm_states
 from arctax.search import SearchError
-from arctax.search.owners import dead_reason, owner_record, slurm_states
 from arctax.search.space import Param, apply_params, parse_space, suggest
 from arctax.search.storage import claim_lock, describe, open_storage, study_name
 from arctax.settings import Settings, Sweep
 
 MAX_FAILURES_IN_A_ROW = 3  # then the worker stops: a bug or a broken setup, not a bad value
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ORPHAN_AGE_S = 120  # a trial with no owner this old: its claimer died inside the claim
 Objective = Callable[[optuna.Trial], float]
 
 
@@ -135,6 +136,23 @@ def fail_and_requeue(study: optuna.Study, number: int, reason: str, max_retries:
         log(f"trial {number} failed ({reason}); enqueued again with the same values")
 
 
+def trial_dead_reason(
+    owner: Mapping[str, Any] | None,
+    me: Mapping[str, Any],
+    states: Mapping[str, str] | None,
+    started: float | None,
+) -> str | None:
+    """Why the worker of a RUNNING trial is dead (:func:`arctax.lifecycle.owners.dead_reason`),
+    or None if it may be alive. A trial with no owner recorded after ``ORPHAN_AGE_S`` lost its
+    claimer inside the claim, which takes milliseconds under the lock."""
+    if not (owner or {}).get("host"):
+        age = time.time() - (started or time.time())
+        if age > ORPHAN_AGE_S:
+            return f"no owner recorded after {age:.0f} s (its worker died while claiming it)"
+        return None
+    return dead_reason(owner, me, states, role="worker")
+
+
 def reap(study: optuna.Study, me: Mapping[str, Any], max_retries: int) -> list[int]:
     """Fail and requeue the RUNNING trials whose owner is provably dead; their numbers."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -144,7 +162,7 @@ def reap(study: optuna.Study, me: Mapping[str, Any], max_retries: int) -> list[i
     reaped = []
     for t in running:
         started = t.datetime_start.timestamp() if t.datetime_start else None
-        reason = dead_reason(owners[t.number], me, states, started)
+        reason = trial_dead_reason(owners[t.number], me, states, started)
         if reason:
             fail_and_requeue(study, t.number, reason, max_retries)
             reaped.append(t.number)
@@ -210,7 +228,7 @@ def run_worker(
     job = JobState(state_dir or sweep_dir / ".trials", margin_s=s.trainer.save_margin_s)
     space = parse_space(s, model)
     setup = study_setup(s, model, space, data_dir)
-    me = owner_record(worker)
+    me = owner_record(worker=worker)
     started = _now()
     with claim_lock(sweep_dir):
         study = open_study(s.run, model, sweep_dir, setup)

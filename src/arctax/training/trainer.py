@@ -13,7 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from arctax.io import atomic_write
+from arctax.io import atomic_torch_save
 from arctax.settings import Trainer, Trial69
 from arctax.training.callbacks import EpochMetrics, RNGState
 
@@ -109,7 +109,7 @@ class AtomicCheckpointIO(pl.plugins.TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        atomic_torch_save(path, checkpoint)
 
 
 @dataclass(frozen=True)

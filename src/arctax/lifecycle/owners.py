@@ -1,15 +1,16 @@
-"""Who runs a trial, and whether that worker is provably gone.
+"""Who owns a piece of work, and whether that owner is provably gone.
 
-A worker writes its identity into each trial it claims (user attribute ``owner``: host, pid,
-the pid's start time, Slurm job id, worker index). A trial left RUNNING is stale only on
-proof that its owner is dead, never on a guess such as its age:
+An owner is a process, recorded where its work is (a sweep trial's user attribute, the
+Snakemake driver's lock folder, later a job's state): :func:`owner_record` gives its host,
+pid, the pid's start time and Slurm job id. An owner is dead only on proof, never on a guess
+such as its age (:func:`dead_reason`):
+
 - same host: the pid is gone, or now belongs to another process (start time differs);
-- another host: Slurm says the job ended (not in ``squeue``, or in a final state), or it is
-  this very job id (a requeued job's earlier run);
-- no owner recorded, older than ``ORPHAN_AGE_S``: the claimer died inside the claim, which
-  takes milliseconds under the lock.
-Anything else (Slurm unreachable, another host without Slurm) counts as alive. Optuna's own
-heartbeat does this for RDB storage only, and only inside ``study.optimize``.
+- another host: Slurm says its job ended (not in ``squeue``, or in a final state), or its
+  job is this very job (a requeued job's earlier run).
+
+Anything else (Slurm unreachable, another host without a Slurm job) counts as alive: the
+caller waits, or says what a person must check. Torch-free.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-ORPHAN_AGE_S = 120
 # squeue states in which the job's processes may still run (COMPLETING: still being killed)
 SLURM_LIVE = {"RUNNING", "SUSPENDED", "STOPPED", "SIGNALING", "RESIZING", "STAGE_OUT", "COMPLETING"}
+_ASK = object()  # dead_reason's default: ask squeue when the proof needs it
 
 
 def proc_start(pid: int) -> str | None:
@@ -36,16 +37,17 @@ def proc_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5); the name may hold spaces
 
 
-def owner_record(worker: int) -> dict[str, Any]:
-    """This process as the owner of the trials it claims (stored as trial user attributes)."""
+def owner_record(**extra: Any) -> dict[str, Any]:
+    """This process as an owner: host, pid, its start time, Slurm job id, since (epoch s),
+    and ``extra`` (what the caller adds: a worker index, the lock files it holds)."""
     pid = os.getpid()
     return {
         "host": socket.gethostname(),
         "pid": pid,
         "proc_start": proc_start(pid),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "worker": worker,
-        "claimed": time.time(),
+        "since": time.time(),
+        **extra,
     }
 
 
@@ -87,38 +89,38 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str] | None:
 
 
 def dead_reason(
-    owner: Mapping[str, Any] | None,
-    me: Mapping[str, Any],
-    states: Mapping[str, str] | None,
-    started: float | None,
+    owner: Mapping[str, Any],
+    me: Mapping[str, Any] | None = None,
+    states: Any = _ASK,
+    role: str = "owner",
 ) -> str | None:
-    """Why the ``owner`` of a RUNNING trial is dead, or None if it may be alive.
+    """Why ``owner`` (an :func:`owner_record`) is dead, or None if it may be alive.
 
-    ``owner``: the trial's ``owner`` attribute (an :func:`owner_record`, None if never set);
-    ``me``: this worker's record; ``states``: :func:`slurm_states` of the owners' jobs;
-    ``started``: the trial's start (epoch seconds).
+    ``me``: the asking process's record (default: this process); ``states``: the
+    :func:`slurm_states` of the owners' jobs when the caller asked Slurm once for many
+    (default: ask now, if the proof needs it; None: Slurm could not say). ``role`` names the
+    owner in the reason ("its worker", "its driver").
     """
-    owner = owner or {}
+    me = me if me is not None else owner_record()
     host, pid = owner.get("host"), owner.get("pid")
     if host is None:
-        age = time.time() - (started or time.time())
-        if age > ORPHAN_AGE_S:
-            return f"no owner recorded after {age:.0f} s (its worker died while claiming it)"
-        return None
+        return None  # nothing recorded to prove anything with
     if host == me["host"] and pid is not None:
         if pid_alive(int(pid), owner.get("proc_start")):
             return None
-        return f"its worker (pid {pid} on {host}) is gone"
+        return f"its {role} (pid {pid} on {host}) is gone"
     job = owner.get("slurm_job_id")
     if not job:
         return None  # another host, no Slurm: nothing can prove it dead
-    if job == me["slurm_job_id"]:
-        return f"its worker was an earlier run of this Slurm job {job} (requeued)"
+    if job == me.get("slurm_job_id"):
+        return f"its {role} was an earlier run of this Slurm job {job} (requeued)"
+    if states is _ASK:
+        states = slurm_states([job])
     if states is None:
         return None
     state = states.get(job)
     if state is None:
-        return f"its worker's Slurm job {job} has ended"
+        return f"its {role}'s Slurm job {job} has ended"
     if state not in SLURM_LIVE:
-        return f"its worker's Slurm job {job} is {state}"
+        return f"its {role}'s Slurm job {job} is {state}"
     return None
