@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import signal
@@ -128,9 +129,15 @@ def start(root: Path, data: Path, o: dict, own_group: bool = False) -> Run:
     return Run(root, proc)
 
 
-def metrics(path: Path) -> list[dict[str, float]]:
+def metrics(path: Path) -> list[dict[str, float | None]]:
+    """metrics.csv's rows without the wall clock; a NaN (no grad scaler on CPU) reads as None,
+    so two runs' rows compare equal (NaN != NaN)."""
+
+    def value(v: str) -> float | None:
+        return None if math.isnan(x := float(v)) else x
+
     with path.open() as f:
-        return [{k: float(v) for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+        return [{k: value(v) for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="module")
