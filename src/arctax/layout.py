@@ -34,6 +34,7 @@ class Rule:
     state: str | None = None  # the resumable state folder
     history: str | None = None  # every attempt's output
     metrics: str | None = None  # a training's epochs so far (in its state)
+    done: str | None = None  # the job's done marker (arctax.lifecycle.JobState), its outputs written
     what: str = ""  # what the files are (docs/OUTPUTS.md)
 
     @property
@@ -69,6 +70,7 @@ RULES: dict[str, Rule] = {r.name: r for r in [
           {"record": "rearc/shards/{shard}-of-{n}.json"},
           "logs/generate_rearc/{shard}-of-{n}.log",
           benchmark="benchmarks/generate_rearc/{shard}-of-{n}.tsv", state=".state/rearc",
+          done=".state/rearc/shard-{shard}-of-{n}.done",
           what="one file per CPU Slurm job (its tasks' statistics); data.source: rearc"),
     _rule("rearc_gather", "gather re-arc", {"folder": "rearc/re_arc"}, "logs/rearc_gather.log",
           state=".state/rearc",
@@ -96,23 +98,28 @@ RULES: dict[str, Rule] = {r.name: r for r in [
           state=".state/train/{model}/seed{seed}",
           history=".state/train/{model}/seed{seed}.attempts.log",
           metrics=".state/train/{model}/seed{seed}/metrics.csv",
+          done=".state/train/{model}/seed{seed}/finished.json",
           what="weights_only-loadable checkpoints; metrics.csv one row per epoch; provenance: "
                "config, versions, device, Slurm job, Trial 69 audit"),
     _rule("bootstrap_champion", "bootstrap champion",
           {"best": f"bootstrap/{REFERENCE}.ckpt", "provenance": "bootstrap/provenance.json"},
           "logs/bootstrap_champion.log", benchmark="benchmarks/bootstrap_champion.tsv",
           state=".state/bootstrap", history=".state/bootstrap.attempts.log",
-          metrics=".state/bootstrap/metrics.csv",
+          metrics=".state/bootstrap/metrics.csv", done=".state/bootstrap/finished.json",
           what="the reference trained here (champion.bootstrap)"),
     _rule("evaluate", "evaluate {test_set} {model} seed{seed}",
           {f.split(".")[0]: f"{_EVAL}/{f}" for f in _EVAL_FILES},
           "logs/eval/{test_set}/{model}/seed{seed}.log",
           benchmark="benchmarks/eval/{test_set}/{model}/seed{seed}.tsv",
+          state=".state/eval/{test_set}/{model}/seed{seed}",
+          done=".state/eval/{test_set}/{model}/seed{seed}/done.json",
           what="one row per test query (per_task.csv), the answers in ARC Prize format"),
     _rule("evaluate_reference", f"evaluate {{test_set}} {REFERENCE}",
           {f.split(".")[0]: f"{_REF}/{f}" for f in _EVAL_FILES},
           f"logs/eval/{{test_set}}/{REFERENCE}.log",
           benchmark=f"benchmarks/eval/{{test_set}}/{REFERENCE}.tsv",
+          state=f".state/eval/{{test_set}}/{REFERENCE}",
+          done=f".state/eval/{{test_set}}/{REFERENCE}/done.json",
           what="the reference, the same files, whichever way it came"),
     _rule("compare", "compare {test_set}",
           {k: f"compare/{{test_set}}/{f}" for k, f in _COMPARE.items()},
@@ -122,7 +129,7 @@ RULES: dict[str, Rule] = {r.name: r for r in [
           {"shard": "adapt/{label}/{tag}/shards/{shard}-of-{n}.json"},
           "logs/adapt/{label}/{tag}/{shard}-of-{n}.log",
           benchmark="benchmarks/adapt/{label}/{tag}/{shard}-of-{n}.tsv",
-          state=".state/adapt/{label}/{tag}",
+          state=".state/adapt/{label}/{tag}", done=".state/adapt/{label}/{tag}/shard{shard}-of-{n}.done",
           what="one file per Slurm job: its tasks' answers and losses"),
     _rule("adapt_gather", "gather adapt {label}/{tag}", _GATHER,
           "logs/adapt/{label}/{tag}/gather.log",
@@ -143,6 +150,12 @@ RULES: dict[str, Rule] = {r.name: r for r in [
           "logs/sweep/{model}/report.log", benchmark="benchmarks/sweep/{model}/report.tsv",
           what="`snakemake sweep`: every trial; the best one as a config overlay; figures"),
 ]}  # fmt: skip
+
+
+def study(s: Settings) -> Layout:
+    """The layout of the workflow's study of ``s``: ``results/<run>`` (relative to the working
+    directory, as the rules and their scripts see it)."""
+    return Layout(f"results/{s.run}")
 
 
 class Layout:
@@ -263,6 +276,7 @@ class Job:
     state: Path | None = None
     history: Path | None = None
     metrics: Path | None = None  # a training's metrics.csv while it runs
+    done: Path | None = None  # its done marker: written after its outputs
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -285,6 +299,7 @@ def job(out: str | Path, rule: str, **wildcards: Any) -> Job:
         Path(lay.state(rule, **fill)) if r.state else None,
         Path(lay._path(r.history, fill)) if r.history else None,
         Path(lay._path(r.metrics, fill)) if r.metrics else None,
+        Path(lay._path(r.done, fill)) if r.done else None,
     )
 
 

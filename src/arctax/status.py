@@ -184,6 +184,12 @@ class Snakemake:
                 continue
         return None
 
+    def marker_files(self, job: Job) -> list[Path]:
+        """The incomplete marker files of ``job``'s outputs that exist."""
+        root = self.workdir / ".snakemake" / "incomplete"
+        paths = [_record_path(root, self._key(out)) for out in job.outputs]
+        return [p for p in paths if p.is_file()]
+
     def slurm_logs(self, job: Job) -> list[Path]:
         """The Slurm executor's log of each submission of ``job``, oldest first."""
         wc = "_".join(job.wildcards[w] for w in RULES[job.rule].wildcards).replace("/", "_")

@@ -20,8 +20,8 @@ except ConfigError as e:
     raise WorkflowError(f"{e}\n(the keys are documented in config/README.md)") from None
 except ReferenceError as e:
     raise WorkflowError(str(e)) from None
-OUT = f"results/{S.run}"
-L = layout.Layout(OUT)
+L = layout.study(S)
+OUT = L.out
 MODELS, SEEDS, TEST_SETS = list(S.models), list(S.seeds), PLAN.test_sets
 DATA_FILES = list(L.outputs("prepare_data").values())
 ADAPT_DATA = list(L.outputs("prepare_test", test_set=PLAN.adapt_test_set).values())

@@ -23,7 +23,7 @@ import numpy as np
 from arctax.adaptation.shards import shard_task_ids
 from arctax.adaptation.ttt import TaskData, adapt_tasks, adapter_slots
 from arctax.data.dataset import load_manifest, load_split
-from arctax.io import file_sha256, write_json
+from arctax.io import file_sha256, read_json, write_json
 from arctax.lifecycle import JobState, fingerprint, stop_line
 from arctax.settings import Settings
 
@@ -91,17 +91,39 @@ def adapt_shard(
     ``--forcerun``, starts over. The base checkpoint is only read: its sha256 is checked
     before and after.
     """
+    acfg = s.adapt
+    ds = load_split(data_dir, "test")
+    mine = shard_task_ids(ds.task_ids, acfg, shard, shards)
+    sha_before = file_sha256(ckpt_path)
+    name = f"shard{shard}-of-{shards}"
+    job = JobState(state_dir, task_fingerprint(sha_before, s, data_dir), s.trainer.save_margin_s,
+                   job=f"shard {shard}", owner=f"{name}.owner")  # fmt: skip
+    done = f"{name}.done"
+    return job.run(  # one writer per shard: a copy waits, then adopts the answers
+        lambda: _adapt(s, ckpt_path, ds, mine, shard, shards, out_path, job, done, sha_before),
+        done, [out_path], adopt=lambda _: read_json(out_path),
+    )  # fmt: skip
+
+
+def _adapt(
+    s: Settings,
+    ckpt_path: str | Path,
+    ds: Any,
+    mine: list[str],
+    shard: int,
+    shards: int,
+    out_path: str | Path,
+    job: JobState,
+    done: str,
+    sha_before: str,
+) -> dict[str, Any]:
+    """:func:`adapt_shard`'s work, by the shard's one writer."""
     import torch
 
     from arctax.adaptation.lora import inject_lora
     from arctax.evaluation.checkpoints import load_model
 
-    acfg = s.adapt
-    ds = load_split(data_dir, "test")
-    mine = shard_task_ids(ds.task_ids, acfg, shard, shards)
-    sha_before = file_sha256(ckpt_path)
-    job = JobState(state_dir, task_fingerprint(sha_before, s, data_dir), s.trainer.save_margin_s)
-    done = f"shard{shard}-of-{shards}.done"
+    acfg, state_dir = s.adapt, job.folder
     if job.done(done):
         _log(f"{state_dir}: shard {shard} had finished: adapting its tasks again")
         job.forget(mine)

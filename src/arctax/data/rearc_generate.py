@@ -37,7 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from arctax.io import atomic_write_text, file_sha256, write_json
+from arctax.io import atomic_write_text, file_sha256, read_json, write_json
 from arctax.lifecycle import JobState, fingerprint, stop_line
 from arctax.settings import Rearc
 
@@ -349,7 +349,26 @@ def generate_shard(
     On a stop signal or ``margin_s`` before its Slurm time limit the shard stops between two
     tasks and exits 75 (every task made so far is kept: a retry goes on)."""
     version = checkout_version(repo)
-    job = JobState(state_dir, shard_fingerprint(s, version), margin_s)
+    job = JobState(state_dir, shard_fingerprint(s, version), margin_s,
+                   job=f"re-arc shard {shard}", owner=f"shard-{shard}.owner")  # fmt: skip
+    return job.run(  # one writer per shard: a copy waits, then adopts the record
+        lambda: _generate(repo, ids, s, job, record_path, log, shard, version),
+        f"shard-{shard}.done", [record_path], adopt=lambda _: read_json(record_path),
+    )  # fmt: skip
+
+
+def _generate(
+    repo: str | Path,
+    ids: Sequence[str],
+    s: Rearc,
+    job: JobState,
+    record_path: str | Path,
+    log: Callable[[str], None],
+    shard: str,
+    version: dict[str, Any],
+) -> dict[str, Any]:
+    """:func:`generate_shard`'s work, by the shard's one writer."""
+    job.unmark_done(f"shard-{shard}.done")  # running again: done only once written again
     gens = vers = rng_source = None
     stats_all, resumed = [], []
     t0 = time.perf_counter()
@@ -390,6 +409,7 @@ def generate_shard(
         "stats": {st["task_id"]: _public(st) for st in stats_all},
     }
     write_json(record_path, record)
+    job.mark_done(f"shard-{shard}.done", {"finished": time.time()})
     return record
 
 

@@ -11,6 +11,10 @@ share (each uses it in a few lines):
   the job's end, ``margin_s`` before the time limit Slurm reports for ``$SLURM_JOB_ID``
   (:class:`StopFlag`: asked at safe points, a batch end, between trials, between tasks; it
   never interrupts anything by itself);
+- one writer per job (:meth:`JobState.claim`): an owner file beside the state folder, created
+  exclusively; a second copy of the job (a driver started again while the first one's Slurm
+  job still runs) waits for the owner to end and adopts what it finished, and takes over from
+  an owner that is provably dead (:mod:`arctax.lifecycle.owners`);
 - :data:`STOPPED_EXIT` (75, EX_TEMPFAIL): the job stopped cleanly with its state saved;
   Snakemake retries it and the retry goes on from there. The stop line it prints
   (:func:`stop_line`, read back by ``arctax status`` with :data:`STOP_LINE`) says why.
@@ -20,6 +24,7 @@ Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,17 +35,18 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from arctax.io import atomic_write_text, write_json
 
+T = TypeVar("T")
 STOPPED_EXIT = 75  # EX_TEMPFAIL: the job should be retried, and will resume
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 # a job's stop line (stop_line): "<job> stopped (<reason>): <what is saved>"
 STOP_LINE = re.compile(
-    r"(?:training|shard \d+|worker|re-arc shard \d+-of-\d+) stopped(?: between trials)? "
+    r"(?:training|evaluation|shard \d+|worker|re-arc shard \d+-of-\d+) stopped(?: between trials)? "
     r"\((.*?)\)[:;]"
 )
 
@@ -131,6 +137,23 @@ class StopFlag:
 
 
 FINGERPRINT = "fingerprint.txt"  # a state resumed whole: what it must match
+OWNER_POLL_S = 10.0  # how often a waiting copy looks at the owner again
+UNWRITTEN_OWNER_S = 60.0  # an owner file still empty after this: its writer died creating it
+
+
+def read_owner(path: str | Path) -> dict[str, Any] | None:
+    """An owner file's record, or None while it is absent, empty or unreadable."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def describe_owner(rec: Mapping[str, Any]) -> str:
+    """Who an owner is, in a few words: pid, host, Slurm job."""
+    job = f", Slurm job {rec['slurm_job_id']}" if rec.get("slurm_job_id") else ""
+    return f"pid {rec.get('pid')} on {rec.get('host')}{job}"
 
 
 class JobState:
@@ -143,17 +166,151 @@ class JobState:
     marker (:meth:`done`, :meth:`mark_done`) says the job finished: its outputs are written.
     Used as a context manager it takes the stop signals (and the Slurm deadline) for the job;
     ask :attr:`stop` at safe points and end with :meth:`stopped` (exit 75, a retry resumes).
-    One writer per job is the caller's promise (Snakemake runs a job once at a time); the
-    done marker is where a check "finished already: adopt it" reads.
+    One writer per job: :meth:`claim` before the job reads or writes its state, :meth:`release`
+    when it ends (a copy of the same job waits meanwhile, then adopts what it finished).
     """
 
     def __init__(
-        self, folder: str | Path, fp: str | None = None, margin_s: float = 0.0, job: str = "job"
+        self,
+        folder: str | Path,
+        fp: str | None = None,
+        margin_s: float = 0.0,
+        job: str = "job",
+        owner: str = "owner",
     ) -> None:
         self.folder = Path(folder)
         self.fp = fp
         self.stop = StopFlag(margin_s)
         self.job = job  # what the messages call it: "training", "shard 0", ...
+        # beside the folder (begin() may replace the folder whole), one per job: the shards of
+        # one run share a folder
+        self.owner_file = self.folder.with_name(f"{self.folder.name}.{owner}.json")
+        self._owned = False
+
+    # ---------------------------------------------------------------- one writer per job
+    def claim(self, finished: str | None = None, poll_s: float | None = None) -> Any:
+        """Become the job's one writer: create its owner file (:func:`owners.owner_record`)
+        exclusively, so one copy wins, on a shared file system too. Call before the job reads
+        or writes its state; :meth:`release` at its end (any end: a kill -9 leaves the file,
+        and the next copy proves its owner dead).
+
+        Another copy owns it: when that owner is provably dead (its pid gone on this host, its
+        Slurm job ended: :func:`owners.dead_reason`), take over with one line (the state is
+        resumed as after any stop); while it may be alive, wait, saying once who it is and
+        what to do if it is in fact gone. A stop signal while waiting exits 75.
+
+        Returns the ``finished`` marker's record when the copy this one waited for finished
+        the job meanwhile (the caller adopts it: its outputs are written), else None.
+        """
+        from arctax.lifecycle.owners import dead_reason, owner_record
+
+        poll_s = OWNER_POLL_S if poll_s is None else poll_s
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        me = owner_record(job=self.job, fingerprint=self.fp)
+        waited: dict[str, Any] | None = None
+        since = 0.0  # when this copy began to wait
+        with StopFlag(self.stop.margin_s) as stop:
+            while True:
+                try:
+                    fd = os.open(self.owner_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    other = read_owner(self.owner_file)
+                    reason = self._dead(other, me, dead_reason)
+                    if reason is not None:
+                        self._take_over(reason, other)
+                        waited = None  # it did not finish: nothing to adopt
+                        continue
+                    if waited is None:
+                        print(
+                            f"{self.job}: another copy of this job owns {self.folder} "
+                            f"({describe_owner(other or {})}); waiting for it to end (one "
+                            f"writer per job). If it is gone for good, delete "
+                            f"{self.owner_file} and this copy goes on",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    waited = other or {}
+                    since = since or time.time()
+                    if stop():
+                        self.stopped(stop_line(self.job, stop(), "waiting for its other copy"))
+                    time.sleep(poll_s)
+                    continue
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._owned = True
+                break
+        if waited is not None and finished is not None and self._done_since(finished, since):
+            print(
+                f"{self.job}: its other copy ({describe_owner(waited)}) finished it; adopted",
+                file=sys.stderr,
+                flush=True,
+            )
+            return read_owner(self.folder / finished) or {}
+        return None
+
+    def run(
+        self,
+        work: Callable[[], T],
+        finished: str,
+        outputs: Iterable[str | Path],
+        adopt: Callable[[dict[str, Any]], T],
+    ) -> T:
+        """The job as its one writer: :meth:`claim`, then ``work()`` (which writes the outputs,
+        then the ``finished`` marker), :meth:`release` at any end. A copy that waited for
+        another which finished the job meanwhile returns ``adopt(marker record)`` instead,
+        when every one of ``outputs`` is there (else it does the work itself)."""
+        adopted = self.claim(finished)
+        try:
+            if adopted is not None and all(Path(p).is_file() for p in outputs):
+                return adopt(adopted)
+            return work()
+        finally:
+            self.release()
+
+    def _done_since(self, marker: str, since: float) -> bool:
+        """The done ``marker`` was written after ``since`` (by the copy waited for)."""
+        try:
+            return (self.folder / marker).stat().st_mtime >= since - 1.0
+        except OSError:
+            return False
+
+    def _dead(self, other: dict[str, Any] | None, me: dict[str, Any], dead_reason: Any) -> Any:
+        """Why the owner file's writer is dead (None: it may be alive)."""
+        if other is None:  # empty: being written now, or its writer died creating it
+            try:
+                age = time.time() - self.owner_file.stat().st_mtime
+            except OSError:
+                return "gone"  # released meanwhile: try again
+            return "its owner file stayed empty" if age > UNWRITTEN_OWNER_S else None
+        return dead_reason(other, me, role="copy")
+
+    def _take_over(self, reason: str, dead: dict[str, Any] | None) -> None:
+        """Set a dead owner's file aside (one rename: of two copies proving it dead at once,
+        one takes it) and say so. Had another copy taken over and written its own file in
+        between, that file is put back (a hard link: it fails only if a third copy created
+        one in the same instant)."""
+        aside = self.owner_file.with_name(f"{self.owner_file.name}.dead-{os.getpid()}")
+        try:
+            os.replace(self.owner_file, aside)
+        except FileNotFoundError:
+            return  # another copy took it first, or it was released
+        moved = read_owner(aside)
+        if moved is not None and moved != dead:  # a live copy's, not the dead one's
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.owner_file)
+            aside.unlink(missing_ok=True)
+            return
+        aside.unlink(missing_ok=True)
+        if reason != "gone":
+            print(f"{self.job}: took over {self.folder} ({reason})", file=sys.stderr, flush=True)
+
+    def release(self) -> None:
+        """End this copy's ownership (after its done marker, so a waiting copy adopts)."""
+        if self._owned:
+            self.owner_file.unlink(missing_ok=True)
+            self._owned = False
 
     def __enter__(self) -> JobState:
         self.stop.install()
@@ -248,3 +405,24 @@ class JobState:
         """Drop the records of ``keys`` (a finished shard run again starts over)."""
         for key in keys:
             (self.folder / f"{key}.json").unlink(missing_ok=True)
+
+
+DONE = "done.json"  # one_writer's done marker in the job's state folder
+
+
+def one_writer(
+    state_dir: str | Path, job: str, outputs: Iterable[str | Path], work: Callable[[], T]
+) -> T | None:
+    """Run ``work``, a job with no resumable state of its own (an evaluation), as the one
+    writer of its outputs (:meth:`JobState.run`; ``state_dir``: the job's state in the
+    results layout, which holds its owner file and done marker). A copy started while another
+    runs the same job waits for it, and returns None when that one wrote every output."""
+    state = JobState(state_dir, job=job)
+
+    def marked() -> T:
+        state.unmark_done(DONE)
+        result = work()
+        state.mark_done(DONE, {"finished": time.time()})
+        return result
+
+    return state.run(marked, DONE, list(outputs), adopt=lambda _: None)

@@ -52,6 +52,7 @@ from arctax.training.trainer import (
 __all__ = ["FINISHED", "attach_log", "build_trainer", "train", "training_fingerprint"]
 
 FINISHED = "finished.json"  # in the state dir: training ended normally, outputs written
+OUTPUTS = ("best.ckpt", "last.ckpt", "metrics.csv", "provenance.json")  # in out_dir
 RESUME = "last.ckpt"  # in the state dir: the checkpoint of the last finished epoch
 
 
@@ -111,6 +112,35 @@ def train(
     manifest_sha = manifest["inputs_sha256"] + ":" + manifest["config_sha256"]
     fp = training_fingerprint(model, t69, tr, seed, manifest_sha)
     job = JobState(state_dir, fp, tr.save_margin_s, job="training")
+
+    # One writer: rank 0 owns the state (under DDP the other ranks are the same job); a copy
+    # of this job started while another still trains waits for it, then adopts its result.
+    def work() -> dict[str, Any]:
+        return _train(s, model, seed, data_dir, out_dir, job, rank, launch, card_note,
+                      manifest, trackers_dir, started)  # fmt: skip
+
+    if rank != 0:
+        return work()
+    return job.run(work, FINISHED, [out_dir / f for f in OUTPUTS], adopt=lambda result: result)
+
+
+def _train(
+    s: Settings,
+    model: Model,
+    seed: int,
+    data_dir: str | Path,
+    out_dir: Path,
+    job: JobState,
+    rank: int,
+    launch: Launch,
+    card_note: str | None,
+    manifest: Mapping[str, Any],
+    trackers_dir: str | Path | None,
+    started: str,
+) -> dict[str, Any]:
+    """:func:`train`'s work, by the job's one writer (and, under DDP, its other ranks)."""
+    t69, tr, state_dir, model_name = s.trial69, s.trainer, job.folder, model.name
+    manifest_sha = manifest["inputs_sha256"] + ":" + manifest["config_sha256"]
     # Rank 0 alone sets stale state aside and clears a finished one; the others only read.
     resume = job.begin(RESUME, FINISHED) if rank == 0 else job.resume_point(RESUME, FINISHED)
     if launch.note and rank == 0:
