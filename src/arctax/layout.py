@@ -34,7 +34,9 @@ class Rule:
     state: str | None = None  # the resumable state folder
     history: str | None = None  # every attempt's output
     metrics: str | None = None  # a training's epochs so far (in its state)
-    done: str | None = None  # the job's done marker (arctax.lifecycle.JobState), its outputs written
+    done: str | None = (
+        None  # the job's done marker (arctax.lifecycle.JobState), its outputs written
+    )
     what: str = ""  # what the files are (docs/OUTPUTS.md)
 
     @property
