@@ -11,8 +11,9 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/driver.smk"
+include: "workflow/rules/common.smk"
+include: "workflow/rules/orphans.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/smoke.smk"
 include: "workflow/rules/train.smk"

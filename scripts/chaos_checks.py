@@ -308,15 +308,76 @@ def slurm_messages(slurm_logs: Path) -> list[str]:
     return out
 
 
-def overlaps(subs: dict[str, tuple[str, str]], jobs: dict[str, dict]) -> dict[str, Any]:
+def owner_events(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every one-writer job's ownership events (``.state/**/*.owner.log``, one JSON line per
+    event of any copy: owns, waits, adopts, takes over, releases), by events file."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for f in sorted((out / ".state").rglob("*.owner.log")) if (out / ".state").is_dir() else []:
+        rows = []
+        for line in f.read_text(errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        found[f.relative_to(out).as_posix()] = sorted(rows, key=lambda r: r.get("t", 0))
+    return found
+
+
+def writers_at_once(events: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Two copies of one job writing at once: a copy began to own it while the previous
+    owner had neither released it nor been taken over from (proved dead)."""
+    bad = []
+    for name, rows in events.items():
+        owner: dict[str, Any] | None = None
+        for r in rows:
+            who = r.get("slurm_job_id") or f"pid {r.get('pid')}"
+            if r["event"] == "owns":
+                if owner is not None:
+                    bad.append(f"{name}: {who} owned it while {owner['who']} still did")
+                owner = {"who": who, "pid": r.get("pid")}
+            elif r["event"] == "releases" and owner is not None and owner["pid"] == r.get("pid"):
+                owner = None
+            elif r["event"] == "takes over":
+                owner = None  # the previous owner proved dead
+    return bad
+
+
+def working_jobs(events: dict[str, list[dict[str, Any]]]) -> tuple[set[str], set[str]]:
+    """(Slurm jobs that did a one-writer job's work, Slurm jobs that adopted another copy's)."""
+    worked, adopted = set(), set()
+    for rows in events.values():
+        for r in rows:
+            job = r.get("slurm_job_id")
+            if job and r["event"] == "owns":
+                worked.add(job)
+            if job and r["event"] == "adopts":
+                adopted.add(job)
+    return worked - adopted, adopted
+
+
+def overlaps(
+    subs: dict[str, tuple[str, str]],
+    jobs: dict[str, dict],
+    one_writer: set[str] | None = None,
+    worked: set[str] | None = None,
+) -> dict[str, Any]:
     """Jobs of the same rule and wildcards that ran at the same time, and finished work done
-    again (a job completed, then another of it ran)."""
+    again (a job completed, then another of it ran). For the rules in ``one_writer`` (their
+    jobs take an owner: arctax.lifecycle.JobState) only the Slurm jobs in ``worked`` (that
+    owned the job and did not adopt another copy's result) count: a copy that waited for the
+    owner and adopted its outputs neither ran at once nor did the work again."""
+    one_writer, worked = one_writer or set(), worked or set()
+
+    def counts(rule: str, j: str) -> bool:
+        return rule not in one_writer or j in worked
+
     by_key: dict[tuple[str, str], list[str]] = {}
     for j, key in subs.items():
         by_key.setdefault(key, []).append(j)
     twice, redone = [], []
     for (rule, wc), ids in sorted(by_key.items()):
-        spans = sorted((jobs[j] | {"id": j} for j in ids if j in jobs and jobs[j].get("start")),
+        spans = sorted((jobs[j] | {"id": j} for j in ids
+                        if j in jobs and jobs[j].get("start") and counts(rule, j)),
                        key=lambda s: s["start"])  # fmt: skip
         for i, a in enumerate(spans):
             for b in spans[i + 1 :]:
@@ -396,14 +457,31 @@ def report(res: dict[str, Any]) -> str:
         "Timings are the keys and columns named for a duration, a clock time, a host or a job id "
         f"(`{VOLATILE.pattern}`); a training resumed after a fault also records `resumed_from`.",
         "",
-        "## What went wrong on the way (before per-job owner locks)",
+        "## What went on along the way",
+        "",
+        "A training, an adaptation shard, a re-arc shard and an evaluation take an owner "
+        "(`arctax.lifecycle.JobState.claim`): a second copy waits for a live owner and adopts "
+        "what it finished; the next driver adopts a dead driver's finished jobs "
+        "(`arctax.orphans`). The other jobs (data preparation, smoke tests, comparisons, "
+        "gathers: seconds to minutes) are run again when their driver died.",
         "",
     ]
     o = res["overlaps"]
-    lines += [f"- ran twice at once: {len(o['ran_twice_at_once'])}"]
+    lines += [
+        f"- two copies of a one-writer job writing at once: {len(o.get('writers_at_once', []))}"
+    ]
+    lines += [f"  - {x}" for x in o.get("writers_at_once", [])]
+    lines += [f"- Slurm jobs that ran at the same time as another copy and did its work: "
+              f"{len(o['ran_twice_at_once'])}"]  # fmt: skip
     lines += [f"  - {x}" for x in o["ran_twice_at_once"]]
     lines += [f"- finished work done again: {len(o['completed_more_than_once'])}"]
     lines += [f"  - {x}" for x in o["completed_more_than_once"]]
+    lines += [f"- copies that waited for their job's owner and adopted its result: "
+              f"{len(o.get('adopted_by_a_waiting_copy', []))} (Slurm jobs "
+              f"{', '.join(o.get('adopted_by_a_waiting_copy', [])) or 'none'})"]  # fmt: skip
+    lines += [f"- jobs adopted by the next driver (finished after their driver died): "
+              f"{len(o.get('adopted_by_the_driver', []))}"]  # fmt: skip
+    lines += [f"  - {x}" for x in o.get("adopted_by_the_driver", [])]
     lines += [
         "- the killed driver's jobs (orphans) and the copies the next driver submitted: "
         f"{len(o['orphans'])}"

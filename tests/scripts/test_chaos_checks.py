@@ -147,3 +147,27 @@ def test_slurm_s_own_messages_are_listed(tmp_path: Path) -> None:
         "train m_1 job 12: srun: Job 12 step creation temporarily disabled, retrying "
         "(Requested nodes are busy)",
     ]
+
+
+def test_ownership_events_show_two_writers_and_who_worked(tmp_path):
+    """A copy that owned a job while its previous owner had neither released it nor been taken
+    over from is two writers at once; a copy that adopted did no work."""
+    from chaos_checks import owner_events, working_jobs, writers_at_once
+
+    def events(name: str, rows: list[tuple[str, str, int]]) -> None:
+        f = tmp_path / ".state" / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("".join(json.dumps({"t": i, "event": e, "slurm_job_id": j, "pid": p}) + "\n"
+                             for i, (e, j, p) in enumerate(rows)))  # fmt: skip
+
+    events("train/champion/seed1.owner.log", [("owns", "5", 1), ("waits", "9", 2),
+           ("releases", "5", 1), ("owns", "9", 2), ("adopts", "9", 2), ("releases", "9", 2)])  # fmt: skip
+    events("eval/val/champion/seed1.owner.log", [("owns", "6", 3), ("takes over", "8", 4),
+           ("owns", "8", 4), ("releases", "8", 4)])  # fmt: skip
+    ev = owner_events(tmp_path)
+    assert writers_at_once(ev) == []
+    assert working_jobs(ev) == ({"5", "6", "8"}, {"9"})
+    events("adapt/x.shard0-of-2.owner.log", [("owns", "7", 5), ("owns", "10", 6)])
+    assert writers_at_once(owner_events(tmp_path)) == [
+        ".state/adapt/x.shard0-of-2.owner.log: 10 owned it while 7 still did"
+    ]

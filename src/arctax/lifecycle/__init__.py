@@ -221,6 +221,7 @@ class JobState:
                         waited = None  # it did not finish: nothing to adopt
                         continue
                     if waited is None:
+                        self._event("waits", other)
                         print(
                             f"{self.job}: another copy of this job owns {self.folder} "
                             f"({describe_owner(other or {})}); waiting for it to end (one "
@@ -240,8 +241,10 @@ class JobState:
                     f.flush()
                     os.fsync(f.fileno())
                 self._owned = True
+                self._event("owns")
                 break
         if waited is not None and finished is not None and self._done_since(finished, since):
+            self._event("adopts", waited)
             print(
                 f"{self.job}: its other copy ({describe_owner(waited)}) finished it; adopted",
                 file=sys.stderr,
@@ -268,6 +271,23 @@ class JobState:
             return work()
         finally:
             self.release()
+
+    @property
+    def events_file(self) -> Path:
+        """The job's ownership events, one JSON line each, every copy's (beside the owner
+        file): who owned, waited, adopted, took over, released, by pid and Slurm job."""
+        return self.owner_file.with_suffix(".log")
+
+    def _event(self, event: str, other: Mapping[str, Any] | None = None, why: str = "") -> None:
+        rec = {"t": time.time(), "event": event, "pid": os.getpid(),
+               "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "job": self.job}  # fmt: skip
+        if other is not None:
+            rec["other"] = {k: other.get(k) for k in ("pid", "host", "slurm_job_id")}
+        if why:
+            rec["why"] = why
+        # a record for people and the chaos checks; it never fails the job
+        with contextlib.suppress(OSError), open(self.events_file, "a") as f:
+            f.write(json.dumps(rec) + "\n")
 
     def _done_since(self, marker: str, since: float) -> bool:
         """The done ``marker`` was written after ``since`` (by the copy waited for)."""
@@ -304,6 +324,7 @@ class JobState:
             return
         aside.unlink(missing_ok=True)
         if reason != "gone":
+            self._event("takes over", dead, reason)
             print(f"{self.job}: took over {self.folder} ({reason})", file=sys.stderr, flush=True)
 
     def release(self) -> None:
@@ -311,6 +332,7 @@ class JobState:
         if self._owned:
             self.owner_file.unlink(missing_ok=True)
             self._owned = False
+            self._event("releases")
 
     def __enter__(self) -> JobState:
         self.stop.install()
