@@ -15,7 +15,7 @@ LAYERS = [
     "io", "config", "settings", "lifecycle", "plugins",
     "data.tokenize", "data.collate",  # the token formats the models read
     "models", "data", "params", "evaluation", "training", "adaptation", "memory", "search", "check",
-    "layout", "status", "cli",
+    "layout", "status", "orphans", "cli",
 ]  # fmt: skip
 
 

@@ -326,6 +326,11 @@ def test_orphans_of_a_dead_driver_running_and_finished(cfg, tree):
     assert train.state == st.RUNNING and "its Snakemake is gone" in train.exit
     done = st.job_row(jobs["evaluate arcagi1_eval champion seed0"], sm, 100, squeue)
     assert done.state == st.DONE and "finished without its Snakemake" in done.exit
+    assert "a rerun redoes it" in done.exit  # no done marker of this submission
+    ev_job = jobs["evaluate arcagi1_eval champion seed0"]
+    write(ev_job.done, "{}")  # the orphan's done marker, after its submission
+    done = st.job_row(ev_job, sm, 100, squeue)
+    assert done.exit == "finished without its Snakemake (the same command again adopts it)"
     pending = st.job_row(jobs["train champion seed0"], sm, 100, {"77": "PENDING (Priority)"})
     assert pending.state == st.QUEUED
 

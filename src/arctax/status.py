@@ -369,7 +369,11 @@ def job_row(
             row.exit = f"{sq}; its Snakemake is gone (rerun your command)"
         elif not sm.running and all(p.exists() for p in job.outputs):
             row.state, row.left_s = DONE, None  # finished after its driver died
-            row.exit = "finished without its Snakemake (a rerun redoes it: rerun-incomplete)"
+            row.exit = "finished without its Snakemake (" + (
+                "the same command again adopts it)"
+                if _mtime(job.done) is not None and _mtime(job.done) >= marker["since"]
+                else "a rerun redoes it: rerun-incomplete)"
+            )
         elif not sm.running:
             row.state = STOPPED if training else INTERRUPTED
             row.exit = ended[1] if ended else "Snakemake stopped; rerun to continue"
