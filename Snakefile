@@ -25,4 +25,4 @@ include: "workflow/rules/sweep.smk"
 rule all:
     default_target: True
     input:
-        get_final_outputs(),
+        L.targets(PLAN),

@@ -257,6 +257,13 @@ def adapt_shard_count(s: Settings, manifest: str | Path) -> int:
     return n_shards(len(json.loads(Path(manifest).read_text())["splits"]["test"]), s.adapt)
 
 
+def shard_ids(ids: list[str], shard: int | str, n: int | str) -> list[str]:
+    """The task ids of re-arc shard ``shard`` of ``n`` (wildcard values)."""
+    from arctax.data.rearc_generate import shard_ids as block
+
+    return block(ids, int(shard), int(n))
+
+
 def rearc_shard_count(s: Settings) -> int:
     """How many re-arc shards the generation has (reads the checkout's task list)."""
     return rearc_plan(s)[2]

@@ -74,7 +74,7 @@ rule compare_adapt:
         "../envs/arctax.yaml"
     threads: 1
     params:
-        eval_dirs=get_adapt_eval_dirs(),
+        eval_dirs=L.adapt_eval_dirs(S, PLAN),
         adapt_dirs=L.adapt_dirs(PLAN.adapted),
         reference=REFERENCE,
     script:

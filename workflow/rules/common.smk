@@ -103,25 +103,20 @@ def get_test_set_files(wildcards):
 
 
 # re-arc generated in the workflow (data.source: rearc): its shards, planned from the checkout
-if PLAN.generate_rearc:
-    from arctax.data import rearc_generate
-
-    try:
-        _IDS = rearc_generate.task_ids(S.data.rearc.repo, S.data.rearc.tasks)
-        _CODE = rearc_generate.checkout_version(S.data.rearc.repo)["code_sha256"]
-        _N = layout.rearc_shard_count(S)
-    except ValueError as e:
-        raise WorkflowError(str(e)) from None
+try:
+    _IDS, _CODE, _N = layout.rearc_plan(S) if PLAN.generate_rearc else ([], "", 0)
+except ValueError as e:
+    raise WorkflowError(str(e)) from None
 REARC_SHARDS = [
-    L.output("generate_rearc", "record", **wc)
-    for wc in layout.shard_names(_N if PLAN.generate_rearc else 0)
+    L.output("generate_rearc", "record", **wc) for wc in layout.shard_names(_N)
 ]
 
 
 def get_rearc_params(wildcards):
     """What a shard's examples depend on: its tasks, the settings, the checkout's code."""
-    ids = rearc_generate.shard_ids(_IDS, int(wildcards.shard), int(wildcards.n))
-    return params.rearc_shard(S, ids, _CODE)
+    return params.rearc_shard(
+        S, layout.shard_ids(_IDS, wildcards.shard, wildcards.n), _CODE
+    )
 
 
 def get_training_source(wildcards):
@@ -136,8 +131,7 @@ def get_eval_dirs(wildcards):
 
 def get_eval_summaries(wildcards):
     """Every evaluation summary one test set's comparison reads."""
-    dirs = L.eval_dirs(MODELS, SEEDS, wildcards.test_set).values()
-    return [f"{d}/summary.json" for ds in dirs for d in ds]
+    return L.summaries(L.eval_dirs(MODELS, SEEDS, wildcards.test_set).values())
 
 
 def get_provenance(wildcards):
@@ -169,28 +163,9 @@ def get_adapt_shards(wildcards):
     return [L.output("adapt", "shard", **run, **wc) for wc in layout.shard_names(n)]
 
 
-def get_adapt_eval_dirs():
-    """The base evaluations the adaptation comparison needs: the adapted models' and the
-    reference's, on the adapted test set."""
-    keep = [*L.adapt_dirs(PLAN.adapted), REFERENCE]
-    dirs = L.eval_dirs(MODELS, SEEDS, PLAN.adapt_test_set)
-    return {label: d for label, d in dirs.items() if label in keep}
-
-
 def get_adapt_summaries(wildcards):
-    """The adapted runs' summaries, and the base evaluations of the adapted models and of the
-    reference (no other model's)."""
-    kinds = L.adapt_dirs(PLAN.adapted).values()
-    folders = [*get_adapt_eval_dirs().values(), *(d[k] for d in kinds for k in d)]
-    return list(dict.fromkeys(f"{d}/summary.json" for ds in folders for d in ds))
-
-
-def get_final_outputs():
-    """What `snakemake all` makes: the smoke report, each test set's comparison, adaptation."""
-    files = [f for t in TEST_SETS for f in L.outputs("compare", test_set=t).values()]
-    if PLAN.adapted:
-        files += list(L.outputs("compare_adapt").values())
-    return [L.output("smoke_report", "report"), *files]
+    """The adapted runs' summaries and the base evaluations they are compared with."""
+    return L.adapt_summaries(S, PLAN)
 
 
 def get_sweep_params(wildcards):
@@ -203,13 +178,6 @@ def get_sweep_workers(wildcards):
     return [
         L.output("sweep_worker", "record", model=wildcards.model, worker=w)
         for w in range(S.sweep.workers)
-    ]
-
-
-def get_sweep_outputs():
-    """Targets of the `sweep` target rule: each study's trials, best overlay and plots."""
-    return [
-        f for m in S.sweep.models for f in L.outputs("sweep_report", model=m).values()
     ]
 
 

@@ -79,4 +79,4 @@ rule sweep_report:
 
 rule sweep:
     input:
-        get_sweep_outputs(),
+        L.sweep_targets(S),
