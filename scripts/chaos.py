@@ -558,11 +558,10 @@ class Poller(threading.Thread):
 
     def outputs(self) -> dict[str, bool]:
         from arctax import status as st
-        from arctax.config import load_config
 
-        cfg = load_config(self.study.dir / "config" / "demo.yaml", self.study.dir / "chaos.yaml")
         return {
-            j.label: all(p.exists() for p in j.outputs) for j in st.study_jobs(cfg, self.study.out)
+            j.label: all(p.exists() for p in j.outputs)
+            for j in st.study_jobs(study_settings(self.study), self.study.out)
         }
 
     def run(self) -> None:
@@ -605,11 +604,18 @@ def sacct_jobs(ids: list[str]) -> dict[str, dict[str, Any]]:
 def job_keys(study: Study) -> dict[str, tuple[str, str]]:
     """Status label -> (rule, wildcards folder), as the Slurm executor names its log folders."""
     from arctax import status as st
-    from arctax.config import load_config
 
-    cfg = load_config(study.dir / "config" / "demo.yaml", study.dir / "chaos.yaml")
-    return {j.label: (j.rule, "_".join(j.wildcards).replace("/", "_"))
-            for j in st.study_jobs(cfg, study.out)}  # fmt: skip
+    def folder(j: Any) -> str:  # the values, in the rule's wildcard order (status.slurm_logs)
+        return "_".join(j.wildcards[w] for w in RULES[j.rule].wildcards).replace("/", "_")
+
+    return {j.label: (j.rule, folder(j)) for j in st.study_jobs(study_settings(study), study.out)}
+
+
+def study_settings(study: Study) -> Any:
+    """The study's typed settings (config/demo.yaml + the chaos overlay), as its driver has."""
+    from arctax.settings import load_settings
+
+    return load_settings(study.dir / "config" / "demo.yaml", study.dir / "chaos.yaml")
 
 
 # ----------------------------------------------------------------------------- the runs
