@@ -362,6 +362,11 @@ def test_a_job_slurm_no_longer_has_is_not_running(cfg, tree):
     assert gone.state == st.FAILED
     assert gone.exit == "Slurm job 500 ended; Snakemake retries it while it has retries left"
     assert st.job_row(job, sm, 100, {"500": "RUNNING"}).state == st.RUNNING
+    # squeue -j still lists an ended job (until MinJobAge) in its final state: not running,
+    # though its log just moved (chaos found it: a job whose step was killed)
+    ended = st.job_row(job, sm, 100, {"500": "FAILED (NonZeroExitCode)"})
+    assert ended.state == st.FAILED and ended.exit.startswith("Slurm job 500 ended")
+    assert st.job_row(job, sm, 100, {"500": "COMPLETING"}).state == st.RUNNING
     for out in job.outputs:
         write(out, "{}")
     done = st.job_row(job, sm, 100, {})

@@ -54,6 +54,7 @@ from arctax.layout import (
 )
 from arctax.lifecycle import STOP_LINE, STOPPED_EXIT
 from arctax.lifecycle.driver import DriverLock, driver_locks, held, unlock_command
+from arctax.lifecycle.owners import SLURM_LIVE
 from arctax.settings import Settings
 
 NOT_STARTED = "not started"
@@ -64,6 +65,9 @@ FAILED = "failed"
 STOPPED = "stopped-will-resume"  # exit 75 (or an interrupted Snakemake): a rerun resumes it
 INTERRUPTED = "interrupted"  # started, then Snakemake stopped: rerun-incomplete runs it again
 STALLED = "stalled?"  # no Snakemake record, no end line, no output for a long while
+# squeue states of a job waiting to start (SLURM_LIVE: its processes may run; others: ended)
+SLURM_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                "RESV_DEL_HOLD"}  # fmt: skip
 STATES = [RUNNING, QUEUED, STOPPED, INTERRUPTED, STALLED, FAILED, NOT_STARTED, DONE]
 
 ATTEMPT_HEADER = re.compile(r"^=== attempt started (\S+) on (\S+).*, Slurm job (\S+) ===")
@@ -363,6 +367,8 @@ def job_row(
     activity = _mtime(job.log, job.history, job.metrics)
     if marker is not None:  # Snakemake started it and has not seen it end
         sq = squeue.get(row.slurm, "")
+        if sq and sq.split()[0] not in SLURM_LIVE | SLURM_QUEUED:
+            sq = ""  # squeue -j lists an ended job (FAILED, ...) until MinJobAge: it has ended
         if not sm.running and sq.startswith(("RUNNING", "COMPLETING", "PENDING", "CONFIGURING")):
             # an orphan: its driver is gone, the Slurm job goes on by itself
             row.state = RUNNING if sq.startswith(("RUNNING", "COMPLETING")) else QUEUED

@@ -192,3 +192,43 @@ def test_a_failing_job_releases_its_owner_file(tmp_path):
     assert not job.owner_file.exists()
     assert job.claim("finished.json") is None  # the next copy takes it at once
     job.release()
+
+
+def test_a_copy_queued_before_the_owner_finished_adopts_and_gets_its_outputs_back(
+    tmp_path, monkeypatch
+):
+    """A dead driver's orphan finished while the new driver's copy waited in the queue; the
+    copy's own Snakemake deleted the outputs before the script ran. The copy adopts (the run
+    finished after it was submitted) and links the outputs back, the same bytes."""
+    state, out = tmp_path / "state", tmp_path / "out" / "best.ckpt"
+    out.parent.mkdir()
+    orphan = JobState(state, fp="f", job="training")
+    orphan.claim("finished.json")
+    out.write_bytes(b"weights")
+    orphan.mark_done("finished.json", {"epochs_run": 3}, [out])
+    orphan.release()
+    out.unlink()  # Snakemake, before running the copy's script
+    copy = JobState(state, fp="f", job="training")
+    monkeypatch.setattr("arctax.lifecycle.slurm_job_submitted", lambda: time.time() - 60)
+    got = copy.run(lambda: pytest.fail("worked again"), "finished.json", [out],
+                   adopt=lambda rec: rec)  # fmt: skip
+    assert got["epochs_run"] == 3 and out.read_bytes() == b"weights"
+    events = [json.loads(x)["event"] for x in copy.events_file.read_text().splitlines()]
+    assert events == ["owns", "releases", "owns", "adopts", "releases"]
+    # submitted after it finished (a forced re-run): the job runs again
+    monkeypatch.setattr("arctax.lifecycle.slurm_job_submitted", lambda: time.time() + 60)
+    assert copy.run(lambda: "worked", "finished.json", [out], adopt=lambda r: "adopted") == "worked"
+    # no Slurm (no submission time): the same
+    monkeypatch.setattr("arctax.lifecycle.slurm_job_submitted", lambda: None)
+    assert copy.run(lambda: "worked", "finished.json", [out], adopt=lambda r: "adopted") == "worked"
+
+
+def test_kept_outputs_go_with_the_done_marker(tmp_path):
+    job = JobState(tmp_path / "state", job="evaluation")
+    out = tmp_path / "summary.json"
+    out.write_text("{}")
+    job.mark_done("done.json", {}, [out])
+    assert (tmp_path / "state" / "done.json.outputs" / "0-summary.json").read_text() == "{}"
+    job.unmark_done("done.json")
+    assert not (tmp_path / "state" / "done.json.outputs").exists()
+    assert not job.restore("done.json", [tmp_path / "gone.json"])

@@ -187,7 +187,7 @@ def _adapt(
         "records": [records[t] for t in mine],
     }
     write_json(out_path, result)
-    job.mark_done(done, {"finished": time.time()})
+    job.mark_done(done, {"finished": time.time()}, [out_path])
     return result
 
 

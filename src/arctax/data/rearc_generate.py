@@ -409,7 +409,7 @@ def _generate(
         "stats": {st["task_id"]: _public(st) for st in stats_all},
     }
     write_json(record_path, record)
-    job.mark_done(f"shard-{shard}.done", {"finished": time.time()})
+    job.mark_done(f"shard-{shard}.done", {"finished": time.time()}, [record_path])
     return record
 
 

@@ -69,9 +69,20 @@ def fingerprint(what: Mapping[str, Any]) -> str:
 
 def slurm_job_end(job_id: str) -> float | None:
     """Epoch seconds at which Slurm job ``job_id`` hits its time limit, if Slurm says."""
+    return _slurm_time(job_id, "%e")
+
+
+def slurm_job_submitted(job_id: str | None = None) -> float | None:
+    """Epoch seconds at which Slurm job ``job_id`` (default ``$SLURM_JOB_ID``) was submitted,
+    if Slurm says (to the second)."""
+    job = job_id or os.environ.get("SLURM_JOB_ID")
+    return _slurm_time(job, "%V") if job else None
+
+
+def _slurm_time(job_id: str, field: str) -> float | None:
     try:
         out = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%e"],
+            ["squeue", "-h", "-j", job_id, "-o", field],
             capture_output=True,
             text=True,
             timeout=10,
@@ -199,8 +210,12 @@ class JobState:
         resumed as after any stop); while it may be alive, wait, saying once who it is and
         what to do if it is in fact gone. A stop signal while waiting exits 75.
 
-        Returns the ``finished`` marker's record when the copy this one waited for finished
-        the job meanwhile (the caller adopts it: its outputs are written), else None.
+        Returns the ``finished`` marker's record when another copy finished the job for this
+        one: the copy it waited for, or (under Slurm) one that finished after this copy was
+        submitted, e.g. a dead driver's orphan that ended while this copy was queued (the
+        caller adopts it: its outputs are written, or :meth:`restore` puts them back); else
+        None. A run finished before this copy's submission is not adopted: running a
+        finished job again is a request to run it again.
         """
         from arctax.lifecycle.owners import dead_reason, owner_record
 
@@ -243,14 +258,20 @@ class JobState:
                 self._owned = True
                 self._event("owns")
                 break
-        if waited is not None and finished is not None and self._done_since(finished, since):
+        submitted = slurm_job_submitted() if waited is None else None
+        if finished is not None and (
+            (waited is not None and self._done_since(finished, since))
+            or (submitted is not None and self._done_since(finished, submitted))
+        ):
+            waited = waited if waited is not None else {"slurm_job_id": "an earlier copy"}
             self._event("adopts", waited)
             print(
                 f"{self.job}: its other copy ({describe_owner(waited)}) finished it; adopted",
                 file=sys.stderr,
                 flush=True,
             )
-            return read_owner(self.folder / finished) or {}
+            rec = read_owner(self.folder / finished) or {}
+            return {k: v for k, v in rec.items() if k != "outputs_kept"}
         return None
 
     def run(
@@ -263,10 +284,11 @@ class JobState:
         """The job as its one writer: :meth:`claim`, then ``work()`` (which writes the outputs,
         then the ``finished`` marker), :meth:`release` at any end. A copy that waited for
         another which finished the job meanwhile returns ``adopt(marker record)`` instead,
-        when every one of ``outputs`` is there (else it does the work itself)."""
+        when every one of ``outputs`` is there or put back (else it does the work itself)."""
         adopted = self.claim(finished)
+        outputs = list(outputs)
         try:
-            if adopted is not None and all(Path(p).is_file() for p in outputs):
+            if adopted is not None and self.restore(finished, outputs):
                 return adopt(adopted)
             return work()
         finally:
@@ -352,13 +374,51 @@ class JobState:
         """Whether the job finished (its done ``marker`` is in the folder)."""
         return (self.folder / marker).exists()
 
-    def mark_done(self, marker: str, info: Mapping[str, Any]) -> None:
-        """Record that the job finished (after its outputs are written)."""
-        write_json(self.folder / marker, dict(info))
+    def mark_done(
+        self, marker: str, info: Mapping[str, Any], outputs: Iterable[str | Path] = ()
+    ) -> None:
+        """Record that the job finished (after its outputs are written). ``outputs`` are kept
+        beside the marker as hard links (no space; a copy across file systems), so a copy of
+        the job that adopts this run can put them back after Snakemake deleted them
+        (:meth:`restore`)."""
+        kept = self.folder / f"{marker}.outputs"
+        shutil.rmtree(kept, ignore_errors=True)
+        saved = {}
+        for i, out in enumerate(Path(o) for o in outputs):
+            keep = kept / f"{i}-{out.name}"
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(out, keep)
+            except OSError:
+                shutil.copy2(out, keep)
+            saved[str(out)] = keep.name
+        write_json(self.folder / marker, {**dict(info), "outputs_kept": saved})
+
+    def restore(self, marker: str, outputs: Iterable[str | Path]) -> bool:
+        """Put back the ``outputs`` a finished run kept (:meth:`mark_done`): True when every
+        one is there afterwards (each linked back whole, or already there)."""
+        rec = read_owner(self.folder / marker) or {}
+        kept = rec.get("outputs_kept") or {}
+        for out in (Path(o) for o in outputs):
+            if out.is_file():
+                continue
+            name = kept.get(str(out))
+            src = self.folder / f"{marker}.outputs" / str(name)
+            if not name or not src.is_file():
+                return False
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.adopt-{os.getpid()}.tmp")
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copy2(src, tmp)
+            os.replace(tmp, out)
+        return True
 
     def unmark_done(self, marker: str) -> None:
-        """Drop the done marker (a finished job run again)."""
+        """Drop the done marker and the outputs it kept (a finished job run again)."""
         (self.folder / marker).unlink(missing_ok=True)
+        shutil.rmtree(self.folder / f"{marker}.outputs", ignore_errors=True)
 
     # ---------------------------------------------------------------- a state resumed whole
     def begin(self, resume: str, finished: str) -> Path | None:
@@ -441,10 +501,12 @@ def one_writer(
     runs the same job waits for it, and returns None when that one wrote every output."""
     state = JobState(state_dir, job=job)
 
+    outputs = list(outputs)
+
     def marked() -> T:
         state.unmark_done(DONE)
         result = work()
-        state.mark_done(DONE, {"finished": time.time()})
+        state.mark_done(DONE, {"finished": time.time()}, outputs)
         return result
 
-    return state.run(marked, DONE, list(outputs), adopt=lambda _: None)
+    return state.run(marked, DONE, outputs, adopt=lambda _: None)

@@ -230,7 +230,7 @@ def _train(
     )
     write_json(out_dir / "provenance.json", record)
     trackers.finish("FINISHED", audit_summary(rows, result, record), out_dir / "provenance.json")
-    job.mark_done(FINISHED, result)
+    job.mark_done(FINISHED, result, [out_dir / f for f in OUTPUTS])
     join_ranks(trainer)
     return result
 
