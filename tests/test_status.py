@@ -366,7 +366,7 @@ def test_a_job_slurm_no_longer_has_is_not_running(cfg, tree):
     # though its log just moved (chaos found it: a job whose step was killed)
     ended = st.job_row(job, sm, 100, {"500": "FAILED (NonZeroExitCode)"})
     assert ended.state == st.FAILED and ended.exit.startswith("Slurm job 500 ended")
-    assert st.job_row(job, sm, 100, {"500": "COMPLETING"}).state == st.RUNNING
+    assert st.job_row(job, sm, 100, {"500": "COMPLETING"}).state == st.FAILED  # cleaned up
     for out in job.outputs:
         write(out, "{}")
     done = st.job_row(job, sm, 100, {})

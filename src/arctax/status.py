@@ -367,8 +367,10 @@ def job_row(
     activity = _mtime(job.log, job.history, job.metrics)
     if marker is not None:  # Snakemake started it and has not seen it end
         sq = squeue.get(row.slurm, "")
-        if sq and sq.split()[0] not in SLURM_LIVE | SLURM_QUEUED:
-            sq = ""  # squeue -j lists an ended job (FAILED, ...) until MinJobAge: it has ended
+        if sq and sq.split()[0] not in (SLURM_LIVE - {"COMPLETING"}) | SLURM_QUEUED:
+            # squeue -j lists an ended job (FAILED, ...) until MinJobAge, and a COMPLETING one
+            # is being cleaned up after its end: both have ended
+            sq = ""
         if not sm.running and sq.startswith(("RUNNING", "COMPLETING", "PENDING", "CONFIGURING")):
             # an orphan: its driver is gone, the Slurm job goes on by itself
             row.state = RUNNING if sq.startswith(("RUNNING", "COMPLETING")) else QUEUED

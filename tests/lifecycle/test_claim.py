@@ -209,17 +209,17 @@ def test_a_copy_queued_before_the_owner_finished_adopts_and_gets_its_outputs_bac
     orphan.release()
     out.unlink()  # Snakemake, before running the copy's script
     copy = JobState(state, fp="f", job="training")
-    monkeypatch.setattr("arctax.lifecycle.slurm_job_submitted", lambda: time.time() - 60)
+    monkeypatch.setattr("arctax.lifecycle.requested_since", lambda: time.time() - 60)
     got = copy.run(lambda: pytest.fail("worked again"), "finished.json", [out],
                    adopt=lambda rec: rec)  # fmt: skip
     assert got["epochs_run"] == 3 and out.read_bytes() == b"weights"
     events = [json.loads(x)["event"] for x in copy.events_file.read_text().splitlines()]
     assert events == ["owns", "releases", "owns", "adopts", "releases"]
     # submitted after it finished (a forced re-run): the job runs again
-    monkeypatch.setattr("arctax.lifecycle.slurm_job_submitted", lambda: time.time() + 60)
+    monkeypatch.setattr("arctax.lifecycle.requested_since", lambda: time.time() + 60)
     assert copy.run(lambda: "worked", "finished.json", [out], adopt=lambda r: "adopted") == "worked"
-    # no Slurm (no submission time): the same
-    monkeypatch.setattr("arctax.lifecycle.slurm_job_submitted", lambda: None)
+    # no driver and no Slurm (a job run by hand): the same
+    monkeypatch.setattr("arctax.lifecycle.requested_since", lambda: None)
     assert copy.run(lambda: "worked", "finished.json", [out], adopt=lambda r: "adopted") == "worked"
 
 
@@ -232,3 +232,23 @@ def test_kept_outputs_go_with_the_done_marker(tmp_path):
     job.unmark_done("done.json")
     assert not (tmp_path / "state" / "done.json.outputs").exists()
     assert not job.restore("done.json", [tmp_path / "gone.json"])
+
+
+def test_the_work_is_asked_for_since_the_live_driver_took_its_lock(tmp_path, monkeypatch):
+    """A retry of a copy in the same driver run counts from the driver's start (a Slurm
+    submission would be after the orphan finished); no live driver: the Slurm submission."""
+    from arctax.lifecycle import requested_since
+    from arctax.lifecycle.driver import record_owner
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("arctax.lifecycle.slurm_job_submitted", lambda: 123.0)
+    assert requested_since() == 123.0  # no driver here
+    lock = tmp_path / ".snakemake" / "locks" / "0.output.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("x\n")
+    rec = record_owner(tmp_path, ["0.output.lock"], ["snakemake"])  # this process: alive
+    assert requested_since() == json.loads(rec.read_text())["since"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "pid": dead.pid}))
+    assert requested_since() == 123.0  # its driver is gone: not a live request

@@ -79,6 +79,17 @@ def slurm_job_submitted(job_id: str | None = None) -> float | None:
     return _slurm_time(job, "%V") if job else None
 
 
+def requested_since() -> float | None:
+    """Since when the work of this job has been asked for: the start of the Snakemake driver
+    running in this working directory (:func:`driver.driver_since`: a retry of the job in the
+    same run counts from there too), else this Slurm job's submission; None when neither is
+    known (a job run by hand)."""
+    from arctax.lifecycle.driver import driver_since
+
+    since = driver_since(".")
+    return since if since is not None else slurm_job_submitted()
+
+
 def _slurm_time(job_id: str, field: str) -> float | None:
     try:
         out = subprocess.run(
@@ -211,11 +222,12 @@ class JobState:
         what to do if it is in fact gone. A stop signal while waiting exits 75.
 
         Returns the ``finished`` marker's record when another copy finished the job for this
-        one: the copy it waited for, or (under Slurm) one that finished after this copy was
-        submitted, e.g. a dead driver's orphan that ended while this copy was queued (the
+        one: the copy it waited for, or one that finished after the work was asked for
+        (:func:`requested_since`: the running driver's start, else this Slurm job's
+        submission), e.g. a dead driver's orphan that ended while this copy was queued (the
         caller adopts it: its outputs are written, or :meth:`restore` puts them back); else
-        None. A run finished before this copy's submission is not adopted: running a
-        finished job again is a request to run it again.
+        None. A run finished before that is not adopted: running a finished job again is a
+        request to run it again.
         """
         from arctax.lifecycle.owners import dead_reason, owner_record
 
@@ -258,10 +270,10 @@ class JobState:
                 self._owned = True
                 self._event("owns")
                 break
-        submitted = slurm_job_submitted() if waited is None else None
+        asked = requested_since() if waited is None and finished is not None else None
         if finished is not None and (
             (waited is not None and self._done_since(finished, since))
-            or (submitted is not None and self._done_since(finished, submitted))
+            or (asked is not None and self._done_since(finished, asked))
         ):
             waited = waited if waited is not None else {"slurm_job_id": "an earlier copy"}
             self._event("adopts", waited)

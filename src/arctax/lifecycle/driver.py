@@ -90,6 +90,14 @@ def held(locks: Iterable[DriverLock]) -> list[DriverLock]:
     return [lock for lock in locks if lock.files and lock.dead is None]
 
 
+def driver_since(workdir: str | Path = ".") -> float | None:
+    """When the Snakemake driver running in ``workdir`` took its lock (its owner record's
+    ``since``); None when no live driver recorded one."""
+    times = [lk.owner.get("since") for lk in held(driver_locks(workdir)) if lk.owner]
+    times = [t for t in times if isinstance(t, int | float)]
+    return max(times) if times else None
+
+
 def unlock_command(argv: Sequence[str]) -> str:
     """``snakemake --unlock`` with the arguments of ``argv`` (a snakemake command line)."""
     args = list(argv[1:])
