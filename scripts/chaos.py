@@ -576,6 +576,13 @@ class Poller(threading.Thread):
                                  timeout=120, check=False)  # fmt: skip
             poll = Poll(t0, time.time(), res.returncode, exists_before=before)
             poll.exists_after = self.outputs()
+            listed = ""
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                listed = sh("squeue", "-h", "-o", "%i|%T", timeout=30, check=False)
+            poll.listed = {
+                i for i, _, t in (ln.partition("|") for ln in listed.splitlines())
+                if t in ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING", "SUSPENDED")
+            }  # fmt: skip
             try:
                 data = json.loads(res.stdout)
                 poll.rows = {r["job"]: r["state"] for r in data["rows"]}

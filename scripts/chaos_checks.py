@@ -44,6 +44,7 @@ class Poll:
     slurm: dict[str, str] = field(default_factory=dict)  # label -> slurm id it shows
     exists_before: dict[str, bool] = field(default_factory=dict)
     exists_after: dict[str, bool] = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)  # job ids squeue listed live after the poll
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -221,7 +222,8 @@ def status_violations(polls: list[Poll], keys: dict[str, tuple[str, str]],
 
     - a crash: exit status not 0, or no JSON;
     - a dead job called running: the row says running, but every Slurm job of it (the study's
-      submissions of that rule and wildcards) had ended 2 s before the poll began, or none
+      submissions of that rule and wildcards) had ended 2 s before the poll began (sacct) and
+      squeue, asked right after the poll, listed none of them running or pending, or none
       was ever submitted and its outputs all existed before and after the poll... (a job run
       outside Slurm is never called running by the table unless its files move);
     - a finished job called unfinished: its outputs all existed before and after the poll,
@@ -241,7 +243,7 @@ def status_violations(polls: list[Poll], keys: dict[str, tuple[str, str]],
             spans = [jobs.get(j, {}) for j in ids]
             alive = [s for s in spans if (s.get("submit") or 0) <= poll.t1 + 1 and (
                 s.get("end") is None or s["end"] >= poll.t0 - 2)]  # fmt: skip
-            if state == "running" and ids and not alive:
+            if state == "running" and ids and not alive and not set(ids) & poll.listed:
                 bad.append(f"poll {n} ({poll.t0:.0f}): {label} called running; its Slurm jobs "
                            f"{', '.join(ids)} had all ended")  # fmt: skip
             before = [s for s in spans if (s.get("submit") or 0) <= poll.t0]

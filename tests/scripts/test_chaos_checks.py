@@ -171,3 +171,17 @@ def test_ownership_events_show_two_writers_and_who_worked(tmp_path):
     assert writers_at_once(owner_events(tmp_path)) == [
         ".state/adapt/x.shard0-of-2.owner.log: 10 owned it while 7 still did"
     ]
+
+
+def test_a_job_squeue_still_lists_running_is_not_called_dead():
+    """Slurm's own view after the poll (squeue) counts: sacct may date a job's end before
+    squeue stops listing it."""
+    from chaos_checks import Poll, status_violations
+
+    keys = {"evaluate val champion seed1": ("evaluate", "val_champion_1")}
+    subs = {"7": ("evaluate", "val_champion_1")}
+    jobs = {"7": {"state": "FAILED", "submit": 0.0, "start": 1.0, "end": 5.0}}
+    poll = Poll(t0=10.0, t1=11.0, rc=0, rows={"evaluate val champion seed1": "running"})
+    assert len(status_violations([poll], keys, subs, jobs)) == 1
+    poll.listed = {"7"}
+    assert status_violations([poll], keys, subs, jobs) == []
