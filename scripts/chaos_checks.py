@@ -28,7 +28,8 @@ KINDS = [
 # between any two runs; everything else must be equal.
 VOLATILE = re.compile(
     r"(seconds|_s$|_per_s$|^created$|^time|_time$|^started|^finished|^host|hostname|"
-    r"slurm_job_id|^pid$|resumed_from|^attempt|^resumed$|duration|elapsed|^when$|memory)",
+    r"slurm_job_id|^pid$|resumed_from|^attempt|^resumed$|duration|elapsed|^when$|memory|"
+    r"^git_commit$)",  # the checkout's commit: a reused baseline may predate a commit
     re.IGNORECASE,
 )
 TEMP_NAME = re.compile(r"(\.tmp$|\.tmp\.|^\.nfs|\.partial$|\.stale-|\.finished-)")

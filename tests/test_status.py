@@ -374,3 +374,22 @@ def test_a_job_slurm_no_longer_has_is_not_running(cfg, tree):
         st.DONE,
         "finished (Slurm job 500); Snakemake is recording it",
     )
+
+
+def test_a_job_whose_slurm_job_ended_and_whose_marker_snakemake_removed_is_not_running(cfg, tree):
+    """Between a failed attempt and its retry Snakemake holds no marker of the job; its log
+    just moved (the attempt was killed). squeue no longer lists the job: not running."""
+    from arctax.lifecycle.driver import record_owner
+
+    workdir, run = tree
+    snakemake_running(workdir)
+    record_owner(workdir, ["0.output.lock"], ["snakemake"])  # this process: a live driver
+    write(workdir / "logs" / "slurm" / "rule_evaluate" / "arcagi1_eval_champion_0" / "957.log",
+          "srun: error: vm: task 0: Killed\n")  # fmt: skip
+    write(run / "logs" / "eval" / "arcagi1_eval" / "champion" / "seed0.log", "decoding\n")
+    sm = st.Snakemake(workdir, [workdir / "logs" / "slurm"])
+    job = {j.label: j for j in st.study_jobs(cfg, run)}["evaluate arcagi1_eval champion seed0"]
+    gone = st.job_row(job, sm, 100, {})
+    assert (gone.state, gone.slurm) == (st.FAILED, "957")
+    assert st.job_row(job, sm, 100, {"957": "RUNNING"}).state == st.RUNNING
+    assert st.job_row(job, sm, 100, None).state == st.RUNNING  # Slurm silent: its files moved

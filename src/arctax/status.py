@@ -412,6 +412,16 @@ def job_row(
     if activity is None and not rows:
         row.left_s = None if not training else row.left_s
         return row  # not started
+    listed = squeue.get(row.slurm, "").split(" ")[0]
+    if (
+        sm.running
+        and answered
+        and row.slurm.isdigit()
+        and listed not in SLURM_QUEUED | (SLURM_LIVE - {"COMPLETING"})
+    ):  # a live driver with no record of it: its last Slurm job ended (Snakemake saw it end)
+        row.state = FAILED
+        row.exit = f"Slurm job {row.slurm} ended; Snakemake retries it while it has retries left"
+        return row
     # output and no end, no Snakemake record: run by hand (arctax train) or by a Snakemake
     # killed outright. Running while its files move; stalled when quiet for long.
     quiet = now - (activity or 0)
@@ -480,6 +490,7 @@ def study_status(
     max_epochs = int(s.trainer.max_epochs or t69.max_epochs)
     markers = [sm.marker(j) for j in every]
     ids = [str((m or {}).get("external_jobid") or "") for m in markers]
+    ids += [logs[-1].stem for j in every if (logs := sm.slurm_logs(j))]  # ended attempts too
     sq = squeue_states(ids) if use_squeue and any(ids) else None
     rows = [job_row(j, sm, max_epochs, sq, now) for j in every]
     return Study(out, rows, sm.running, sq is not None, t69.early_stopping.patience, sm.lock_note())
