@@ -486,7 +486,8 @@ def report(res: dict[str, Any]) -> str:
               f"{len(o.get('adopted_by_the_driver', []))}"]  # fmt: skip
     lines += [f"  - {x}" for x in o.get("adopted_by_the_driver", [])]
     lines += [
-        "- the killed driver's jobs (orphans) and the copies the next driver submitted: "
+        "- the killed driver's jobs (orphans) and the copies the next driver submitted (a "
+        "copy among those that adopted did no work of its own): "
         f"{len(o['orphans'])}"
     ]
     lines += [f"  - {x}" for x in o["orphans"]]
