@@ -43,6 +43,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -822,7 +823,26 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run([str(LOCAL_SLURM), "down"], capture_output=True, check=False)
 
 
+def tmpfs_refused() -> str:
+    """Why this machine refuses a tmpfs mount (a container without the right); empty if not."""
+    probe = Path(tempfile.mkdtemp(prefix="chaos-probe-"))
+    try:
+        sh("mount", "-t", "tmpfs", "-o", "size=64k", "chaosprobe", str(probe))
+        sh("umount", str(probe), check=False)
+        return ""
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        return str(e)[:200]
+    finally:
+        with contextlib.suppress(OSError):
+            probe.rmdir()
+
+
 def _study(args: argparse.Namespace, study: Study, seed: int, kinds: list[str]) -> int:
+    not_injected = {}
+    if "disk_full" in kinds and (why := tmpfs_refused()):
+        not_injected["disk_full"] = f"this machine refuses a tmpfs mount: {why}"
+        kinds = [k for k in kinds if k != "disk_full"]
+        log(f"disk_full: not injected ({not_injected['disk_full']})")
     base, reused = baseline(study, reuse=not args.no_reuse)
     logs = study.root / "injected"
     if logs.exists():
@@ -914,7 +934,8 @@ def _study(args: argparse.Namespace, study: Study, seed: int, kinds: list[str]) 
             )
         )
     res = {
-        "seed": seed, "scale": args.scale, "kinds": kinds, "date": dt.date.today().isoformat(),
+        "seed": seed, "scale": args.scale, "kinds": kinds, "not_injected": not_injected,
+        "date": dt.date.today().isoformat(),
         "machine": machine(), "command": study.command(), "base": base, "base_reused": reused,
         "wall_s": inj["wall_s"], "faults": inj["faults"], "slurm_jobs": len(subs),
         "restarts": inj["restarts"], "drivers": [asdict(r) for r in driver.runs],

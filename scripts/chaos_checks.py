@@ -434,7 +434,8 @@ def report(res: dict[str, Any]) -> str:
         "",
         "By kind (injected): "
         + ", ".join(f"{k} {counts[k]}" for k in KINDS if k in res["kinds"])
-        + ".",
+        + "."
+        + "".join(f" Not injected: {k} ({why})." for k, why in res.get("not_injected", {}).items()),
         "",
         "## Cost",
         "",
