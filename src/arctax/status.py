@@ -312,6 +312,13 @@ def training_progress(rows: list[dict[str, float]], max_epochs: int) -> dict[str
     return {"done": done, "max": max_epochs, "best": best, "per_epoch": per, "left_s": left}
 
 
+def _ongoing(state: str) -> bool:
+    """Whether a job squeue lists in ``state`` has not ended: queued or running. ``squeue -j``
+    lists an ended job (FAILED, ...) until MinJobAge, and a COMPLETING one is being cleaned
+    up after its end: both have ended."""
+    return state.split(" ")[0] in SLURM_QUEUED | (SLURM_LIVE - {"COMPLETING"})
+
+
 def job_row(
     job: Job,
     sm: Snakemake,
@@ -367,10 +374,7 @@ def job_row(
     activity = _mtime(job.log, job.history, job.metrics)
     if marker is not None:  # Snakemake started it and has not seen it end
         sq = squeue.get(row.slurm, "")
-        if sq and sq.split()[0] not in (SLURM_LIVE - {"COMPLETING"}) | SLURM_QUEUED:
-            # squeue -j lists an ended job (FAILED, ...) until MinJobAge, and a COMPLETING one
-            # is being cleaned up after its end: both have ended
-            sq = ""
+        sq = sq if _ongoing(sq) else ""
         if not sm.running and sq.startswith(("RUNNING", "COMPLETING", "PENDING", "CONFIGURING")):
             # an orphan: its driver is gone, the Slurm job goes on by itself
             row.state = RUNNING if sq.startswith(("RUNNING", "COMPLETING")) else QUEUED
@@ -412,13 +416,8 @@ def job_row(
     if activity is None and not rows:
         row.left_s = None if not training else row.left_s
         return row  # not started
-    listed = squeue.get(row.slurm, "").split(" ")[0]
-    if (
-        sm.running
-        and answered
-        and row.slurm.isdigit()
-        and listed not in SLURM_QUEUED | (SLURM_LIVE - {"COMPLETING"})
-    ):  # a live driver with no record of it: its last Slurm job ended (Snakemake saw it end)
+    if sm.running and answered and row.slurm.isdigit() and not _ongoing(squeue.get(row.slurm, "")):
+        # a live driver with no record of it: its last Slurm job ended (Snakemake saw it end)
         row.state = FAILED
         row.exit = f"Slurm job {row.slurm} ended; Snakemake retries it while it has retries left"
         return row

@@ -252,3 +252,19 @@ def test_the_work_is_asked_for_since_the_live_driver_took_its_lock(tmp_path, mon
     dead.wait()
     rec.write_text(json.dumps({**json.loads(rec.read_text()), "pid": dead.pid}))
     assert requested_since() == 123.0  # its driver is gone: not a live request
+
+
+def test_an_owner_record_is_read_bounded(tmp_path):
+    """An owner file or done marker is another copy's, maybe another host's: a huge, deep or
+    non-regular one reads as no record, never as megabytes parsed."""
+    import os
+
+    big = tmp_path / "big.json"
+    big.write_text('{"pid": 1, "pad": "' + "x" * (2 << 20) + '"}')
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    ok = tmp_path / "ok.json"
+    ok.write_text('{"pid": 1}')
+    assert [read_owner(p) for p in (big, deep, fifo, ok)] == [None, None, None, {"pid": 1}]

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from arctax.io import atomic_write_text, write_json
+from arctax.io import atomic_write_text, loads_json, read_bytes, write_json
 
 T = TypeVar("T")
 STOPPED_EXIT = 75  # EX_TEMPFAIL: the job should be retried, and will resume
@@ -163,11 +163,15 @@ OWNER_POLL_S = 10.0  # how often a waiting copy looks at the owner again
 UNWRITTEN_OWNER_S = 60.0  # an owner file still empty after this: its writer died creating it
 
 
+MAX_RECORD_BYTES = 1 << 20  # an owner file or done marker: a few hundred bytes when whole
+
+
 def read_owner(path: str | Path) -> dict[str, Any] | None:
-    """An owner file's record, or None while it is absent, empty or unreadable."""
+    """An owner file's (or done marker's) record, or None while it is absent, empty, unreadable
+    or not one (read bounded: 1 MiB, a regular file, JSON depth and cost; arctax.io)."""
     try:
-        rec = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        rec = loads_json(read_bytes(path, MAX_RECORD_BYTES, "record"), str(path))
+    except (OSError, ValueError):  # ReadError is a ValueError
         return None
     return rec if isinstance(rec, dict) else None
 
